@@ -1,0 +1,3 @@
+"""relaylog: a self-hosted, Helicone-compatible LLM observability proxy."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,461 @@
+"""The `relaylog` command: run the proxy, read the records, manage relaylog keys.
+
+Exit codes: 0 ok, 1 the command failed, 2 bad usage. Errors are one line on stderr, except that
+a bad SQL query also gets DuckDB's pointer to where it went wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, NoReturn
+
+import orjson
+
+from relaylog import __version__
+from relaylog.keys import KeyFileError, KeyStore
+from relaylog.store.local import SUMMARY_FIELDS, Filters, LocalStore, StoreError
+from relaylog.store.since import parse_since
+from relaylog.store.stats import Metrics, Stats, group_key
+
+DEFAULT_DATA_DIR = "./relaylog-data"
+DATA_DIR_ENV = "RELAYLOG_DATA_DIR"
+KEYS_FILE = "keys.json"
+
+
+class UsageError(Exception):
+    """Bad command line: exit code 2."""
+
+
+class CommandError(Exception):
+    """The command could not do its job: exit code 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse would print the whole usage block and sys.exit(2); we want one line and a return code.
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+
+
+class _StderrWarnings(logging.Handler):
+    """Store warnings (skipped lines, unreadable bodies) as `relaylog: warning: ...` lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # sys.stderr looked up per message, so redirected or captured stderr is honoured.
+        print(f"relaylog: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
+
+
+def _show_warnings_on_stderr() -> None:
+    logger = logging.getLogger("relaylog")
+    if not any(isinstance(h, _StderrWarnings) for h in logger.handlers):
+        handler = _StderrWarnings()
+        handler.setLevel(logging.WARNING)
+        logger.addHandler(handler)
+
+
+# -- argument types ------------------------------------------------------------------------------
+
+
+def _arg_type(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def _int_in(low: int, high: int, what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not (text.isascii() and text.isdigit() and low <= int(text) <= high):
+            raise ValueError(f"expected {what}, got {text!r}")
+        return int(text)
+
+    return parse
+
+
+_positive_int = _int_in(1, sys.maxsize, "a positive integer")
+_port = _int_in(1, 65535, "a port number 1-65535")
+
+
+def _group_by(text: str) -> str:
+    group_key(text)  # validates, raising ValueError
+    return text
+
+
+# -- output helpers ------------------------------------------------------------------------------
+
+
+def _json_default(value: Any) -> Any:
+    # What DuckDB can return that orjson does not serialise itself.
+    if isinstance(value, Decimal):
+        return float(value)
+    return str(value)
+
+
+def _print_json(value: Any) -> None:
+    options = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+    sys.stdout.write(orjson.dumps(value, default=_json_default, option=options).decode() + "\n")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: frozenset[int] = frozenset()) -> str:
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        return "  ".join(padded).rstrip()
+
+    return "\n".join([line(headers), *(line(r) for r in rows)])
+
+
+def _time(created_at: str | None) -> str:
+    if not created_at:
+        return "-"
+    try:
+        return datetime.fromisoformat(created_at).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return created_at
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _cost(value: float | None) -> str:
+    return "-" if value is None else f"${value:.6f}"
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f}ms" if value < 1000 else f"{value / 1000:.2f}s"
+
+
+def _errors(m: Mapping[str, Any]) -> str:
+    return f"{m['errors']:,}" if m["error_rate"] is None else f"{m['errors']:,} ({m['error_rate']:.1%})"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        return format(value, ".10g")
+    if isinstance(value, (dict, list)):
+        return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    return str(value)
+
+
+def _field(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _body(text: str | None) -> str:
+    if text is None:
+        return "(not stored)"
+    try:
+        return orjson.dumps(orjson.loads(text), option=orjson.OPT_INDENT_2).decode()
+    except orjson.JSONDecodeError:
+        return text  # SSE streams and non-JSON bodies as they were relayed
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    # Imported here so the read commands work without the server's dependencies loaded.
+    from relaylog import server
+
+    server.run(host=args.host, port=args.port, data_dir=args.data_dir, workers=args.workers)
+    return 0
+
+
+def cmd_requests(args: argparse.Namespace) -> int:
+    filters = Filters(since=args.since, model=args.model, provider=args.provider, user=args.user, session=args.session)
+    rows = LocalStore(args.data_dir).list_requests(limit=args.limit, filters=filters)
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        filtered = any(getattr(args, f) is not None for f in ("since", "model", "provider", "user", "session"))
+        print("No requests match." if filtered else f"No requests recorded in {args.data_dir} yet.")
+        return 0
+    headers = ["TIME (UTC)", "ID", "PROVIDER", "MODEL", "STATUS", "IN", "OUT", "COST", "LATENCY", "USER"]
+    table = [
+        [
+            _time(r["created_at"]),
+            r["request_id"][:8],
+            r["provider"] or "-",
+            r["model"] or "-",
+            "-" if r["status"] is None else str(r["status"]),
+            _count(r["input_tokens"]),
+            _count(r["output_tokens"]),
+            _cost(r["cost_usd"]),
+            _ms(r["latency_ms"]),
+            r["user_id"] or "-",
+        ]
+        for r in rows
+    ]
+    print(_table(headers, table, right=frozenset({4, 5, 6, 7, 8})))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    if not args.id:
+        raise UsageError("relaylog show: error: give a request id")
+    record = LocalStore(args.data_dir).get_request(args.id)
+    if record is None:
+        raise CommandError(f"no request with id {args.id!r} in {args.data_dir}")
+    if args.json:
+        _print_json(record)
+        return 0
+    fields = [f for f in SUMMARY_FIELDS if f != "properties"]
+    width = max(len(f) for f in fields)
+    for name in fields:
+        print(f"{name:<{width}}  {_field(record[name])}")
+    for key, value in sorted((record["properties"] or {}).items()):
+        print(f"{'property':<{width}}  {key} = {value}")
+    for name in ("request_body", "response_body"):
+        print(f"\n--- {name.replace('_', ' ')} ---")
+        print(_body(record[name]))
+    return 0
+
+
+def _print_totals(m: Metrics) -> None:
+    lines = [
+        ("requests", f"{m['requests']:,}"),
+        ("errors", _errors(m)),
+        ("input tokens", _count(m["input_tokens"])),
+        ("output tokens", _count(m["output_tokens"])),
+        ("cache read tokens", _count(m["cache_read_tokens"])),
+        ("cost", _cost(m["cost_usd"])),
+        ("latency", f"p50 {_ms(m['latency_p50_ms'])}  p95 {_ms(m['latency_p95_ms'])}  p99 {_ms(m['latency_p99_ms'])}"),
+        ("ttft", f"p50 {_ms(m['ttft_p50_ms'])}  p95 {_ms(m['ttft_p95_ms'])}  p99 {_ms(m['ttft_p99_ms'])}"),
+    ]
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        print(f"{key:<{width}}  {value}")
+
+
+def _print_groups(stats: Stats) -> None:
+    headers = [str(stats["by"]).upper(), "REQUESTS", "ERRORS", "IN", "OUT", "CACHE READ", "COST",
+               "LAT P50", "LAT P95", "LAT P99", "TTFT P50", "TTFT P95", "TTFT P99"]  # fmt: skip
+
+    def row(key: str, m: Mapping[str, Any]) -> list[str]:
+        return [
+            key,
+            f"{m['requests']:,}",
+            _errors(m),
+            _count(m["input_tokens"]),
+            _count(m["output_tokens"]),
+            _count(m["cache_read_tokens"]),
+            _cost(m["cost_usd"]),
+            *(_ms(m[f"{metric}_{q}_ms"]) for metric in ("latency", "ttft") for q in ("p50", "p95", "p99")),
+        ]
+
+    rows = [row("(none)" if g["key"] is None else str(g["key"]), g) for g in stats["groups"]]
+    rows.append(row("TOTAL", stats["total"]))
+    print(_table(headers, rows, right=frozenset(range(1, len(headers)))))
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    stats = LocalStore(args.data_dir).stats(by=args.by, since=args.since)
+    if args.json:
+        _print_json(stats)
+        return 0
+    total = stats["total"]
+    if total["requests"] == 0:
+        print("No requests in that period." if args.since else f"No requests recorded in {args.data_dir} yet.")
+        return 0
+    if args.by:
+        _print_groups(stats)
+    else:
+        _print_totals(total)
+    # Sums leave unknowns out rather than counting them as 0: say so.
+    if total["usage_unknown"]:
+        print(f"note: {total['usage_unknown']:,} request(s) without token usage are not in the token sums")
+    if total["cost_unknown"]:
+        print(
+            f"note: {total['cost_unknown']:,} request(s) without a cost (unknown model or no usage) are not in the cost"
+        )
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    result = LocalStore(args.data_dir).query(args.sql)
+    if args.json:
+        _print_json([dict(zip(result.columns, row, strict=True)) for row in result.rows])
+        return 0
+    if not result.columns:
+        return 0
+    if not result.rows:
+        print("(no rows)")
+        return 0
+    numeric = frozenset(i for i, v in enumerate(result.rows[0]) if isinstance(v, (int, float, Decimal)))
+    print(_table(result.columns, [[_cell(v) for v in row] for row in result.rows], right=numeric))
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> KeyStore:
+    return KeyStore(args.data_dir / KEYS_FILE)
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    secret, info = _keys(args).create(args.name)
+    if args.json:
+        _print_json({"key": secret, **asdict(info)})
+        return 0
+    # Only the key on stdout, so `KEY=$(relaylog keys create)` works; the advice goes to stderr.
+    print(secret)
+    label = f"{info.key_id} ({info.name})" if info.name else info.key_id
+    print(
+        f"Created {label}. This is the only time the key is shown: store it now.\n"
+        f"Clients send it as the header `Helicone-Auth: Bearer {info.prefix}...`",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    keys = _keys(args).list()
+    if args.json:
+        _print_json([asdict(k) for k in keys])
+        return 0
+    if not keys:
+        print("No keys yet. Create one with: relaylog keys create --name NAME")
+        return 0
+    headers = ["ID", "NAME", "PREFIX", "CREATED (UTC)", "STATUS"]
+    rows = [
+        [k.key_id, k.name or "-", k.prefix + "...", _time(k.created_at),
+         "active" if k.active else f"revoked {_time(k.revoked_at)}"]
+        for k in keys
+    ]  # fmt: skip
+    print(_table(headers, rows))
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    store = _keys(args)
+    if not store.revoke(args.key_id):
+        if any(k.key_id == args.key_id for k in store.list()):
+            raise CommandError(f"key {args.key_id} is already revoked")
+        raise CommandError(f"no key {args.key_id!r} in {store.path}")
+    if args.json:
+        _print_json({"key_id": args.key_id, "revoked": True})
+    else:
+        print(f"Revoked {args.key_id}.")
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------------
+
+
+def build_parser(default_data_dir: Path) -> argparse.ArgumentParser:
+    data = _Parser(add_help=False)
+    data.add_argument(
+        "--data-dir",
+        type=Path,
+        default=default_data_dir,
+        metavar="DIR",
+        help=f"local data directory (default: {default_data_dir}, set by ${DATA_DIR_ENV})",
+    )
+    reader = _Parser(add_help=False, parents=[data])
+    reader.add_argument("--json", action="store_true", help="machine-readable JSON output")
+    since = _Parser(add_help=False)
+    since.add_argument(
+        "--since",
+        type=_arg_type(parse_since),
+        metavar="WHEN",
+        help="only requests from this time on: 30m, 1h, 7d, or an ISO date/time (UTC unless it has an offset)",
+    )
+
+    parser = _Parser(
+        prog="relaylog",
+        description="Self-hosted, Helicone-compatible LLM observability proxy.",
+        epilog="Every command but serve takes --json for machine output; all take --data-dir DIR.",
+    )
+    parser.add_argument("--version", action="version", version=f"relaylog {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser("serve", parents=[data], help="run the proxy, dashboard and query API")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=_arg_type(_port), default=8787, help="port to listen on (default: 8787)")
+    serve.add_argument("--workers", type=_arg_type(_positive_int), default=1, help="worker processes (default: 1)")
+    serve.set_defaults(run=cmd_serve)
+
+    requests = commands.add_parser("requests", parents=[reader, since], help="list recent requests")
+    requests.add_argument("--limit", type=_arg_type(_positive_int), default=50, help="at most this many (default: 50)")
+    requests.add_argument("--model", help="only this model (as requested)")
+    requests.add_argument("--provider", help="only this provider, e.g. openai")
+    requests.add_argument("--user", help="only this user id")
+    requests.add_argument("--session", help="only this session id")
+    requests.set_defaults(run=cmd_requests)
+
+    show = commands.add_parser("show", parents=[reader], help="one request in full, with its bodies")
+    show.add_argument("id", help="request id (the Helicone-Id header), or a unique prefix of it")
+    show.set_defaults(run=cmd_show)
+
+    stats = commands.add_parser("stats", parents=[reader, since], help="counts, errors, tokens, cost, latency")
+    stats.add_argument(
+        "--by",
+        type=_arg_type(_group_by),
+        metavar="model|user|provider|session|property:NAME",
+        help="one row per value of this field",
+    )
+    stats.set_defaults(run=cmd_stats)
+
+    query = commands.add_parser("query", parents=[reader], help="run SQL (DuckDB) on the `requests` view")
+    query.add_argument("sql", metavar="SQL", help='e.g. "SELECT model, count(*) FROM requests GROUP BY 1"')
+    query.set_defaults(run=cmd_query)
+
+    keys = commands.add_parser("keys", help="manage relaylog API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    create = key_commands.add_parser("create", parents=[reader], help="create a key (shown once)")
+    create.add_argument("--name", help="a label to recognise the key by")
+    create.set_defaults(run=cmd_keys_create)
+    key_list = key_commands.add_parser("list", parents=[reader], help="list keys (never the secrets)")
+    key_list.set_defaults(run=cmd_keys_list)
+    revoke = key_commands.add_parser("revoke", parents=[reader], help="revoke a key by id")
+    revoke.add_argument("key_id", metavar="ID", help="key id, e.g. key_ab12cd34")
+    revoke.set_defaults(run=cmd_keys_revoke)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    default_data_dir = Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
+    parser = build_parser(default_data_dir)
+    try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help and --version
+            return int(exc.code or 0)
+        if args.command != "serve":
+            _show_warnings_on_stderr()
+        return int(args.run(args))
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except (CommandError, StoreError, KeyFileError) as exc:
+        print(f"relaylog: error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader went away (`relaylog requests | head`): not a failure. Point stdout at
+        # /dev/null so the interpreter's final flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as exc:
+        print(f"relaylog: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,82 @@
+"""Settings, read once at start-up from the environment (the CLI sets the same variables)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .providers.registry import PROVIDERS
+
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+BODY_INLINE_MAX = 256 * 1024
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 600.0
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw else default
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw else default
+
+
+def _default_allowlist() -> tuple[str, ...]:
+    # Every known provider's own host is a fair Helicone-Target-Url; nothing else unless configured.
+    hosts = [p.origin.split("://", 1)[1] for p in PROVIDERS.values()]
+    return tuple(h.replace("{resource}", "*") for h in hosts)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path = Path("relaylog-data")
+    # Provider name -> origin replacing the provider's own (RELAYLOG_UPSTREAM_<PROVIDER>).
+    upstream_overrides: dict[str, str] = field(default_factory=dict)
+    # Hosts (`host`, `host:port` or `*.domain`) that Helicone-Target-Url may point at.
+    target_allowlist: tuple[str, ...] = field(default_factory=_default_allowlist)
+    # Providers asked for stream usage when the client did not ask; None = the registry's choice.
+    stream_usage_providers: frozenset[str] | None = None
+    max_request_bytes: int = MAX_REQUEST_BYTES
+    # Bodies larger than this go to a file referenced by *_body_ref instead of into the record.
+    body_inline_max: int = BODY_INLINE_MAX
+    connect_timeout_s: float = CONNECT_TIMEOUT_S
+    # Longest silence tolerated between two chunks from the provider; streams may last much longer.
+    read_timeout_s: float = READ_TIMEOUT_S
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ
+        overrides = {
+            name: env[f"RELAYLOG_UPSTREAM_{name.upper()}"].rstrip("/")
+            for name in PROVIDERS
+            if env.get(f"RELAYLOG_UPSTREAM_{name.upper()}")
+        }
+        allow = env.get("RELAYLOG_TARGET_ALLOWLIST")
+        stream_usage = env.get("RELAYLOG_STREAM_USAGE_PROVIDERS")
+        return cls(
+            data_dir=Path(env.get("RELAYLOG_DATA_DIR", "relaylog-data")),
+            upstream_overrides=overrides,
+            target_allowlist=(
+                tuple(h.strip().lower() for h in allow.split(",") if h.strip())
+                if allow is not None
+                else _default_allowlist()
+            ),
+            stream_usage_providers=(
+                frozenset(p.strip() for p in stream_usage.split(",") if p.strip())
+                if stream_usage is not None
+                else None
+            ),
+            max_request_bytes=_env_int("RELAYLOG_MAX_REQUEST_BYTES", MAX_REQUEST_BYTES),
+            body_inline_max=_env_int("RELAYLOG_BODY_INLINE_MAX", BODY_INLINE_MAX),
+            connect_timeout_s=_env_float("RELAYLOG_CONNECT_TIMEOUT", CONNECT_TIMEOUT_S),
+            read_timeout_s=_env_float("RELAYLOG_READ_TIMEOUT", READ_TIMEOUT_S),
+        )
+
+    def injects_stream_usage(self, provider: str) -> bool:
+        if self.stream_usage_providers is not None:
+            return provider in self.stream_usage_providers
+        known = PROVIDERS.get(provider)
+        return known is not None and known.stream_usage

@@ -1,0 +1,45 @@
+"""What the relay saw of one call: filled in on the hot path, turned into a record off it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .headers import HeliconeMeta
+from .providers.registry import Provider
+
+
+@dataclass(slots=True)
+class Exchange:
+    request_id: str
+    # Wall clock (epoch seconds) when the request reached relaylog.
+    created_at: float
+    # perf_counter() at the same moment; every duration below is measured from it.
+    started: float
+    method: str
+    path: str
+    meta: HeliconeMeta
+    provider: Provider | None = None
+    endpoint: str | None = None
+    model: str | None = None
+    stream: bool = False
+    user: str | None = None
+    key_id: str | None = None
+    request_body: bytes = b""
+    request_content_type: str | None = None
+    request_parse_error: str | None = None
+    # Usage was asked for upstream and is removed from what the client receives.
+    usage_injected: bool = False
+    status: int = 0
+    response_content_type: str | None = None
+    response_content_encoding: str | None = None
+    # Bytes as sent to the client, in order.
+    response_chunks: list[bytes] = field(default_factory=list)
+    response_bytes: int = 0
+    # Provider bytes the client never saw (the usage chunk relaylog asked for); read for usage.
+    withheld: list[bytes] = field(default_factory=list)
+    ttft: float | None = None
+    finished: float | None = None
+    upstream_started: float | None = None
+    upstream_finished: float | None = None
+    error_type: str | None = None
+    error_message: str | None = None

@@ -1,0 +1,136 @@
+"""Reading the Helicone header set and deciding which headers cross the relay."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+# RFC 9110 hop-by-hop headers, plus those the HTTP client recomputes for the upstream connection.
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+_NOT_FORWARDED_UP = _HOP_BY_HOP | {b"host", b"content-length"}
+# Encodings relaylog can decode to read usage from a compressed response.
+DECODABLE_ENCODINGS = (b"gzip", b"deflate")
+
+_PROPERTY_PREFIX = "helicone-property-"
+
+
+@dataclass(slots=True)
+class HeliconeMeta:
+    """The helicone-* headers of one request, parsed once."""
+
+    auth: str | None = None
+    request_id: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    session_path: str | None = None
+    session_name: str | None = None
+    prompt_id: str | None = None
+    model_override: str | None = None
+    target_url: str | None = None
+    omit_request: bool = False
+    omit_response: bool = False
+    properties: dict[str, str] = field(default_factory=dict)
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in ("true", "1", "yes")
+
+
+def split_headers(raw: list[tuple[bytes, bytes]]) -> tuple[HeliconeMeta, list[tuple[str, str]], bytes | None]:
+    """Split request headers into Helicone metadata and the headers forwarded upstream.
+
+    Returns (meta, upstream headers, the client's Accept-Encoding). Accept-Encoding is held back
+    so the relay can narrow it to encodings it can decode.
+    """
+    meta = HeliconeMeta()
+    upstream: list[tuple[str, str]] = []
+    accept_encoding: bytes | None = None
+    for name, value in raw:
+        if name.startswith(b"helicone-"):
+            _read_helicone(meta, name.decode("latin-1"), value.decode("latin-1"))
+        elif name == b"accept-encoding":
+            accept_encoding = value
+        elif name not in _NOT_FORWARDED_UP:
+            upstream.append((name.decode("latin-1"), value.decode("latin-1")))
+    return meta, upstream, accept_encoding
+
+
+def _read_helicone(meta: HeliconeMeta, name: str, value: str) -> None:
+    if name.startswith(_PROPERTY_PREFIX):
+        key = name[len(_PROPERTY_PREFIX):]
+        if key:
+            meta.properties[key] = value
+        return
+    match name:
+        case "helicone-auth":
+            meta.auth = value
+        case "helicone-request-id":
+            meta.request_id = value
+        case "helicone-user-id":
+            meta.user_id = value
+        case "helicone-session-id":
+            meta.session_id = value
+        case "helicone-session-path":
+            meta.session_path = value
+        case "helicone-session-name":
+            meta.session_name = value
+        case "helicone-prompt-id":
+            meta.prompt_id = value
+        case "helicone-model-override":
+            meta.model_override = value
+        case "helicone-target-url":
+            meta.target_url = value
+        case "helicone-omit-request":
+            meta.omit_request = _truthy(value)
+        case "helicone-omit-response":
+            meta.omit_response = _truthy(value)
+
+
+def request_id(candidate: str | None) -> str:
+    """The caller's Helicone-Request-Id when it is a UUID, else a fresh one."""
+    if candidate:
+        try:
+            return str(uuid.UUID(candidate.strip()))
+        except ValueError:
+            pass
+    return str(uuid.uuid4())
+
+
+def bearer(value: str | None) -> str | None:
+    if not value:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def narrow_accept_encoding(value: bytes | None) -> str | None:
+    """Keep only the encodings relaylog can decode, so usage can be read from any response."""
+    if value is None:
+        return None
+    kept = [
+        part.strip()
+        for part in value.split(b",")
+        if part.split(b";", 1)[0].strip().lower() in DECODABLE_ENCODINGS
+    ]
+    return b", ".join(kept).decode("latin-1") if kept else "identity"
+
+
+def response_headers(raw: tuple[tuple[bytes, bytes], ...], *, keep_length: bool) -> list[tuple[bytes, bytes]]:
+    """Upstream response headers as relayed: hop-by-hop removed, everything else unchanged."""
+    return [
+        (name, value)
+        for name, value in raw
+        if (lowered := name.lower()) not in _HOP_BY_HOP and (keep_length or lowered != b"content-length")
+    ]

@@ -1,0 +1,214 @@
+"""relaylog API keys: the secrets clients present to the proxy.
+
+A key is shown once, when it is created, and never stored: `keys.json` holds only its SHA-256
+hash, a short non-secret id and a prefix hint. `verify` runs for every proxied request, so it is
+a dict lookup; the file is re-read only when it changed on disk, checked at most once a second,
+which lets `relaylog keys create` in another process take effect on a running server.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import secrets
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from time import monotonic
+from typing import TypeVar
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+KEY_PREFIX = "rl-"
+PREFIX_HINT_CHARS = 6
+RELOAD_INTERVAL_S = 1.0
+FILE_VERSION = 1
+
+
+class KeyFileError(Exception):
+    """The keys file exists but cannot be read as a relaylog keys file."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    key_id: str
+    name: str | None
+    prefix: str  # first characters of the secret, enough to tell keys apart, not to guess one
+    created_at: str  # RFC 3339 UTC
+    revoked_at: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    info: KeyInfo
+    sha256: str
+
+
+def hash_key(presented: str) -> str:
+    return hashlib.sha256(presented.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# An alias, because inside KeyStore the name `list` is the method.
+_Entries = list[_Entry]
+
+
+def _parse(raw: bytes) -> _Entries:
+    try:
+        doc = orjson.loads(raw)
+        return [
+            _Entry(
+                info=KeyInfo(
+                    key_id=item["key_id"],
+                    name=item.get("name"),
+                    prefix=item.get("prefix", ""),
+                    created_at=item["created_at"],
+                    revoked_at=item.get("revoked_at"),
+                ),
+                sha256=item["sha256"],
+            )
+            for item in doc["keys"]
+        ]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise KeyFileError(f"unreadable keys file: {exc}") from exc
+
+
+def _serialise(entries: _Entries) -> bytes:
+    keys = [{**asdict(e.info), "sha256": e.sha256} for e in entries]
+    return orjson.dumps({"version": FILE_VERSION, "keys": keys}, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+class KeyStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock_path = path.with_name(path.name + ".lock")
+        # Only active keys, by hash: the whole of what `verify` needs.
+        self._active: dict[str, str] = {}
+        # (inode, mtime_ns, size) of the file last loaded; None when it did not exist. Writers
+        # always os.replace, so the inode alone changes on every write, whatever the clock does.
+        self._signature: tuple[int, int, int] | None = None
+        self._checked_at = float("-inf")
+
+    # -- hot path ------------------------------------------------------------------------------
+
+    def verify(self, presented: str) -> str | None:
+        """The key_id of an active key matching `presented`, else None.
+
+        Looking up a hash of the presented value leaks nothing useful through timing: an attacker
+        cannot steer which hash bucket a guess lands in.
+        """
+        self._refresh()
+        return self._active.get(hash_key(presented))
+
+    def active_count(self) -> int:
+        self._refresh()
+        return len(self._active)
+
+    def _refresh(self) -> None:
+        now = monotonic()
+        if now - self._checked_at < RELOAD_INTERVAL_S:
+            return
+        self._checked_at = now
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._signature, self._active = None, {}
+            return
+        signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if signature == self._signature:
+            return
+        try:
+            entries = _parse(self.path.read_bytes())
+        except (OSError, KeyFileError) as exc:
+            # Keep serving with the keys we had rather than locking every client out.
+            log.warning("keeping previously loaded keys: %s: %s", self.path, exc)
+            return
+        self._signature = signature
+        self._active = {e.sha256: e.info.key_id for e in entries if e.info.active}
+
+    # -- management (CLI) ----------------------------------------------------------------------
+
+    def list(self) -> list[KeyInfo]:
+        return [e.info for e in self._read()]
+
+    def create(self, name: str | None = None) -> tuple[str, KeyInfo]:
+        """A new key: the secret (returned only here) and its stored description."""
+        secret = KEY_PREFIX + secrets.token_urlsafe(32)
+
+        def add(entries: _Entries) -> tuple[_Entries, KeyInfo]:
+            taken = {e.info.key_id for e in entries}
+            key_id = f"key_{secrets.token_hex(4)}"
+            while key_id in taken:
+                key_id = f"key_{secrets.token_hex(4)}"
+            info = KeyInfo(key_id, name, secret[:PREFIX_HINT_CHARS], _now())
+            return [*entries, _Entry(info, hash_key(secret))], info
+
+        return secret, self._update(add)
+
+    def revoke(self, key_id: str) -> bool:
+        """True if an active key with this id was revoked now; False if there was none."""
+
+        def mark(entries: _Entries) -> tuple[_Entries, bool]:
+            hit = False
+            updated = []
+            for e in entries:
+                if e.info.key_id == key_id and e.info.active:
+                    e = replace(e, info=replace(e.info, revoked_at=_now()))
+                    hit = True
+                updated.append(e)
+            return updated, hit
+
+        return self._update(mark)
+
+    def _read(self) -> _Entries:
+        try:
+            return _parse(self.path.read_bytes())
+        except FileNotFoundError:
+            return []
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        # A separate lock file, because the keys file itself is replaced (new inode) on each write.
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def _update(self, change: Callable[[_Entries], tuple[_Entries, T]]) -> T:
+        with self._locked():
+            entries, result = change(self._read())
+            self._write(_serialise(entries))
+        self._checked_at = float("-inf")  # this process sees its own change immediately
+        return result
+
+    def _write(self, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            os.unlink(tmp)
+            raise

@@ -1,0 +1,1 @@
+"""Provider knowledge: where each provider lives and how to read its requests and responses."""

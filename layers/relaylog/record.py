@@ -1,0 +1,56 @@
+"""Record schema v1: one flat JSON object per call, the same in every store."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+SCHEMA_VERSION = 1
+
+
+class Record(TypedDict):
+    schema_version: int
+    request_id: str
+    created_at: str
+    dt: str
+    hour: str
+    provider: str
+    endpoint: str
+    method: str
+    model: str | None
+    response_model: str | None
+    status: int
+    stream: bool
+    latency_ms: float
+    ttft_ms: float | None
+    upstream_ms: float | None
+    overhead_ms: float
+    input_tokens: int | None
+    output_tokens: int | None
+    cache_read_tokens: int | None
+    cache_write_tokens: int | None
+    reasoning_tokens: int | None
+    audio_input_tokens: int | None
+    audio_output_tokens: int | None
+    usage_source: str
+    cost_usd: float | None
+    cost_source: str
+    user_id: str | None
+    session_id: str | None
+    session_path: str | None
+    session_name: str | None
+    prompt_id: str | None
+    properties: dict[str, str]
+    key_id: str | None
+    cache_status: str | None
+    error_type: str | None
+    # Why part of the call could not be understood (unparsable body, unknown usage), else None.
+    parse_error: str | None
+    request_body: str | None
+    response_body: str | None
+    request_body_ref: str | None
+    response_body_ref: str | None
+    request_bytes: int
+    response_bytes: int
+
+
+FIELDS: tuple[str, ...] = tuple(Record.__annotations__)

@@ -1,0 +1,167 @@
+"""Turning an exchange into a schema-v1 record: decode, read usage, price, place bodies."""
+
+from __future__ import annotations
+
+import zlib
+from datetime import UTC, datetime
+from typing import Protocol
+
+from .config import Settings
+from .cost import price
+from .exchange import Exchange
+from .providers.parsing import parse_response
+from .record import SCHEMA_VERSION, Record
+from .usage import EMPTY_FIELDS, Observed
+
+# Content types stored as text in the record; anything else (audio, images, multipart) is binary.
+_TEXT_TYPES = ("application/json", "text/", "application/x-ndjson", "application/xml", "application/x-www-form-urlencoded")
+
+
+class BodyStore(Protocol):
+    def put(self, request_id: str, dt: str, kind: str, data: bytes) -> str:
+        """Store a body kept out of the record; returns the reference saved in *_body_ref."""
+
+
+def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> Record:
+    created = datetime.fromtimestamp(exchange.created_at, UTC)
+    dt = created.strftime("%Y-%m-%d")
+    provider = exchange.provider
+    meta = exchange.meta
+    problems: list[str] = []
+    if exchange.request_parse_error:
+        problems.append(f"request: {exchange.request_parse_error}")
+
+    response_raw = b"".join(exchange.response_chunks)
+    if exchange.response_bytes > len(response_raw):
+        problems.append("response: body larger than the capture limit, stored truncated")
+    response_plain = _decode(response_raw, exchange.response_content_encoding, problems)
+
+    observed = Observed()
+    if provider is not None and exchange.upstream_started is not None and response_plain is not None:
+        observed = parse_response(
+            provider.family,
+            exchange.endpoint or exchange.path,
+            response_plain + b"".join(exchange.withheld),
+            exchange.response_content_type or "",
+        )
+        if observed.parse_error and exchange.status < 400:
+            problems.append(f"response: {observed.parse_error}")
+
+    usage = observed.usage
+    if usage is None:
+        usage_source = "absent"
+        cost_usd, cost_source = None, "no_usage"
+    else:
+        usage_source = "provider_injected" if exchange.usage_injected else "provider"
+        priced_model = meta.model_override or observed.response_model or exchange.model
+        if provider is None:
+            cost_usd, cost_source = None, "unknown_model"
+        else:
+            cost_usd, cost_source = price(usage, priced_model, provider)
+
+    latency_ms = _ms(exchange.started, exchange.finished)
+    upstream_ms = (
+        _ms(exchange.upstream_started, exchange.upstream_finished)
+        if exchange.upstream_started is not None and exchange.upstream_finished is not None
+        else None
+    )
+    request_body, request_ref = _place_body(
+        exchange.request_body, exchange.request_content_type, meta.omit_request, exchange, dt, "request", settings, bodies
+    )
+    response_body, response_ref = _place_body(
+        response_plain if response_plain is not None else response_raw,
+        exchange.response_content_type,
+        meta.omit_response,
+        exchange,
+        dt,
+        "response",
+        settings,
+        bodies,
+    )
+    record: Record = {
+        "schema_version": SCHEMA_VERSION,
+        "request_id": exchange.request_id,
+        "created_at": created.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "dt": dt,
+        "hour": created.strftime("%H"),
+        "provider": provider.name if provider is not None else "unknown",
+        "endpoint": exchange.endpoint or exchange.path,
+        "method": exchange.method,
+        "model": exchange.model,
+        "response_model": observed.response_model,
+        "status": exchange.status,
+        "stream": exchange.stream,
+        "latency_ms": latency_ms,
+        "ttft_ms": _ms(exchange.started, exchange.ttft) if exchange.ttft is not None else None,
+        "upstream_ms": upstream_ms,
+        "overhead_ms": round(max(latency_ms - (upstream_ms or 0.0), 0.0), 3),
+        **(usage.as_fields() if usage is not None else EMPTY_FIELDS),  # type: ignore[typeddict-item]
+        "usage_source": usage_source,
+        "cost_usd": cost_usd,
+        "cost_source": cost_source,
+        "user_id": exchange.user,
+        "session_id": meta.session_id,
+        "session_path": meta.session_path,
+        "session_name": meta.session_name,
+        "prompt_id": meta.prompt_id,
+        "properties": meta.properties,
+        "key_id": exchange.key_id,
+        "cache_status": None,
+        "error_type": exchange.error_type,
+        "parse_error": "; ".join(problems) or None,
+        "request_body": request_body,
+        "response_body": response_body,
+        "request_body_ref": request_ref,
+        "response_body_ref": response_ref,
+        "request_bytes": len(exchange.request_body),
+        "response_bytes": exchange.response_bytes,
+    }
+    return record
+
+
+def _ms(start: float, end: float | None) -> float:
+    return round(((end if end is not None else start) - start) * 1000.0, 3)
+
+
+def _decode(raw: bytes, encoding: str | None, problems: list[str]) -> bytes | None:
+    """The response as the client's SDK reads it, or None when relaylog cannot decode it."""
+    if not encoding or not raw:
+        return raw
+    name = encoding.strip().lower()
+    try:
+        if name == "gzip":
+            return zlib.decompressobj(wbits=47).decompress(raw)
+        if name == "deflate":
+            return zlib.decompress(raw)
+        if name == "identity":
+            return raw
+    except zlib.error:
+        problems.append(f"response: could not decode {name} body")
+        return None
+    problems.append(f"response: unsupported content-encoding {name}")
+    return None
+
+
+def _is_text(content_type: str | None) -> bool:
+    if content_type:
+        lowered = content_type.lower()
+        return any(lowered.startswith(prefix) or prefix in lowered for prefix in _TEXT_TYPES)
+    return True
+
+
+def _place_body(
+    data: bytes,
+    content_type: str | None,
+    omitted: bool,
+    exchange: Exchange,
+    dt: str,
+    kind: str,
+    settings: Settings,
+    bodies: BodyStore,
+) -> tuple[str | None, str | None]:
+    """(inline text, reference): small text bodies stay in the record, the rest go to the body store."""
+    if omitted or not data:
+        return None, None
+    if len(data) <= settings.body_inline_max and _is_text(content_type):
+        return data.decode("utf-8", errors="replace"), None
+    return None, bodies.put(exchange.request_id, dt, kind, data)

@@ -1,0 +1,1 @@
+"""The relay: ASGI app, upstream client, stream handling."""

@@ -1,0 +1,393 @@
+"""The relay as an ASGI app: request in, relay to the provider, observe, hand the exchange to a sink.
+
+The same app runs under uvicorn locally and under relaylog's own Lambda runtime loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from ..config import Settings
+from ..exchange import Exchange
+from ..headers import bearer, narrow_accept_encoding, request_id, response_headers, split_headers
+from ..keys import KeyStore
+from ..providers.parsing import parse_request
+from ..providers.routing import Route, RouteError, resolve
+from ..sinks import Sink
+from .stream_usage import UsageStripper, inject
+from .upstream import create_session
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_JSON = b"application/json"
+# Non-streamed bodies up to this size are read whole and sent in one write.
+_READ_WHOLE_MAX = 4 * 1024 * 1024
+
+
+class ClientGone(Exception):
+    """The client closed the connection before relaylog finished answering."""
+
+
+class RelayApp:
+    def __init__(self, settings: Settings, keys: KeyStore, sink: Sink) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.sink = sink
+        self._session: aiohttp.ClientSession | None = None
+
+    async def startup(self) -> None:
+        self._session = create_session(self.settings)
+
+    async def shutdown(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            # Started lazily for hosts that skip ASGI lifespan events.
+            self._session = create_session(self.settings)
+        return self._session
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.handle(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.startup()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                self.sink.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        meta, upstream_headers, accept_encoding = split_headers(scope["headers"])
+        raw_path = scope.get("raw_path")
+        path = raw_path.decode("latin-1") if raw_path else scope["path"]
+        exchange = Exchange(
+            request_id=request_id(meta.request_id),
+            created_at=time.time(),
+            started=started,
+            method=scope["method"],
+            path=path,
+            meta=meta,
+        )
+        try:
+            await self._relay(exchange, scope, receive, send, upstream_headers, accept_encoding)
+        except ClientGone:
+            exchange.error_type = "client_disconnect"
+        except Exception:
+            exchange.error_type = "internal_error"
+            raise
+        finally:
+            if exchange.finished is None:
+                exchange.finished = time.perf_counter()
+            self.sink.submit(exchange)
+
+    async def _relay(
+        self,
+        exchange: Exchange,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        upstream_headers: list[tuple[str, str]],
+        accept_encoding: bytes | None,
+    ) -> None:
+        meta = exchange.meta
+        try:
+            route = resolve(exchange.path, meta.target_url, self.settings)
+        except RouteError as error:
+            return await self._refuse(exchange, send, error.status, error.error_type, error.message)
+        exchange.provider = route.provider
+        exchange.endpoint = route.endpoint
+
+        if self.keys.active_count():
+            exchange.key_id = self.keys.verify(bearer(meta.auth) or "")
+            if exchange.key_id is None:
+                return await self._refuse(
+                    exchange, send, 401, "unauthorized", "Missing or invalid Helicone-Auth: Bearer <relaylog key>"
+                )
+
+        body = await _read_body(scope, receive, self.settings.max_request_bytes)
+        if body is None:
+            limit = self.settings.max_request_bytes
+            return await self._refuse(
+                exchange, send, 413, "body_too_large", f"Request body is larger than {limit} bytes"
+            )
+        exchange.request_body = body
+        exchange.request_content_type = _header(scope, b"content-type")
+        info = parse_request(route.provider.family, route.endpoint, body)
+        exchange.model = meta.model_override or info.model
+        exchange.stream = info.stream
+        exchange.user = meta.user_id or info.user
+        exchange.request_parse_error = info.parse_error if body else None
+
+        upstream_body = body
+        if (
+            info.stream
+            and info.parsed is not None
+            and route.provider.family == "openai"
+            and route.endpoint.split("?", 1)[0].endswith("/chat/completions")
+            and self.settings.injects_stream_usage(route.provider.name)
+        ):
+            injected = inject(body, info.parsed)
+            if injected is not None:
+                upstream_body = injected
+                exchange.usage_injected = True
+
+        await self._call_upstream(
+            exchange, scope, receive, send, route, upstream_headers, accept_encoding, body, upstream_body
+        )
+
+    async def _call_upstream(
+        self,
+        exchange: Exchange,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        route: Route,
+        upstream_headers: list[tuple[str, str]],
+        accept_encoding: bytes | None,
+        body: bytes,
+        upstream_body: bytes,
+    ) -> None:
+        query = scope.get("query_string") or b""
+        url = URL(route.origin + route.endpoint + ("?" + query.decode("latin-1") if query else ""), encoded=True)
+        watcher = _DisconnectWatcher(receive)
+        response: aiohttp.ClientResponse | None = None
+        try:
+            exchange.upstream_started = time.perf_counter()
+            response = await self._open(exchange, url, upstream_headers, accept_encoding, upstream_body)
+            preread: bytes | None = None
+            if exchange.usage_injected and response.status == 400:
+                # A provider that turned out not to accept stream_options: ask again as the client did.
+                preread = await response.read()
+                if b"stream_options" in preread:
+                    response.release()
+                    preread = None
+                    exchange.usage_injected = False
+                    response = await self._open(exchange, url, upstream_headers, accept_encoding, body)
+            await self._respond(exchange, response, send, watcher, preread)
+        except asyncio.CancelledError:
+            if not watcher.gone:
+                raise
+            _uncancel()
+            exchange.error_type = "client_disconnect"
+        except TimeoutError:
+            exchange.upstream_finished = time.perf_counter()
+            if exchange.status == 0:
+                await self._refuse(exchange, send, 504, "upstream_timeout", "The provider did not answer in time")
+            else:
+                exchange.error_type = "upstream_timeout"
+        except (aiohttp.ClientError, OSError) as error:
+            exchange.upstream_finished = time.perf_counter()
+            if exchange.status == 0:
+                await self._refuse(exchange, send, 502, "upstream_unreachable", _describe(error))
+            else:
+                exchange.error_type = "upstream_disconnect"
+        finally:
+            watcher.stop()
+            if response is not None:
+                # Closing (not releasing) drops a connection whose body was not read to the end.
+                response.close()
+
+    async def _open(
+        self,
+        exchange: Exchange,
+        url: URL,
+        upstream_headers: list[tuple[str, str]],
+        accept_encoding: bytes | None,
+        body: bytes,
+    ) -> aiohttp.ClientResponse:
+        headers = list(upstream_headers)
+        if exchange.usage_injected:
+            headers.append(("accept-encoding", "identity"))  # the stripper reads the stream as text
+        elif accept_encoding is not None:
+            headers.append(("accept-encoding", narrow_accept_encoding(accept_encoding) or "identity"))
+        return await self.session.request(
+            exchange.method,
+            url,
+            headers=headers,
+            data=body if body else None,
+            allow_redirects=False,
+        )
+
+    async def _respond(
+        self,
+        exchange: Exchange,
+        response: aiohttp.ClientResponse,
+        send: Send,
+        watcher: _DisconnectWatcher,
+        preread: bytes | None,
+    ) -> None:
+        content_type = response.headers.get("Content-Type", "")
+        exchange.response_content_type = content_type
+        exchange.response_content_encoding = response.headers.get("Content-Encoding")
+        event_stream = content_type.startswith("text/event-stream")
+        stripper = UsageStripper() if exchange.usage_injected and event_stream else None
+        headers = response_headers(tuple(response.raw_headers), keep_length=stripper is None)
+        if event_stream:
+            _add_stream_headers(headers)
+        headers.append((b"helicone-id", exchange.request_id.encode()))
+
+        length = response.content_length
+        if preread is not None or (not event_stream and length is not None and length <= _READ_WHOLE_MAX):
+            data = preread if preread is not None else await response.read()
+            exchange.upstream_finished = time.perf_counter()
+            await self._start(exchange, send, response.status, headers)
+            await self._send_last(exchange, send, watcher, data)
+            return
+
+        await self._start(exchange, send, response.status, headers)
+        capture_limit = self.settings.max_request_bytes
+        async for chunk in response.content.iter_any():
+            out = stripper.feed(chunk) if stripper is not None else chunk
+            if out:
+                await self._send_chunk(exchange, send, out, capture_limit)
+        exchange.upstream_finished = time.perf_counter()
+        tail = b""
+        if stripper is not None:
+            tail = stripper.finish()
+            exchange.withheld = stripper.withheld
+        await self._send_last(exchange, send, watcher, tail)
+
+    async def _start(self, exchange: Exchange, send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        exchange.status = status
+        if status >= 400:
+            exchange.error_type = "upstream_error"
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def _send_chunk(self, exchange: Exchange, send: Send, data: bytes, capture_limit: int) -> None:
+        if exchange.ttft is None:
+            exchange.ttft = time.perf_counter()
+        exchange.response_bytes += len(data)
+        if exchange.response_bytes <= capture_limit:
+            exchange.response_chunks.append(data)
+        await send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def _send_last(self, exchange: Exchange, send: Send, watcher: _DisconnectWatcher, data: bytes) -> None:
+        if data:
+            if exchange.ttft is None:
+                exchange.ttft = time.perf_counter()
+            exchange.response_bytes += len(data)
+            exchange.response_chunks.append(data)
+        # From here on a disconnect notice only means the response is complete.
+        watcher.stop()
+        await send({"type": "http.response.body", "body": data, "more_body": False})
+        exchange.finished = time.perf_counter()
+
+    async def _refuse(self, exchange: Exchange, send: Send, status: int, error_type: str, message: str) -> None:
+        """Answer with relaylog's own JSON error (never the provider's words)."""
+        body = orjson.dumps({"error": {"type": error_type, "message": message}})
+        exchange.status = status
+        exchange.error_type = error_type
+        exchange.error_message = message
+        exchange.response_content_type = "application/json"
+        headers = [
+            (b"content-type", _JSON),
+            (b"content-length", str(len(body)).encode()),
+            (b"helicone-id", exchange.request_id.encode()),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        exchange.ttft = time.perf_counter()
+        exchange.response_bytes = len(body)
+        exchange.response_chunks.append(body)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        exchange.finished = time.perf_counter()
+
+
+class _DisconnectWatcher:
+    """Cancels the relaying task when the client goes away, so the provider stops being read."""
+
+    __slots__ = ("_task", "_watch", "gone")
+
+    def __init__(self, receive: Receive) -> None:
+        self.gone = False
+        self._task = asyncio.current_task()
+        self._watch: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(self._wait(receive))
+
+    async def _wait(self, receive: Receive) -> None:
+        message = await receive()
+        if message["type"] == "http.disconnect" and self._watch is not None and self._task is not None:
+            self.gone = True
+            self._task.cancel()
+
+    def stop(self) -> None:
+        if self._watch is not None:
+            watch, self._watch = self._watch, None
+            if not watch.done():
+                watch.cancel()
+
+
+def _uncancel() -> None:
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None when it is larger than `limit`."""
+    declared = _header(scope, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientGone
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body if len(body) <= limit else None
+    parts = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _add_stream_headers(headers: list[tuple[bytes, bytes]]) -> None:
+    """Proxies and browsers must not buffer or cache an event stream; keep the provider's own values."""
+    names = {name.lower() for name, _ in headers}
+    if b"cache-control" not in names:
+        headers.append((b"cache-control", b"no-cache"))
+    if b"x-accel-buffering" not in names:
+        headers.append((b"x-accel-buffering", b"no"))
+
+
+def _describe(error: BaseException) -> str:
+    # The class name and aiohttp's text name the failure; neither carries request headers or keys.
+    text = str(error).strip()
+    return f"Provider unreachable: {type(error).__name__}{': ' + text if text else ''}"[:500]
+

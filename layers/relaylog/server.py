@@ -1,0 +1,58 @@
+"""`relaylog serve`: the relay under uvicorn on the embedded default store."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from .config import Settings
+from .keys import KeyStore
+from .relay.app import RelayApp
+from .sinks.local import LocalSink
+
+log = logging.getLogger("relaylog")
+
+
+def keys_path(data_dir: Path) -> Path:
+    return data_dir / "keys.json"
+
+
+def create_app() -> RelayApp:
+    """App factory for uvicorn: one per worker process, configured from the environment."""
+    settings = Settings.from_env()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return RelayApp(settings, KeyStore(keys_path(settings.data_dir)), LocalSink(settings))
+
+
+def run(host: str = "127.0.0.1", port: int = 8787, data_dir: Path = Path("relaylog-data"), workers: int = 1) -> None:
+    os.environ["RELAYLOG_DATA_DIR"] = str(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    keys = KeyStore(keys_path(data_dir)).active_count()
+    url = f"http://{host}:{port}"
+    print(f"relaylog proxy on {url}  (OpenAI: {url}/v1, Anthropic: {url}/anthropic, ...)", file=sys.stderr)
+    print(f"records: {data_dir.resolve()}/raw  (relaylog requests --data-dir {data_dir})", file=sys.stderr)
+    if keys:
+        print(f"{keys} relaylog key(s) active: calls need 'Helicone-Auth: Bearer <key>'", file=sys.stderr)
+    else:
+        print("no relaylog keys: the proxy is OPEN to anyone who can reach it (relaylog keys create)", file=sys.stderr)
+    uvicorn.run(
+        "relaylog.server:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        lifespan="on",
+        access_log=False,
+        # The provider's own Date and Server headers are relayed; uvicorn must not add a second pair.
+        server_header=False,
+        date_header=False,
+        log_level="info",
+        timeout_graceful_shutdown=30,
+    )

@@ -1,0 +1,106 @@
+"""The embedded default sink: JSON lines under <data-dir>/raw/dt=YYYY-MM-DD/hour=HH/.
+
+A background thread turns exchanges into records and appends them, so the response path only
+enqueues. Each process writes its own file, so several workers never interleave lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from ..config import Settings
+from ..exchange import Exchange
+from ..recording import build_record
+
+log = logging.getLogger("relaylog.sink")
+
+_STOP = object()
+
+
+class LocalBodyStore:
+    """Bodies too large (or too binary) for a record, as files referenced relative to the data dir."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+
+    def put(self, request_id: str, dt: str, kind: str, data: bytes) -> str:
+        relative = Path("bodies") / f"dt={dt}" / f"{request_id}.{kind}"
+        target = self.data_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        return relative.as_posix()
+
+
+class LocalSink:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir
+        self.bodies = LocalBodyStore(self.data_dir)
+        self.writer_id = f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}"
+        self._queue: queue.SimpleQueue[Exchange | object] = queue.SimpleQueue()
+        self._file: IO[bytes] | None = None
+        self._partition: str | None = None
+        self._thread = threading.Thread(target=self._run, name="relaylog-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, exchange: Exchange) -> None:
+        self._queue.put(exchange)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            batch = [item]
+            # Drain what is waiting so one flush covers many records under load.
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = self._write(batch)
+            if stop:
+                if self._file is not None:
+                    self._file.close()
+                return
+
+    def _write(self, batch: list[Exchange | object]) -> bool:
+        stop = False
+        for item in batch:
+            if item is _STOP:
+                stop = True
+                continue
+            assert isinstance(item, Exchange)
+            try:
+                record = build_record(item, self.settings, self.bodies)
+                line = orjson.dumps(record) + b"\n"
+                self._file_for(record["dt"], record["hour"]).write(line)
+            except Exception:
+                # One bad exchange must not stop the writer; the id says which call to look at.
+                log.exception("could not write the record for request %s", item.request_id)
+        if self._file is not None:
+            self._file.flush()
+        return stop
+
+    def _file_for(self, dt: str, hour: str) -> IO[bytes]:
+        partition = f"dt={dt}/hour={hour}"
+        if partition != self._partition or self._file is None:
+            if self._file is not None:
+                self._file.close()
+            directory = self.data_dir / "raw" / partition
+            directory.mkdir(parents=True, exist_ok=True)
+            self._file = open(directory / f"{self.writer_id}.jsonl", "ab")
+            self._partition = partition
+        return self._file

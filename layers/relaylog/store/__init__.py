@@ -1,0 +1,1 @@
+"""Reading records back: DuckDB over the local data dir."""

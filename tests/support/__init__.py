@@ -1,0 +1,1 @@
+"""Test support: relaylog running on a real socket, and reading its records back."""

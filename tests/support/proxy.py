@@ -1,0 +1,88 @@
+"""relaylog's relay under uvicorn in a background thread, on a real loopback socket."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvicorn
+
+from relaylog.config import Settings
+from relaylog.keys import KeyStore
+from relaylog.providers.registry import PROVIDERS
+from relaylog.relay.app import RelayApp
+from relaylog.server import keys_path
+from relaylog.sinks.local import LocalSink
+
+
+class RunningProxy:
+    def __init__(self, data_dir: Path, upstream: str, **settings: Any) -> None:
+        overrides = {name: upstream for name in PROVIDERS}
+        self.settings = replace(Settings(), data_dir=data_dir, upstream_overrides=overrides, **settings)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = data_dir
+        self.keys = KeyStore(keys_path(data_dir))
+        self.sink = LocalSink(self.settings)
+        self.app = RelayApp(self.settings, self.keys, self.sink)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            self.app, loop="asyncio", http="httptools", lifespan="on", access_log=False, log_level="warning",
+            server_header=False, date_header=False,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        asyncio.run(self._server.serve(sockets=[self._sock]))
+
+    def __enter__(self) -> RunningProxy:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("relaylog did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+
+    def records(self) -> list[dict[str, Any]]:
+        found = []
+        for path in sorted((self.data_dir / "raw").glob("dt=*/hour=*/*.jsonl")):
+            for line in path.read_bytes().splitlines():
+                try:
+                    found.append(orjson.loads(line))
+                except orjson.JSONDecodeError:
+                    continue  # the writer is part-way through this line
+        return found
+
+    def record(self, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The record of one call, once the background writer has written it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for record in self.records():
+                if record["request_id"] == request_id:
+                    return record
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no record for {request_id}")
+            time.sleep(0.02)
+
+    def wait_records(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.records()
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.02)

@@ -1,0 +1,497 @@
+"""DuckDB queries over a local data dir, checked against numbers computed in Python."""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from relaylog.record import FIELDS
+from relaylog.store.files import has_incomplete_tail, raw_files
+from relaylog.store.local import SUMMARY_FIELDS, AmbiguousId, Filters, LocalStore, StoreError
+from relaylog.store.schema import COLUMNS
+from relaylog.store.since import parse_since
+from relaylog.store.stats import group_key
+
+BASE = datetime(2026, 11, 25, 22, 10, tzinfo=timezone.utc)
+
+# -- helpers shared with test_cli.py -------------------------------------------------------------
+
+
+def make_record(created: datetime, **overrides: Any) -> dict[str, Any]:
+    """A complete schema-v1 record for a successful OpenAI chat completion, with overrides."""
+    request_id = str(uuid.uuid4())
+    request_body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
+    response_body = '{"id":"chatcmpl-1","choices":[{"message":{"role":"assistant","content":"hello"}}]}'
+    record: dict[str, Any] = {
+        "schema_version": 1,
+        "request_id": request_id,
+        "created_at": created.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "dt": created.strftime("%Y-%m-%d"),
+        "hour": created.strftime("%H"),
+        "provider": "openai",
+        "endpoint": "/v1/chat/completions",
+        "method": "POST",
+        "model": "gpt-4o-mini",
+        "response_model": "gpt-4o-mini-2024-07-18",
+        "status": 200,
+        "stream": False,
+        "latency_ms": 812.5,
+        "ttft_ms": 790.0,
+        "upstream_ms": 805.0,
+        "overhead_ms": 7.5,
+        "input_tokens": 120,
+        "output_tokens": 40,
+        "cache_read_tokens": 0,
+        "cache_write_tokens": None,
+        "reasoning_tokens": 0,
+        "audio_input_tokens": None,
+        "audio_output_tokens": None,
+        "usage_source": "provider",
+        "cost_usd": 0.000042,
+        "cost_source": "genai-prices@0.0.30",
+        "user_id": "alice",
+        "session_id": None,
+        "session_path": None,
+        "session_name": None,
+        "prompt_id": None,
+        "properties": {},
+        "key_id": "key_ab12cd34",
+        "cache_status": None,
+        "error_type": None,
+        "parse_error": None,
+        "request_body": request_body,
+        "response_body": response_body,
+        "request_body_ref": None,
+        "response_body_ref": None,
+        "request_bytes": len(request_body),
+        "response_bytes": len(response_body),
+    }
+    record.update(overrides)
+    assert list(record) == list(FIELDS), "helper out of date with record.FIELDS"
+    return record
+
+
+def write_records(data_dir: Path, records: Iterable[dict[str, Any]], writer: str = "w1") -> list[Path]:
+    """Append records as JSON lines into their dt/hour partition files, as the writer does."""
+    paths: list[Path] = []
+    for record in records:
+        path = data_dir / "raw" / f"dt={record['dt']}" / f"hour={record['hour']}" / f"{writer}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab") as f:
+            f.write(orjson.dumps(record) + b"\n")
+        if path not in paths:
+            paths.append(path)
+    return paths
+
+
+def quantile(values: list[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks, the definition quantile_cont uses."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    h = (len(ordered) - 1) * q
+    lo = math.floor(h)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (h - lo) * (ordered[hi] - ordered[lo])
+
+
+def expected_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
+    n = len(records)
+    errors = sum(1 for r in records if r["status"] >= 400 or r["error_type"] is not None)
+    latency = [r["latency_ms"] for r in records if r["latency_ms"] is not None]
+    ttft = [r["ttft_ms"] for r in records if r["ttft_ms"] is not None]
+    return {
+        "requests": n,
+        "errors": errors,
+        "error_rate": errors / n if n else None,
+        "input_tokens": sum(r["input_tokens"] or 0 for r in records),
+        "output_tokens": sum(r["output_tokens"] or 0 for r in records),
+        "cache_read_tokens": sum(r["cache_read_tokens"] or 0 for r in records),
+        "usage_unknown": sum(1 for r in records if r["input_tokens"] is None),
+        "cost_usd": math.fsum(r["cost_usd"] for r in records if r["cost_usd"] is not None),
+        "cost_unknown": sum(1 for r in records if r["cost_usd"] is None),
+        **{f"latency_p{round(q * 100)}_ms": quantile(latency, q) for q in (0.5, 0.95, 0.99)},
+        **{f"ttft_p{round(q * 100)}_ms": quantile(ttft, q) for q in (0.5, 0.95, 0.99)},
+    }
+
+
+def assert_metrics(actual: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert set(actual) - {"key"} == set(expected)
+    for name, value in expected.items():
+        if isinstance(value, float):
+            assert actual[name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
+        else:
+            assert actual[name] == value, name
+
+
+NO_USAGE: dict[str, Any] = {
+    "input_tokens": None,
+    "output_tokens": None,
+    "cache_read_tokens": None,
+    "usage_source": "absent",
+    "cost_usd": None,
+    "cost_source": "no_usage",
+}
+
+
+def sample_records() -> list[dict[str, Any]]:
+    """Two days, four hours, several providers/models/users, errors, unknown usage and cost."""
+    records = []
+    models = [("openai", "gpt-4o-mini"), ("openai", "gpt-4o"), ("anthropic", "claude-sonnet-4-5")]
+    for i in range(36):
+        created = BASE + timedelta(minutes=17 * i, seconds=i, microseconds=1000 * i)
+        provider, model = models[i % 3]
+        overrides: dict[str, Any] = {
+            "provider": provider,
+            "model": model,
+            "endpoint": "/v1/messages" if provider == "anthropic" else "/v1/chat/completions",
+            "latency_ms": 200.0 + (i * 37) % 900 + i / 8,
+            "ttft_ms": None if i % 5 == 0 else 50.0 + (i * 13) % 300,
+            "input_tokens": 100 + 10 * i,
+            "output_tokens": 20 + i,
+            "cache_read_tokens": 64 if i % 4 == 0 else 0,
+            "cost_usd": round(0.0001 * (i + 1), 7),
+            "user_id": ["alice", "bob", None][i % 3 if i % 7 else 2],
+            "session_id": "sess-1" if i < 10 else ("sess-2" if i < 20 else None),
+            "properties": {"env": "prod" if i % 2 else "dev", **({"Team": "ml"} if i % 3 == 0 else {})},
+            "stream": i % 2 == 0,
+        }
+        if i % 9 == 4:  # upstream error: no usage, no cost
+            overrides.update(status=500, error_type="upstream_error", **NO_USAGE)
+        if i == 7:  # rate limited by relaylog
+            overrides.update(status=429, error_type="rate_limited", **NO_USAGE)
+        if i == 11:  # client went away mid-stream: status 0
+            overrides.update(status=0, error_type="client_disconnect")
+        if i == 14:  # unknown model: usage known, cost not
+            overrides.update(model="my-finetune", cost_usd=None, cost_source="unknown_model")
+        if i == 20:  # stream ended without usage
+            overrides.update(**NO_USAGE)
+        records.append(make_record(created, **overrides))
+    return records
+
+
+@pytest.fixture
+def records() -> list[dict[str, Any]]:
+    return sample_records()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, records: list[dict[str, Any]]) -> Path:
+    data = tmp_path / "data"
+    write_records(data, records[::2], writer="host-a-1")
+    files = write_records(data, records[1::2], writer="host-b-1")
+    # A crash while writing: the last line of one file stops half way.
+    with files[-1].open("ab") as f:
+        f.write(orjson.dumps(make_record(BASE + timedelta(days=1)))[:150])
+    # A writer that created its file but had not written yet.
+    (files[0].parent / "host-c-1.jsonl").touch()
+    return data
+
+
+# -- files, schema, since ------------------------------------------------------------------------
+
+
+def test_columns_cover_every_field() -> None:
+    assert list(COLUMNS) == list(FIELDS)
+    assert COLUMNS["properties"] == "MAP(VARCHAR, VARCHAR)"
+    assert COLUMNS["status"] == "BIGINT" and COLUMNS["stream"] == "BOOLEAN" and COLUMNS["cost_usd"] == "DOUBLE"
+    assert COLUMNS["parse_error"] == "VARCHAR"
+
+
+def test_parse_since_spans_and_dates() -> None:
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+    assert parse_since("1h", now) == now - timedelta(hours=1)
+    assert parse_since("30m", now) == now - timedelta(minutes=30)
+    assert parse_since("7d", now) == now - timedelta(days=7)
+    assert parse_since(" 2W ", now) == now - timedelta(weeks=2)
+    assert parse_since("2026-11-25") == datetime(2026, 11, 25, tzinfo=timezone.utc)
+    assert parse_since("2026-11-25T21:30:00Z") == datetime(2026, 11, 25, 21, 30, tzinfo=timezone.utc)
+    assert parse_since("2026-11-25T23:30:00+02:00") == datetime(2026, 11, 25, 21, 30, tzinfo=timezone.utc)
+    for bad in ("", "yesterday", "1y", "-1h", "h", "2026-13-01", "99999999999d", "1h; DROP TABLE x"):
+        with pytest.raises(ValueError):
+            parse_since(bad, now)
+
+
+def test_raw_files_prunes_partitions_before_since(data_dir: Path) -> None:
+    every = raw_files(data_dir)
+    hours = sorted({(p.parent.parent.name, p.parent.name) for p in every})
+    assert hours[0] == ("dt=2026-11-25", "hour=22") and len(hours) >= 4
+    since = datetime(2026, 11, 26, 0, 30, tzinfo=timezone.utc)
+    kept = raw_files(data_dir, since)
+    assert kept and all((p.parent.parent.name, p.parent.name) >= ("dt=2026-11-26", "hour=00") for p in kept)
+    assert len(kept) < len(every)
+
+
+def test_raw_files_ignores_stray_entries(tmp_path: Path) -> None:
+    (tmp_path / "raw" / "dt=2026-11-26" / "hour=01").mkdir(parents=True)
+    (tmp_path / "raw" / "dt=2026-11-26" / "hour=01" / "w.jsonl").write_bytes(b"")
+    (tmp_path / "raw" / "dt=2026-11-26" / "hour=01" / "w.jsonl.tmp").write_bytes(b"{")
+    (tmp_path / "raw" / "tmp").mkdir()
+    (tmp_path / "raw" / "notes.txt").write_text("x")
+    assert [p.name for p in raw_files(tmp_path)] == ["w.jsonl"]
+    assert raw_files(tmp_path / "missing") == []
+
+
+def test_incomplete_tail_detection(tmp_path: Path) -> None:
+    whole, cut, no_newline, empty, big = (tmp_path / n for n in ("a", "b", "c", "d", "e"))
+    whole.write_bytes(b'{"a":1}\n{"b":2}\n')
+    cut.write_bytes(b'{"a":1}\n{"b":')
+    no_newline.write_bytes(b'{"a":1}\n{"b":2}')  # complete record, newline not yet written
+    empty.write_bytes(b"")
+    big.write_bytes(b'{"a":1}\n{"body":"' + b"x" * 200_000)  # partial line longer than one read
+    assert [has_incomplete_tail(p) for p in (whole, cut, no_newline, empty, big)] == [False, True, False, False, True]
+
+
+# -- empty data dir --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["missing", "empty", "raw-only", "empty-file"])
+def test_empty_data_dir_gives_empty_results(tmp_path: Path, layout: str) -> None:
+    data = tmp_path / "data"
+    if layout != "missing":
+        data.mkdir()
+    if layout in ("raw-only", "empty-file"):
+        (data / "raw" / "dt=2026-11-26" / "hour=21").mkdir(parents=True)
+    if layout == "empty-file":
+        (data / "raw" / "dt=2026-11-26" / "hour=21" / "w.jsonl").touch()
+    store = LocalStore(data)
+    assert store.list_requests() == []
+    assert store.get_request("abc") is None
+    stats = store.stats(by="model")
+    assert stats["groups"] == []
+    assert_metrics(dict(stats["total"]), expected_metrics([]))
+    result = store.query("SELECT model, count(*) AS n FROM requests GROUP BY 1")
+    assert result.columns == ["model", "n"] and result.rows == []
+    # The empty view still has every record column with its type.
+    described = store.query("DESCRIBE requests")
+    assert [(r[0], r[1]) for r in described.rows] == list(COLUMNS.items())
+
+
+# -- list ------------------------------------------------------------------------------------------
+
+
+def test_list_requests_newest_first_without_bodies(
+    data_dir: Path, records: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="relaylog"):
+        rows = LocalStore(data_dir).list_requests(limit=1000)
+    newest_first = sorted(records, key=lambda r: r["created_at"], reverse=True)
+    assert [r["request_id"] for r in rows] == [r["request_id"] for r in newest_first]
+    assert list(rows[0]) == list(SUMMARY_FIELDS)
+    assert "request_body" not in rows[0]
+    expected = {k: v for k, v in newest_first[0].items() if k in SUMMARY_FIELDS}
+    assert rows[0] == expected  # every type round-trips: ints, floats, bools, nulls, properties map
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "incomplete last line in 1 file" in warnings[0]
+
+
+def test_list_requests_limit_and_filters(data_dir: Path, records: list[dict[str, Any]]) -> None:
+    store = LocalStore(data_dir)
+    assert len(store.list_requests(limit=5)) == 5
+
+    def ids(rows: list[dict[str, Any]]) -> set[str]:
+        return {r["request_id"] for r in rows}
+
+    def expected(pred: Any) -> set[str]:
+        return {r["request_id"] for r in records if pred(r)}
+
+    assert ids(store.list_requests(1000, Filters(model="gpt-4o"))) == expected(lambda r: r["model"] == "gpt-4o")
+    assert ids(store.list_requests(1000, Filters(provider="anthropic"))) == expected(
+        lambda r: r["provider"] == "anthropic"
+    )
+    assert ids(store.list_requests(1000, Filters(user="bob"))) == expected(lambda r: r["user_id"] == "bob")
+    assert ids(store.list_requests(1000, Filters(session="sess-2"))) == expected(lambda r: r["session_id"] == "sess-2")
+    both = Filters(provider="openai", user="alice")
+    assert ids(store.list_requests(1000, both)) == expected(
+        lambda r: r["provider"] == "openai" and r["user_id"] == "alice"
+    )
+    assert store.list_requests(1000, Filters(model="nope")) == []
+
+
+def test_filters_are_bound_not_spliced(data_dir: Path) -> None:
+    store = LocalStore(data_dir)
+    for evil in ("' OR '1'='1", "x' OR 1=1 --", "gpt-4o'; DROP VIEW requests; --", '"model"'):
+        assert store.list_requests(1000, Filters(model=evil, user=evil, provider=evil, session=evil)) == []
+    assert len(store.list_requests(1000)) == 36
+
+
+def test_list_requests_since(data_dir: Path, records: list[dict[str, Any]]) -> None:
+    since = datetime(2026, 11, 26, 1, 5, tzinfo=timezone.utc)
+    rows = LocalStore(data_dir).list_requests(1000, Filters(since=since))
+    assert {r["request_id"] for r in rows} == {
+        r["request_id"] for r in records if datetime.fromisoformat(r["created_at"]) >= since
+    }
+    assert 0 < len(rows) < len(records)
+
+
+def test_since_relative_to_now(tmp_path: Path) -> None:
+    now = datetime.now(timezone.utc)
+    recent = make_record(now - timedelta(minutes=10))
+    older = make_record(now - timedelta(hours=3))
+    write_records(tmp_path, [older, recent])
+    store = LocalStore(tmp_path)
+    assert [r["request_id"] for r in store.list_requests(10, Filters(since=parse_since("1h")))] == [
+        recent["request_id"]
+    ]
+    assert len(store.list_requests(10, Filters(since=parse_since("4h")))) == 2
+    assert store.stats(since=parse_since("30m"))["total"]["requests"] == 1
+
+
+def test_unreadable_lines_and_schema_drift(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    good = make_record(BASE)
+    old = {
+        k: v
+        for k, v in make_record(BASE + timedelta(minutes=1)).items()
+        if k not in ("parse_error", "ttft_ms", "properties")
+    }
+    newer = {**make_record(BASE + timedelta(minutes=2)), "some_future_field": {"a": [1, 2]}}
+    path = write_records(tmp_path, [good])[0]
+    with path.open("ab") as f:
+        f.write(b"this is not json\n")  # garbage in the middle of a file
+        f.write(orjson.dumps(old) + b"\n")
+        f.write(orjson.dumps(newer) + b"\n")
+    with caplog.at_level(logging.WARNING, logger="relaylog"):
+        rows = LocalStore(tmp_path).list_requests(10)
+    assert [r["request_id"] for r in rows] == [newer["request_id"], old["request_id"], good["request_id"]]
+    assert rows[1]["ttft_ms"] is None and rows[1]["properties"] is None and rows[1]["parse_error"] is None
+    assert "some_future_field" not in rows[0]
+    assert not caplog.records  # the file ends cleanly, so nothing to warn about
+
+
+# -- one request -----------------------------------------------------------------------------------
+
+
+def test_get_request_by_id_and_prefix(data_dir: Path, records: list[dict[str, Any]]) -> None:
+    store = LocalStore(data_dir)
+    target = records[5]
+    assert store.get_request(target["request_id"]) == target
+    assert store.get_request(target["request_id"][:13]) == target
+    assert store.get_request("ffffffff-no-such-id") is None
+    with pytest.raises(AmbiguousId):
+        store.get_request("")
+
+
+def test_get_request_ambiguous_prefix(tmp_path: Path) -> None:
+    a = make_record(BASE, request_id="abcd0000-0000-4000-8000-000000000001")
+    b = make_record(BASE, request_id="abcd0000-0000-4000-8000-000000000002")
+    write_records(tmp_path, [a, b])
+    store = LocalStore(tmp_path)
+    with pytest.raises(AmbiguousId):
+        store.get_request("abcd")
+    assert store.get_request(b["request_id"]) == b
+
+
+def test_get_request_loads_body_refs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    big = make_record(BASE, request_body=None, response_body=None)
+    big["request_body_ref"] = f"bodies/dt={big['dt']}/{big['request_id']}.request"
+    big["response_body_ref"] = f"bodies/dt={big['dt']}/{big['request_id']}.response"
+    sse = 'data: {"choices":[{"delta":{"content":"h\u00e9"}}]}\n\ndata: [DONE]\n\n'
+    (tmp_path / "bodies" / f"dt={big['dt']}").mkdir(parents=True)
+    (tmp_path / big["request_body_ref"]).write_text('{"model":"gpt-4o","big":"' + "x" * 50_000 + '"}')
+    (tmp_path / big["response_body_ref"]).write_text(sse, encoding="utf-8")
+    missing = make_record(BASE, request_body=None, request_body_ref="bodies/nope.request")
+    escaping = make_record(BASE, request_body=None, request_body_ref="../../etc/passwd")
+    write_records(tmp_path, [big, missing, escaping])
+    store = LocalStore(tmp_path)
+
+    loaded = store.get_request(big["request_id"])
+    assert loaded is not None
+    assert loaded["request_body"].startswith('{"model":"gpt-4o","big":"xxx') and len(loaded["request_body"]) > 50_000
+    assert loaded["response_body"] == sse
+    assert loaded["response_body_ref"] == big["response_body_ref"]
+
+    with caplog.at_level(logging.WARNING, logger="relaylog"):
+        assert store.get_request(missing["request_id"])["request_body"] is None  # type: ignore[index]
+        assert store.get_request(escaping["request_id"])["request_body"] is None  # type: ignore[index]
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "bodies/nope.request" in messages and "outside the data dir" in messages
+
+
+# -- stats -----------------------------------------------------------------------------------------
+
+
+def test_stats_totals_match_python(data_dir: Path, records: list[dict[str, Any]]) -> None:
+    stats = LocalStore(data_dir).stats()
+    assert stats["by"] is None and stats["since"] is None and stats["groups"] == []
+    expected = expected_metrics(records)
+    assert_metrics(dict(stats["total"]), expected)
+    # The fixture really exercises the tricky cases.
+    assert expected["errors"] >= 5 and expected["usage_unknown"] >= 4 and expected["cost_unknown"] >= 5
+
+
+@pytest.mark.parametrize(
+    ("by", "field"),
+    [("model", "model"), ("user", "user_id"), ("provider", "provider"), ("session", "session_id")],
+)
+def test_stats_grouped_match_python(data_dir: Path, records: list[dict[str, Any]], by: str, field: str) -> None:
+    stats = LocalStore(data_dir).stats(by=by)
+    keys = {r[field] for r in records}
+    assert {g["key"] for g in stats["groups"]} == keys
+    for group in stats["groups"]:
+        assert_metrics(group, expected_metrics([r for r in records if r[field] == group["key"]]))
+    assert_metrics(dict(stats["total"]), expected_metrics(records))
+    counts = [g["requests"] for g in stats["groups"]]
+    assert counts == sorted(counts, reverse=True)
+
+
+@pytest.mark.parametrize("name", ["env", "Team", "ENV", "team"])
+def test_stats_by_property_any_case(data_dir: Path, records: list[dict[str, Any]], name: str) -> None:
+    stats = LocalStore(data_dir).stats(by=f"property:{name}")
+    by_value: dict[str | None, list[dict[str, Any]]] = {}
+    for r in records:
+        value = next((v for k, v in r["properties"].items() if k.lower() == name.lower()), None)
+        by_value.setdefault(value, []).append(r)
+    assert {g["key"] for g in stats["groups"]} == set(by_value)
+    for group in stats["groups"]:
+        assert_metrics(group, expected_metrics(by_value[group["key"]]))
+
+
+def test_stats_since(data_dir: Path, records: list[dict[str, Any]]) -> None:
+    since = datetime(2026, 11, 26, 3, 0, tzinfo=timezone.utc)
+    stats = LocalStore(data_dir).stats(by="provider", since=since)
+    recent = [r for r in records if datetime.fromisoformat(r["created_at"]) >= since]
+    assert stats["since"] == since.isoformat()
+    assert_metrics(dict(stats["total"]), expected_metrics(recent))
+
+
+def test_group_by_rejects_bad_names_and_binds_odd_ones(data_dir: Path) -> None:
+    for bad in ("models", "status", "user_id; DROP VIEW requests", "property:", "property:a b",
+                "property:x') OR 1=1 --", "property:env\n", "property:" + "x" * 200):  # fmt: skip
+        with pytest.raises(ValueError):
+            group_key(bad)
+        with pytest.raises(ValueError):
+            LocalStore(data_dir).stats(by=bad)
+    # Quotes are legal in header names: the name is a bound parameter, so it is only ever a key.
+    stats = LocalStore(data_dir).stats(by="property:env'--")
+    assert [g["key"] for g in stats["groups"]] == [None]
+    assert stats["groups"][0]["requests"] == 36
+
+
+# -- query -----------------------------------------------------------------------------------------
+
+
+def test_query_runs_sql_on_requests_view(data_dir: Path, records: list[dict[str, Any]]) -> None:
+    store = LocalStore(data_dir)
+    result = store.query("SELECT model, count(*) AS n FROM requests GROUP BY 1 ORDER BY 1")
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r["model"]] = counts.get(r["model"], 0) + 1
+    assert result.columns == ["model", "n"]
+    assert result.rows == sorted(counts.items())
+    props = store.query("SELECT properties['env'] AS env, count(*) FROM requests GROUP BY 1 ORDER BY 1")
+    assert [row[0] for row in props.rows] == ["dev", "prod"]
+
+
+def test_query_errors_carry_duckdb_message(data_dir: Path) -> None:
+    store = LocalStore(data_dir)
+    with pytest.raises(StoreError, match="syntax error"):
+        store.query("SELEC 1")
+    with pytest.raises(StoreError, match="no_such_column"):
+        store.query("SELECT no_such_column FROM requests")
