@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import types
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -196,9 +196,9 @@ def test_stats_human(capsys: pytest.CaptureFixture[str], data_dir: Path, records
 
 
 def test_stats_since_span(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     write_records(tmp_path, [make_record(now - timedelta(minutes=5)), make_record(now - timedelta(days=2))])
     assert run_json(capsys, "stats", "--since", "1h", "--data-dir", str(tmp_path))["total"]["requests"] == 1
     assert run_json(capsys, "stats", "--since", "7d", "--data-dir", str(tmp_path))["total"]["requests"] == 2

@@ -6,7 +6,7 @@ import logging
 import math
 import uuid
 from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from relaylog.store.schema import COLUMNS
 from relaylog.store.since import parse_since
 from relaylog.store.stats import group_key
 
-BASE = datetime(2026, 11, 25, 22, 10, tzinfo=timezone.utc)
+BASE = datetime(2026, 11, 25, 22, 10, tzinfo=UTC)
 
 # -- helpers shared with test_cli.py -------------------------------------------------------------
 
@@ -206,14 +206,14 @@ def test_columns_cover_every_field() -> None:
 
 
 def test_parse_since_spans_and_dates() -> None:
-    now = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
     assert parse_since("1h", now) == now - timedelta(hours=1)
     assert parse_since("30m", now) == now - timedelta(minutes=30)
     assert parse_since("7d", now) == now - timedelta(days=7)
     assert parse_since(" 2W ", now) == now - timedelta(weeks=2)
-    assert parse_since("2026-11-25") == datetime(2026, 11, 25, tzinfo=timezone.utc)
-    assert parse_since("2026-11-25T21:30:00Z") == datetime(2026, 11, 25, 21, 30, tzinfo=timezone.utc)
-    assert parse_since("2026-11-25T23:30:00+02:00") == datetime(2026, 11, 25, 21, 30, tzinfo=timezone.utc)
+    assert parse_since("2026-11-25") == datetime(2026, 11, 25, tzinfo=UTC)
+    assert parse_since("2026-11-25T21:30:00Z") == datetime(2026, 11, 25, 21, 30, tzinfo=UTC)
+    assert parse_since("2026-11-25T23:30:00+02:00") == datetime(2026, 11, 25, 21, 30, tzinfo=UTC)
     for bad in ("", "yesterday", "1y", "-1h", "h", "2026-13-01", "99999999999d", "1h; DROP TABLE x"):
         with pytest.raises(ValueError):
             parse_since(bad, now)
@@ -223,7 +223,7 @@ def test_raw_files_prunes_partitions_before_since(data_dir: Path) -> None:
     every = raw_files(data_dir)
     hours = sorted({(p.parent.parent.name, p.parent.name) for p in every})
     assert hours[0] == ("dt=2026-11-25", "hour=22") and len(hours) >= 4
-    since = datetime(2026, 11, 26, 0, 30, tzinfo=timezone.utc)
+    since = datetime(2026, 11, 26, 0, 30, tzinfo=UTC)
     kept = raw_files(data_dir, since)
     assert kept and all((p.parent.parent.name, p.parent.name) >= ("dt=2026-11-26", "hour=00") for p in kept)
     assert len(kept) < len(every)
@@ -323,7 +323,7 @@ def test_filters_are_bound_not_spliced(data_dir: Path) -> None:
 
 
 def test_list_requests_since(data_dir: Path, records: list[dict[str, Any]]) -> None:
-    since = datetime(2026, 11, 26, 1, 5, tzinfo=timezone.utc)
+    since = datetime(2026, 11, 26, 1, 5, tzinfo=UTC)
     rows = LocalStore(data_dir).list_requests(1000, Filters(since=since))
     assert {r["request_id"] for r in rows} == {
         r["request_id"] for r in records if datetime.fromisoformat(r["created_at"]) >= since
@@ -332,7 +332,7 @@ def test_list_requests_since(data_dir: Path, records: list[dict[str, Any]]) -> N
 
 
 def test_since_relative_to_now(tmp_path: Path) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     recent = make_record(now - timedelta(minutes=10))
     older = make_record(now - timedelta(hours=3))
     write_records(tmp_path, [older, recent])
@@ -454,7 +454,7 @@ def test_stats_by_property_any_case(data_dir: Path, records: list[dict[str, Any]
 
 
 def test_stats_since(data_dir: Path, records: list[dict[str, Any]]) -> None:
-    since = datetime(2026, 11, 26, 3, 0, tzinfo=timezone.utc)
+    since = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)
     stats = LocalStore(data_dir).stats(by="provider", since=since)
     recent = [r for r in records if datetime.fromisoformat(r["created_at"]) >= since]
     assert stats["since"] == since.isoformat()

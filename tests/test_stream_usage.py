@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import orjson
 import pytest
-
 from relaylog.relay.stream_usage import UsageStripper, inject, remove_top_level_key
 
 
@@ -87,3 +86,11 @@ def test_inject_respects_what_the_client_asked() -> None:
     }
     malformed = {"stream": True, "stream_options": "yes"}
     assert inject(orjson.dumps(malformed), malformed) is None
+
+
+def test_inject_gives_up_on_bodies_too_deep_to_rewrite() -> None:
+    deep: object = 1
+    for _ in range(300):
+        deep = [deep]
+    parsed = {"stream": True, "stream_options": {"include_usage": False}, "x": deep}
+    assert inject(b"{}", parsed) is None

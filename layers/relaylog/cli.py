@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, NoReturn
@@ -27,7 +27,6 @@ from relaylog.store.stats import Metrics, Stats, group_key
 
 DEFAULT_DATA_DIR = "./relaylog-data"
 DATA_DIR_ENV = "RELAYLOG_DATA_DIR"
-KEYS_FILE = "keys.json"
 
 
 class UsageError(Exception):
@@ -120,7 +119,7 @@ def _time(created_at: str | None) -> str:
     if not created_at:
         return "-"
     try:
-        return datetime.fromisoformat(created_at).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        return datetime.fromisoformat(created_at).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
     except ValueError:
         return created_at
 
@@ -308,7 +307,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> KeyStore:
-    return KeyStore(args.data_dir / KEYS_FILE)
+    return KeyStore.in_data_dir(args.data_dir)
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:

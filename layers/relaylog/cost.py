@@ -13,8 +13,9 @@ traffic rarely repeats a usage exactly, so caching results alone does not help m
   (cache reads inside input, audio inside input, ...) and which unreported units genai-prices
   would refuse to infer. Pricing one usage is then a few integer subtractions plus genai-prices'
   own `calc_unit_price` per unit, the same Decimal arithmetic in the same order. Each plan is
-  checked against `ModelInfo.calc_price` on probe usages before use; a plan that disagrees (say,
-  after a genai-prices upgrade changed the rules) is not used and the library prices every call;
+  checked against genai-prices' `ModelPrice.calc_price` on probe usages before use; a plan that
+  disagrees (say, after a genai-prices upgrade changed the rules) is not used and the library
+  prices every call;
 - caches results per (price set, provider, usage) in a bounded LRU.
 """
 
@@ -131,7 +132,9 @@ def _price(usage: Usage, model: str, prices_id: str, at: datetime) -> tuple[floa
     if plan is not None and plan.accepts(values):
         total = plan.total(values)
     else:
-        calc = info.calc_price(genai_prices.Usage(**values), gp_provider, genai_request_timestamp=at)
+        calc = info.calc_price(
+            genai_prices.Usage(**values), gp_provider, genai_request_timestamp=at
+        )
         total = calc.total_price
     cost = round(float(total), 10)
     _results.put(key, (model_price, cost))
@@ -284,7 +287,9 @@ class _Plan:
 def _plan_for(model_price: gp.ModelPrice, info: gp.ModelInfo) -> _Plan | None:
     entry = _plans.get(id(model_price))
     if entry is not _MISSING and entry[0] is model_price:
-        return entry[1]
+        cached: _Plan | None = entry[1]
+        return cached
+    plan: _Plan | None
     try:
         plan = _build_plan(model_price)
         if plan is not None and not _agrees(plan, model_price):
@@ -308,14 +313,16 @@ def _build_plan(model_price: gp.ModelPrice) -> _Plan | None:
         priced.append((unit, value))
     validate_priced_units(tuple(unit for unit, _ in priced), _REGISTRY)
 
-    token_units = [unit for unit, _ in priced if unit.usage_key != "requests"]
-    ordered = sorted(token_units, key=lambda u: (-len(u.dimensions), u.usage_key))
+    # Everything but "requests" is counted from the usage (a request counts once).
+    counted = [unit for unit, _ in priced if unit.usage_key != "requests"]
+    ordered = sorted(counted, key=lambda u: (-len(u.dimensions), u.usage_key))
     leaves = tuple(
-        (unit.usage_key, tuple(d.usage_key for d in ordered if _is_below(unit, d))) for unit in ordered
+        (unit.usage_key, tuple(d.usage_key for d in ordered if _is_below(unit, d)))
+        for unit in ordered
     )
     reportable = [_REGISTRY.units[key] for key in _REPORTABLE]
     inferred = []
-    for unit in token_units:  # any of them may be unreported in a given usage
+    for unit in counted:  # any of them may be unreported in a given usage
         below = tuple(r.usage_key for r in reportable if _is_below(unit, r))
         pairs = tuple(
             (a.usage_key, b.usage_key)

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from time import monotonic
 from typing import TypeVar
@@ -62,7 +62,7 @@ def hash_key(presented: str) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # An alias, because inside KeyStore the name `list` is the method.
@@ -104,6 +104,11 @@ class KeyStore:
         # always os.replace, so the inode alone changes on every write, whatever the clock does.
         self._signature: tuple[int, int, int] | None = None
         self._checked_at = float("-inf")
+
+    @classmethod
+    def in_data_dir(cls, data_dir: Path) -> KeyStore:
+        """The key store every relaylog process on this data dir shares."""
+        return cls(data_dir / "keys.json")
 
     # -- hot path ------------------------------------------------------------------------------
 

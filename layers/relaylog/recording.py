@@ -14,7 +14,13 @@ from .record import SCHEMA_VERSION, Record
 from .usage import EMPTY_FIELDS, Observed
 
 # Content types stored as text in the record; anything else (audio, images, multipart) is binary.
-_TEXT_TYPES = ("application/json", "text/", "application/x-ndjson", "application/xml", "application/x-www-form-urlencoded")
+_TEXT_TYPES = (
+    "application/json",
+    "text/",
+    "application/x-ndjson",
+    "application/xml",
+    "application/x-www-form-urlencoded",
+)
 
 
 class BodyStore(Protocol):
@@ -66,7 +72,14 @@ def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> R
         else None
     )
     request_body, request_ref = _place_body(
-        exchange.request_body, exchange.request_content_type, meta.omit_request, exchange, dt, "request", settings, bodies
+        exchange.request_body,
+        exchange.request_content_type,
+        meta.omit_request,
+        exchange,
+        dt,
+        "request",
+        settings,
+        bodies,
     )
     response_body, response_ref = _place_body(
         response_plain if response_plain is not None else response_raw,

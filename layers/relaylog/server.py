@@ -18,21 +18,17 @@ from .sinks.local import LocalSink
 log = logging.getLogger("relaylog")
 
 
-def keys_path(data_dir: Path) -> Path:
-    return data_dir / "keys.json"
-
-
 def create_app() -> RelayApp:
     """App factory for uvicorn: one per worker process, configured from the environment."""
     settings = Settings.from_env()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return RelayApp(settings, KeyStore(keys_path(settings.data_dir)), LocalSink(settings))
+    return RelayApp(settings, KeyStore.in_data_dir(settings.data_dir), LocalSink(settings))
 
 
 def run(host: str = "127.0.0.1", port: int = 8787, data_dir: Path = Path("relaylog-data"), workers: int = 1) -> None:
     os.environ["RELAYLOG_DATA_DIR"] = str(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    keys = KeyStore(keys_path(data_dir)).active_count()
+    keys = KeyStore.in_data_dir(data_dir).active_count()
     url = f"http://{host}:{port}"
     print(f"relaylog proxy on {url}  (OpenAI: {url}/v1, Anthropic: {url}/anthropic, ...)", file=sys.stderr)
     print(f"records: {data_dir.resolve()}/raw  (relaylog requests --data-dir {data_dir})", file=sys.stderr)

@@ -12,12 +12,10 @@ from typing import Any
 
 import orjson
 import uvicorn
-
 from relaylog.config import Settings
 from relaylog.keys import KeyStore
 from relaylog.providers.registry import PROVIDERS
 from relaylog.relay.app import RelayApp
-from relaylog.server import keys_path
 from relaylog.sinks.local import LocalSink
 
 
@@ -27,7 +25,7 @@ class RunningProxy:
         self.settings = replace(Settings(), data_dir=data_dir, upstream_overrides=overrides, **settings)
         data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
-        self.keys = KeyStore(keys_path(data_dir))
+        self.keys = KeyStore.in_data_dir(data_dir)
         self.sink = LocalSink(self.settings)
         self.app = RelayApp(self.settings, self.keys, self.sink)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

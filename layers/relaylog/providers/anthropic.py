@@ -11,42 +11,25 @@ from typing import Any
 
 import orjson
 
+from relaylog.providers.fields import as_dict, count, text
 from relaylog.usage import Observed, Usage
-
-
-def _count(value: Any) -> int | None:
-    # Same rule as openai.count; kept local so each family module stands alone.
-    if type(value) is int:
-        return value if value >= 0 else None
-    if type(value) is float and value.is_integer() and value >= 0:
-        return int(value)
-    return None
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _model(obj: dict[str, Any]) -> str | None:
-    model = obj.get("model")
-    return model if isinstance(model, str) and model else None
 
 
 def request_fields(obj: dict[str, Any]) -> tuple[str | None, bool, str | None]:
     """(model, stream, user) from a Messages request body."""
-    user = _dict(obj.get("metadata")).get("user_id")
+    user = as_dict(obj.get("metadata")).get("user_id")
     if not isinstance(user, str) or not user:
         user = None
-    return _model(obj), obj.get("stream") is True, user
+    return text(obj, "model"), obj.get("stream") is True, user
 
 
 def usage_from(u: dict[str, Any]) -> Usage | None:
-    it = _count(u.get("input_tokens"))
-    out = _count(u.get("output_tokens"))
+    it = count(u.get("input_tokens"))
+    out = count(u.get("output_tokens"))
     if it is None and out is None:
         return None
-    cache_write = _count(u.get("cache_creation_input_tokens"))
-    cache_read = _count(u.get("cache_read_input_tokens"))
+    cache_write = count(u.get("cache_creation_input_tokens"))
+    cache_read = count(u.get("cache_read_input_tokens"))
     inp = None if it is None else it + (cache_write or 0) + (cache_read or 0)
     return Usage(
         input_tokens=inp,
@@ -55,7 +38,7 @@ def usage_from(u: dict[str, Any]) -> Usage | None:
         cache_write_tokens=cache_write,
         # Thinking tokens are billed inside output_tokens and normally not broken out; read the
         # breakdown only if the API sends one (genai-prices knows this field name).
-        reasoning_tokens=_count(_dict(u.get("output_tokens_details")).get("thinking_tokens")),
+        reasoning_tokens=count(as_dict(u.get("output_tokens_details")).get("thinking_tokens")),
     )
 
 
@@ -67,7 +50,7 @@ def from_json(obj: Any) -> Observed:
         return Observed()
     u = obj.get("usage")
     usage = usage_from(u) if isinstance(u, dict) else None
-    return Observed(usage=usage, response_model=_model(obj))
+    return Observed(usage=usage, response_model=text(obj, "model"))
 
 
 def _loads(data: bytes) -> dict[str, Any] | None:
@@ -118,8 +101,8 @@ def from_sse(
             if obj is None:
                 bad = True
             elif obj.get("type") == "message_start":
-                message = _dict(obj.get("message"))
-                model = _model(message)
+                message = as_dict(obj.get("message"))
+                model = text(message, "model")
                 u = message.get("usage")
                 start = u if isinstance(u, dict) else None
             break

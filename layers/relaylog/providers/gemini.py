@@ -15,16 +15,8 @@ from urllib.parse import unquote
 
 import orjson
 
+from relaylog.providers.fields import count, text
 from relaylog.usage import Observed, Usage
-
-
-def _count(value: Any) -> int | None:
-    # Same rule as openai.count; kept local so each family module stands alone.
-    if type(value) is int:
-        return value if value >= 0 else None
-    if type(value) is float and value.is_integer() and value >= 0:
-        return int(value)
-    return None
 
 
 def model_from_path(endpoint: str) -> tuple[str | None, str | None]:
@@ -50,17 +42,17 @@ def model_from_path(endpoint: str) -> tuple[str | None, str | None]:
 
 
 def usage_from(um: dict[str, Any]) -> Usage | None:
-    prompt = _count(um.get("promptTokenCount"))
-    candidates = _count(um.get("candidatesTokenCount"))
-    thoughts = _count(um.get("thoughtsTokenCount"))
-    tool_prompt = _count(um.get("toolUsePromptTokenCount"))
+    prompt = count(um.get("promptTokenCount"))
+    candidates = count(um.get("candidatesTokenCount"))
+    thoughts = count(um.get("thoughtsTokenCount"))
+    tool_prompt = count(um.get("toolUsePromptTokenCount"))
     if prompt is None and candidates is None and thoughts is None and tool_prompt is None:
         return None
     return Usage(
         input_tokens=(prompt or 0) + (tool_prompt or 0),
         output_tokens=(candidates or 0) + (thoughts or 0),
         # cachedContentTokenCount is part of promptTokenCount, as our schema wants.
-        cache_read_tokens=_count(um.get("cachedContentTokenCount")),
+        cache_read_tokens=count(um.get("cachedContentTokenCount")),
         reasoning_tokens=thoughts,
         audio_input_tokens=_modality(um, ("promptTokensDetails", "toolUsePromptTokensDetails")),
         audio_output_tokens=_modality(um, ("candidatesTokensDetails",)),
@@ -75,15 +67,10 @@ def _modality(um: dict[str, Any], keys: tuple[str, ...]) -> int | None:
             continue
         for item in details:
             if isinstance(item, dict) and item.get("modality") == "AUDIO":
-                n = _count(item.get("tokenCount"))
+                n = count(item.get("tokenCount"))
                 if n is not None:
                     total = (total or 0) + n
     return total
-
-
-def _model(obj: dict[str, Any]) -> str | None:
-    model = obj.get("modelVersion")
-    return model if isinstance(model, str) and model else None
 
 
 def _observe(chunks: list[Any]) -> tuple[Usage | None, str | None, bool]:
@@ -97,7 +84,7 @@ def _observe(chunks: list[Any]) -> tuple[Usage | None, str | None, bool]:
         if obj.get("error"):
             errored = True
             continue
-        model = _model(obj) or model
+        model = text(obj, "modelVersion") or model
         um = obj.get("usageMetadata")
         if isinstance(um, dict):
             usage = usage_from(um) or usage
@@ -153,11 +140,11 @@ def from_sse(newest_first: Iterable[tuple[bytes, bytes]]) -> Observed:
         if obj.get("error"):
             errored = True
             continue
-        model = model or _model(obj)
+        model = model or text(obj, "modelVersion")
         um = obj.get("usageMetadata")
         if isinstance(um, dict) and (found := usage_from(um)) is not None:
             usage = found
-            model = _model(obj) or model
+            model = text(obj, "modelVersion") or model
             break
     if not (finished or errored):
         error: str | None = "truncated stream"

@@ -14,34 +14,16 @@ from typing import Any
 
 import orjson
 
+from relaylog.providers.fields import as_dict, count, text
 from relaylog.usage import Observed, Usage
 
 # Responses API stream events that carry the final `response` object with its usage.
 _TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
-def count(value: Any) -> int | None:
-    """A token count as the provider reported it; anything else (bool, negative, text) is unknown."""
-    if type(value) is int:
-        return value if value >= 0 else None
-    if type(value) is float and value.is_integer() and value >= 0:
-        return int(value)
-    return None
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _model(obj: dict[str, Any]) -> str | None:
-    # Azure's content-filter chunk carries `"model": ""`: empty means not reported.
-    model = obj.get("model")
-    return model if isinstance(model, str) and model else None
-
-
 def request_fields(obj: dict[str, Any], endpoint: str) -> tuple[str | None, bool, str | None]:
     """(model, stream, user) from a request body."""
-    model = _model(obj)
+    model = text(obj, "model")
     if model is None:
         model = _azure_deployment(endpoint)
     user = obj.get("user")
@@ -72,8 +54,8 @@ def usage_from(u: dict[str, Any]) -> Usage | None:
         out = count(u.get("completion_tokens"))
         if out is None and inp is not None and "completion_tokens" not in u:
             out = 0  # embeddings produce no output tokens
-        in_details = _dict(u.get("prompt_tokens_details"))
-        out_details = _dict(u.get("completion_tokens_details"))
+        in_details = as_dict(u.get("prompt_tokens_details"))
+        out_details = as_dict(u.get("completion_tokens_details"))
         cache_read = count(in_details.get("cached_tokens"))
         if cache_read is None:
             # DeepSeek's own field, and xAI's older one; both are part of prompt_tokens.
@@ -84,8 +66,8 @@ def usage_from(u: dict[str, Any]) -> Usage | None:
         # Responses API, audio transcriptions (`input_token_details`), images.
         inp = count(u.get("input_tokens"))
         out = count(u.get("output_tokens"))
-        in_details = _dict(u.get("input_tokens_details") or u.get("input_token_details"))
-        out_details = _dict(u.get("output_tokens_details") or u.get("output_token_details"))
+        in_details = as_dict(u.get("input_tokens_details") or u.get("input_token_details"))
+        out_details = as_dict(u.get("output_tokens_details") or u.get("output_token_details"))
         cache_read = count(in_details.get("cached_tokens"))
     else:
         return None  # e.g. whisper's {"type": "duration", "seconds": 3}
@@ -108,9 +90,8 @@ def usage_from(u: dict[str, Any]) -> Usage | None:
         # xAI counts reasoning tokens outside completion_tokens; the provider's own total tells
         # which convention this response used, so nothing is assumed.
         total = count(u.get("total_tokens"))
-        if reasoning and not extra and inp is not None and total is not None:
-            if total == inp + out + reasoning:
-                out += reasoning
+        if reasoning and not extra and inp is not None and total == inp + out + reasoning:
+            out += reasoning
 
     return Usage(
         input_tokens=inp,
@@ -129,7 +110,7 @@ def _usage_of(obj: dict[str, Any]) -> Usage | None:
     if isinstance(u, dict):
         return usage_from(u)
     # Groq puts stream usage under `x_groq` when stream_options was not sent.
-    u = _dict(obj.get("x_groq")).get("usage")
+    u = as_dict(obj.get("x_groq")).get("usage")
     if isinstance(u, dict):
         return usage_from(u)
     return None
@@ -142,7 +123,7 @@ def from_json(obj: Any) -> Observed:
     usage = _usage_of(obj)
     if usage is None and obj.get("error"):
         return Observed()  # an error body: no usage, nothing misunderstood
-    return Observed(usage=usage, response_model=_model(obj))
+    return Observed(usage=usage, response_model=text(obj, "model"))
 
 
 def _loads(data: bytes) -> Any:
@@ -164,15 +145,18 @@ def from_sse(newest_first: Iterable[tuple[bytes, bytes]]) -> Observed:
     usage: Usage | None = None
     model: str | None = None
     done = finished = errored = bad = False
+    last = True
     for name, data in newest_first:
         if data == b"[DONE]":
             done = True
             continue
-        # Cheap byte tests first: only events that can hold usage or the model are decoded.
-        if b"usage" not in data and (model is not None or b'"model"' not in data):
-            if name == b"error":
-                errored = True
+        if name == b"error":
+            errored = True
+        # Cheap byte tests first: only events that can hold usage or the model are decoded, and
+        # the last one, which says whether the stream ended normally or with an error.
+        if not last and b"usage" not in data and (model is not None or b'"model"' not in data):
             continue
+        last = False
         obj = _loads(data)
         if obj is _BAD:
             bad = True
@@ -185,9 +169,9 @@ def from_sse(newest_first: Iterable[tuple[bytes, bytes]]) -> Observed:
             if kind == "error":
                 errored = True
                 continue
-            response = _dict(obj.get("response"))
+            response = as_dict(obj.get("response"))
             if model is None:
-                model = _model(response)
+                model = text(response, "model")
             if kind in _TERMINAL_EVENTS:
                 finished = True
                 u = response.get("usage")
@@ -198,22 +182,23 @@ def from_sse(newest_first: Iterable[tuple[bytes, bytes]]) -> Observed:
         if obj.get("error") and "choices" not in obj:
             errored = True
             continue
-        chunk_model = _model(obj)
+        chunk_model = text(obj, "model")
         if model is None:
             model = chunk_model
-        if not finished:
-            for choice in obj.get("choices") or ():
-                if isinstance(choice, dict) and choice.get("finish_reason"):
-                    finished = True
-                    break
         usage = _usage_of(obj)
         if usage is not None:
-            # The usage chunk (choices: []) is the last one the provider sends before [DONE].
-            finished = True
+            # OpenAI's usage chunk (choices: []) is the last before [DONE]. Providers that repeat
+            # cumulative usage in every chunk end with a finish_reason; anything else was cut.
+            choices = obj.get("choices")
+            if isinstance(choices, list) and choices:
+                finished = any(isinstance(c, dict) and c.get("finish_reason") for c in choices)
+            else:
+                finished = True
             model = chunk_model or model
             break
-    # A cut tail alone proves nothing (the terminal event may have arrived whole); a missing
-    # terminal marker does.
+    # Complete means the provider's end marker arrived: [DONE], the usage chunk (which is sent
+    # last), a final Responses event, or an error. A finish_reason is not enough: the usage chunk
+    # comes after it.
     if not (done or finished or errored):
         error: str | None = "truncated stream"
     elif bad:

@@ -8,8 +8,8 @@ reported in `parse_error` with a short reason that never quotes the body.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -25,6 +25,7 @@ __all__ = [
     "parse_request",
     "parse_response",
     "sse_events",
+    "wire_family",
 ]
 
 
@@ -91,7 +92,9 @@ class SSESplitter:
             find = data.find
             while (i := find(delimiter, pos)) >= 0:
                 end = i + len(delimiter)
-                events.append(data if end == n and not start and data is chunk else bytes(data[start:end]))
+                events.append(
+                    data if end == n and not start and data is chunk else bytes(data[start:end])
+                )
                 start = pos = end
         else:
             search = _BLANK_LINE.search
@@ -122,7 +125,7 @@ class SSEBody:
     from the end decodes a few events, not one per token.
     """
 
-    __slots__ = ("_body", "_start", "_end")
+    __slots__ = ("_body", "_end", "_start")
 
     def __init__(self, body: bytes) -> None:
         if _CR in body:
@@ -193,7 +196,7 @@ def _json_error(exc: orjson.JSONDecodeError) -> str:
     msg = exc.msg
     if "depth limit" in msg or "recursion" in msg:
         return "JSON too deeply nested"
-    if "UTF-8" in msg or "surrogate" in msg:
+    if "UTF-8" in msg:
         return "invalid UTF-8"
     if "number" in msg:
         return "number out of range"
@@ -235,7 +238,20 @@ def parse_request(family: Family, endpoint: str, body: bytes) -> RequestInfo:
         return RequestInfo(parse_error=f"parser error: {type(exc).__name__}")
 
 
+def wire_family(family: Family, endpoint: str) -> Family:
+    """The format a call actually uses: Gemini and Anthropic also serve OpenAI-compatible
+    endpoints (`/v1beta/openai/chat/completions`, `/v1/chat/completions`) with OpenAI bodies."""
+    if family == "gemini" and "/openai/" in endpoint:
+        return "openai"
+    if family == "anthropic" and endpoint.split("?", 1)[0].endswith("/chat/completions"):
+        return "openai"
+    return family
+
+
 def _parse_request(family: Family, endpoint: str, body: bytes) -> RequestInfo:
+    family = wire_family(family, endpoint)
+    if type(body) is not bytes:
+        body = bytes(body)  # bytearray / memoryview from the server's buffers
     path_model: str | None = None
     path_stream = False
     if family == "gemini":
@@ -300,6 +316,7 @@ def parse_response(family: Family, endpoint: str, body: bytes, content_type: str
 
 
 def _parse_response(family: Family, endpoint: str, body: bytes, content_type: str) -> Observed:
+    family = wire_family(family, endpoint)
     if type(body) is not bytes:
         body = bytes(body)  # bytearray / memoryview from the relay's buffers
     m = _LEADING_WS.match(body)

@@ -371,6 +371,8 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
+    key: bytes
+    value: bytes
     for key, value in scope["headers"]:
         if key == name:
             return value.decode("latin-1")

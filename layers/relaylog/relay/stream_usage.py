@@ -33,7 +33,10 @@ def inject(body: bytes, parsed: dict[str, Any]) -> bytes | None:
         return None  # malformed: let the provider answer it as the client sent it
     merged = dict(parsed)
     merged["stream_options"] = {**(options or {}), "include_usage": True}
-    return orjson.dumps(merged)
+    try:
+        return orjson.dumps(merged)
+    except orjson.JSONEncodeError:
+        return None  # nested deeper than orjson writes: relay it as sent rather than fail the call
 
 
 class UsageStripper:

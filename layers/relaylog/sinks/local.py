@@ -13,7 +13,6 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import IO
 
 import orjson
 
@@ -47,7 +46,7 @@ class LocalSink:
         self.bodies = LocalBodyStore(self.data_dir)
         self.writer_id = f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}"
         self._queue: queue.SimpleQueue[Exchange | object] = queue.SimpleQueue()
-        self._file: IO[bytes] | None = None
+        self._fd: int | None = None
         self._partition: str | None = None
         self._thread = threading.Thread(target=self._run, name="relaylog-writer", daemon=True)
         self._thread.start()
@@ -72,12 +71,12 @@ class LocalSink:
                     break
             stop = self._write(batch)
             if stop:
-                if self._file is not None:
-                    self._file.close()
+                self._close_file()
                 return
 
     def _write(self, batch: list[Exchange | object]) -> bool:
         stop = False
+        lines: dict[str, list[bytes]] = {}
         for item in batch:
             if item is _STOP:
                 stop = True
@@ -85,22 +84,27 @@ class LocalSink:
             assert isinstance(item, Exchange)
             try:
                 record = build_record(item, self.settings, self.bodies)
-                line = orjson.dumps(record) + b"\n"
-                self._file_for(record["dt"], record["hour"]).write(line)
+                lines.setdefault(f"dt={record['dt']}/hour={record['hour']}", []).append(orjson.dumps(record) + b"\n")
             except Exception:
                 # One bad exchange must not stop the writer; the id says which call to look at.
                 log.exception("could not write the record for request %s", item.request_id)
-        if self._file is not None:
-            self._file.flush()
+        for partition, chunk in lines.items():
+            self._append(partition, b"".join(chunk))
         return stop
 
-    def _file_for(self, dt: str, hour: str) -> IO[bytes]:
-        partition = f"dt={dt}/hour={hour}"
-        if partition != self._partition or self._file is None:
-            if self._file is not None:
-                self._file.close()
+    def _append(self, partition: str, data: bytes) -> None:
+        """One write() per batch on an O_APPEND descriptor: readers see whole lines, not buffer halves."""
+        if partition != self._partition or self._fd is None:
+            self._close_file()
             directory = self.data_dir / "raw" / partition
             directory.mkdir(parents=True, exist_ok=True)
-            self._file = open(directory / f"{self.writer_id}.jsonl", "ab")
+            self._fd = os.open(directory / f"{self.writer_id}.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             self._partition = partition
-        return self._file
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+
+    def _close_file(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -37,7 +37,7 @@ def raw_files(data_dir: Path, since: datetime | None = None) -> list[Path]:
     """
     floor = None
     if since is not None:
-        utc = since.astimezone(timezone.utc)
+        utc = since.astimezone(UTC)
         floor = (utc.strftime("%Y-%m-%d"), utc.strftime("%H"))
     files: list[Path] = []
     for day, day_dir in _subdirs(data_dir / "raw", _DT):

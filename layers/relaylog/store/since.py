@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 _SPAN = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -19,7 +19,7 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     try:
         if span:
             delta = timedelta(**{_UNITS[span[2]]: int(span[1])})
-            return (now or datetime.now(timezone.utc)) - delta
+            return (now or datetime.now(UTC)) - delta
         parsed = datetime.fromisoformat(value)
     except (ValueError, OverflowError):
         raise ValueError(
@@ -28,5 +28,5 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
         ) from None
     # Record times are UTC, so a bare date or time means UTC too.
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)

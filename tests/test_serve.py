@@ -1,0 +1,136 @@
+"""`relaylog serve` as a user runs it: a separate process, stopped with SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tests.standin import StandIn
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Served:
+    def __init__(self, data_dir: Path, upstream: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "RELAYLOG_UPSTREAM_OPENAI": upstream,
+            "PYTHONPATH": str(REPO / "layers"),
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "relaylog", "serve", "--port", str(self.port), "--data-dir", str(data_dir)],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError as error:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.process.kill()
+                    stderr = self.process.communicate()[1]
+                    raise RuntimeError(f"relaylog serve did not start: {stderr}") from error
+                time.sleep(0.05)
+
+    def stop(self, sig: int) -> str:
+        self.process.send_signal(sig)
+        _, stderr = self.process.communicate(timeout=30)
+        return stderr
+
+
+@pytest.fixture
+def served(tmp_path: Path, standin: StandIn) -> Iterator[tuple[Served, Path]]:
+    data_dir = tmp_path / "data"
+    server = Served(data_dir, standin.url)
+    yield server, data_dir
+    if server.process.poll() is None:
+        server.process.kill()
+        server.process.communicate()
+
+
+def _records(data_dir: Path) -> list[dict[str, object]]:
+    return [orjson.loads(line) for path in data_dir.glob("raw/*/*/*.jsonl") for line in path.read_bytes().splitlines()]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_every_record_is_on_disk_after_a_signal(served: tuple[Served, Path], sig: int) -> None:
+    server, data_dir = served
+    ids = []
+    for _ in range(25):
+        response = httpx.post(server.url + "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+        assert response.status_code == 200
+        ids.append(response.headers["helicone-id"])
+    # A stream still running when the signal arrives is finished, then recorded.
+    streamed: list[str] = []
+
+    def stream() -> None:
+        with httpx.stream(
+            "POST",
+            server.url + "/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+            headers={"x-standin-fault": "chunk-delay-ms=30"},
+        ) as response:
+            streamed.append(response.headers["helicone-id"])
+            response.read()
+
+    worker = threading.Thread(target=stream)
+    worker.start()
+    while not streamed:
+        time.sleep(0.01)
+    stderr = server.stop(sig)
+    worker.join()
+    # uvicorn re-raises the signal once shut down cleanly, as a well-behaved process does.
+    assert server.process.returncode in (0, -sig), stderr
+    assert "Application shutdown complete" in stderr
+    assert "OPEN" in stderr  # no keys yet: start-up says the proxy is open
+    recorded = {record["request_id"]: record for record in _records(data_dir)}
+    assert set(recorded) == set(ids + streamed)
+    assert recorded[streamed[0]]["error_type"] is None and recorded[streamed[0]]["stream"] is True
+
+
+def test_start_up_says_when_keys_are_required(served: tuple[Served, Path], standin: StandIn) -> None:
+    server, data_dir = served
+    server.stop(signal.SIGTERM)
+    created = subprocess.run(
+        [sys.executable, "-m", "relaylog", "keys", "create", "--name", "ci", "--data-dir", str(data_dir)],
+        env={**os.environ, "PYTHONPATH": str(REPO / "layers")},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    secret = created.stdout.strip()
+    again = Served(data_dir, standin.url)
+    try:
+        refused = httpx.post(again.url + "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+        allowed = httpx.post(
+            again.url + "/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"Helicone-Auth": f"Bearer {secret}"},
+        )
+    finally:
+        stderr = again.stop(signal.SIGTERM)
+    assert refused.status_code == 401 and allowed.status_code == 200
+    assert "1 relaylog key(s) active" in stderr
+    assert secret not in stderr
