@@ -36,4 +36,4 @@ from .faults import Fault, parse_fault
 from .server import StandIn
 from .wire import SCENARIOS, Reply, Request
 
-__all__ = ["StandIn", "Request", "Reply", "Fault", "parse_fault", "SCENARIOS"]
+__all__ = ["SCENARIOS", "Fault", "Reply", "Request", "StandIn", "parse_fault"]

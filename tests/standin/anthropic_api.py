@@ -26,6 +26,7 @@ from .wire import (
     dumps,
     json_pieces,
     make_plan,
+    obj,
     pick_scenario,
     prompt_tokens,
     seed_for,
@@ -142,14 +143,11 @@ def messages(req: Request) -> Reply:
     model = str(body["model"])
     convo = body["messages"] if isinstance(body["messages"], list) else []
     tools = [(t.get("name", "tool"), t.get("input_schema")) for t in body.get("tools") or [] if isinstance(t, dict) and "name" in t]
-    last = convo[-1] if convo and isinstance(convo[-1], dict) else {}
-    content = last.get("content")
+    content = obj(convo[-1] if convo else None).get("content")
     after_tool = isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
-    choice = body.get("tool_choice") if isinstance(body.get("tool_choice"), dict) else {}
-    implied = "tool" if tools and choice.get("type") != "none" and not after_tool else "text"
+    implied = "tool" if tools and obj(body.get("tool_choice")).get("type") != "none" and not after_tool else "text"
     scenario = pick_scenario(req.header("x-standin-scenario"), model, implied)
-    thinking = body.get("thinking") if isinstance(body.get("thinking"), dict) else {}
-    wants_thinking = thinking.get("type") in ("enabled", "adaptive")
+    wants_thinking = obj(body.get("thinking")).get("type") in ("enabled", "adaptive")
     plan = make_plan(scenario, tools, after_tool=after_tool, reasoning_family=wants_thinking, max_tokens=body.get("max_tokens"))
     if plan.calls:
         plan.text = TOOL_PREAMBLE  # Claude usually says what it is about to do before calling
@@ -162,7 +160,7 @@ def messages(req: Request) -> Reply:
 
 
 class _Message:
-    __slots__ = ("ids", "model", "plan", "input", "read", "write", "output", "mid")
+    __slots__ = ("ids", "input", "mid", "model", "output", "plan", "read", "write")
 
     def __init__(self, ids: Ids, model: str, plan: Plan, body: dict[str, Any]) -> None:
         self.ids, self.model, self.plan = ids, model, plan
@@ -224,7 +222,7 @@ class _Message:
         def emit(kind: str, payload: dict[str, Any]) -> None:
             events.append(sse(dumps({"type": kind, **payload}), kind))
 
-        start = {
+        start: dict[str, Any] = {
             "model": self.model, "id": self.mid, "type": "message", "role": "assistant", "content": [],
             "stop_reason": None, "stop_sequence": None, "usage": self.usage(1),
         }

@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 import traceback
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import orjson
 
@@ -138,7 +138,7 @@ class App:
             return endpoint.handler(req)
         except UsageError as exc:
             return standin_error(400, str(exc))
-        except Exception as exc:  # a stand-in bug must be loud, not a hung test
+        except Exception as exc:  # noqa: BLE001 - a stand-in bug must be loud, not a hung test
             traceback.print_exc(file=sys.stderr)
             return standin_error(500, f"stand-in crashed: {exc!r}")
 

@@ -29,6 +29,9 @@ An unknown name is answered with HTTP 400 and a `standin_error` body so typos ne
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
+
+_N = TypeVar("_N", int, float)
 
 
 class FaultSyntaxError(ValueError):
@@ -100,7 +103,7 @@ def parse_fault(spec: str | None) -> Fault | None:
     return fault
 
 
-def _non_negative(value: int | float) -> int | float:
+def _non_negative(value: _N) -> _N:
     if value < 0:
         raise ValueError("negative")
     return value

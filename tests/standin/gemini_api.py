@@ -110,7 +110,7 @@ def handle(req: Request) -> Reply:
     if schema is None and config.get("responseMimeType") == "application/json":
         schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
     plan = make_plan(scenario, tools, after_tool=after_tool, reasoning_family=thinks, max_tokens=config.get("maxOutputTokens"), schema=schema)
-    answer = _Answer(seed_for(req.route, model, scenario, body, FIELDS), model, plan, body, bool(thinking.get("includeThoughts") or thinking.get("include_thoughts")))
+    answer = _Answer(seed_for(req.route.rsplit(":", 1)[0], model, scenario, body, FIELDS), model, plan, body, bool(thinking.get("includeThoughts") or thinking.get("include_thoughts")))
     if method == "streamGenerateContent":
         return answer.stream(req.query.get("alt") == "sse")
     if plan.stream_error:
@@ -124,7 +124,7 @@ def _compact(value: Any) -> bytes:
 
 
 class _Answer:
-    __slots__ = ("ids", "model", "plan", "prompt", "cached", "thoughts", "output", "show_thoughts", "response_id")
+    __slots__ = ("cached", "ids", "model", "output", "plan", "prompt", "response_id", "show_thoughts", "thoughts")
 
     def __init__(self, ids: Ids, model: str, plan: Plan, body: dict[str, Any], show_thoughts: bool) -> None:
         self.ids, self.model, self.plan, self.show_thoughts = ids, model, plan, show_thoughts

@@ -26,6 +26,7 @@ from .wire import (
     json_pieces,
     make_plan,
     obfuscation,
+    obj,
     pick_scenario,
     prompt_tokens,
     seed_for,
@@ -203,11 +204,11 @@ def chat_completions(req: Request) -> Reply:
     reasoning = REASONING_EFFORT_TOKENS.get(str(body.get("reasoning_effort") or "medium"), 192) if plan.reasoning else 0
     completion = plan.output_tokens() + reasoning
     use = usage(prompt, completion, cached, reasoning)
-    tier = body.get("service_tier") if body.get("service_tier") in ("flex", "priority", "scale") else "default"
+    tier = str(body["service_tier"]) if body.get("service_tier") in ("flex", "priority", "scale") else "default"
     info = _Chat(ids, SNAPSHOTS.get(model, model), tier)
 
     if body.get("stream") is True:
-        options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
+        options = obj(body.get("stream_options"))
         return info.stream(plan, use, options.get("include_usage") is True, options.get("include_obfuscation", True) is not False)
     if plan.stream_error:
         return error(500, ids)
@@ -217,7 +218,7 @@ def chat_completions(req: Request) -> Reply:
 class _Chat:
     """Serialises one answer as a chat completion or as its chunk stream."""
 
-    __slots__ = ("ids", "model", "tier", "completion_id")
+    __slots__ = ("completion_id", "ids", "model", "tier")
 
     def __init__(self, ids: Ids, model: str, tier: str) -> None:
         self.ids, self.model, self.tier = ids, model, tier

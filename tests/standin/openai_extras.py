@@ -35,7 +35,7 @@ def embeddings(req: Request) -> Reply:
     model = str(body.get("model") or "text-embedding-3-small")
     # A list of strings or of token arrays is a batch; a string or one token array is one input.
     batch = raw if isinstance(raw, list) and raw and isinstance(raw[0], (str, list)) else [raw]
-    dims = body.get("dimensions") if isinstance(body.get("dimensions"), int) else DIMENSIONS.get(model, 1536)
+    dims = body["dimensions"] if isinstance(body.get("dimensions"), int) else DIMENSIONS.get(model, 1536)
     as_base64 = body.get("encoding_format") == "base64"
     data = []
     tokens = 0
@@ -77,7 +77,7 @@ def speech(req: Request) -> Reply:
         return error(400, raw_ids(req), "Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
     fmt = str(body.get("response_format") or "mp3")
     ids = seed_for(req.route, str(body.get("model")), "speech", body, ("input", "voice", "response_format", "speed"))
-    noise = hashlib.shake_256(ids.seed).digest(2000 + 400 * len(text.split()))
+    noise = hashlib.shake_256(ids.seed).digest(6000 + 2000 * len(text.split()))
     audio = b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\xff\xfb\x90\x64" + noise
     hdrs = headers(ids, _AUDIO_TYPES.get(fmt, "audio/mpeg"))
     pieces = [audio[i : i + 4096] for i in range(0, len(audio), 4096)]

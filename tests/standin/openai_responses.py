@@ -34,6 +34,7 @@ from .wire import (
     json_pieces,
     make_plan,
     obfuscation,
+    obj,
     pick_scenario,
     prompt_tokens,
     seed_for,
@@ -60,8 +61,7 @@ def responses(req: Request) -> Reply:
     after_tool = isinstance(items, list) and bool(items) and isinstance(items[-1], dict) and items[-1].get("type") == "function_call_output"
     implied = "tool" if tools and body.get("tool_choice") != "none" and not after_tool else "text"
     scenario = pick_scenario(req.header("x-standin-scenario"), model, implied)
-    text_cfg = body.get("text") if isinstance(body.get("text"), dict) else {}
-    fmt = text_cfg.get("format") if isinstance(text_cfg.get("format"), dict) else {}
+    fmt = obj(obj(body.get("text")).get("format"))
     schema = (fmt.get("schema") or {}) if fmt.get("type") == "json_schema" else None
     plan = make_plan(
         scenario, tools, after_tool=after_tool, reasoning_family=is_reasoning_model(model),
@@ -76,13 +76,13 @@ def responses(req: Request) -> Reply:
 
 
 class _Response:
-    __slots__ = ("ids", "body", "model", "plan", "rid", "reasoning", "summary", "usage")
+    __slots__ = ("body", "ids", "model", "plan", "reasoning", "rid", "summary", "usage")
 
     def __init__(self, ids: Ids, body: dict[str, Any], model: str, plan: Plan) -> None:
         self.ids, self.body, self.plan = ids, body, plan
         self.model = SNAPSHOTS.get(model, model)
         self.rid = "resp_" + ids.hex("resp", 48)
-        cfg = body.get("reasoning") if isinstance(body.get("reasoning"), dict) else {}
+        cfg = obj(body.get("reasoning"))
         effort = cfg.get("effort") or ("medium" if plan.reasoning else None)
         self.reasoning = {"effort": effort, "summary": cfg.get("summary")}
         self.summary = plan.reasoning and bool(cfg.get("summary"))
@@ -219,9 +219,9 @@ class _Response:
             emit("response.function_call_arguments.done", {"item_id": item["id"], "output_index": index, "arguments": call.arguments})
             emit("response.output_item.done", {"output_index": index, "item": self.call_item(i, call.name, call.arguments, done=True)})
             index += 1
-        if self.plan.text is not None or self.plan.refusal is not None:
-            if self._message_events(emit, index):
-                return Reply(200, headers(self.ids, SSE_TYPE), events=events, tail=0)
+        has_message = self.plan.text is not None or self.plan.refusal is not None
+        if has_message and self._message_events(emit, index):
+            return Reply(200, headers(self.ids, SSE_TYPE), events=events, tail=0)
         final = "response.incomplete" if self.plan.truncated else "response.completed"
         emit(final, {"response": self.envelope("final", self.items())})
         return Reply(200, headers(self.ids, SSE_TYPE), events=events, tail=1)

@@ -8,12 +8,13 @@ connection can be closed with FIN or RST, or left open and silent.
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import struct
 import threading
 from collections import deque
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Self
 
 import httptools
 
@@ -221,7 +222,7 @@ class _Conn(asyncio.Protocol):
             transport.close()
 
 
-def _reset(transport: asyncio.BaseTransport) -> None:
+def _reset(transport: asyncio.Transport) -> None:
     """Close with RST instead of FIN: SO_LINGER with a zero timeout, then close."""
     sock: Any = transport.get_extra_info("socket")
     if sock is not None:
@@ -292,10 +293,10 @@ class StandIn:
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
-    def start(self) -> "StandIn":
+    def start(self) -> Self:
         """Serve from a background thread; returns once the socket is listening."""
         ready = threading.Event()
-        failure: list[BaseException] = []
+        failure: list[Exception] = []
 
         def run() -> None:
             loop = new_loop()
@@ -303,7 +304,7 @@ class StandIn:
             self._loop = loop
             try:
                 loop.run_until_complete(self._listen(loop))
-            except BaseException as exc:  # hand the bind error to the starting thread
+            except Exception as exc:  # noqa: BLE001 - hand the bind error to the starting thread
                 failure.append(exc)
                 ready.set()
                 loop.close()
@@ -350,15 +351,17 @@ class StandIn:
         asyncio.set_event_loop(loop)
         self._loop = loop
         loop.run_until_complete(self._listen(loop))
+        # Handlers on the loop itself: a loop blocked in epoll never runs Python's default
+        # SIGINT handler, so Ctrl-C (or the SIGTERM a parent sends) would otherwise hang.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, loop.stop)
         print(f"standin listening on {self.url}", flush=True)
         try:
             loop.run_forever()
-        except KeyboardInterrupt:
-            pass
         finally:
             self._close_loop(loop)
 
-    def __enter__(self) -> "StandIn":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
@@ -133,6 +134,11 @@ def seed_for(route: str, model: str, scenario: str, body: dict[str, Any], fields
     return Ids(hashlib.blake2b(key, digest_size=32).digest())
 
 
+def obj(value: Any) -> dict[str, Any]:
+    """`value` when it is a JSON object, else an empty one (request fields may be anything)."""
+    return value if isinstance(value, dict) else {}
+
+
 def estimate_tokens(value: Any) -> int:
     """A plausible token count: about four characters per token over every string inside."""
     if isinstance(value, str):
@@ -199,7 +205,7 @@ def _sample(schema: dict[str, Any], name: str, variant: int, root: dict[str, Any
         for part in ref[2:].split("/"):
             target = target.get(part, {}) if isinstance(target, dict) else {}
         return _sample(target if isinstance(target, dict) else {}, name, variant, root, depth + 1)
-    if "enum" in schema and schema["enum"]:
+    if schema.get("enum"):
         return schema["enum"][variant % len(schema["enum"])]
     if "const" in schema:
         return schema["const"]
