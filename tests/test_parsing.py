@@ -766,7 +766,7 @@ def test_openai_stream_error_event() -> None:
         },
     )
     assert parse_response("openai", "/v1/chat/completions", body, SSE) == Observed(
-        None, "gpt-4o", None
+        None, "gpt-4o", None, stream_error=True
     )
 
 
@@ -881,7 +881,8 @@ def responses_stream(terminal: str = "response.completed") -> bytes:
 )
 def test_openai_responses_stream(terminal: str) -> None:
     obs = parse_response("openai", "/v1/responses", responses_stream(terminal), SSE)
-    assert obs == Observed(Usage(328, 552, 128, None, 512), "o4-mini-2025-04-16", None)
+    failed = terminal == "response.failed"
+    assert obs == Observed(Usage(328, 552, 128, None, 512), "o4-mini-2025-04-16", None, failed)
 
 
 def test_openai_responses_stream_cut() -> None:
@@ -907,7 +908,7 @@ def test_openai_responses_stream_error_event() -> None:
         )
     )
     assert parse_response("openai", "/v1/responses", body, SSE) == Observed(
-        None, "o4-mini-2025-04-16", None
+        None, "o4-mini-2025-04-16", None, stream_error=True
     )
 
 
@@ -1129,7 +1130,7 @@ def test_anthropic_overloaded_mid_stream() -> None:
         ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
     )
     obs = parse_response("anthropic", "/v1/messages", body, SSE)
-    assert obs == Observed(Usage(4972, 2, 3000, 1500), "claude-sonnet-4-5-20250929", None)
+    assert obs == Observed(Usage(4972, 2, 3000, 1500), "claude-sonnet-4-5-20250929", None, stream_error=True)
 
 
 def test_anthropic_thinking_breakdown_if_sent() -> None:
@@ -1210,7 +1211,7 @@ def test_gemini_tool_use_prompt_and_audio() -> None:
     obs = parse_response(
         "gemini", "/v1beta/models/gemini-2.5-flash:generateContent", orjson.dumps(body), JSON
     )
-    assert obs.usage == Usage(750, 20, None, None, None, 600, None)
+    assert obs.usage == Usage(750, 20, 0, None, 0, 600, None)
 
 
 def test_gemini_blocked_prompt_omits_zero_counts() -> None:
@@ -1222,7 +1223,7 @@ def test_gemini_blocked_prompt_omits_zero_counts() -> None:
     obs = parse_response(
         "gemini", "/v1beta/models/gemini-2.5-flash:generateContent", orjson.dumps(body), JSON
     )
-    assert obs.usage == Usage(8, 0)
+    assert obs.usage == Usage(8, 0, 0, None, 0)
 
 
 def test_gemini_error_body() -> None:
@@ -1314,8 +1315,8 @@ def test_gemini_sse_error_chunk() -> None:
         b'data: {"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}\r\n\r\n'
     )
     obs = parse_response("gemini", STREAM_PATH + "?alt=sse", body, SSE)
-    assert obs.usage == Usage(1204, 0, 1024)
-    assert obs.parse_error is None
+    assert obs.usage == Usage(1204, 0, 1024, None, 0)
+    assert obs.parse_error is None and obs.stream_error
 
 
 # =============================================================================================

@@ -437,3 +437,27 @@ def test_get_requests_and_query_strings_pass(proxy: RunningProxy, standin: Stand
     assert standin.requests[-1].path == "/v1/models?limit=2"
     record = proxy.record(response.headers["helicone-id"])
     assert record["method"] == "GET" and record["parse_error"] is None
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", STREAM),
+        ("/v1/responses", {"model": "gpt-4o-mini", "input": "Say hello", "stream": True}),
+        (
+            "/anthropic/v1/messages",
+            {"model": "claude-sonnet-4-5", "max_tokens": 100, "stream": True, "messages": CHAT["messages"]},
+        ),
+        (
+            "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+            {"contents": [{"role": "user", "parts": [{"text": "Say hello"}]}]},
+        ),
+    ],
+)
+def test_error_inside_a_stream_is_recorded(proxy: RunningProxy, path: str, body: object) -> None:
+    headers = {"x-standin-scenario": "stream-error", "anthropic-version": "2023-06-01"}
+    status, received, request_id, _ = _read_stream(proxy.url + path, body, headers)
+    assert status == 200 and b"error" in received
+    record = proxy.record(request_id)
+    assert record["status"] == 200 and record["error_type"] == "upstream_stream_error"
+    assert record["response_body"] == received.decode()

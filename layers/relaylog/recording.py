@@ -52,6 +52,9 @@ def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> R
         )
         if observed.parse_error and exchange.status < 400:
             problems.append(f"response: {observed.parse_error}")
+    error_type = exchange.error_type
+    if error_type is None and observed.stream_error:
+        error_type = "upstream_stream_error"
 
     usage = observed.usage
     if usage is None:
@@ -120,7 +123,7 @@ def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> R
         "properties": meta.properties,
         "key_id": exchange.key_id,
         "cache_status": None,
-        "error_type": exchange.error_type,
+        "error_type": error_type,
         "parse_error": "; ".join(problems) or None,
         "request_body": request_body,
         "response_body": response_body,

@@ -38,3 +38,5 @@ class Observed:
     response_model: str | None = None
     # Why the body could not be (fully) understood, for the record; None when it parsed cleanly.
     parse_error: str | None = None
+    # The provider reported an error inside a response that began as a success (an error event).
+    stream_error: bool = False

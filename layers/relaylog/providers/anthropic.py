@@ -120,4 +120,4 @@ def from_sse(
         error = "invalid JSON in stream event"
     else:
         error = None
-    return Observed(usage=usage, response_model=model, parse_error=error)
+    return Observed(usage=usage, response_model=model, parse_error=error, stream_error=errored)

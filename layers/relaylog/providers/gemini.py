@@ -51,9 +51,10 @@ def usage_from(um: dict[str, Any]) -> Usage | None:
     return Usage(
         input_tokens=(prompt or 0) + (tool_prompt or 0),
         output_tokens=(candidates or 0) + (thoughts or 0),
-        # cachedContentTokenCount is part of promptTokenCount, as our schema wants.
-        cache_read_tokens=count(um.get("cachedContentTokenCount")),
-        reasoning_tokens=thoughts,
+        # cachedContentTokenCount is part of promptTokenCount, as our schema wants. Gemini leaves
+        # out counts that are zero, so inside a usageMetadata a missing count is 0, not unknown.
+        cache_read_tokens=count(um.get("cachedContentTokenCount")) or 0,
+        reasoning_tokens=thoughts or 0,
         audio_input_tokens=_modality(um, ("promptTokensDetails", "toolUsePromptTokensDetails")),
         audio_output_tokens=_modality(um, ("candidatesTokensDetails",)),
     )
@@ -99,8 +100,8 @@ def from_json(obj: Any) -> Observed:
         usage, model, _ = _observe([obj])
         return Observed(usage=usage, response_model=model)
     if isinstance(obj, list):
-        usage, model, _ = _observe(obj)
-        return Observed(usage=usage, response_model=model)
+        usage, model, errored = _observe(obj)
+        return Observed(usage=usage, response_model=model, stream_error=errored)
     return Observed(parse_error="not a JSON object")
 
 
@@ -152,7 +153,7 @@ def from_sse(newest_first: Iterable[tuple[bytes, bytes]]) -> Observed:
         error = "invalid JSON in stream event"
     else:
         error = None
-    return Observed(usage=usage, response_model=model, parse_error=error)
+    return Observed(usage=usage, response_model=model, parse_error=error, stream_error=errored)
 
 
 def from_partial_array(body: bytes, reason: str) -> Observed:
@@ -177,5 +178,5 @@ def from_partial_array(body: bytes, reason: str) -> Observed:
         except (ValueError, RecursionError):
             break
         chunks.append(obj)
-    usage, model, _ = _observe(chunks)
-    return Observed(usage=usage, response_model=model, parse_error=reason)
+    usage, model, errored = _observe(chunks)
+    return Observed(usage=usage, response_model=model, parse_error=reason, stream_error=errored)

@@ -174,6 +174,7 @@ def from_sse(newest_first: Iterable[tuple[bytes, bytes]]) -> Observed:
                 model = text(response, "model")
             if kind in _TERMINAL_EVENTS:
                 finished = True
+                errored = errored or kind == "response.failed"
                 u = response.get("usage")
                 if isinstance(u, dict):
                     usage = usage_from(u)
@@ -205,4 +206,4 @@ def from_sse(newest_first: Iterable[tuple[bytes, bytes]]) -> Observed:
         error = "invalid JSON in stream event"
     else:
         error = None
-    return Observed(usage=usage, response_model=model, parse_error=error)
+    return Observed(usage=usage, response_model=model, parse_error=error, stream_error=errored)

@@ -244,6 +244,9 @@ class RelayApp:
         exchange.response_content_encoding = response.headers.get("Content-Encoding")
         event_stream = content_type.startswith("text/event-stream")
         stripper = UsageStripper() if exchange.usage_injected and event_stream else None
+        if stripper is not None:
+            # The same list, filled as the stream goes: usage withheld before a cut is still read.
+            exchange.withheld = stripper.withheld
         headers = response_headers(tuple(response.raw_headers), keep_length=stripper is None)
         if event_stream:
             _add_stream_headers(headers)
@@ -264,10 +267,7 @@ class RelayApp:
             if out:
                 await self._send_chunk(exchange, send, out, capture_limit)
         exchange.upstream_finished = time.perf_counter()
-        tail = b""
-        if stripper is not None:
-            tail = stripper.finish()
-            exchange.withheld = stripper.withheld
+        tail = stripper.finish() if stripper is not None else b""
         await self._send_last(exchange, send, watcher, tail)
 
     async def _start(self, exchange: Exchange, send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:

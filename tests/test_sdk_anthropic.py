@@ -1,0 +1,451 @@
+"""The real `anthropic` Python SDK (sync and async clients) sees exactly the same results through
+relaylog (`base_url=proxy.url + "/anthropic"`) as directly against the provider stand-in, and every
+relayed call leaves a correct record.
+
+relaylog maps `/anthropic/...` to the provider's origin and keeps the rest of the path, so the
+direct client's base URL is the stand-in's origin itself (the SDK adds `/v1/messages`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import ssl
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import genai_prices
+import httpx
+import orjson
+import pytest
+
+from tests.standin import StandIn
+from tests.support.proxy import RunningProxy
+
+MODES = ("sync", "async")
+API_KEY = "sk-ant-test-provider-key"
+MODEL = "claude-haiku-4-5"
+MESSAGES = [{"role": "user", "content": "Say hello"}]
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "Current weather for a city",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
+        "required": ["city"],
+    },
+}
+TLS = ssl.create_default_context()  # shared: building one per client costs ~30 ms
+
+
+@pytest.fixture(scope="module")
+def proxy(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
+    """One relaylog for the whole module (records are told apart by request id)."""
+    standin.fault = None
+    data_dir: Path = tmp_path_factory.mktemp("relaylog-sdk-anthropic")
+    with RunningProxy(data_dir, standin.url) as running:
+        yield running
+
+
+@dataclass
+class Call:
+    result: Any
+    sent: list[httpx.Request]
+
+    @property
+    def body(self) -> bytes:
+        assert len(self.sent) == 1, f"expected exactly one HTTP request, the SDK sent {len(self.sent)}"
+        return self.sent[0].content
+
+
+def call(mode: str, base_url: str, fn: Callable[[Any], Any], headers: dict[str, str] | None = None) -> Call:
+    """`fn(client)` with a fresh sync or async Anthropic client (an async `fn` may return a coroutine)."""
+    sent: list[httpx.Request] = []
+    common: dict[str, Any] = {
+        "base_url": base_url,
+        "api_key": API_KEY,
+        "max_retries": 0,
+        "timeout": 10.0,
+        "default_headers": headers or {},
+    }
+    if mode == "sync":
+        http = anthropic.DefaultHttpxClient(verify=TLS, event_hooks={"request": [sent.append]})
+        with anthropic.Anthropic(http_client=http, **common) as client:
+            return Call(fn(client), sent)
+
+    async def record_request(request: httpx.Request) -> None:
+        sent.append(request)
+
+    async def run() -> Call:
+        http = anthropic.DefaultAsyncHttpxClient(verify=TLS, event_hooks={"request": [record_request]})
+        async with anthropic.AsyncAnthropic(http_client=http, **common) as client:
+            result = fn(client)
+            if inspect.isawaitable(result):
+                result = await result
+            return Call(result, sent)
+
+    return asyncio.run(run())
+
+
+def both(
+    mode: str, standin: StandIn, proxy: RunningProxy, fn: Callable[[Any], Any], headers: dict[str, str] | None = None
+) -> tuple[Call, Call, dict[str, Any]]:
+    """The same call directly and through relaylog: (direct, relayed, record of the relayed call)."""
+    mine = call(mode, standin.url, fn, headers)
+    request_id = str(uuid.uuid4())
+    through = call(mode, proxy.url + "/anthropic", fn, {**(headers or {}), "Helicone-Request-Id": request_id})
+    return mine, through, proxy.record(request_id)
+
+
+def create(**params: Any) -> Callable[[Any], Any]:
+    def fn(client: Any) -> Any:
+        return client.messages.create(**params)
+
+    return fn
+
+
+def stream(**params: Any) -> Callable[[Any], Any]:
+    """`client.messages.stream(...)`: (every event as a dict, get_final_message())."""
+
+    def fn(client: Any) -> Any:
+        if isinstance(client, anthropic.Anthropic):
+            with client.messages.stream(**params) as events:
+                return [event.model_dump() for event in events], events.get_final_message()
+
+        async def run() -> Any:
+            async with client.messages.stream(**params) as events:
+                seen = [event.model_dump() async for event in events]
+                return seen, await events.get_final_message()
+
+        return run()
+
+    return fn
+
+
+def raw_stream(**params: Any) -> Callable[[Any], Any]:
+    """`client.messages.create(stream=True)`: the raw server-sent events as parsed objects."""
+
+    def fn(client: Any) -> Any:
+        if isinstance(client, anthropic.Anthropic):
+            return [event.model_dump() for event in client.messages.create(stream=True, **params)]
+
+        async def run() -> Any:
+            return [event.model_dump() async for event in await client.messages.create(stream=True, **params)]
+
+        return run()
+
+    return fn
+
+
+def record_usage(usage: Any) -> dict[str, int | None]:
+    """Anthropic's three disjoint input numbers, normalised: input counts all of them."""
+    cache_write = usage.cache_creation_input_tokens or 0
+    cache_read = usage.cache_read_input_tokens or 0
+    return {
+        "input_tokens": usage.input_tokens + cache_write + cache_read,
+        "output_tokens": usage.output_tokens,
+        "cache_read_tokens": usage.cache_read_input_tokens,
+        "cache_write_tokens": usage.cache_creation_input_tokens,
+        "reasoning_tokens": None,  # Anthropic bills thinking as output without a separate count
+        "audio_input_tokens": None,
+        "audio_output_tokens": None,
+    }
+
+
+def expected_cost(usage: dict[str, int | None], model: str) -> float:
+    values = {
+        "input_tokens": usage["input_tokens"],
+        "output_tokens": usage["output_tokens"],
+        "cache_read_tokens": usage["cache_read_tokens"],
+        "cache_write_tokens": usage["cache_write_tokens"],
+    }
+    usage_obj = genai_prices.Usage(**{k: v for k, v in values.items() if v is not None})
+    return float(genai_prices.calc_price(usage_obj, model_ref=model, provider_id="anthropic").total_price)
+
+
+def check_record(record: dict[str, Any], *, sent: bytes, message: Any, stream: bool) -> None:
+    usage = record_usage(message.usage)
+    expected = {
+        "schema_version": 1,
+        "provider": "anthropic",
+        "endpoint": "/v1/messages",
+        "method": "POST",
+        "model": orjson.loads(sent)["model"],
+        "response_model": message.model,
+        "status": 200,
+        "stream": stream,
+        **usage,
+        "usage_source": "provider",
+        "cost_source": f"genai-prices@{genai_prices.__version__}",
+        "error_type": None,
+        "parse_error": None,
+        "key_id": None,
+        "request_body": sent.decode(),
+        "request_bytes": len(sent),
+    }
+    assert {name: record[name] for name in expected} == expected
+    assert record["cost_usd"] is not None and record["cost_usd"] > 0
+    assert record["cost_usd"] == pytest.approx(expected_cost(usage, message.model), rel=1e-9, abs=1e-12)
+    assert record["response_body"]
+    assert 0 < record["ttft_ms"] <= record["latency_ms"]
+    assert API_KEY not in orjson.dumps(record).decode()
+
+
+def check_all_ways(
+    mode: str, standin: StandIn, proxy: RunningProxy, params: dict[str, Any], headers: dict[str, str] | None = None
+) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]]]:
+    """messages.create, messages.stream and create(stream=True), each direct vs relayed.
+    Returns (the message, the stream helper's events, the raw events)."""
+    mine, through, record = both(mode, standin, proxy, create(**params), headers)
+    assert through.result.model_dump() == mine.result.model_dump()
+    assert through.body == mine.body
+    check_record(record, sent=through.body, message=mine.result, stream=False)
+    assert orjson.loads(record["response_body"]) == mine.result.model_dump(exclude_unset=True)
+
+    mine_s, through_s, record = both(mode, standin, proxy, stream(**params), headers)
+    events, final = through_s.result
+    assert events == mine_s.result[0]
+    assert final.model_dump() == mine_s.result[1].model_dump()
+    # The streamed answer is the same message as the non-streamed one.
+    assert final.model_dump() == mine.result.model_dump()
+    assert through_s.body == mine_s.body
+    check_record(record, sent=through_s.body, message=final, stream=True)
+    assert record["response_body"].startswith("event: message_start\n")
+    # Every event the SDK saw was recorded (plus the `ping` the SDK skips).
+    recorded = [line[7:] for line in record["response_body"].splitlines() if line.startswith("event: ")]
+    assert [name for name in recorded if name != "ping"] == [e["type"] for e in events if e["type"] in RAW_TYPES]
+
+    mine_r, through_r, record = both(mode, standin, proxy, raw_stream(**params), headers)
+    assert through_r.result == mine_r.result
+    assert [e["type"] for e in through_r.result] == [e["type"] for e in events if e["type"] in RAW_TYPES]
+    check_record(record, sent=through_r.body, message=final, stream=True)
+    return mine.result, events, through_r.result
+
+
+RAW_TYPES = {
+    "message_start",
+    "content_block_start",
+    "content_block_delta",
+    "content_block_stop",
+    "message_delta",
+    "message_stop",
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_text(mode: str, standin: StandIn, proxy: RunningProxy) -> None:
+    message, events, _ = check_all_ways(
+        mode, standin, proxy, {"model": MODEL, "max_tokens": 1024, "messages": MESSAGES}
+    )
+    assert [block.type for block in message.content] == ["text"] and message.stop_reason == "end_turn"
+    text = "".join(e["text"] for e in events if e["type"] == "text")
+    assert text == message.content[0].text
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_long_answer(mode: str, standin: StandIn, proxy: RunningProxy) -> None:
+    message, events, _ = check_all_ways(
+        mode, standin, proxy, {"model": MODEL, "max_tokens": 4096, "messages": MESSAGES}, {"x-standin-scenario": "long"}
+    )
+    assert len(events) > 400 and message.usage.output_tokens > 400
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_system_prompt_and_max_tokens_cut(mode: str, standin: StandIn, proxy: RunningProxy) -> None:
+    message, _, _ = check_all_ways(
+        mode, standin, proxy, {"model": MODEL, "max_tokens": 3, "system": "Be brief.", "messages": MESSAGES}
+    )
+    assert message.stop_reason == "max_tokens"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_tool_use(mode: str, standin: StandIn, proxy: RunningProxy) -> None:
+    params = {"model": MODEL, "max_tokens": 1024, "messages": MESSAGES, "tools": [WEATHER_TOOL]}
+    message, events, raw = check_all_ways(mode, standin, proxy, params)
+    assert message.stop_reason == "tool_use"
+    tool = [block for block in message.content if block.type == "tool_use"]
+    assert len(tool) == 1 and tool[0].name == "get_weather" and "city" in tool[0].input
+    deltas = [
+        e["delta"] for e in raw if e["type"] == "content_block_delta" and e["delta"]["type"] == "input_json_delta"
+    ]
+    assert len(deltas) > 1
+    assert orjson.loads("".join(d["partial_json"] for d in deltas)) == tool[0].input
+    # The SDK's accumulated snapshots end with the whole input.
+    snapshots = [e["snapshot"] for e in events if e["type"] == "input_json"]
+    assert snapshots and snapshots[-1] == tool[0].input
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_tool_result_round_trip(mode: str, standin: StandIn, proxy: RunningProxy) -> None:
+    first, _, _ = both(
+        mode, standin, proxy, create(model=MODEL, max_tokens=1024, messages=MESSAGES, tools=[WEATHER_TOOL])
+    )
+    tool = next(block for block in first.result.content if block.type == "tool_use")
+    messages = [
+        *MESSAGES,
+        {"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in first.result.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool.id, "content": "sunny, 22 C"}]},
+    ]
+    message, _, _ = check_all_ways(
+        mode, standin, proxy, {"model": MODEL, "max_tokens": 1024, "messages": messages, "tools": [WEATHER_TOOL]}
+    )
+    assert [block.type for block in message.content] == ["text"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_extended_thinking(mode: str, standin: StandIn, proxy: RunningProxy) -> None:
+    params = {
+        "model": MODEL,
+        "max_tokens": 2048,
+        "messages": MESSAGES,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+    }
+    message, events, raw = check_all_ways(mode, standin, proxy, params)
+    assert [block.type for block in message.content] == ["thinking", "text"]
+    thinking = message.content[0]
+    assert thinking.thinking and thinking.signature
+    delta_types = {e["delta"]["type"] for e in raw if e["type"] == "content_block_delta"}
+    assert delta_types == {"thinking_delta", "signature_delta", "text_delta"}
+    assert "".join(e["thinking"] for e in events if e["type"] == "thinking") == thinking.thinking
+    assert [e["signature"] for e in events if e["type"] == "signature"] == [thinking.signature]
+    # Thinking is billed as output: more output tokens than the visible text alone.
+    plain, _, _ = both(mode, standin, proxy, create(model=MODEL, max_tokens=2048, messages=MESSAGES))
+    assert message.usage.output_tokens > plain.result.usage.output_tokens
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_prompt_caching_usage(mode: str, standin: StandIn, proxy: RunningProxy) -> None:
+    params = {
+        "model": MODEL,
+        "max_tokens": 1024,
+        "system": [{"type": "text", "text": "A long, cached system prompt.", "cache_control": {"type": "ephemeral"}}],
+        "messages": MESSAGES,
+    }
+    message, _, _ = check_all_ways(mode, standin, proxy, params, {"x-standin-scenario": "cached"})
+    usage = message.usage
+    assert usage.cache_read_input_tokens and usage.cache_creation_input_tokens
+    _, through, record = both(mode, standin, proxy, create(**params), {"x-standin-scenario": "cached"})
+    assert record["input_tokens"] == (
+        usage.input_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens
+    )
+    assert (record["cache_read_tokens"], record["cache_write_tokens"]) == (
+        usage.cache_read_input_tokens,
+        usage.cache_creation_input_tokens,
+    )
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("status", "error_class"),
+    [(429, anthropic.RateLimitError), (529, anthropic.OverloadedError), (400, anthropic.BadRequestError)],
+)
+@pytest.mark.parametrize("streamed", [False, True], ids=["create", "stream"])
+def test_provider_errors_raise_the_same_exception(
+    mode: str,
+    status: int,
+    error_class: type[anthropic.APIStatusError],
+    streamed: bool,
+    standin: StandIn,
+    proxy: RunningProxy,
+) -> None:
+    params = {"model": MODEL, "max_tokens": 1024, "messages": MESSAGES}
+    fn = stream(**params) if streamed else create(**params)
+    headers = {"x-standin-fault": f"status={status};retry-after=7"}
+    with pytest.raises(error_class) as direct_error:
+        call(mode, standin.url, fn, headers)
+    request_id = str(uuid.uuid4())
+    with pytest.raises(error_class) as relayed_error:
+        call(mode, proxy.url + "/anthropic", fn, {**headers, "Helicone-Request-Id": request_id})
+    mine, through = direct_error.value, relayed_error.value
+    assert type(through) is type(mine)
+    assert (through.status_code, through.body, through.request_id, through.message) == (
+        mine.status_code,
+        mine.body,
+        mine.request_id,
+        mine.message,
+    )
+    assert through.response.content == mine.response.content
+    relayed_headers = [(k, v) for k, v in through.response.headers.multi_items() if k != "helicone-id"]
+    assert relayed_headers == list(mine.response.headers.multi_items())
+    assert through.response.headers["retry-after"] == "7"
+    assert through.response.headers["helicone-id"] == request_id
+
+    record = proxy.record(request_id)
+    expected = {
+        "provider": "anthropic",
+        "endpoint": "/v1/messages",
+        "model": MODEL,
+        "status": status,
+        "stream": streamed,
+        "error_type": "upstream_error",
+        "usage_source": "absent",
+        "input_tokens": None,
+        "output_tokens": None,
+        "cost_usd": None,
+        "cost_source": "no_usage",
+    }
+    assert {name: record[name] for name in expected} == expected
+    assert orjson.loads(record["response_body"]) == mine.body
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_in_stream_overloaded_error(mode: str, standin: StandIn, proxy: RunningProxy) -> None:
+    """An `event: error` after some text: the SDK raises the same error both ways."""
+    params = {"model": MODEL, "max_tokens": 1024, "messages": MESSAGES}
+    headers = {"x-standin-scenario": "stream-error"}
+    with pytest.raises(anthropic.APIStatusError) as direct_error:
+        call(mode, standin.url, raw_stream(**params), headers)
+    request_id = str(uuid.uuid4())
+    with pytest.raises(anthropic.APIStatusError) as relayed_error:
+        call(mode, proxy.url + "/anthropic", raw_stream(**params), {**headers, "Helicone-Request-Id": request_id})
+    mine, through = direct_error.value, relayed_error.value
+    assert type(through) is type(mine)
+    assert (through.status_code, through.body, through.message) == (mine.status_code, mine.body, mine.message)
+    record = proxy.record(request_id)
+    assert record["status"] == 200 and record["stream"] is True
+    assert "event: error" in record["response_body"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_count_tokens_and_models_are_relayed_without_usage(mode: str, standin: StandIn, proxy: RunningProxy) -> None:
+    """count_tokens answers `input_tokens` at top level: that is a count, not tokens processed."""
+    mine, through, record = both(
+        mode, standin, proxy, lambda c: c.messages.count_tokens(model=MODEL, messages=MESSAGES)
+    )
+    assert through.result.model_dump() == mine.result.model_dump() and mine.result.input_tokens > 0
+    expected = {
+        "provider": "anthropic",
+        "endpoint": "/v1/messages/count_tokens",
+        "model": MODEL,
+        "status": 200,
+        "input_tokens": None,
+        "output_tokens": None,
+        "usage_source": "absent",
+        "cost_usd": None,
+        "error_type": None,
+        "request_body": through.body.decode(),
+    }
+    assert {name: record[name] for name in expected} == expected
+
+    def models(c: Any) -> Any:
+        page = c.models.list()
+        if isinstance(c, anthropic.Anthropic):
+            return [model.model_dump() for model in page]
+
+        async def collect() -> Any:
+            return [model.model_dump() async for model in page]
+
+        return collect()
+
+    mine, through, record = both(mode, standin, proxy, models)
+    assert through.result == mine.result and mine.result
+    assert (record["method"], record["endpoint"], record["model"], record["usage_source"]) == (
+        "GET",
+        "/v1/models",
+        None,
+        "absent",
+    )
