@@ -15,15 +15,18 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
 from relaylog import __version__
 from relaylog.keys import KeyFileError, KeyStore
-from relaylog.store.local import SUMMARY_FIELDS, Filters, LocalStore, StoreError
+from relaylog.store import StoreError
 from relaylog.store.since import parse_since
 from relaylog.store.stats import Metrics, Stats, group_key
+
+if TYPE_CHECKING:
+    from relaylog.store.local import LocalStore
 
 DEFAULT_DATA_DIR = "./relaylog-data"
 DATA_DIR_ENV = "RELAYLOG_DATA_DIR"
@@ -180,9 +183,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store(args: argparse.Namespace) -> LocalStore:
+    # DuckDB is imported only by the commands that read records: `serve` never pays its 26 MB.
+    from relaylog.store.local import LocalStore
+
+    return LocalStore(args.data_dir)
+
+
 def cmd_requests(args: argparse.Namespace) -> int:
+    from relaylog.store.local import Filters
+
     filters = Filters(since=args.since, model=args.model, provider=args.provider, user=args.user, session=args.session)
-    rows = LocalStore(args.data_dir).list_requests(limit=args.limit, filters=filters)
+    rows = _store(args).list_requests(limit=args.limit, filters=filters)
     if args.json:
         _print_json(rows)
         return 0
@@ -213,12 +225,14 @@ def cmd_requests(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     if not args.id:
         raise UsageError("relaylog show: error: give a request id")
-    record = LocalStore(args.data_dir).get_request(args.id)
+    record = _store(args).get_request(args.id)
     if record is None:
         raise CommandError(f"no request with id {args.id!r} in {args.data_dir}")
     if args.json:
         _print_json(record)
         return 0
+    from relaylog.store.local import SUMMARY_FIELDS
+
     fields = [f for f in SUMMARY_FIELDS if f != "properties"]
     width = max(len(f) for f in fields)
     for name in fields:
@@ -269,7 +283,7 @@ def _print_groups(stats: Stats) -> None:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    stats = LocalStore(args.data_dir).stats(by=args.by, since=args.since)
+    stats = _store(args).stats(by=args.by, since=args.since)
     if args.json:
         _print_json(stats)
         return 0
@@ -292,7 +306,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    result = LocalStore(args.data_dir).query(args.sql)
+    result = _store(args).query(args.sql)
     if args.json:
         _print_json([dict(zip(result.columns, row, strict=True)) for row in result.rows])
         return 0

@@ -41,7 +41,7 @@ from genai_prices.validation import validate_priced_units
 from relaylog.providers.registry import Provider
 from relaylog.usage import Usage
 
-__all__ = ["COST_SOURCE", "NO_USAGE", "UNKNOWN_MODEL", "price"]
+__all__ = ["COST_SOURCE", "NO_USAGE", "UNKNOWN_MODEL", "load_prices", "price"]
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,11 @@ def _price(usage: Usage, model: str, prices_id: str, at: datetime) -> tuple[floa
     cost = round(float(total), 10)
     _results.put(key, (model_price, cost))
     return cost, COST_SOURCE
+
+
+def load_prices() -> None:
+    """Load genai-prices' data now (about a second of CPU) rather than during the first record."""
+    _current_snapshot()
 
 
 def _current_snapshot() -> data_snapshot.DataSnapshot:

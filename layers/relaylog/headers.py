@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass, field
 
@@ -99,13 +100,18 @@ def _read_helicone(meta: HeliconeMeta, name: str, value: str) -> None:
 
 
 def request_id(candidate: str | None) -> str:
-    """The caller's Helicone-Request-Id when it is a UUID, else a fresh one."""
+    """The caller's Helicone-Request-Id when it is a UUID, else a fresh random (version 4) one."""
     if candidate:
         try:
             return str(uuid.UUID(candidate.strip()))
         except ValueError:
             pass
-    return str(uuid.uuid4())
+    # uuid.uuid4() without the UUID object: a third of the cost, on every call.
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def bearer(value: str | None) -> str | None:

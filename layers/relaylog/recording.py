@@ -29,8 +29,8 @@ class BodyStore(Protocol):
 
 
 def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> Record:
-    created = datetime.fromtimestamp(exchange.created_at, UTC)
-    dt = created.strftime("%Y-%m-%d")
+    created_at = datetime.fromtimestamp(exchange.created_at, UTC).isoformat(timespec="microseconds")
+    dt = created_at[:10]  # YYYY-MM-DD
     provider = exchange.provider
     meta = exchange.meta
     problems: list[str] = []
@@ -97,9 +97,9 @@ def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> R
     record: Record = {
         "schema_version": SCHEMA_VERSION,
         "request_id": exchange.request_id,
-        "created_at": created.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "created_at": created_at[:26] + "Z",
         "dt": dt,
-        "hour": created.strftime("%H"),
+        "hour": created_at[11:13],
         "provider": provider.name if provider is not None else "unknown",
         "endpoint": exchange.endpoint or exchange.path,
         "method": exchange.method,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import logging
 import os
@@ -11,6 +12,7 @@ from pathlib import Path
 import uvicorn
 
 from .config import Settings
+from .cost import load_prices
 from .keys import KeyStore
 from .relay.app import RelayApp
 from .sinks.local import LocalSink
@@ -22,7 +24,13 @@ def create_app() -> RelayApp:
     """App factory for uvicorn: one per worker process, configured from the environment."""
     settings = Settings.from_env()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return RelayApp(settings, KeyStore.in_data_dir(settings.data_dir), LocalSink(settings))
+    app = RelayApp(settings, KeyStore.in_data_dir(settings.data_dir), LocalSink(settings))
+    load_prices()
+    # Everything loaded so far lives as long as the process: keeping it out of the collector's
+    # generations cut full collections (25-48 ms pauses, the p99 spikes under load).
+    gc.collect()
+    gc.freeze()
+    return app
 
 
 def run(host: str = "127.0.0.1", port: int = 8787, data_dir: Path = Path("relaylog-data"), workers: int = 1) -> None:
@@ -49,6 +57,8 @@ def run(host: str = "127.0.0.1", port: int = 8787, data_dir: Path = Path("relayl
         # The provider's own Date and Server headers are relayed; uvicorn must not add a second pair.
         server_header=False,
         date_header=False,
+        # Client addresses are not recorded, so X-Forwarded-* need not be parsed on every call.
+        proxy_headers=False,
         log_level="info",
         timeout_graceful_shutdown=30,
     )

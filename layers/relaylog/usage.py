@@ -7,7 +7,7 @@ included); `output_tokens` includes reasoning tokens. This is also genai-prices'
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
 UsageSource = Literal["provider", "provider_injected", "absent"]
@@ -24,7 +24,16 @@ class Usage:
     audio_output_tokens: int | None = None
 
     def as_fields(self) -> dict[str, int | None]:
-        return asdict(self)
+        # Spelled out: dataclasses.asdict deep-copies and was a third of the cost of a record.
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "audio_input_tokens": self.audio_input_tokens,
+            "audio_output_tokens": self.audio_output_tokens,
+        }
 
 
 EMPTY_FIELDS: dict[str, int | None] = Usage().as_fields()

@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 
 from relaylog.record import FIELDS
+from relaylog.store import StoreError
 from relaylog.store import stats as stats_sql
 from relaylog.store.files import raw_files, warn_incomplete
 from relaylog.store.schema import COLUMNS, empty_select
@@ -30,10 +31,6 @@ SUMMARY_FIELDS = tuple(f for f in FIELDS if f not in BODY_FIELDS)
 FILTER_COLUMNS = {"model": "model", "provider": "provider", "user": "user_id", "session": "session_id"}
 
 _CREATED = "TRY_CAST(created_at AS TIMESTAMPTZ)"
-
-
-class StoreError(Exception):
-    """A query failed; the message is meant for the user (for SQL, DuckDB's own message)."""
 
 
 class AmbiguousId(StoreError):
