@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -121,6 +122,7 @@ def bearer(value: str | None) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
+@functools.lru_cache(maxsize=256)
 def narrow_accept_encoding(value: bytes | None) -> str | None:
     """Keep only the encodings relaylog can decode, so usage can be read from any response."""
     if value is None:
