@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+import trustme
 
 from tests.standin import StandIn
 
@@ -28,13 +30,14 @@ def _free_port() -> int:
 
 
 class Served:
-    def __init__(self, data_dir: Path, upstream: str) -> None:
+    def __init__(self, data_dir: Path, upstream: str, **env_extra: str) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
             **os.environ,
             "RELAYLOG_UPSTREAM_OPENAI": upstream,
             "PYTHONPATH": str(REPO / "layers"),
+            **env_extra,
         }
         self.process = subprocess.Popen(
             [sys.executable, "-m", "relaylog", "serve", "--port", str(self.port), "--data-dir", str(data_dir)],
@@ -134,3 +137,32 @@ def test_start_up_says_when_keys_are_required(served: tuple[Served, Path], stand
     assert refused.status_code == 401 and allowed.status_code == 200
     assert "1 relaylog key(s) active" in stderr
     assert secret not in stderr
+
+
+def test_https_providers_are_verified_and_relayed(tmp_path: Path) -> None:
+    """Every real provider is HTTPS: the upstream certificate is checked against the system trust
+    store, which SSL_CERT_FILE extends (a corporate CA, or this test's)."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    with StandIn(host="localhost", tls=server_context) as provider:
+        trusted = Served(tmp_path / "trusted", provider.url, SSL_CERT_FILE=str(ca_file))
+        try:
+            relayed = httpx.post(trusted.url + "/v1/chat/completions", json=body)
+            direct = httpx.post(provider.url + "/v1/chat/completions", json=body, verify=ssl.create_default_context(cafile=str(ca_file)))
+        finally:
+            trusted.stop(signal.SIGTERM)
+        assert relayed.status_code == 200 and relayed.content == direct.content
+        untrusted = Served(tmp_path / "untrusted", provider.url)
+        try:
+            refused = httpx.post(untrusted.url + "/v1/chat/completions", json=body)
+        finally:
+            untrusted.stop(signal.SIGTERM)
+    assert refused.status_code == 502
+    error = refused.json()["error"]
+    assert error["type"] == "upstream_unreachable" and "certificate" in error["message"].lower()
+    (record,) = _records(tmp_path / "untrusted")
+    assert record["error_type"] == "upstream_unreachable" and record["status"] == 502

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import ssl
 import struct
 import threading
 from collections import deque
@@ -251,9 +252,12 @@ class StandIn:
         record: bool = True,
         gzip: bool = True,
         fault: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        # Serve HTTPS with this context, as every real provider does.
+        self.tls = tls
         self._app = App(gzip=gzip, fault=fault)
         self._shared = Shared(self._app, record)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -262,7 +266,7 @@ class StandIn:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def requests(self) -> list[Request]:
@@ -289,7 +293,7 @@ class StandIn:
 
     async def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
         self._server = await loop.create_server(
-            lambda: _Conn(self._shared, loop), self.host, self.port, backlog=2048, reuse_address=True
+            lambda: _Conn(self._shared, loop), self.host, self.port, backlog=2048, reuse_address=True, ssl=self.tls
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
