@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import genai_prices
@@ -14,7 +13,8 @@ import orjson
 import pytest
 
 from tests.standin import StandIn
-from tests.support.proxy import RunningProxy
+from tests.support.pricing import genai_cost
+from tests.support.proxy import RunningProxy, module_proxy
 
 API_KEY = "AIza-test-provider-key"
 PROMPT = {"contents": [{"role": "user", "parts": [{"text": "Say hello"}]}]}
@@ -31,13 +31,7 @@ WEATHER = {
 RELAY_STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-@pytest.fixture(scope="module")
-def proxy(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
-    """One relaylog for the whole module (records are told apart by request id)."""
-    standin.fault = None
-    data_dir: Path = tmp_path_factory.mktemp("relaylog-gemini")
-    with RunningProxy(data_dir, standin.url) as running:
-        yield running
+proxy = module_proxy("relaylog-gemini")
 
 
 @pytest.fixture(scope="module")
@@ -147,19 +141,8 @@ def check_record(
         "request_bytes": len(sent),
     }
     assert {name: record[name] for name in expected} == expected
-    values = {
-        "input_tokens": usage["input_tokens"],
-        "output_tokens": usage["output_tokens"],
-        "cache_read_tokens": usage["cache_read_tokens"],
-        "output_reasoning_tokens": usage["reasoning_tokens"],
-    }
-    calc = genai_prices.calc_price(
-        genai_prices.Usage(**{k: v for k, v in values.items() if v is not None}),
-        model_ref=version,
-        provider_id="google",
-    )
     assert record["cost_usd"] is not None and record["cost_usd"] > 0
-    assert record["cost_usd"] == pytest.approx(float(calc.total_price), rel=1e-9, abs=1e-12)
+    assert record["cost_usd"] == pytest.approx(genai_cost(usage, version, "google"), rel=1e-9, abs=1e-12)
     assert 0 < record["ttft_ms"] <= record["latency_ms"]
     assert API_KEY not in orjson.dumps(record).decode()
 

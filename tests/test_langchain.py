@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import genai_prices
@@ -23,20 +21,14 @@ from langchain_core.messages import AIMessageChunk
 from langchain_openai import ChatOpenAI
 
 from tests.standin import StandIn
-from tests.support.proxy import RunningProxy
+from tests.support.proxy import RunningProxy, module_proxy
 
 API_KEY = "sk-test-provider-key"
 MODEL = "gpt-4o-mini"
 PROMPT = "Say hello"
 
 
-@pytest.fixture(scope="module")
-def proxy(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
-    """One relaylog for the whole module (records are told apart by request id)."""
-    standin.fault = None
-    data_dir: Path = tmp_path_factory.mktemp("relaylog-langchain")
-    with RunningProxy(data_dir, standin.url) as running:
-        yield running
+proxy = module_proxy("relaylog-langchain")
 
 
 class Model:

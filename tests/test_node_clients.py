@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,8 @@ import orjson
 import pytest
 
 from tests.standin import StandIn
-from tests.support.proxy import RunningProxy
+from tests.support.pricing import genai_cost
+from tests.support.proxy import RunningProxy, module_proxy
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 PACKAGES = ("ai", "@ai-sdk/openai", "openai")
@@ -44,13 +45,7 @@ def node() -> str:
     return path
 
 
-@pytest.fixture(scope="module")
-def proxy(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
-    """One relaylog without keys for the module (records are told apart by request id)."""
-    standin.fault = None
-    data_dir: Path = tmp_path_factory.mktemp("relaylog-node")
-    with RunningProxy(data_dir, standin.url) as running:
-        yield running
+proxy = module_proxy("relaylog-node")
 
 
 def start(node: str, script: str, base_url: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
@@ -96,25 +91,12 @@ def without_ids(output: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in output.items() if key != "heliconeId"}
 
 
-def cost(usage: dict[str, int | None], model: str) -> float:
-    values = {
-        "input_tokens": usage["input_tokens"],
-        "output_tokens": usage["output_tokens"],
-        "cache_read_tokens": usage["cache_read_tokens"],
-        "output_reasoning_tokens": usage["reasoning_tokens"],
-    }
-    calc = genai_prices.calc_price(
-        genai_prices.Usage(**{k: v for k, v in values.items() if v is not None}), model_ref=model, provider_id="openai"
-    )
-    return float(calc.total_price)
-
-
 def check_record(record: dict[str, Any], expected: dict[str, Any]) -> None:
     assert {name: record[name] for name in expected} == expected
     assert record["cost_usd"] is not None and record["cost_usd"] > 0
     assert record["cost_source"] == f"genai-prices@{genai_prices.__version__}"
     usage = {name: record[name] for name in ("input_tokens", "output_tokens", "cache_read_tokens", "reasoning_tokens")}
-    assert record["cost_usd"] == pytest.approx(cost(usage, record["response_model"]), rel=1e-9, abs=1e-12)
+    assert record["cost_usd"] == pytest.approx(genai_cost(usage, record["response_model"], "openai"), rel=1e-9, abs=1e-12)
     assert 0 < record["ttft_ms"] <= record["latency_ms"]
     assert record["response_body"]
     assert API_KEY not in orjson.dumps(record).decode()

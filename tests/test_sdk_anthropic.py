@@ -12,9 +12,8 @@ import asyncio
 import inspect
 import ssl
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -24,7 +23,8 @@ import orjson
 import pytest
 
 from tests.standin import StandIn
-from tests.support.proxy import RunningProxy
+from tests.support.pricing import genai_cost
+from tests.support.proxy import RunningProxy, module_proxy
 
 MODES = ("sync", "async")
 API_KEY = "sk-ant-test-provider-key"
@@ -42,13 +42,7 @@ WEATHER_TOOL = {
 TLS = ssl.create_default_context()  # shared: building one per client costs ~30 ms
 
 
-@pytest.fixture(scope="module")
-def proxy(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
-    """One relaylog for the whole module (records are told apart by request id)."""
-    standin.fault = None
-    data_dir: Path = tmp_path_factory.mktemp("relaylog-sdk-anthropic")
-    with RunningProxy(data_dir, standin.url) as running:
-        yield running
+proxy = module_proxy("relaylog-sdk-anthropic")
 
 
 @dataclass
@@ -156,17 +150,6 @@ def record_usage(usage: Any) -> dict[str, int | None]:
     }
 
 
-def expected_cost(usage: dict[str, int | None], model: str) -> float:
-    values = {
-        "input_tokens": usage["input_tokens"],
-        "output_tokens": usage["output_tokens"],
-        "cache_read_tokens": usage["cache_read_tokens"],
-        "cache_write_tokens": usage["cache_write_tokens"],
-    }
-    usage_obj = genai_prices.Usage(**{k: v for k, v in values.items() if v is not None})
-    return float(genai_prices.calc_price(usage_obj, model_ref=model, provider_id="anthropic").total_price)
-
-
 def check_record(record: dict[str, Any], *, sent: bytes, message: Any, stream: bool) -> None:
     usage = record_usage(message.usage)
     expected = {
@@ -189,7 +172,7 @@ def check_record(record: dict[str, Any], *, sent: bytes, message: Any, stream: b
     }
     assert {name: record[name] for name in expected} == expected
     assert record["cost_usd"] is not None and record["cost_usd"] > 0
-    assert record["cost_usd"] == pytest.approx(expected_cost(usage, message.model), rel=1e-9, abs=1e-12)
+    assert record["cost_usd"] == pytest.approx(genai_cost(usage, message.model, "anthropic"), rel=1e-9, abs=1e-12)
     assert record["response_body"]
     assert 0 < record["ttft_ms"] <= record["latency_ms"]
     assert API_KEY not in orjson.dumps(record).decode()

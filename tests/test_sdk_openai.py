@@ -14,9 +14,8 @@ import inspect
 import ssl
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import genai_prices
@@ -27,7 +26,8 @@ import pytest
 from openai.types.chat import ChatCompletionChunk
 
 from tests.standin import StandIn
-from tests.support.proxy import RunningProxy
+from tests.support.pricing import genai_cost
+from tests.support.proxy import RunningProxy, module_proxy
 
 MODES = ("sync", "async")
 API_KEY = "sk-test-provider-key"
@@ -59,13 +59,7 @@ TLS = ssl.create_default_context()
 RELAY_STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-@pytest.fixture(scope="module")
-def proxy(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
-    """One relaylog for the whole module (records are told apart by request id)."""
-    standin.fault = None
-    data_dir: Path = tmp_path_factory.mktemp("relaylog-sdk-openai")
-    with RunningProxy(data_dir, standin.url) as running:
-        yield running
+proxy = module_proxy("relaylog-sdk-openai")
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,22 +174,6 @@ def responses_usage(usage: Any) -> dict[str, int | None]:
     }
 
 
-def expected_cost(usage: dict[str, int | None], model: str, provider_id: str) -> float:
-    """The price genai-prices itself gives for this usage (relaylog may compute it faster)."""
-    names = {
-        "input_tokens": "input_tokens",
-        "output_tokens": "output_tokens",
-        "cache_read_tokens": "cache_read_tokens",
-        "cache_write_tokens": "cache_write_tokens",
-        "reasoning_tokens": "output_reasoning_tokens",
-        "audio_input_tokens": "input_audio_tokens",
-        "audio_output_tokens": "output_audio_tokens",
-    }
-    values = {names[key]: value for key, value in usage.items() if value is not None}
-    calc = genai_prices.calc_price(genai_prices.Usage(**values), model_ref=model, provider_id=provider_id)
-    return float(calc.total_price)
-
-
 def check_record(
     record: dict[str, Any],
     *,
@@ -228,7 +206,7 @@ def check_record(
     }
     assert {name: record[name] for name in expected} == expected
     assert record["cost_usd"] is not None and record["cost_usd"] > 0
-    assert record["cost_usd"] == pytest.approx(expected_cost(usage, response_model, "openai"), rel=1e-9, abs=1e-12)
+    assert record["cost_usd"] == pytest.approx(genai_cost(usage, response_model, "openai"), rel=1e-9, abs=1e-12)
     assert record["response_body"], "the response must be kept in the record"
     assert record["response_bytes"] > 0
     assert 0 < record["ttft_ms"] <= record["latency_ms"]

@@ -6,11 +6,13 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import uvicorn
 from relaylog.config import Settings
 from relaylog.keys import KeyStore
@@ -84,3 +86,19 @@ class RunningProxy:
             if len(found) >= count or time.monotonic() > deadline:
                 return found
             time.sleep(0.02)
+
+
+def module_proxy(name: str) -> Callable[..., Iterator[RunningProxy]]:
+    """A `proxy` fixture shared by a whole test module: starting one per test costs ~150 ms.
+
+    Use as `proxy = module_proxy("relaylog-sdk-openai")` at module level; records are told apart
+    by request id.
+    """
+
+    @pytest.fixture(scope="module")
+    def proxy(standin: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
+        standin.fault = None
+        with RunningProxy(tmp_path_factory.mktemp(name), standin.url) as running:
+            yield running
+
+    return proxy
