@@ -365,6 +365,7 @@ def test_client_going_away_mid_stream_stops_the_relay(proxy: RunningProxy, stand
             break
     record = proxy.record(request_id)
     assert record["status"] == 200 and record["error_type"] == "client_disconnect"
+    assert record["upstream_ms"] is not None and record["upstream_ms"] <= record["latency_ms"]
     # About 500 events 20 ms apart would take 10 s: the relay stopped long before.
     assert record["latency_ms"] < 3000
     assert 0 < record["response_bytes"] < 20_000
@@ -376,6 +377,7 @@ def test_client_going_away_before_the_answer_records_status_zero(proxy: RunningP
     records = proxy.wait_records(1)
     assert len(records) == 1
     assert records[0]["status"] == 0 and records[0]["error_type"] == "client_disconnect"
+    assert records[0]["upstream_ms"] is not None and records[0]["ttft_ms"] is None
     assert records[0]["latency_ms"] < 1400
 
 

@@ -166,3 +166,32 @@ def test_https_providers_are_verified_and_relayed(tmp_path: Path) -> None:
     assert error["type"] == "upstream_unreachable" and "certificate" in error["message"].lower()
     (record,) = _records(tmp_path / "untrusted")
     assert record["error_type"] == "upstream_unreachable" and record["status"] == 502
+
+
+def test_a_call_outliving_the_shutdown_grace_is_recorded_as_cancelled(tmp_path: Path, standin: StandIn) -> None:
+    data_dir = tmp_path / "data"
+    server = Served(data_dir, standin.url, RELAYLOG_SHUTDOWN_GRACE="0.5")
+    started: list[str] = []
+
+    def stalled_stream() -> None:
+        with httpx.stream(
+            "POST",
+            server.url + "/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+            headers={"x-standin-fault": "stall-after=2"},
+        ) as response:
+            started.append(response.headers["helicone-id"])
+            try:
+                response.read()
+            except httpx.HTTPError:
+                pass  # cut by the shutdown, as expected
+
+    worker = threading.Thread(target=stalled_stream)
+    worker.start()
+    while not started:
+        time.sleep(0.01)
+    stderr = server.stop(signal.SIGTERM)
+    worker.join()
+    (record,) = _records(data_dir)
+    assert record["request_id"] == started[0], stderr
+    assert record["status"] == 200 and record["error_type"] == "cancelled"

@@ -60,5 +60,6 @@ def run(host: str = "127.0.0.1", port: int = 8787, data_dir: Path = Path("relayl
         # Client addresses are not recorded, so X-Forwarded-* need not be parsed on every call.
         proxy_headers=False,
         log_level="info",
-        timeout_graceful_shutdown=30,
+        # Calls still running this long after SIGTERM are cancelled, and recorded as such.
+        timeout_graceful_shutdown=float(os.environ.get("RELAYLOG_SHUTDOWN_GRACE", "30")),
     )

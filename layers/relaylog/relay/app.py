@@ -95,6 +95,10 @@ class RelayApp:
             await self._relay(exchange, scope, receive, send, upstream_headers, accept_encoding)
         except ClientGone:
             exchange.error_type = "client_disconnect"
+        except asyncio.CancelledError:
+            # Not the client leaving (that is handled inside): the server is stopping this call.
+            exchange.error_type = exchange.error_type or "cancelled"
+            raise
         except Exception:
             exchange.error_type = "internal_error"
             raise
@@ -206,6 +210,8 @@ class RelayApp:
                 exchange.error_type = "upstream_disconnect"
         finally:
             watcher.stop()
+            if exchange.upstream_finished is None:
+                exchange.upstream_finished = time.perf_counter()  # stopped reading early
             if response is not None:
                 # Closing (not releasing) drops a connection whose body was not read to the end.
                 response.close()
