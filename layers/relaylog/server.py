@@ -44,6 +44,7 @@ def run(host: str = "127.0.0.1", port: int = 8787, data_dir: Path = Path("relayl
         print(f"{keys} relaylog key(s) active: calls need 'Helicone-Auth: Bearer <key>'", file=sys.stderr)
     else:
         print("no relaylog keys: the proxy is OPEN to anyone who can reach it (relaylog keys create)", file=sys.stderr)
+    grace = float(os.environ.get("RELAYLOG_SHUTDOWN_GRACE", "30"))
     uvicorn.run(
         "relaylog.server:create_app",
         factory=True,
@@ -60,6 +61,7 @@ def run(host: str = "127.0.0.1", port: int = 8787, data_dir: Path = Path("relayl
         # Client addresses are not recorded, so X-Forwarded-* need not be parsed on every call.
         proxy_headers=False,
         log_level="info",
-        # Calls still running this long after SIGTERM are cancelled, and recorded as such.
-        timeout_graceful_shutdown=float(os.environ.get("RELAYLOG_SHUTDOWN_GRACE", "30")),
+        # Calls still running this long after SIGTERM are cancelled, and recorded as such. uvicorn
+        # annotates an int but hands it to asyncio.wait_for, which takes fractions too.
+        timeout_graceful_shutdown=grace,  # type: ignore[arg-type]
     )
