@@ -52,6 +52,20 @@ def test_claude_sonnet_4_5_cache_write_and_read() -> None:
     assert price(usage, "claude-sonnet-4-5-20250929", ANTHROPIC, at=NOW) == (0.016845, SOURCE)
 
 
+def test_claude_one_hour_cache_writes_cost_more() -> None:
+    # claude-sonnet-4-5: $3.75 per MTok for 5-minute cache writes, $6 for 1-hour ones.
+    # 1000 uncached + 1000 written (600 for an hour) + 500 read, 100 out:
+    # 1000 * 3 + 400 * 3.75 + 600 * 6 + 500 * 0.3 + 100 * 15 = 9750 µ$ (8400 if all were 5-minute)
+    usage = Usage(
+        input_tokens=2500,
+        output_tokens=100,
+        cache_read_tokens=500,
+        cache_write_tokens=1000,
+        cache_write_1h_tokens=600,
+    )
+    assert price(usage, "claude-sonnet-4-5-20250929", ANTHROPIC, at=NOW) == (0.00975, SOURCE)
+
+
 def test_claude_long_context_tier() -> None:
     # Above 200k input tokens every sonnet-4-5 price doubles (output x1.5): $6 in, $0.60 cache read,
     # $22.50 out. 10000 * 6 + 200000 * 0.6 + 100 * 22.5 = 60000 + 120000 + 2250 = 182250 µ$

@@ -957,7 +957,11 @@ def test_anthropic_json_sums_disjoint_input_counts() -> None:
     obs = parse_response("anthropic", "/v1/messages", orjson.dumps(ANTHROPIC_JSON), JSON)
     assert obs == Observed(
         Usage(
-            input_tokens=7100, output_tokens=503, cache_read_tokens=5000, cache_write_tokens=2000
+            input_tokens=7100,
+            output_tokens=503,
+            cache_read_tokens=5000,
+            cache_write_tokens=2000,
+            cache_write_1h_tokens=0,
         ),
         "claude-sonnet-4-5-20250929",
         None,
@@ -1079,7 +1083,11 @@ def anthropic_stream(deltas: int = 2) -> bytes:
 
 
 ANTHROPIC_STREAM_USAGE = Usage(
-    input_tokens=4972, output_tokens=89, cache_read_tokens=3000, cache_write_tokens=1500
+    input_tokens=4972,
+    output_tokens=89,
+    cache_read_tokens=3000,
+    cache_write_tokens=1500,
+    cache_write_1h_tokens=0,
 )
 
 
@@ -1096,7 +1104,7 @@ def test_anthropic_delta_with_input_fields_overrides_start() -> None:
         b'"output_tokens":89,"server_tool_use":null}',
     )
     obs = parse_response("anthropic", "/v1/messages", body, SSE)
-    assert obs.usage == Usage(5072, 89, 3100, 1500)
+    assert obs.usage == Usage(5072, 89, 3100, 1500, cache_write_1h_tokens=0)
 
 
 def test_anthropic_stream_without_event_lines() -> None:
@@ -1130,7 +1138,7 @@ def test_anthropic_overloaded_mid_stream() -> None:
         ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
     )
     obs = parse_response("anthropic", "/v1/messages", body, SSE)
-    assert obs == Observed(Usage(4972, 2, 3000, 1500), "claude-sonnet-4-5-20250929", None, stream_error=True)
+    assert obs == Observed(Usage(4972, 2, 3000, 1500, cache_write_1h_tokens=0), "claude-sonnet-4-5-20250929", None, stream_error=True)
 
 
 def test_anthropic_thinking_breakdown_if_sent() -> None:
@@ -1384,3 +1392,17 @@ def test_long_stream_is_cheap() -> None:
         obs = parse_response("openai", "/v1/chat/completions", body, SSE)
     assert obs.usage == CHAT_USAGE_PARSED
     assert (time.perf_counter() - start) / 20 < 0.005  # walks from the end: not per token
+
+
+def test_anthropic_one_hour_cache_writes_are_read_for_pricing() -> None:
+    body = dict(ANTHROPIC_JSON)
+    body["usage"] = {
+        "input_tokens": 10,
+        "cache_creation_input_tokens": 900,
+        "cache_read_input_tokens": 0,
+        "cache_creation": {"ephemeral_5m_input_tokens": 300, "ephemeral_1h_input_tokens": 600},
+        "output_tokens": 7,
+    }
+    usage = parse_response("anthropic", "/v1/messages", orjson.dumps(body), JSON).usage
+    assert usage is not None and (usage.cache_write_tokens, usage.cache_write_1h_tokens) == (900, 600)
+    assert "cache_write_1h_tokens" not in usage.as_fields()  # priced, not a record column

@@ -193,6 +193,7 @@ def _genai_values(usage: Usage, model_price: gp.ModelPrice) -> dict[str, int]:
             ("output_reasoning_tokens", usage.reasoning_tokens),
             ("input_audio_tokens", usage.audio_input_tokens),
             ("output_audio_tokens", usage.audio_output_tokens),
+            ("cache_write_1h_tokens", usage.cache_write_1h_tokens),
         )
         if value is not None
     }
@@ -222,7 +223,9 @@ _REPORTABLE = (
     "input_audio_tokens",
     "output_audio_tokens",
     "cache_audio_read_tokens",
+    "cache_write_1h_tokens",
 )
+_PLANNED = frozenset(_REPORTABLE)
 # Usages a new plan must price exactly like genai-prices (or fail like it) before it is used.
 _PROBES: tuple[dict[str, int], ...] = (
     {"input_tokens": 1_000, "output_tokens": 10},
@@ -244,6 +247,13 @@ _PROBES: tuple[dict[str, int], ...] = (
         "input_audio_tokens": 4_000,
         "cache_audio_read_tokens": 4_000,
     },
+    {
+        "input_tokens": 45_000,
+        "output_tokens": 700,
+        "cache_read_tokens": 10_000,
+        "cache_write_tokens": 30_000,
+        "cache_write_1h_tokens": 12_000,
+    },
     {"input_tokens": 100, "output_tokens": 5, "cache_read_tokens": 200},  # invalid: must fail
 )
 
@@ -264,8 +274,9 @@ class _Plan:
     tiered: bool
 
     def accepts(self, values: dict[str, Any]) -> bool:
-        # Plain non-negative ints only; anything odd goes to the library.
-        return all(type(v) is int and v >= 0 for v in values.values())
+        # Plain non-negative ints of the units plans are checked on; anything else goes to the
+        # library.
+        return all(k in _PLANNED and type(v) is int and v >= 0 for k, v in values.items())
 
     def total(self, values: dict[str, int]) -> Decimal:
         counts = dict(values)

@@ -22,8 +22,12 @@ class Usage:
     reasoning_tokens: int | None = None
     audio_input_tokens: int | None = None
     audio_output_tokens: int | None = None
+    # The part of cache_write_tokens cached for an hour (Anthropic), billed above the 5-minute
+    # rate. Read for pricing only: not a record column.
+    cache_write_1h_tokens: int | None = None
 
     def as_fields(self) -> dict[str, int | None]:
+        """The record's usage columns."""
         # Spelled out: dataclasses.asdict deep-copies and was a third of the cost of a record.
         return {
             "input_tokens": self.input_tokens,

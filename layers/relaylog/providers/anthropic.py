@@ -39,6 +39,7 @@ def usage_from(u: dict[str, Any]) -> Usage | None:
         # Thinking tokens are billed inside output_tokens and normally not broken out; read the
         # breakdown only if the API sends one (genai-prices knows this field name).
         reasoning_tokens=count(as_dict(u.get("output_tokens_details")).get("thinking_tokens")),
+        cache_write_1h_tokens=count(as_dict(u.get("cache_creation")).get("ephemeral_1h_input_tokens")),
     )
 
 
