@@ -75,12 +75,19 @@ def test_helicone_headers_are_read_and_never_forwarded(proxy: RunningProxy, stan
             "Helicone-Property-Team": "search",
             "Helicone-Model-Override": "gpt-4o",
             "OpenAI-Organization": "org-123",
+            "Connection": "keep-alive, X-Hop",
+            "X-Hop": "only for the next hop",
+            "TE": "trailers",
+            "Keep-Alive": "timeout=5",
+            "Proxy-Authorization": "Basic cmVsYXk6bG9n",
         },
     )
     assert response.status_code == 200
     assert response.headers["helicone-id"] == request_id
     received = standin.requests[-1]
     assert not [name for name, _ in received.headers if name.lower().startswith("helicone-")]
+    for hop_by_hop in ("te", "keep-alive", "proxy-authorization", "x-hop"):
+        assert received.header(hop_by_hop) is None, hop_by_hop
     assert received.header("authorization") == "Bearer sk-secret-provider-key"
     assert received.header("openai-organization") == "org-123"
     assert received.body == orjson.dumps({**CHAT, "user": "body-user"})

@@ -59,12 +59,17 @@ def split_headers(raw: list[tuple[bytes, bytes]]) -> tuple[HeliconeMeta, list[tu
     meta = HeliconeMeta()
     upstream: list[tuple[str, str]] = []
     accept_encoding: bytes | None = None
+    dropped = _NOT_FORWARDED_UP
+    for name, value in raw:
+        if name == b"connection":
+            # Headers the Connection header names are hop-by-hop too (RFC 9110, 7.6.1).
+            dropped = dropped | {token.strip().lower() for token in value.split(b",")}
     for name, value in raw:
         if name.startswith(b"helicone-"):
             _read_helicone(meta, name.decode("latin-1"), value.decode("latin-1"))
         elif name == b"accept-encoding":
             accept_encoding = value
-        elif name not in _NOT_FORWARDED_UP:
+        elif name not in dropped:
             upstream.append((name.decode("latin-1"), value.decode("latin-1")))
     return meta, upstream, accept_encoding
 
