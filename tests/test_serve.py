@@ -195,3 +195,21 @@ def test_a_call_outliving_the_shutdown_grace_is_recorded_as_cancelled(tmp_path: 
     (record,) = _records(data_dir)
     assert record["request_id"] == started[0], stderr
     assert record["status"] == 200 and record["error_type"] == "cancelled"
+
+
+def test_a_provider_cutting_a_stream_is_logged_once_with_the_request_id(
+    served: tuple[Served, Path],
+) -> None:
+    server, _ = served
+    with httpx.stream(
+        "POST",
+        server.url + "/v1/chat/completions",
+        json={"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+        headers={"x-standin-fault": "drop-after=2"},
+    ) as response:
+        request_id = response.headers["helicone-id"]
+        with pytest.raises(httpx.RemoteProtocolError):
+            response.read()
+    stderr = server.stop(signal.SIGTERM)
+    assert f"request {request_id}: the provider closed the connection mid-response" in stderr
+    assert "without completing response" not in stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import importlib.util
 import logging
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 
 from .config import Settings
 from .cost import load_prices
@@ -20,10 +22,19 @@ from .sinks.local import LocalSink
 log = logging.getLogger("relaylog")
 
 
+class _CutResponseNotice(logging.Filter):
+    """Drop uvicorn's error line for a response relaylog cut on purpose (the provider cut it
+    first); the relay logs a warning naming the request instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "ASGI callable returned without completing response."
+
+
 def create_app() -> RelayApp:
     """App factory for uvicorn: one per worker process, configured from the environment."""
     settings = Settings.from_env()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("uvicorn.error").addFilter(_CutResponseNotice())
     app = RelayApp(settings, KeyStore.in_data_dir(settings.data_dir), LocalSink(settings))
     load_prices()
     # Everything loaded so far lives as long as the process: keeping it out of the collector's
@@ -45,6 +56,8 @@ def run(host: str = "127.0.0.1", port: int = 8787, data_dir: Path = Path("relayl
     else:
         print("no relaylog keys: the proxy is OPEN to anyone who can reach it (relaylog keys create)", file=sys.stderr)
     grace = float(os.environ.get("RELAYLOG_SHUTDOWN_GRACE", "30"))
+    log_config = copy.deepcopy(LOGGING_CONFIG)
+    log_config["loggers"]["relaylog"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     uvicorn.run(
         "relaylog.server:create_app",
         factory=True,
@@ -61,6 +74,7 @@ def run(host: str = "127.0.0.1", port: int = 8787, data_dir: Path = Path("relayl
         # Client addresses are not recorded, so X-Forwarded-* need not be parsed on every call.
         proxy_headers=False,
         log_level="info",
+        log_config=log_config,
         # Calls still running this long after SIGTERM are cancelled, and recorded as such. uvicorn
         # annotates an int but hands it to asyncio.wait_for, which takes fractions too.
         timeout_graceful_shutdown=grace,  # type: ignore[arg-type]

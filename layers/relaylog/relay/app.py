@@ -6,6 +6,7 @@ The same app runs under uvicorn locally and under relaylog's own Lambda runtime 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -23,6 +24,8 @@ from ..providers.routing import Route, RouteError, resolve
 from ..sinks import Sink
 from .stream_usage import UsageStripper, inject
 from .upstream import create_session
+
+log = logging.getLogger("relaylog.relay")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -202,12 +205,14 @@ class RelayApp:
                 await self._refuse(exchange, send, 504, "upstream_timeout", "The provider did not answer in time")
             else:
                 exchange.error_type = "upstream_timeout"
+                _log_cut(exchange, "the provider went silent mid-response")
         except (aiohttp.ClientError, OSError) as error:
             exchange.upstream_finished = time.perf_counter()
             if exchange.status == 0:
                 await self._refuse(exchange, send, 502, "upstream_unreachable", _describe(error))
             else:
                 exchange.error_type = "upstream_disconnect"
+                _log_cut(exchange, "the provider closed the connection mid-response")
         finally:
             watcher.stop()
             if exchange.upstream_finished is None:
@@ -342,6 +347,12 @@ class _DisconnectWatcher:
             watch, self._watch = self._watch, None
             if not watch.done():
                 watch.cancel()
+
+
+def _log_cut(exchange: Exchange, what: str) -> None:
+    # The server then closes the client's connection the same way (uvicorn's "returned without
+    # completing response" line, which server.py replaces with this one).
+    log.warning("request %s: %s; the client's response was cut the same way", exchange.request_id, what)
 
 
 def _uncancel() -> None:
