@@ -46,6 +46,24 @@ class HeliconeMeta:
     properties: dict[str, str] = field(default_factory=dict)
 
 
+# Helicone header -> HeliconeMeta attribute.
+_TEXT_HEADERS = {
+    "helicone-auth": "auth",
+    "helicone-request-id": "request_id",
+    "helicone-user-id": "user_id",
+    "helicone-session-id": "session_id",
+    "helicone-session-path": "session_path",
+    "helicone-session-name": "session_name",
+    "helicone-prompt-id": "prompt_id",
+    "helicone-model-override": "model_override",
+    "helicone-target-url": "target_url",
+}
+_FLAG_HEADERS = {
+    "helicone-omit-request": "omit_request",
+    "helicone-omit-response": "omit_response",
+}
+
+
 def _truthy(value: str) -> bool:
     return value.strip().lower() in ("true", "1", "yes")
 
@@ -80,29 +98,10 @@ def _read_helicone(meta: HeliconeMeta, name: str, value: str) -> None:
         if key:
             meta.properties[key] = value
         return
-    match name:
-        case "helicone-auth":
-            meta.auth = value
-        case "helicone-request-id":
-            meta.request_id = value
-        case "helicone-user-id":
-            meta.user_id = value
-        case "helicone-session-id":
-            meta.session_id = value
-        case "helicone-session-path":
-            meta.session_path = value
-        case "helicone-session-name":
-            meta.session_name = value
-        case "helicone-prompt-id":
-            meta.prompt_id = value
-        case "helicone-model-override":
-            meta.model_override = value
-        case "helicone-target-url":
-            meta.target_url = value
-        case "helicone-omit-request":
-            meta.omit_request = _truthy(value)
-        case "helicone-omit-response":
-            meta.omit_response = _truthy(value)
+    if (attribute := _TEXT_HEADERS.get(name)) is not None:
+        setattr(meta, attribute, value)
+    elif (attribute := _FLAG_HEADERS.get(name)) is not None:
+        setattr(meta, attribute, _truthy(value))
 
 
 def request_id(candidate: str | None) -> str:

@@ -53,3 +53,17 @@ class Observed:
     parse_error: str | None = None
     # The provider reported an error inside a response that began as a success (an error event).
     stream_error: bool = False
+
+
+def stream_observed(
+    usage: Usage | None, model: str | None, *, ended: bool, errored: bool, bad_event: bool
+) -> Observed:
+    """What a stream parser learned. A stream that reached neither its end marker nor an error
+    event was cut short; an unreadable event is worth saying even when the rest parsed."""
+    if not (ended or errored):
+        error: str | None = "truncated stream"
+    elif bad_event:
+        error = "invalid JSON in stream event"
+    else:
+        error = None
+    return Observed(usage=usage, response_model=model, parse_error=error, stream_error=errored)

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from relaylog.providers.fields import as_dict, count, text
-from relaylog.usage import Observed, Usage
+from relaylog.usage import Observed, Usage, stream_observed
 
 
 def request_fields(obj: dict[str, Any]) -> tuple[str | None, bool, str | None]:
@@ -115,10 +115,4 @@ def from_sse(
         if value is not None:
             merged[key] = value
     usage = usage_from(merged) if merged else None
-    if not (stopped or errored):
-        error: str | None = "truncated stream"
-    elif bad:
-        error = "invalid JSON in stream event"
-    else:
-        error = None
-    return Observed(usage=usage, response_model=model, parse_error=error, stream_error=errored)
+    return stream_observed(usage, model, ended=stopped, errored=errored, bad_event=bad)

@@ -16,7 +16,7 @@ from urllib.parse import unquote
 import orjson
 
 from relaylog.providers.fields import count, text
-from relaylog.usage import Observed, Usage
+from relaylog.usage import Observed, Usage, stream_observed
 
 
 def model_from_path(endpoint: str) -> tuple[str | None, str | None]:
@@ -147,13 +147,7 @@ def from_sse(newest_first: Iterable[tuple[bytes, bytes]]) -> Observed:
             usage = found
             model = text(obj, "modelVersion") or model
             break
-    if not (finished or errored):
-        error: str | None = "truncated stream"
-    elif bad:
-        error = "invalid JSON in stream event"
-    else:
-        error = None
-    return Observed(usage=usage, response_model=model, parse_error=error, stream_error=errored)
+    return stream_observed(usage, model, ended=finished, errored=errored, bad_event=bad)
 
 
 def from_partial_array(body: bytes, reason: str) -> Observed:

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from relaylog.providers.fields import as_dict, count, text
-from relaylog.usage import Observed, Usage
+from relaylog.usage import Observed, Usage, stream_observed
 
 # Responses API stream events that carry the final `response` object with its usage.
 _TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
@@ -200,10 +200,4 @@ def from_sse(newest_first: Iterable[tuple[bytes, bytes]]) -> Observed:
     # Complete means the provider's end marker arrived: [DONE], the usage chunk (which is sent
     # last), a final Responses event, or an error. A finish_reason is not enough: the usage chunk
     # comes after it.
-    if not (done or finished or errored):
-        error: str | None = "truncated stream"
-    elif bad:
-        error = "invalid JSON in stream event"
-    else:
-        error = None
-    return Observed(usage=usage, response_model=model, parse_error=error, stream_error=errored)
+    return stream_observed(usage, model, ended=done or finished, errored=errored, bad_event=bad)
