@@ -15,7 +15,8 @@ import pytest
 import relaylog
 from relaylog.cli import main
 from relaylog.store.local import SUMMARY_FIELDS
-from test_store import BASE, assert_metrics, expected_metrics, make_record, sample_records, write_records
+
+from tests.support.records import BASE, assert_metrics, expected_metrics, make_record, sample_records, write_records
 
 LAYERS = Path(__file__).resolve().parents[1] / "layers"
 
