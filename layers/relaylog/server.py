@@ -41,6 +41,10 @@ def create_app() -> RelayApp:
     # generations cut full collections (25-48 ms pauses, the p99 spikes under load).
     gc.collect()
     gc.freeze()
+    # A call allocates hundreds of short-lived objects that reference counting frees; collecting
+    # the young generation every 700 allocations cost 10-15% of the CPU per call (measured at
+    # c=16). Cycles are still collected, every 50,000 allocations.
+    gc.set_threshold(50_000, 50, 100)
     return app
 
 
