@@ -42,4 +42,3 @@ class Exchange:
     upstream_started: float | None = None
     upstream_finished: float | None = None
     error_type: str | None = None
-    error_message: str | None = None

@@ -311,7 +311,6 @@ class RelayApp:
         body = orjson.dumps({"error": {"type": error_type, "message": message}})
         exchange.status = status
         exchange.error_type = error_type
-        exchange.error_message = message
         exchange.response_content_type = "application/json"
         headers = [
             (b"content-type", _JSON),
