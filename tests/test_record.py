@@ -53,3 +53,17 @@ def test_generated_request_ids_are_uuid4_and_caller_ids_are_kept() -> None:
     caller = "6F1E3A0C-8B2D-4C5E-9F70-112233445566"
     assert request_id(caller) == caller.lower()
     assert request_id("../../etc/passwd") != "../../etc/passwd"
+
+
+def test_headers_named_by_connection_are_hop_by_hop_both_ways() -> None:
+    from relaylog.headers import response_headers, split_headers
+
+    _, upstream, _ = split_headers(
+        [(b"connection", b"keep-alive, X-Hop"), (b"x-hop", b"1"), (b"x-end", b"2"), (b"te", b"trailers")]
+    )
+    assert upstream == [("x-end", "2")]
+    relayed = response_headers(
+        ((b"Connection", b"close, X-Trace"), (b"X-Trace", b"a"), (b"Content-Length", b"2"), (b"X-Request-Id", b"r")),
+        keep_length=True,
+    )
+    assert relayed == [(b"Content-Length", b"2"), (b"X-Request-Id", b"r")]

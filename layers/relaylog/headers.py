@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 # RFC 9110 hop-by-hop headers, plus those the HTTP client recomputes for the upstream connection.
@@ -77,11 +78,7 @@ def split_headers(raw: list[tuple[bytes, bytes]]) -> tuple[HeliconeMeta, list[tu
     meta = HeliconeMeta()
     upstream: list[tuple[str, str]] = []
     accept_encoding: bytes | None = None
-    dropped = _NOT_FORWARDED_UP
-    for name, value in raw:
-        if name == b"connection":
-            # Headers the Connection header names are hop-by-hop too (RFC 9110, 7.6.1).
-            dropped = dropped | {token.strip().lower() for token in value.split(b",")}
+    dropped = _NOT_FORWARDED_UP | _named_by_connection(raw)
     for name, value in raw:
         if name.startswith(b"helicone-"):
             _read_helicone(meta, name.decode("latin-1"), value.decode("latin-1"))
@@ -141,8 +138,18 @@ def narrow_accept_encoding(value: bytes | None) -> str | None:
 
 def response_headers(raw: tuple[tuple[bytes, bytes], ...], *, keep_length: bool) -> list[tuple[bytes, bytes]]:
     """Upstream response headers as relayed: hop-by-hop removed, everything else unchanged."""
+    dropped = _HOP_BY_HOP | _named_by_connection(raw)
     return [
         (name, value)
         for name, value in raw
-        if (lowered := name.lower()) not in _HOP_BY_HOP and (keep_length or lowered != b"content-length")
+        if (lowered := name.lower()) not in dropped and (keep_length or lowered != b"content-length")
     ]
+
+
+def _named_by_connection(raw: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """Headers that a Connection header names are hop-by-hop too (RFC 9110, 7.6.1)."""
+    named: set[bytes] = set()
+    for name, value in raw:
+        if name.lower() == b"connection":
+            named.update(token.strip().lower() for token in value.split(b","))
+    return frozenset(named)
