@@ -73,6 +73,31 @@ def served(tmp_path: Path, standin: StandIn) -> Iterator[tuple[Served, Path]]:
         server.process.communicate()
 
 
+def _stream_in_background(url: str, fault: str) -> tuple[threading.Thread, str]:
+    """Start a streamed call in a thread; return it and the call's id once the answer has begun."""
+    started: list[str] = []
+
+    def run() -> None:
+        with httpx.stream(
+            "POST",
+            url + "/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+            headers={"x-standin-fault": fault},
+        ) as response:
+            started.append(response.headers["helicone-id"])
+            try:
+                response.read()
+            except httpx.HTTPError:
+                pass  # a shutdown may cut it; the record says how it ended
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    while not started:
+        assert worker.is_alive(), "the streamed call failed before its answer began"
+        time.sleep(0.01)
+    return worker, started[0]
+
+
 def _records(data_dir: Path) -> list[dict[str, object]]:
     return [orjson.loads(line) for path in data_dir.glob("raw/*/*/*.jsonl") for line in path.read_bytes().splitlines()]
 
@@ -86,22 +111,7 @@ def test_every_record_is_on_disk_after_a_signal(served: tuple[Served, Path], sig
         assert response.status_code == 200
         ids.append(response.headers["helicone-id"])
     # A stream still running when the signal arrives is finished, then recorded.
-    streamed: list[str] = []
-
-    def stream() -> None:
-        with httpx.stream(
-            "POST",
-            server.url + "/v1/chat/completions",
-            json={"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
-            headers={"x-standin-fault": "chunk-delay-ms=30"},
-        ) as response:
-            streamed.append(response.headers["helicone-id"])
-            response.read()
-
-    worker = threading.Thread(target=stream)
-    worker.start()
-    while not streamed:
-        time.sleep(0.01)
+    worker, streamed = _stream_in_background(server.url, "chunk-delay-ms=30")
     stderr = server.stop(sig)
     worker.join()
     # uvicorn re-raises the signal once shut down cleanly, as a well-behaved process does.
@@ -109,8 +119,8 @@ def test_every_record_is_on_disk_after_a_signal(served: tuple[Served, Path], sig
     assert "Application shutdown complete" in stderr
     assert "OPEN" in stderr  # no keys yet: start-up says the proxy is open
     recorded = {record["request_id"]: record for record in _records(data_dir)}
-    assert set(recorded) == set(ids + streamed)
-    assert recorded[streamed[0]]["error_type"] is None and recorded[streamed[0]]["stream"] is True
+    assert set(recorded) == {*ids, streamed}
+    assert recorded[streamed]["error_type"] is None and recorded[streamed]["stream"] is True
 
 
 def test_start_up_says_when_keys_are_required(served: tuple[Served, Path], standin: StandIn) -> None:
@@ -171,29 +181,11 @@ def test_https_providers_are_verified_and_relayed(tmp_path: Path) -> None:
 def test_a_call_outliving_the_shutdown_grace_is_recorded_as_cancelled(tmp_path: Path, standin: StandIn) -> None:
     data_dir = tmp_path / "data"
     server = Served(data_dir, standin.url, RELAYLOG_SHUTDOWN_GRACE="0.5")
-    started: list[str] = []
-
-    def stalled_stream() -> None:
-        with httpx.stream(
-            "POST",
-            server.url + "/v1/chat/completions",
-            json={"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
-            headers={"x-standin-fault": "stall-after=2"},
-        ) as response:
-            started.append(response.headers["helicone-id"])
-            try:
-                response.read()
-            except httpx.HTTPError:
-                pass  # cut by the shutdown, as expected
-
-    worker = threading.Thread(target=stalled_stream)
-    worker.start()
-    while not started:
-        time.sleep(0.01)
+    worker, request_id = _stream_in_background(server.url, "stall-after=2")
     stderr = server.stop(signal.SIGTERM)
     worker.join()
     (record,) = _records(data_dir)
-    assert record["request_id"] == started[0], stderr
+    assert record["request_id"] == request_id, stderr
     assert record["status"] == 200 and record["error_type"] == "cancelled"
 
 
