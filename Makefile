@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# SAM CLI pins its own pydantic and boto3, so it gets a virtual environment of its own.
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
 
 .PHONY: serve test bench clean
 
@@ -12,6 +15,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+$(TOOLS_STAMP):
+	test -d $(TOOLS) || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --upgrade pip
+	$(TOOLS)/bin/pip install --quiet 'aws-sam-cli>=1.120' 'cfn-lint>=1.0'
+	touch $(TOOLS_STAMP)
+
 tests/node/node_modules/.installed: tests/node/package.json
 	cd tests/node && npm install --no-audit --no-fund --silent
 	touch $@
@@ -19,11 +28,11 @@ tests/node/node_modules/.installed: tests/node/package.json
 serve: $(STAMP)
 	$(BIN)/relaylog serve
 
-test: $(STAMP) tests/node/node_modules/.installed
+test: $(STAMP) $(TOOLS_STAMP) tests/node/node_modules/.installed
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python bench/relay.py
 
 clean:
-	rm -rf $(VENV) tests/node/node_modules
+	rm -rf $(VENV) $(TOOLS) tests/node/node_modules .aws-sam

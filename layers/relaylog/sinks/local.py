@@ -47,7 +47,7 @@ class _Body:
 
 
 _STOP = object()
-_Item = _Line | _Body | object
+_Item = _Line | _Body | threading.Event | object
 
 
 class _QueuedBodyStore:
@@ -85,6 +85,12 @@ class LocalSink:
             return
         self._queue.put(_Line(f"dt={record['dt']}/hour={record['hour']}", line))
 
+    def flush(self, timeout_s: float) -> None:
+        # The writer sets the event once everything queued before it is on disk.
+        written = threading.Event()
+        self._queue.put(written)
+        written.wait(timeout_s)
+
     def close(self) -> None:
         if self._thread.is_alive():
             self._queue.put(_STOP)
@@ -107,15 +113,20 @@ class LocalSink:
         """Write a batch; False once the stop marker has been reached."""
         running = True
         lines: dict[str, list[bytes]] = {}
+        flushed: list[threading.Event] = []
         for item in batch:
             if isinstance(item, _Line):
                 lines.setdefault(item.partition, []).append(item.data)
             elif isinstance(item, _Body):
                 self._write_body(item)
+            elif isinstance(item, threading.Event):
+                flushed.append(item)
             else:
                 running = False
         for partition, chunk in lines.items():
             self._append(partition, b"".join(chunk))
+        for event in flushed:
+            event.set()
         return running
 
     def _write_body(self, body: _Body) -> None:

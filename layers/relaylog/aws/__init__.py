@@ -1,0 +1,1 @@
+"""What relaylog needs to run on AWS: where things live, and clients created once per process."""

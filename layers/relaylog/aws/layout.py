@@ -1,0 +1,57 @@
+"""Where relaylog's data lives on AWS: S3 prefixes, DynamoDB item keys, environment names.
+
+One module so the proxy, the aggregator, the CLI, the template and the tests agree on every name.
+
+S3 (one bucket):
+    raw/dt=YYYY-MM-DD/hour=HH/...         Firehose deliveries (GZIP, newline-delimited records)
+    spool/dt=YYYY-MM-DD/hour=HH/...       records the proxy wrote itself while Firehose was down
+    bodies/dt=YYYY-MM-DD/<id>.<kind>      bodies too large for a record (`*_body_ref`)
+    curated/dt=YYYY-MM-DD/<name>.parquet  the aggregator's Parquet, what Athena queries
+    errors/...                            Firehose delivery errors
+    athena-results/                       the Athena workgroup's output
+
+DynamoDB (one table, string keys `pk` and `sk`, TTL attribute `expires_at`):
+    rollups       pk ROLLUP#h#2026-11-26T21 | ROLLUP#d#2026-11-26
+                  sk all# | model#<m> | provider#<p> | user#<u> | session#<s> | key#<id>
+                     | property#<name>=<value>   (a header name cannot contain '=')
+    object marks  pk OBJECT#<bucket>/<key>, sk chunk#<n>: that chunk of rollup updates is applied
+    keys          pk KEY, sk <sha256 of the key>
+"""
+
+from __future__ import annotations
+
+RAW_PREFIX = "raw/"
+SPOOL_PREFIX = "spool/"
+BODIES_PREFIX = "bodies/"
+CURATED_PREFIX = "curated/"
+ERRORS_PREFIX = "errors/"
+ATHENA_RESULTS_PREFIX = "athena-results/"
+
+# Environment variables the template sets on the functions.
+ENV_BUCKET = "RELAYLOG_BUCKET"
+ENV_TABLE = "RELAYLOG_TABLE"
+ENV_FIREHOSE_STREAM = "RELAYLOG_FIREHOSE_STREAM"
+ENV_HOURLY_TTL_DAYS = "RELAYLOG_HOURLY_ROLLUP_DAYS"
+
+ROLLUP_PK = "ROLLUP"
+OBJECT_PK = "OBJECT"
+KEY_PK = "KEY"
+TTL_ATTRIBUTE = "expires_at"
+
+
+def partition_path(prefix: str, dt: str, hour: str | None = None) -> str:
+    path = f"{prefix}dt={dt}/"
+    return path + f"hour={hour}/" if hour is not None else path
+
+
+def rollup_pk(grain: str, period: str) -> str:
+    """grain 'h' with period '2026-11-26T21', or 'd' with period '2026-11-26'."""
+    return f"{ROLLUP_PK}#{grain}#{period}"
+
+
+def rollup_sk(dimension: str, value: str) -> str:
+    return f"{dimension}#{value}"
+
+
+def object_pk(bucket: str, key: str) -> str:
+    return f"{OBJECT_PK}#{bucket}/{key}"
