@@ -59,14 +59,7 @@ class RunningProxy:
         self._thread.join(timeout=30)
 
     def records(self) -> list[dict[str, Any]]:
-        found = []
-        for path in sorted((self.data_dir / "raw").glob("dt=*/hour=*/*.jsonl")):
-            for line in path.read_bytes().splitlines():
-                try:
-                    found.append(orjson.loads(line))
-                except orjson.JSONDecodeError:
-                    continue  # the writer is part-way through this line
-        return found
+        return read_records(self.data_dir)
 
     def record(self, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
         """The record of one call, once the background writer has written it."""
@@ -86,6 +79,18 @@ class RunningProxy:
             if len(found) >= count or time.monotonic() > deadline:
                 return found
             time.sleep(0.02)
+
+
+def read_records(data_dir: Path) -> list[dict[str, Any]]:
+    """Every whole record line the local sink has written under `data_dir` so far."""
+    found = []
+    for path in sorted((data_dir / "raw").glob("dt=*/hour=*/*.jsonl")):
+        for line in path.read_bytes().splitlines():
+            try:
+                found.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                continue  # the writer is part-way through this line
+    return found
 
 
 def module_proxy(name: str) -> Callable[..., Iterator[RunningProxy]]:

@@ -1,0 +1,105 @@
+"""A plain managed-runtime handler: the same relay, its response buffered into one return value.
+
+The proxy function runs `loop` through its exec wrapper and streams; this handler is what the
+managed runtime calls when the wrapper is not set (and what `sam local invoke` runs). Streams still
+work, only the client receives them all at once at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib
+import os
+from typing import Any
+
+from .events import EventError, to_asgi
+from .invoke import error_body, invoke
+
+_TEXT_TYPES = ("text/", "application/json", "application/x-ndjson", "application/xml")
+
+
+class BufferedResponse:
+    """A ResponseStream that keeps everything for a Function URL result."""
+
+    def __init__(self) -> None:
+        self._closed = asyncio.Event()
+        self.status = 500
+        self.headers: dict[str, str] = {}
+        self.cookies: list[str] = []
+        self.chunks: list[bytes] = []
+        self.failed: str | None = None
+
+    @property
+    def closed(self) -> asyncio.Event:
+        return self._closed
+
+    async def start(self, status: int, headers: dict[str, str], cookies: list[str]) -> None:
+        self.status, self.headers, self.cookies = status, headers, cookies
+
+    async def write(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+
+    async def finish(self) -> None:
+        return None
+
+    async def fail(self, error_type: str, message: str) -> None:
+        self.failed = error_type
+
+    def result(self) -> dict[str, Any]:
+        if self.failed is not None:
+            # Nothing has reached the client yet, so a response cut short can still be an error.
+            self.status, self.headers, self.cookies = 502, {"content-type": "application/json"}, []
+            self.chunks = [error_body("upstream_disconnect", "The provider ended the response early")]
+        body = b"".join(self.chunks)
+        content_type = self.headers.get("content-type", "")
+        text = content_type.startswith(_TEXT_TYPES) and "content-encoding" not in self.headers
+        if text:
+            try:
+                return self._shape(body.decode("utf-8"), False)
+            except UnicodeDecodeError:
+                pass
+        return self._shape(base64.b64encode(body).decode("ascii"), True)
+
+    def _shape(self, body: str, encoded: bool) -> dict[str, Any]:
+        return {
+            "statusCode": self.status,
+            "headers": self.headers,
+            "cookies": self.cookies,
+            "body": body,
+            "isBase64Encoded": encoded,
+        }
+
+
+class _Host:
+    """The app and its event loop, created on the first call and kept for the environment's life
+    (the aiohttp session belongs to the loop)."""
+
+    def __init__(self) -> None:
+        module_name, _, attribute = os.environ.get("RELAYLOG_APP_FACTORY", "relaylog.aws.proxy:create_app").partition(
+            ":"
+        )
+        self.loop = asyncio.new_event_loop()
+        self.app = getattr(importlib.import_module(module_name), attribute)()
+        self.loop.run_until_complete(self.app.startup())
+
+
+_host: _Host | None = None
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    global _host
+    if _host is None:
+        _host = _Host()
+    try:
+        scope, body = to_asgi(event)
+    except EventError as exc:
+        failed = BufferedResponse()
+        failed.status, failed.headers = 400, {"content-type": "application/json"}
+        failed.chunks = [error_body("invalid_request", str(exc))]
+        return failed.result()
+    response = BufferedResponse()
+    _host.loop.run_until_complete(invoke(_host.app, scope, body, response))
+    remaining_ms = context.get_remaining_time_in_millis() if context is not None else 30_000
+    _host.app.sink.flush(max(remaining_ms / 1000 - 0.5, 0.0))
+    return response.result()

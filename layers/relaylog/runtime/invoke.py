@@ -1,0 +1,117 @@
+"""Running the ASGI app for one event into a `ResponseStream`: the seam between relay and transport.
+
+Today the transport is the Runtime API's streamed response (`runtime_api.StreamedResponse`) or a
+buffer (`buffered`); should AWS ship native Python response streaming, it becomes one more
+`ResponseStream`, and neither the relay nor this driver changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+import orjson
+
+from ..relay.app import Message, Scope
+
+log = logging.getLogger("relaylog.runtime")
+
+# Framing that belongs to the hop between relaylog and the Function URL, not to the response.
+_HOP_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"connection", b"keep-alive"})
+
+
+class ResponseStream(Protocol):
+    @property
+    def closed(self) -> asyncio.Event:
+        """Set when the receiving end went away: the client left, or the transport broke."""
+
+    async def start(self, status: int, headers: dict[str, str], cookies: list[str]) -> None: ...
+
+    async def write(self, chunk: bytes) -> None: ...
+
+    async def finish(self) -> None: ...
+
+    async def fail(self, error_type: str, message: str) -> None:
+        """End a started response as failed (the client sees it cut short)."""
+
+
+def prelude_headers(raw: list[tuple[bytes, bytes]]) -> tuple[dict[str, str], list[str]]:
+    """ASGI headers as a Function URL response has them: one value per name, cookies apart."""
+    headers: dict[str, str] = {}
+    cookies: list[str] = []
+    for name_raw, value_raw in raw:
+        name = name_raw.lower()
+        value = value_raw.decode("latin-1")
+        if name == b"set-cookie":
+            cookies.append(value)
+        elif name not in _HOP_HEADERS:
+            key = name.decode("latin-1")
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return headers, cookies
+
+
+def error_body(error_type: str, message: str) -> bytes:
+    return orjson.dumps({"error": {"type": error_type, "message": message}})
+
+
+async def invoke(app: Any, scope: Scope, body: bytes, stream: ResponseStream) -> None:
+    """Run `app` for one request; every outcome ends the stream one way or another."""
+    request_sent = False
+    started = False
+    finished = False
+
+    async def receive() -> Message:
+        nonlocal request_sent
+        if not request_sent:
+            request_sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await stream.closed.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        nonlocal started, finished
+        if stream.closed.is_set():
+            return  # the relay learns it through receive(); writing on would only raise
+        try:
+            if message["type"] == "http.response.start":
+                headers, cookies = prelude_headers(list(message.get("headers", ())))
+                await stream.start(message["status"], headers, cookies)
+                started = True
+            elif message["type"] == "http.response.body":
+                chunk = message.get("body", b"")
+                if chunk:
+                    await stream.write(chunk)
+                if not message.get("more_body", False):
+                    await stream.finish()
+                    finished = True
+        except OSError:
+            stream.closed.set()
+
+    try:
+        await app(scope, receive, send)
+    except asyncio.CancelledError:
+        # The invocation deadline: the relay has recorded the call as cancelled.
+        await _end(stream, started, finished, 504, "function_timeout", "The Lambda invocation ran out of time")
+        raise
+    except Exception:
+        log.exception("the relay failed on request %s", scope.get("path"))
+        await _end(stream, started, finished, 500, "internal_error", "relaylog failed while handling the request")
+        return
+    # The relay returns without finishing when the provider cut the stream: cut the client's too.
+    await _end(stream, started, finished, 502, "upstream_disconnect", "The provider ended the response early")
+
+
+async def _end(stream: ResponseStream, started: bool, finished: bool, status: int, error_type: str, text: str) -> None:
+    if finished or stream.closed.is_set():
+        return
+    try:
+        if started:
+            await stream.fail(f"Relay.{error_type}", text)
+        else:
+            body = error_body(error_type, text)
+            await stream.start(status, {"content-type": "application/json"}, [])
+            await stream.write(body)
+            await stream.finish()
+    except OSError:
+        stream.closed.set()

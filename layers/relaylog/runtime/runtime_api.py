@@ -1,0 +1,194 @@
+"""The Lambda Runtime API over asyncio: next invocation, streamed responses, error reports.
+
+A streamed response is `POST .../invocation/{id}/response` in chunked encoding: a JSON prelude
+(status, headers, cookies), 8 NUL bytes, then the body as it comes. A failure after the first byte
+is reported in the trailers, which is why this writes HTTP itself: `http.client` cannot send them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+API_PATH = "/2018-06-01/runtime"
+PRELUDE_END = b"\0" * 8
+_ERROR_TRAILERS = "Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body"
+
+
+class RuntimeAPIError(Exception):
+    """The Runtime API answered something this client cannot go on with."""
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    request_id: str
+    deadline: float  # epoch seconds
+    event: Any
+    trace_id: str | None
+
+    def remaining(self) -> float:
+        return self.deadline - time.time()
+
+
+def error_payload(error_type: str, message: str) -> bytes:
+    return orjson.dumps({"errorMessage": message, "errorType": error_type, "stackTrace": []})
+
+
+class RuntimeAPI:
+    def __init__(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        self.host, self.port = host, int(port)
+        self._host_header = address
+
+    async def next(self) -> Invocation:
+        status, headers, body = await self._call("GET", f"{API_PATH}/invocation/next")
+        if status != 200:
+            raise RuntimeAPIError(f"GET next answered {status}")
+        request_id = headers.get("lambda-runtime-aws-request-id")
+        if not request_id:
+            raise RuntimeAPIError("GET next answered without Lambda-Runtime-Aws-Request-Id")
+        deadline_ms = headers.get("lambda-runtime-deadline-ms", "")
+        deadline = int(deadline_ms) / 1000 if deadline_ms.isdigit() else time.time() + 900
+        try:
+            event = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            event = None  # answered with an invocation error by the loop
+        return Invocation(request_id, deadline, event, headers.get("lambda-runtime-trace-id"))
+
+    def respond(self, request_id: str) -> StreamedResponse:
+        return StreamedResponse(self.host, self.port, self._host_header, request_id)
+
+    async def invocation_error(self, request_id: str, error_type: str, message: str) -> None:
+        await self._report(f"{API_PATH}/invocation/{request_id}/error", error_type, message)
+
+    async def init_error(self, error_type: str, message: str) -> None:
+        await self._report(f"{API_PATH}/init/error", error_type, message)
+
+    async def _report(self, path: str, error_type: str, message: str) -> None:
+        headers = {"Lambda-Runtime-Function-Error-Type": error_type, "Content-Type": "application/json"}
+        status, _, _ = await self._call("POST", path, headers, error_payload(error_type, message))
+        if status >= 300:
+            raise RuntimeAPIError(f"POST {path.rsplit('/', 1)[-1]} answered {status}")
+
+    async def _call(
+        self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b""
+    ) -> tuple[int, dict[str, str], bytes]:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        try:
+            lines = [f"{method} {path} HTTP/1.1", f"Host: {self._host_header}", "Connection: close"]
+            lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+            if body or method == "POST":
+                lines.append(f"Content-Length: {len(body)}")
+            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+            await writer.drain()
+            status, response_headers = await read_head(reader)
+            length = int(response_headers.get("content-length", "0") or 0)
+            data = await reader.readexactly(length) if length else b""
+            return status, response_headers, data
+        finally:
+            writer.close()
+
+
+async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or not parts[1].isdigit():
+        raise RuntimeAPIError(f"not an HTTP response: {status_line[:80]!r}")
+    headers = {}
+    for line in lines:
+        if ":" in line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    return int(parts[1]), headers
+
+
+class StreamedResponse:
+    """One invocation's response, streamed to the Runtime API chunk by chunk (a ResponseStream)."""
+
+    def __init__(self, host: str, port: int, host_header: str, request_id: str) -> None:
+        self._address = (host, port)
+        self._host_header = host_header
+        self._path = f"{API_PATH}/invocation/{request_id}/response"
+        self._closed = asyncio.Event()
+        self._writer: asyncio.StreamWriter | None = None
+        self._answer: asyncio.Task[int] | None = None
+        self._ending = False
+
+    @property
+    def closed(self) -> asyncio.Event:
+        return self._closed
+
+    async def start(self, status: int, headers: dict[str, str], cookies: list[str]) -> None:
+        reader, self._writer = await asyncio.open_connection(*self._address)
+        head = (
+            f"POST {self._path} HTTP/1.1\r\n"
+            f"Host: {self._host_header}\r\n"
+            "Lambda-Runtime-Function-Response-Mode: streaming\r\n"
+            "Content-Type: application/vnd.awslambda.http-integration-response\r\n"
+            "Transfer-Encoding: chunked\r\n"
+            f"Trailer: {_ERROR_TRAILERS}\r\n"
+            "\r\n"
+        ).encode("latin-1")
+        prelude = orjson.dumps({"statusCode": status, "headers": headers, "cookies": cookies}) + PRELUDE_END
+        self._writer.write(head + _chunk(prelude))
+        await self._writer.drain()
+        # The answer comes once the body is complete; earlier, or no answer, means the far end left.
+        self._answer = asyncio.get_running_loop().create_task(self._await_answer(reader))
+
+    async def write(self, chunk: bytes) -> None:
+        writer = self._require_writer()
+        writer.write(_chunk(chunk))
+        await writer.drain()
+
+    async def finish(self) -> None:
+        await self._end(b"0\r\n\r\n")
+
+    async def fail(self, error_type: str, message: str) -> None:
+        encoded = base64.b64encode(error_payload(error_type, message)).decode("ascii")
+        trailers = (
+            "0\r\n"
+            f"Lambda-Runtime-Function-Error-Type: {error_type}\r\n"
+            f"Lambda-Runtime-Function-Error-Body: {encoded}\r\n"
+            "\r\n"
+        )
+        await self._end(trailers.encode("latin-1"))
+
+    async def _end(self, terminator: bytes) -> None:
+        writer = self._require_writer()
+        self._ending = True
+        try:
+            writer.write(terminator)
+            await writer.drain()
+            if self._answer is not None:
+                status = await self._answer
+                if status >= 300:
+                    raise RuntimeAPIError(f"the Runtime API refused the response: {status}")
+        finally:
+            writer.close()
+
+    async def _await_answer(self, reader: asyncio.StreamReader) -> int:
+        try:
+            status, _ = await read_head(reader)
+        except (OSError, asyncio.IncompleteReadError, RuntimeAPIError):
+            self._closed.set()
+            return 0
+        if not self._ending:
+            self._closed.set()
+        return status
+
+    def _require_writer(self) -> asyncio.StreamWriter:
+        if self._writer is None:
+            raise RuntimeError("the response was not started")
+        if self._closed.is_set():
+            raise ConnectionResetError("the Runtime API closed the response stream")
+        return self._writer
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)

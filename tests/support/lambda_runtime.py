@@ -1,0 +1,63 @@
+"""relaylog's Lambda runtime as Lambda starts it: the exec wrapper, in its own process, talking to
+the Runtime API emulator, with the local sink so tests can read the records."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from relaylog.providers.registry import PROVIDERS
+
+from tests.support.lambda_emulator import LambdaEmulator
+from tests.support.proxy import read_records
+
+ROOT = Path(__file__).resolve().parents[2]
+BOOTSTRAP = ROOT / "functions" / "proxy" / "relaylog-bootstrap"
+
+
+class LambdaRuntime:
+    def __init__(self, emulator: LambdaEmulator, data_dir: Path, upstream: str, **env: str) -> None:
+        self.emulator = emulator
+        self.data_dir = data_dir
+        self.env = {
+            **os.environ,
+            # The wrapper runs `python3`: ours, as /var/lang/bin is first on Lambda's PATH.
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            "AWS_LAMBDA_RUNTIME_API": emulator.runtime_api,
+            "LAMBDA_TASK_ROOT": str(BOOTSTRAP.parent),
+            "RELAYLOG_APP_FACTORY": "relaylog.server:create_app",
+            "RELAYLOG_DATA_DIR": str(data_dir),
+            **{f"RELAYLOG_UPSTREAM_{name.upper()}": upstream for name in PROVIDERS},
+            **env,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> LambdaRuntime:
+        # Lambda passes the managed runtime's own start command; the wrapper must ignore it.
+        self.process = subprocess.Popen(
+            [str(BOOTSTRAP), "/var/runtime/bootstrap"], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> tuple[int, str]:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        out, _ = self.process.communicate(timeout=timeout)
+        return self.process.returncode, out.decode(errors="replace")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.stop()
+
+    def records(self) -> list[dict[str, Any]]:
+        return read_records(self.data_dir)
+
+    def record(self, request_id: str) -> dict[str, Any]:
+        found = [r for r in self.records() if r["request_id"] == request_id]
+        assert len(found) == 1, f"{len(found)} records for {request_id}"
+        return found[0]

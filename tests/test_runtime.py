@@ -1,0 +1,265 @@
+"""relaylog on Lambda: the exec wrapper's runtime loop against a Runtime API emulator.
+
+The emulator's Function URL front lets real SDKs call through emulator → runtime → relay → the
+provider stand-in, the whole way on loopback sockets.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.standin import StandIn
+from tests.support.lambda_emulator import LambdaEmulator
+from tests.support.lambda_runtime import LambdaRuntime
+from tests.test_sdk_openai import call
+
+EVENTS = Path(__file__).resolve().parent.parent / "events"
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[LambdaEmulator]:
+    with LambdaEmulator() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def runtime(
+    emulator: LambdaEmulator, standin: StandIn, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LambdaRuntime]:
+    standin.fault = None
+    with LambdaRuntime(emulator, tmp_path_factory.mktemp("lambda"), standin.url) as running:
+        yield running
+
+
+def _event(name: str, **changes: Any) -> dict[str, Any]:
+    event = json.loads((EVENTS / name).read_text())
+    event.update(changes)
+    return event
+
+
+def _chat(stream: bool, **extra: Any) -> dict[str, Any]:
+    return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hi"}], "stream": stream, **extra}
+
+
+def test_the_openai_sdk_streams_through_the_runtime_exactly_as_directly(
+    runtime: LambdaRuntime, standin: StandIn
+) -> None:
+    for mode in ("sync", "async"):
+        fn = lambda c: c.chat.completions.create(**_chat(True))  # noqa: E731
+        direct = call(mode, standin.url + "/v1", fn)
+        request_id = str(uuid.uuid4())
+        relayed = call(mode, runtime.emulator.url + "/v1", fn, {"Helicone-Request-Id": request_id})
+        assert [c.model_dump() for c in relayed.result] == [c.model_dump() for c in direct.result]
+        assert len(relayed.result) > 3
+        runtime.emulator.settle()
+        record = runtime.record(request_id)
+        assert record["stream"] is True and record["status"] == 200 and record["error_type"] is None
+        assert record["usage_source"] == "provider_injected" and record["output_tokens"] > 0
+
+
+def test_non_streamed_calls_and_errors_match_direct_calls(runtime: LambdaRuntime, standin: StandIn) -> None:
+    fn = lambda c: c.chat.completions.create(**_chat(False))  # noqa: E731
+    assert call("sync", runtime.emulator.url + "/v1", fn).result == call("sync", standin.url + "/v1", fn).result
+    import openai
+
+    fault = {"x-standin-fault": "status=429;retry-after=7"}
+    with pytest.raises(openai.RateLimitError) as relayed:
+        call("sync", runtime.emulator.url + "/v1", fn, fault)
+    with pytest.raises(openai.RateLimitError) as direct:
+        call("sync", standin.url + "/v1", fn, fault)
+    assert relayed.value.body == direct.value.body
+    assert relayed.value.response.headers["retry-after"] == "7"
+
+
+def test_each_body_message_is_one_chunk_after_the_prelude(runtime: LambdaRuntime, standin: StandIn) -> None:
+    event = _event("function_url_stream_chat.json")
+    event["headers"] = {**event["headers"], "x-standin-fault": "chunk-delay-ms=15"}
+    outcome = runtime.emulator.invoke(event)
+    assert outcome.headers["lambda-runtime-function-response-mode"] == "streaming"
+    assert outcome.headers["content-type"] == "application/vnd.awslambda.http-integration-response"
+    assert outcome.headers["transfer-encoding"] == "chunked"
+    assert outcome.prelude is not None and outcome.prelude["statusCode"] == 200
+    assert outcome.prelude["headers"]["content-type"].startswith("text/event-stream")
+    assert "content-length" not in outcome.prelude["headers"]
+    # The stand-in sends one SSE event per HTTP chunk, 15 ms apart; each is passed on as it comes.
+    assert len(outcome.chunks) == outcome.body.count(b"\n\n") > 5
+    assert all(chunk.endswith(b"\n\n") for chunk in outcome.chunks)
+    gaps = [b - a for a, b in zip(outcome.chunk_times, outcome.chunk_times[1:], strict=False)]
+    assert min(gaps) > 0.005
+    assert outcome.body.endswith(b"data: [DONE]\n\n")
+    assert outcome.trailers == {}
+
+
+def test_base64_bodies_cookies_query_and_repeated_headers_reach_the_provider(
+    runtime: LambdaRuntime, standin: StandIn
+) -> None:
+    standin.clear()
+    event = _event("function_url_base64.json")
+    outcome = runtime.emulator.invoke(event)
+    assert outcome.prelude is not None and outcome.prelude["statusCode"] == 200
+    seen = standin.requests[-1]
+    assert seen.body == base64.b64decode(event["body"])
+    assert seen.path == event["rawPath"] + "?" + event["rawQueryString"]
+    assert seen.header("cookie") == "; ".join(event["cookies"])
+    assert seen.header("x-trace") == event["headers"]["x-trace"]  # comma-joined by Lambda, relayed as is
+    runtime.emulator.settle()
+    assert runtime.record(event["headers"]["helicone-request-id"])["properties"] == {"team": "search"}
+
+
+def test_records_are_on_disk_before_the_runtime_asks_for_the_next_event(runtime: LambdaRuntime) -> None:
+    emulator = runtime.emulator
+    emulator.settle()
+    emulator.probe = lambda: len(runtime.records())
+    try:
+        before = len(runtime.records())
+        start = len(emulator.probes)
+        for _ in range(3):
+            emulator.invoke(_event("function_url_stream_chat.json"))
+        emulator.settle()
+        assert emulator.probes[start:] == [before + 1, before + 2, before + 3]
+    finally:
+        emulator.probe = None
+
+
+def test_a_provider_cut_mid_stream_ends_with_error_trailers(runtime: LambdaRuntime) -> None:
+    event = _event("function_url_stream_chat.json")
+    event["headers"] = {**event["headers"], "x-standin-fault": "drop-after=2", "helicone-request-id": str(uuid.uuid4())}
+    outcome = runtime.emulator.invoke(event)
+    assert outcome.prelude is not None and outcome.prelude["statusCode"] == 200
+    assert outcome.trailers["lambda-runtime-function-error-type"] == "Relay.upstream_disconnect"
+    assert outcome.error_trailer() == {
+        "errorMessage": "The provider ended the response early",
+        "errorType": "Relay.upstream_disconnect",
+        "stackTrace": [],
+    }
+    runtime.emulator.settle()
+    assert runtime.record(event["headers"]["helicone-request-id"])["error_type"] == "upstream_disconnect"
+
+
+def test_a_cut_reaches_an_http_client_as_a_truncated_body(runtime: LambdaRuntime) -> None:
+    headers = {"x-standin-fault": "drop-after=2", "content-type": "application/json"}
+    with pytest.raises(httpx.RemoteProtocolError):
+        with httpx.stream(
+            "POST", runtime.emulator.url + "/v1/chat/completions", json=_chat(True), headers=headers
+        ) as r:
+            assert r.status_code == 200
+            for _ in r.iter_raw():
+                pass
+
+
+def test_errors_before_the_first_byte_are_relaylogs_own_status(runtime: LambdaRuntime) -> None:
+    outcome = runtime.emulator.invoke(_event("function_url_stream_chat.json", rawPath="/nowhere/v1/chat"))
+    assert outcome.prelude is not None and outcome.prelude["statusCode"] == 404
+    assert json.loads(outcome.body)["error"]["type"] == "unknown_provider"
+    event = _event("function_url_stream_chat.json")
+    event["headers"] = {**event["headers"], "x-standin-fault": "reset"}
+    outcome = runtime.emulator.invoke(event)
+    assert outcome.prelude is not None and outcome.prelude["statusCode"] == 502
+    assert json.loads(outcome.body)["error"]["type"] == "upstream_unreachable"
+
+
+def test_an_event_that_is_not_a_function_url_request_is_an_invocation_error(runtime: LambdaRuntime) -> None:
+    outcome = runtime.emulator.invoke({"Records": []})
+    assert outcome.error_type == "Runtime.InvalidEvent" and outcome.prelude is None
+    assert "not a Function URL event" in outcome.error["errorMessage"]
+    # And the runtime goes on serving.
+    assert runtime.emulator.invoke(_event("function_url_stream_chat.json")).prelude["statusCode"] == 200
+
+
+def test_the_client_going_away_mid_stream_is_recorded_and_the_provider_released(runtime: LambdaRuntime) -> None:
+    request_id = str(uuid.uuid4())
+    headers = {"x-standin-fault": "chunk-delay-ms=200", "helicone-request-id": request_id}
+    with httpx.stream("POST", runtime.emulator.url + "/v1/chat/completions", json=_chat(True), headers=headers) as r:
+        next(r.iter_raw())
+    runtime.emulator.settle()
+    record = runtime.record(request_id)
+    assert record["status"] == 200 and record["error_type"] == "client_disconnect"
+    assert record["latency_ms"] < 1500  # the relay stopped reading; the full stream takes seconds
+
+
+def test_the_deadline_stops_the_call_with_trailers_and_a_record(runtime: LambdaRuntime) -> None:
+    event = _event("function_url_stream_chat.json")
+    event["headers"] = {
+        **event["headers"],
+        "x-standin-fault": "chunk-delay-ms=400",
+        "helicone-request-id": str(uuid.uuid4()),
+    }
+    started = time.monotonic()
+    outcome = runtime.emulator.invoke(event, timeout_s=2.0)
+    assert time.monotonic() - started < 2.0
+    assert outcome.trailers["lambda-runtime-function-error-type"] == "Relay.function_timeout"
+    runtime.emulator.settle()
+    assert runtime.record(event["headers"]["helicone-request-id"])["error_type"] == "cancelled"
+
+
+# These start runtimes of their own, so each gets an emulator of its own: two runtimes polling one
+# emulator would share its invocations.
+
+
+def test_sigterm_flushes_and_exits(standin: StandIn, tmp_path: Path) -> None:
+    with LambdaEmulator() as emulator, LambdaRuntime(emulator, tmp_path, standin.url) as runtime:
+        before = emulator.next_calls
+        emulator.invoke(_event("function_url_stream_chat.json"), wait=False).done.wait(10)
+        emulator.wait_polled(before + 2)
+        code, output = runtime.stop(signal.SIGTERM)
+    assert code == 0, output
+    assert len(runtime.records()) == 1
+
+
+def test_a_factory_that_fails_reports_an_init_error(standin: StandIn, tmp_path: Path) -> None:
+    factory = {"RELAYLOG_APP_FACTORY": "relaylog.server:no_such_factory"}
+    with LambdaEmulator() as emulator, LambdaRuntime(emulator, tmp_path, standin.url, **factory) as runtime:
+        assert runtime.process is not None
+        assert runtime.process.wait(15) == 1
+    assert emulator.init_errors[-1]["type"] == "Runtime.InitError"
+    assert "no_such_factory" in emulator.init_errors[-1]["errorMessage"]
+
+
+class _Context:
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+def test_the_buffered_handler_answers_whole_responses_when_the_wrapper_is_not_set(
+    standin: StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from relaylog.providers.registry import PROVIDERS
+    from relaylog.runtime import buffered
+
+    monkeypatch.setenv("RELAYLOG_APP_FACTORY", "relaylog.server:create_app")
+    monkeypatch.setenv("RELAYLOG_DATA_DIR", str(tmp_path))
+    for name in PROVIDERS:
+        monkeypatch.setenv(f"RELAYLOG_UPSTREAM_{name.upper()}", standin.url)
+    monkeypatch.setattr(buffered, "_host", None)
+    standin.fault = None
+    try:
+        streamed = buffered.handler(_event("function_url_stream_chat.json"), _Context())
+        assert streamed["statusCode"] == 200 and streamed["isBase64Encoded"] is False
+        assert streamed["body"].endswith("data: [DONE]\n\n") and streamed["body"].count("data: ") > 5
+        plain = buffered.handler(_event("function_url_base64.json"), _Context())
+        assert plain["statusCode"] == 200 and json.loads(plain["body"])["object"] == "chat.completion"
+        cut = _event("function_url_stream_chat.json")
+        cut["headers"] = {**cut["headers"], "x-standin-fault": "drop-after=2"}
+        failed = buffered.handler(cut, _Context())
+        assert failed["statusCode"] == 502 and json.loads(failed["body"])["error"]["type"] == "upstream_disconnect"
+        assert buffered.handler({"not": "an event"}, _Context())["statusCode"] == 400
+        # Flushed before returning: three records (the bad event never reached the relay).
+        from tests.support.proxy import read_records
+
+        assert len(read_records(tmp_path)) == 3
+    finally:
+        host = buffered._host
+        if host is not None:
+            host.loop.run_until_complete(host.app.shutdown())
+            host.app.sink.close()
+            host.loop.close()

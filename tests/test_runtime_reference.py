@@ -1,0 +1,84 @@
+"""The Runtime API emulator reads streamed responses exactly as AWS's own Node.js runtime client
+(npm aws-lambda-ric) writes them: the check that the emulator, and so relaylog's runtime tested
+against it, speak the real wire format."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.lambda_emulator import LambdaEmulator
+
+NODE_DIR = Path(__file__).resolve().parent / "node"
+RIC = NODE_DIR / "node_modules" / "aws-lambda-ric" / "index.mjs"
+
+
+@pytest.fixture(scope="module")
+def node_runtime() -> Iterator[LambdaEmulator]:
+    if shutil.which("node") is None or not RIC.exists():
+        pytest.fail("node and tests/node/node_modules are needed: run `make test`, which installs them")
+    with LambdaEmulator() as emulator:
+        env = {
+            **os.environ,
+            "AWS_LAMBDA_RUNTIME_API": emulator.runtime_api,
+            "LAMBDA_TASK_ROOT": str(NODE_DIR),
+            "_HANDLER": "lambda_stream_handler.handler",
+            "AWS_LAMBDA_FUNCTION_NAME": "reference",
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+            "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/reference",
+            "AWS_LAMBDA_LOG_STREAM_NAME": "2026/11/27/[$LATEST]0123456789abcdef",
+        }
+        process = subprocess.Popen(
+            ["node", str(RIC), "lambda_stream_handler.handler"],
+            cwd=NODE_DIR,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            yield emulator
+        finally:
+            process.terminate()
+            process.wait(10)
+
+
+def _spec(**changes: object) -> dict[str, object]:
+    spec = {
+        "status": 201,
+        "headers": {"content-type": "text/event-stream", "x-multi": "a, b"},
+        "cookies": ["session=abc; Path=/", "theme=dark"],
+        "chunks": ["data: one\n\n", "data: two\n\n", "data: [DONE]\n\n"],
+        "delayMs": 20,
+    }
+    return {**spec, **changes}
+
+
+def test_a_streamed_response_from_the_official_client_decodes(node_runtime: LambdaEmulator) -> None:
+    outcome = node_runtime.invoke({"body": json.dumps(_spec())}, timeout_s=20)
+    assert outcome.headers["lambda-runtime-function-response-mode"] == "streaming"
+    assert outcome.headers["content-type"] == "application/vnd.awslambda.http-integration-response"
+    assert outcome.headers["transfer-encoding"] == "chunked"
+    assert outcome.prelude == {
+        "statusCode": 201,
+        "headers": {"content-type": "text/event-stream", "x-multi": "a, b"},
+        "cookies": ["session=abc; Path=/", "theme=dark"],
+    }
+    assert outcome.chunks == [b"data: one\n\n", b"data: two\n\n", b"data: [DONE]\n\n"]
+    assert outcome.trailers == {}
+
+
+def test_a_mid_stream_failure_from_the_official_client_arrives_as_trailers(node_runtime: LambdaEmulator) -> None:
+    outcome = node_runtime.invoke({"body": json.dumps(_spec(failAfter=2))}, timeout_s=20)
+    assert outcome.prelude is not None and outcome.prelude["statusCode"] == 201
+    assert outcome.chunks == [b"data: one\n\n", b"data: two\n\n"]
+    assert outcome.trailers["lambda-runtime-function-error-type"] == "Error"
+    report = outcome.error_trailer()
+    assert report is not None
+    assert report["errorType"] == "Error" and report["errorMessage"] == "failed after 2 chunks"
