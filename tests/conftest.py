@@ -13,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.standin import StandIn  # noqa: E402
+from tests.support.aws import aws_stack  # noqa: E402, F401  (the moto-backed deployment, for any test)
 from tests.support.proxy import RunningProxy  # noqa: E402
 
 # SDKs and libraries under test must never find real credentials or reach a real provider.

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from time import monotonic
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import orjson
 
@@ -61,7 +61,27 @@ def hash_key(presented: str) -> str:
     return hashlib.sha256(presented.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _now() -> str:
+def new_secret() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def describe(secret: str, name: str | None, taken: set[str]) -> KeyInfo:
+    """The stored, non-secret description of a new key, with an id not in `taken`."""
+    key_id = f"key_{secrets.token_hex(4)}"
+    while key_id in taken:
+        key_id = f"key_{secrets.token_hex(4)}"
+    return KeyInfo(key_id, name, secret[:PREFIX_HINT_CHARS], now())
+
+
+class KeyVerifier(Protocol):
+    """What the relay needs of a key store, local file or DynamoDB."""
+
+    def verify(self, presented: str) -> str | None: ...
+
+    def active_count(self) -> int: ...
+
+
+def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -154,14 +174,10 @@ class KeyStore:
 
     def create(self, name: str | None = None) -> tuple[str, KeyInfo]:
         """A new key: the secret (returned only here) and its stored description."""
-        secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        secret = new_secret()
 
         def add(entries: _Entries) -> tuple[_Entries, KeyInfo]:
-            taken = {e.info.key_id for e in entries}
-            key_id = f"key_{secrets.token_hex(4)}"
-            while key_id in taken:
-                key_id = f"key_{secrets.token_hex(4)}"
-            info = KeyInfo(key_id, name, secret[:PREFIX_HINT_CHARS], _now())
+            info = describe(secret, name, {e.info.key_id for e in entries})
             return [*entries, _Entry(info, hash_key(secret))], info
 
         return secret, self._update(add)
@@ -174,7 +190,7 @@ class KeyStore:
             updated = []
             for e in entries:
                 if e.info.key_id == key_id and e.info.active:
-                    e = replace(e, info=replace(e.info, revoked_at=_now()))
+                    e = replace(e, info=replace(e.info, revoked_at=now()))
                     hit = True
                 updated.append(e)
             return updated, hit

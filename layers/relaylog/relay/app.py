@@ -18,7 +18,7 @@ from yarl import URL
 from ..config import Settings
 from ..exchange import Exchange
 from ..headers import bearer, narrow_accept_encoding, request_id, response_headers, split_headers
-from ..keys import KeyStore
+from ..keys import KeyVerifier
 from ..providers.parsing import parse_request
 from ..providers.routing import Route, RouteError, resolve
 from ..sinks import Sink
@@ -42,7 +42,7 @@ class ClientGone(Exception):
 
 
 class RelayApp:
-    def __init__(self, settings: Settings, keys: KeyStore, sink: Sink) -> None:
+    def __init__(self, settings: Settings, keys: KeyVerifier, sink: Sink) -> None:
         self.settings = settings
         self.keys = keys
         self.sink = sink

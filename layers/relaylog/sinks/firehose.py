@@ -1,0 +1,224 @@
+"""The AWS sink: records to Kinesis Data Firehose, large bodies to S3, S3 spool when Firehose fails.
+
+On Lambda one invocation runs at a time and the runtime calls `flush` once the response is
+complete, so `submit` only builds and queues (no I/O, no thread) and `flush` does the sending.
+Nothing is dropped silently: what cannot be sent stays queued for the next flush, and only what
+`close` still cannot send at shutdown is counted lost (by request id; never the content).
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import orjson
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..aws import layout
+from ..config import Settings
+from ..exchange import Exchange
+from ..recording import build_record
+
+log = logging.getLogger("relaylog.sink")
+
+MAX_BATCH_RECORDS = 500
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+MAX_RECORD_BYTES = 1000 * 1024
+MAX_ATTEMPTS = 6
+BACKOFF_BASE_S = 0.05
+BACKOFF_CAP_S = 2.0
+# Time kept back from the flush budget for the S3 spool, should Firehose not take the records.
+SPOOL_RESERVE_S = 1.0
+CLOSE_TIMEOUT_S = 10.0
+_THROTTLED = frozenset({"ServiceUnavailableException", "ThrottlingException", "InternalFailure"})
+
+
+@dataclass(slots=True)
+class _Pending:
+    request_id: str
+    line: bytes
+    partition: str  # dt=YYYY-MM-DD/hour=HH
+    bodies: list[tuple[str, bytes]] = field(default_factory=list)  # S3 key, data; uploaded first
+
+
+class _DeferredBodies:
+    """A BodyStore that names S3 keys now and leaves the uploads to `flush`."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, bytes]] = []
+
+    def put(self, request_id: str, dt: str, kind: str, data: bytes) -> str:
+        key = f"{layout.partition_path(layout.BODIES_PREFIX, dt)}{request_id}.{kind}"
+        self.items.append((key, data))
+        return key
+
+
+class FirehoseSink:
+    def __init__(
+        self,
+        settings: Settings,
+        stream: str,
+        bucket: str,
+        firehose: Any,
+        s3: Any,
+        metrics: Any,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.stream = stream
+        self.bucket = bucket
+        self._firehose = firehose
+        self._s3 = s3
+        self._metrics = metrics
+        self._sleep = sleep
+        self._jitter = jitter
+        self._clock = clock
+        self._queue: list[_Pending] = []
+        self._writer = f"{uuid.uuid4().hex[:12]}"
+        self._spools = 0
+
+    def submit(self, exchange: Exchange) -> None:
+        try:
+            bodies = _DeferredBodies()
+            record = build_record(exchange, self.settings, bodies)
+            line = orjson.dumps(record) + b"\n"
+            if len(line) > MAX_RECORD_BYTES:
+                # Firehose takes at most 1,000 KiB per record: every body goes to S3 instead.
+                bodies = _DeferredBodies()
+                record = build_record(exchange, replace(self.settings, body_inline_max=0), bodies)
+                line = orjson.dumps(record) + b"\n"
+        except Exception:
+            log.exception("could not build the record for request %s", exchange.request_id)
+            return
+        self._queue.append(
+            _Pending(record["request_id"], line, f"dt={record['dt']}/hour={record['hour']}", bodies.items)
+        )
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def flush(self, timeout_s: float) -> None:
+        if not self._queue:
+            return
+        deadline = self._clock() + timeout_s
+        ready = self._upload_bodies(self._queue)
+        unsent = self._put_batches(ready, deadline)
+        if unsent:
+            unsent = self._spool(unsent)
+        sent = {id(p) for p in ready} - {id(p) for p in unsent}
+        self._queue = [p for p in self._queue if id(p) not in sent]
+        self._metrics.flush_metrics()
+
+    def close(self) -> None:
+        self.flush(CLOSE_TIMEOUT_S)
+        if self._queue:
+            self._count("RecordsLost", len(self._queue))
+            for pending in self._queue:
+                log.error("record for request %s could not be sent to Firehose nor S3: lost", pending.request_id)
+            self._queue = []
+            self._metrics.flush_metrics()
+
+    # -- bodies --------------------------------------------------------------------------------
+
+    def _upload_bodies(self, queue: list[_Pending]) -> list[_Pending]:
+        """Records whose bodies are all in S3 now (a record is never sent before its bodies)."""
+        ready = []
+        for pending in queue:
+            try:
+                while pending.bodies:
+                    key, data = pending.bodies[0]
+                    self._s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+                    pending.bodies.pop(0)
+                    self._count("BodiesOffloaded")
+            except (BotoCoreError, ClientError) as exc:
+                log.warning(
+                    "body upload for request %s failed (%s); kept for the next flush",
+                    pending.request_id,
+                    type(exc).__name__,
+                )
+                continue
+            ready.append(pending)
+        return ready
+
+    # -- Firehose ------------------------------------------------------------------------------
+
+    def _put_batches(self, ready: list[_Pending], deadline: float) -> list[_Pending]:
+        unsent: list[_Pending] = []
+        for batch in _batches(ready):
+            unsent += self._put_with_retries(batch, deadline)
+        return unsent
+
+    def _put_with_retries(self, batch: list[_Pending], deadline: float) -> list[_Pending]:
+        todo = batch
+        for attempt in range(MAX_ATTEMPTS):
+            if attempt:
+                delay = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt) * self._jitter()  # full jitter
+                if self._clock() + delay > deadline - SPOOL_RESERVE_S:
+                    break
+                self._count("FirehoseRetries", len(todo))
+                self._sleep(delay)
+            try:
+                answer = self._firehose.put_record_batch(
+                    DeliveryStreamName=self.stream, Records=[{"Data": p.line} for p in todo]
+                )
+            except ClientError as exc:
+                code = exc.response["Error"]["Code"]
+                log.warning("Firehose PutRecordBatch failed: %s", code)
+                if code not in _THROTTLED:
+                    return todo  # not worth retrying (stream missing, access denied): spool now
+                continue
+            except BotoCoreError as exc:
+                log.warning("Firehose PutRecordBatch failed: %s", type(exc).__name__)
+                continue
+            failed = [p for p, r in zip(todo, answer["RequestResponses"], strict=True) if r.get("ErrorCode")]
+            self._count("RecordsSent", len(todo) - len(failed))
+            if not failed:
+                return []
+            todo = failed
+        return todo
+
+    # -- S3 spool ------------------------------------------------------------------------------
+
+    def _spool(self, unsent: list[_Pending]) -> list[_Pending]:
+        by_partition: dict[str, list[_Pending]] = {}
+        for pending in unsent:
+            by_partition.setdefault(pending.partition, []).append(pending)
+        left: list[_Pending] = []
+        for partition, group in by_partition.items():
+            self._spools += 1
+            key = f"{layout.SPOOL_PREFIX}{partition}/{self._writer}-{int(time.time())}-{self._spools:06d}.jsonl.gz"
+            try:
+                self._s3.put_object(Bucket=self.bucket, Key=key, Body=gzip.compress(b"".join(p.line for p in group)))
+            except (BotoCoreError, ClientError) as exc:
+                log.warning("S3 spool failed (%s); %d records kept for the next flush", type(exc).__name__, len(group))
+                left += group
+                continue
+            self._count("RecordsSpilled", len(group))
+        return left
+
+    def _count(self, name: str, value: int = 1) -> None:
+        self._metrics.add_metric(name=name, unit="Count", value=value)
+
+
+def _batches(records: list[_Pending]) -> list[list[_Pending]]:
+    batches: list[list[_Pending]] = []
+    current: list[_Pending] = []
+    size = 0
+    for pending in records:
+        if current and (len(current) == MAX_BATCH_RECORDS or size + len(pending.line) > MAX_BATCH_BYTES):
+            batches.append(current)
+            current, size = [], 0
+        current.append(pending)
+        size += len(pending.line)
+    if current:
+        batches.append(current)
+    return batches
