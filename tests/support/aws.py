@@ -56,6 +56,41 @@ class Stack:
         data = b"".join(orjson.dumps(r) + b"\n" for r in records)
         self.client("s3").put_object(Bucket=self.bucket, Key=key, Body=gzip.compress(data) if compress else data)
 
+    def sqs_event(self, limit: int = 10) -> dict[str, Any]:
+        """The SQS event Lambda would deliver: the queue's waiting messages, as the event source mapping
+        shapes them (the messages stay in flight, as they do until Lambda deletes them)."""
+        sqs = self.client("sqs")
+        arn = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        messages = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=limit, AttributeNames=["All"])
+        return {
+            "Records": [
+                {
+                    "messageId": m["MessageId"],
+                    "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"],
+                    "attributes": m.get("Attributes", {}),
+                    "messageAttributes": {},
+                    "md5OfBody": m["MD5OfBody"],
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": arn,
+                    "awsRegion": REGION,
+                }
+                for m in messages.get("Messages", [])
+            ]
+        }
+
+    def rollup(self, pk: str, sk: str) -> dict[str, Any] | None:
+        """A rollup item with its numbers as Python values (None when absent)."""
+        from boto3.dynamodb.types import TypeDeserializer
+
+        item = (
+            self.client("dynamodb").get_item(TableName=self.table, Key={"pk": {"S": pk}, "sk": {"S": sk}}).get("Item")
+        )
+        if item is None:
+            return None
+        deserialise = TypeDeserializer().deserialize
+        return {name: deserialise(value) for name, value in item.items()}
+
     def objects(self, prefix: str) -> list[str]:
         pages = self.client("s3").get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
         return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
