@@ -1,0 +1,67 @@
+"""SAM CLI and cfn-lint from the tools venv (`make` installs it), and the template as data."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+TOOLS = ROOT / ".venv-tools" / "bin"
+
+
+def tool(name: str) -> str:
+    path = TOOLS / name
+    if not path.exists():
+        raise AssertionError(f"{path} is missing: run `make test`, which installs the SAM CLI there")
+    return str(path)
+
+
+def python312_dir() -> str:
+    """A directory holding python3.12, which `sam build` needs on PATH to build without Docker."""
+    root = os.environ.get("PYENV_ROOT", str(Path.home() / ".pyenv"))
+    candidates = sorted(glob.glob(f"{root}/versions/3.12*/bin/python3.12"))
+    if candidates:
+        return str(Path(candidates[-1]).parent)
+    found = shutil.which("python3.12")  # a pyenv shim would not do: it needs a selected version
+    if found and "shims" not in found:
+        return str(Path(found).parent)
+    raise AssertionError("python3.12 is needed for `sam build` (the functions' runtime)")
+
+
+def run(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "SAM_CLI_TELEMETRY": "0",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "PATH": f"{python312_dir()}:{os.environ['PATH']}",
+    }
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """Reads CloudFormation's short-form tags (!Ref, !Sub, ...) as plain values."""
+
+
+def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        return {suffix: loader.construct_scalar(node)}
+    if isinstance(node, yaml.SequenceNode):
+        return {suffix: loader.construct_sequence(node, deep=True)}
+    return {suffix: loader.construct_mapping(node, deep=True)}  # type: ignore[arg-type]
+
+
+_CfnLoader.add_multi_constructor("!", _tag)
+
+
+def load_template() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)  # noqa: S506 (SafeLoader subclass)
+    return loaded
