@@ -306,7 +306,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    result = _store(args).query(args.sql)
+    result = _athena_query(args) if args.stack else _store(args).query(args.sql)
     if args.json:
         _print_json([dict(zip(result.columns, row, strict=True)) for row in result.rows])
         return 0
@@ -320,8 +320,26 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
-def _keys(args: argparse.Namespace) -> KeyStore:
-    return KeyStore.in_data_dir(args.data_dir)
+def _athena_query(args: argparse.Namespace) -> Any:
+    from importlib import resources
+
+    from .aws.athena import run_query
+    from .aws.stack import output, outputs
+
+    saved = resources.files("relaylog.queries") / f"{args.sql}.sql"
+    sql = saved.read_text() if args.sql.isidentifier() and saved.is_file() else args.sql
+    found = outputs(args.stack)
+    return run_query(sql, output(found, args.stack, "DatabaseName"), output(found, args.stack, "AthenaWorkGroup"))
+
+
+def _keys(args: argparse.Namespace) -> Any:
+    if not args.stack:
+        return KeyStore.in_data_dir(args.data_dir)
+    from .aws.clients import make_client
+    from .aws.keys import DynamoKeyStore
+    from .aws.stack import output, outputs
+
+    return DynamoKeyStore(output(outputs(args.stack), args.stack, "TableName"), make_client("dynamodb"))
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
@@ -363,7 +381,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     if not store.revoke(args.key_id):
         if any(k.key_id == args.key_id for k in store.list()):
             raise CommandError(f"key {args.key_id} is already revoked")
-        raise CommandError(f"no key {args.key_id!r} in {store.path}")
+        raise CommandError(f"no key {args.key_id!r} in {args.stack or store.path}")
     if args.json:
         _print_json({"key_id": args.key_id, "revoked": True})
     else:
@@ -372,6 +390,12 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------------
+
+
+def _stack_error() -> type[Exception]:
+    # Only --stack commands import botocore; the rest must not pay for it to name the error.
+    module = sys.modules.get("relaylog.aws.stack")
+    return module.StackError if module is not None else CommandError
 
 
 def build_parser(default_data_dir: Path) -> argparse.ArgumentParser:
@@ -385,6 +409,10 @@ def build_parser(default_data_dir: Path) -> argparse.ArgumentParser:
     )
     reader = _Parser(add_help=False, parents=[data])
     reader.add_argument("--json", action="store_true", help="machine-readable JSON output")
+    deployed = _Parser(add_help=False)
+    deployed.add_argument(
+        "--stack", metavar="NAME", help="the deployed AWS stack (CloudFormation name) instead of --data-dir"
+    )
     since = _Parser(add_help=False)
     since.add_argument(
         "--since",
@@ -428,18 +456,25 @@ def build_parser(default_data_dir: Path) -> argparse.ArgumentParser:
     )
     stats.set_defaults(run=cmd_stats)
 
-    query = commands.add_parser("query", parents=[reader], help="run SQL (DuckDB) on the `requests` view")
-    query.add_argument("sql", metavar="SQL", help='e.g. "SELECT model, count(*) FROM requests GROUP BY 1"')
+    query = commands.add_parser(
+        "query", parents=[reader, deployed], help="run SQL on `requests` (DuckDB locally, Athena with --stack)"
+    )
+    query.add_argument(
+        "sql",
+        metavar="SQL",
+        help='e.g. "SELECT model, count(*) FROM requests GROUP BY 1", or with --stack a saved query: '
+        "cost_by_day_model, cost_by_user, latency_p95_by_model, sessions, errors",
+    )
     query.set_defaults(run=cmd_query)
 
     keys = commands.add_parser("keys", help="manage relaylog API keys")
     key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
-    create = key_commands.add_parser("create", parents=[reader], help="create a key (shown once)")
+    create = key_commands.add_parser("create", parents=[reader, deployed], help="create a key (shown once)")
     create.add_argument("--name", help="a label to recognise the key by")
     create.set_defaults(run=cmd_keys_create)
-    key_list = key_commands.add_parser("list", parents=[reader], help="list keys (never the secrets)")
+    key_list = key_commands.add_parser("list", parents=[reader, deployed], help="list keys (never the secrets)")
     key_list.set_defaults(run=cmd_keys_list)
-    revoke = key_commands.add_parser("revoke", parents=[reader], help="revoke a key by id")
+    revoke = key_commands.add_parser("revoke", parents=[reader, deployed], help="revoke a key by id")
     revoke.add_argument("key_id", metavar="ID", help="key id, e.g. key_ab12cd34")
     revoke.set_defaults(run=cmd_keys_revoke)
     return parser
@@ -455,11 +490,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(exc.code or 0)
         if args.command != "serve":
             _show_warnings_on_stderr()
+        if getattr(args, "stack", None) and "--data-dir" in (argv if argv is not None else sys.argv[1:]):
+            raise UsageError("relaylog: error: --stack and --data-dir name two different stores; give one")
         return int(args.run(args))
     except UsageError as exc:
         print(exc, file=sys.stderr)
         return 2
-    except (CommandError, StoreError, KeyFileError) as exc:
+    except (CommandError, StoreError, KeyFileError, _stack_error()) as exc:
         print(f"relaylog: error: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:
