@@ -99,7 +99,7 @@ def _sink(
         bucket=stack.bucket,
         firehose=firehose or boto3.client("firehose", region_name=REGION),
         s3=s3 or boto3.client("s3", region_name=REGION),
-        metrics=Metrics(namespace="relaylog", service="proxy"),
+        metrics=lambda: Metrics(namespace="relaylog", service="proxy"),
         sleep=clock.sleep,
         jitter=lambda: 1.0,
         clock=lambda: clock.now,

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from .config import Settings
-from .cost import price
 from .exchange import Exchange
 from .providers.parsing import parse_response
 from .record import SCHEMA_VERSION, Record
@@ -66,6 +65,11 @@ def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> R
         if provider is None:
             cost_usd, cost_source = None, "unknown_model"
         else:
+            # Imported here, not at the top: genai-prices brings pydantic, ~160 ms of imports that a
+            # Lambda cold start would otherwise pay before its first response. Records are built
+            # after the response, so the first caller never waits for it.
+            from .cost import price
+
             cost_usd, cost_source = price(usage, priced_model, provider)
 
     latency_ms = _ms(exchange.started, exchange.finished)

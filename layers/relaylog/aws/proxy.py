@@ -1,13 +1,15 @@
-"""The proxy function's app: the relay with the Firehose sink and keys in DynamoDB."""
+"""The proxy function's app: the relay with the Firehose sink and keys in DynamoDB.
+
+Only what the first response needs is imported at start-up; prices (genai-prices) and metrics
+(Powertools) load when the first record is built and sent, after that response.
+"""
 
 from __future__ import annotations
 
 import os
-
-from aws_lambda_powertools import Metrics
+from typing import Any
 
 from ..config import Settings
-from ..cost import load_prices
 from ..relay.app import RelayApp
 from ..sinks.firehose import FirehoseSink
 from . import layout
@@ -23,8 +25,13 @@ def create_app() -> RelayApp:
         bucket=os.environ[layout.ENV_BUCKET],
         firehose=make_client("firehose"),
         s3=make_client("s3"),
-        metrics=Metrics(namespace="relaylog", service="proxy"),
+        metrics=_metrics,
     )
     keys = DynamoKeyStore(os.environ[layout.ENV_TABLE], make_client("dynamodb"))
-    load_prices()
     return RelayApp(settings, keys, sink)
+
+
+def _metrics() -> Any:
+    from aws_lambda_powertools import Metrics
+
+    return Metrics(namespace="relaylog", service="proxy")

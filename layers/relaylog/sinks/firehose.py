@@ -67,7 +67,7 @@ class FirehoseSink:
         bucket: str,
         firehose: Any,
         s3: Any,
-        metrics: Any,
+        metrics: Callable[[], Any],
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
@@ -77,7 +77,9 @@ class FirehoseSink:
         self.bucket = bucket
         self._firehose = firehose
         self._s3 = s3
-        self._metrics = metrics
+        # Created at the first flush: Powertools' import stays off the cold start's path.
+        self._make_metrics = metrics
+        self._metrics_: Any = None
         self._sleep = sleep
         self._jitter = jitter
         self._clock = clock
@@ -116,7 +118,7 @@ class FirehoseSink:
             unsent = self._spool(unsent)
         sent = {id(p) for p in ready} - {id(p) for p in unsent}
         self._queue = [p for p in self._queue if id(p) not in sent]
-        self._metrics.flush_metrics()
+        self._flush_metrics()
 
     def close(self) -> None:
         self.flush(CLOSE_TIMEOUT_S)
@@ -125,6 +127,10 @@ class FirehoseSink:
             for pending in self._queue:
                 log.error("record for request %s could not be sent to Firehose nor S3: lost", pending.request_id)
             self._queue = []
+            self._flush_metrics()
+
+    def _flush_metrics(self) -> None:
+        if self._metrics.metric_set:  # Powertools warns when asked to publish nothing
             self._metrics.flush_metrics()
 
     # -- bodies --------------------------------------------------------------------------------
@@ -204,6 +210,12 @@ class FirehoseSink:
                 continue
             self._count("RecordsSpilled", len(group))
         return left
+
+    @property
+    def _metrics(self) -> Any:
+        if self._metrics_ is None:
+            self._metrics_ = self._make_metrics()
+        return self._metrics_
 
     def _count(self, name: str, value: int = 1) -> None:
         self._metrics.add_metric(name=name, unit="Count", value=value)
