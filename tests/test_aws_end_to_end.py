@@ -4,8 +4,6 @@ and Parquet → the saved Athena queries on DuckDB. Then the same under faults."
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -20,43 +18,15 @@ from botocore.exceptions import ClientError
 from relaylog.aws import layout
 from relaylog.aws.proxy import create_app
 from relaylog.providers.registry import PROVIDERS
-from relaylog.runtime.loop import serve
-from relaylog.runtime.runtime_api import RuntimeAPI
 
 from tests.standin import StandIn
 from tests.support.aggregator import invoke, load_aggregator
 from tests.support.aws import REGION, Stack
 from tests.support.lambda_emulator import LambdaEmulator
+from tests.support.lambda_runtime import InProcessRuntime
 from tests.test_queries import QUERIES
 from tests.test_sdk_openai import call
 from tests.test_sink_firehose import Flaky, _error
-
-
-class InProcessRuntime:
-    """relaylog's runtime loop on a thread of this process, so it shares moto's mock."""
-
-    def __init__(self, emulator: LambdaEmulator) -> None:
-        self.app = create_app()
-        self._api = RuntimeAPI(emulator.runtime_api)
-        self._loop = asyncio.new_event_loop()
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        async def main() -> None:
-            self._stop = asyncio.Event()
-            await serve(self.app, self._api, self._stop)
-
-        self._loop.run_until_complete(main())
-
-    def __enter__(self) -> InProcessRuntime:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(15)
 
 
 @pytest.fixture
@@ -66,7 +36,7 @@ def deployed(
     for name in PROVIDERS:
         monkeypatch.setenv(f"RELAYLOG_UPSTREAM_{name.upper()}", standin.url)
     standin.fault = None
-    with LambdaEmulator() as emulator, InProcessRuntime(emulator) as runtime:
+    with LambdaEmulator() as emulator, InProcessRuntime(emulator, create_app()) as runtime:
         yield aws_stack, emulator, runtime
 
 

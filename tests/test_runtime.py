@@ -51,20 +51,28 @@ def _chat(stream: bool, **extra: Any) -> dict[str, Any]:
     return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hi"}], "stream": stream, **extra}
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("client_asks_usage", [False, True])
 def test_the_openai_sdk_streams_through_the_runtime_exactly_as_directly(
-    runtime: LambdaRuntime, standin: StandIn
+    mode: str, client_asks_usage: bool, runtime: LambdaRuntime, standin: StandIn
 ) -> None:
-    for mode in ("sync", "async"):
-        fn = lambda c: c.chat.completions.create(**_chat(True))  # noqa: E731
-        direct = call(mode, standin.url + "/v1", fn)
-        request_id = str(uuid.uuid4())
-        relayed = call(mode, runtime.emulator.url + "/v1", fn, {"Helicone-Request-Id": request_id})
-        assert [c.model_dump() for c in relayed.result] == [c.model_dump() for c in direct.result]
-        assert len(relayed.result) > 3
-        runtime.emulator.settle()
-        record = runtime.record(request_id)
-        assert record["stream"] is True and record["status"] == 200 and record["error_type"] is None
-        assert record["usage_source"] == "provider_injected" and record["output_tokens"] > 0
+    extra = {"stream_options": {"include_usage": True}} if client_asks_usage else {}
+    fn = lambda c: c.chat.completions.create(**_chat(True, **extra))  # noqa: E731
+    direct = call(mode, standin.url + "/v1", fn)
+    request_id = str(uuid.uuid4())
+    relayed = call(mode, runtime.emulator.url + "/v1", fn, {"Helicone-Request-Id": request_id})
+    # Same chunks, same order, same content; with the usage chunk exactly when the client asked.
+    assert [c.model_dump() for c in relayed.result] == [c.model_dump() for c in direct.result]
+    assert len(relayed.result) > 3
+    assert (relayed.result[-1].usage is not None) is client_asks_usage
+    runtime.emulator.settle()
+    record = runtime.record(request_id)
+    assert record["stream"] is True and record["status"] == 200 and record["error_type"] is None
+    assert record["usage_source"] == ("provider" if client_asks_usage else "provider_injected")
+    assert record["output_tokens"] > 0
+    if client_asks_usage:
+        usage = relayed.result[-1].usage
+        assert (record["input_tokens"], record["output_tokens"]) == (usage.prompt_tokens, usage.completion_tokens)
 
 
 def test_non_streamed_calls_and_errors_match_direct_calls(runtime: LambdaRuntime, standin: StandIn) -> None:
@@ -116,19 +124,27 @@ def test_base64_bodies_cookies_query_and_repeated_headers_reach_the_provider(
     assert runtime.record(event["headers"]["helicone-request-id"])["properties"] == {"team": "search"}
 
 
-def test_records_are_on_disk_before_the_runtime_asks_for_the_next_event(runtime: LambdaRuntime) -> None:
+def test_records_are_written_after_each_response_and_before_the_next_event(runtime: LambdaRuntime) -> None:
     emulator = runtime.emulator
     emulator.settle()
     emulator.probe = lambda: len(runtime.records())
     try:
         before = len(runtime.records())
-        start = len(emulator.probes)
-        for _ in range(3):
-            emulator.invoke(_event("function_url_stream_chat.json"))
+        start = len(emulator.timeline)
+        ids = [emulator.invoke(_event("function_url_stream_chat.json")).request_id for _ in range(3)]
         emulator.settle()
-        assert emulator.probes[start:] == [before + 1, before + 2, before + 3]
     finally:
         emulator.probe = None
+    # Each response is complete before its record exists (the client never waits for logging),
+    # and the record is on disk before the runtime asks for more work (nothing left to freeze).
+    assert emulator.timeline[start:] == [
+        ("response", ids[0], before),
+        ("next", None, before + 1),
+        ("response", ids[1], before + 1),
+        ("next", None, before + 2),
+        ("response", ids[2], before + 2),
+        ("next", None, before + 3),
+    ]
 
 
 def test_a_provider_cut_mid_stream_ends_with_error_trailers(runtime: LambdaRuntime) -> None:
@@ -171,9 +187,10 @@ def test_errors_before_the_first_byte_are_relaylogs_own_status(runtime: LambdaRu
 def test_an_event_that_is_not_a_function_url_request_is_an_invocation_error(runtime: LambdaRuntime) -> None:
     outcome = runtime.emulator.invoke({"Records": []})
     assert outcome.error_type == "Runtime.InvalidEvent" and outcome.prelude is None
-    assert "not a Function URL event" in outcome.error["errorMessage"]
+    assert outcome.error is not None and "not a Function URL event" in outcome.error["errorMessage"]
     # And the runtime goes on serving.
-    assert runtime.emulator.invoke(_event("function_url_stream_chat.json")).prelude["statusCode"] == 200
+    served = runtime.emulator.invoke(_event("function_url_stream_chat.json"))
+    assert served.prelude is not None and served.prelude["statusCode"] == 200
 
 
 def test_the_client_going_away_mid_stream_is_recorded_and_the_provider_released(runtime: LambdaRuntime) -> None:
@@ -213,6 +230,21 @@ def test_sigterm_flushes_and_exits(standin: StandIn, tmp_path: Path) -> None:
         emulator.wait_polled(before + 2)
         code, output = runtime.stop(signal.SIGTERM)
     assert code == 0, output
+    assert len(runtime.records()) == 1
+
+
+def test_sigterm_mid_call_lets_the_call_finish_then_flushes_and_exits(standin: StandIn, tmp_path: Path) -> None:
+    event = _event("function_url_stream_chat.json")
+    event["headers"] = {**event["headers"], "x-standin-fault": "chunk-delay-ms=100"}
+    with LambdaEmulator() as emulator, LambdaRuntime(emulator, tmp_path, standin.url) as runtime:
+        outcome = emulator.invoke(event, wait=False)
+        deadline = time.monotonic() + 10
+        while not outcome.chunks and time.monotonic() < deadline:
+            time.sleep(0.005)
+        code, output = runtime.stop(signal.SIGTERM)
+    assert code == 0, output
+    assert outcome.done.is_set() and outcome.trailers == {} and outcome.body.endswith(b"data: [DONE]\n\n")
+    assert emulator.next_calls == 1  # it stopped instead of asking for more work
     assert len(runtime.records()) == 1
 
 

@@ -82,3 +82,12 @@ def test_a_mid_stream_failure_from_the_official_client_arrives_as_trailers(node_
     report = outcome.error_trailer()
     assert report is not None
     assert report["errorType"] == "Error" and report["errorMessage"] == "failed after 2 chunks"
+
+
+def test_the_official_client_reads_large_events_framed_as_the_runtime_api_frames_them(
+    node_runtime: LambdaEmulator,
+) -> None:
+    # Over 2 KiB the emulator sends the event chunked, as the Runtime API (Go's net/http) does.
+    outcome = node_runtime.invoke({"body": json.dumps(_spec(padding="x" * 50_000))}, timeout_s=20)
+    assert outcome.prelude is not None and outcome.prelude["statusCode"] == 201
+    assert outcome.chunks == [b"data: one\n\n", b"data: two\n\n", b"data: [DONE]\n\n"]

@@ -2,9 +2,14 @@
 
 The runtime side speaks what AWS's Runtime API speaks (GET next; streamed responses in chunked
 encoding with a JSON prelude, 8 NUL bytes and optional error trailers; invocation and init error
-reports), parsed with h11 so chunk boundaries and trailers are read exactly as sent. The front turns
-each HTTP request into a payload 2.0 event and streams the runtime's body back as it arrives; error
-trailers cut the client's connection, as AWS does.
+reports), parsed with h11 so chunk boundaries and trailers are read exactly as sent. Events go out
+framed as the real Runtime API (Go's net/http) frames them: with Content-Length up to 2 KiB, chunked
+above. The front turns each HTTP request into a payload 2.0 event and streams the runtime's body back
+as it arrives; error trailers cut the client's connection, as AWS does.
+
+Use: `with LambdaEmulator() as emulator:` start a runtime with `AWS_LAMBDA_RUNTIME_API=
+emulator.runtime_api`, then `emulator.invoke(event)` returns its `Outcome` (or call `emulator.url`
+with any HTTP client).
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ import orjson
 
 PRELUDE_END = b"\0" * 8
 _PATH = "/2018-06-01/runtime"
+# Go's net/http buffers this much of a response before it must choose its framing: a body that
+# fits goes out with Content-Length, a larger one chunked.
+_GO_BUFFER = 2048
 
 
 @dataclass
@@ -33,6 +41,7 @@ class Outcome:
     request_id: str
     event: Any
     deadline_ms: int
+    trace_id: str
     headers: dict[str, str] = field(default_factory=dict)  # of the response POST
     prelude: dict[str, Any] | None = None
     chunks: list[bytes] = field(default_factory=list)  # body chunks after the prelude, as framed
@@ -43,8 +52,8 @@ class Outcome:
     buffered: bytes | None = None  # a non-streamed response body
     client_gone: bool = False
     done: threading.Event = field(default_factory=threading.Event)
-    # Internal: front ↔ runtime hand-over on the emulator's loop.
-    _updates: asyncio.Queue[tuple[str, Any]] | None = None
+    # Internal: front ↔ runtime hand-over, used on the emulator's loop only.
+    _updates: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
     _runtime_writer: asyncio.StreamWriter | None = None
 
     @property
@@ -62,10 +71,13 @@ class LambdaEmulator:
         self.outcomes: list[Outcome] = []
         self.init_errors: list[dict[str, Any]] = []
         self.next_calls = 0
-        # Called (on the emulator's thread) whenever the runtime asks for the next event; its
-        # results, in order, let a test see what had happened by then (records flushed, say).
+        # What the runtime did, in order: ("next", None, p) when it asked for an event,
+        # ("response", request_id, p) when a response body had fully arrived (before the runtime
+        # is told it was accepted), ("error", request_id, p) for an invocation error report. p is
+        # `probe()` called right then on the emulator's thread (None without a probe): what the
+        # test wants to know about that moment (how many records were on disk, say).
+        self.timeline: list[tuple[str, str | None, Any]] = []
         self.probe: Callable[[], Any] | None = None
-        self.probes: list[Any] = []
         self._loop = asyncio.new_event_loop()
         self._pending: asyncio.Queue[Outcome] | None = None
         self._ready = threading.Event()
@@ -123,16 +135,16 @@ class LambdaEmulator:
 
     def _new_outcome(self, event: Any, timeout_s: float | None) -> Outcome:
         deadline_ms = int((time.time() + (timeout_s or self.timeout_s)) * 1000)
-        outcome = Outcome(str(uuid.uuid4()), event, deadline_ms)
+        trace_id = f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Sampled=0"
+        outcome = Outcome(str(uuid.uuid4()), event, deadline_ms, trace_id)
         self.outcomes.append(outcome)
 
-        def enqueue() -> None:
-            outcome._updates = asyncio.Queue()
-            assert self._pending is not None
-            self._pending.put_nowait(outcome)
-
-        self._loop.call_soon_threadsafe(enqueue)
+        assert self._pending is not None
+        self._loop.call_soon_threadsafe(self._pending.put_nowait, outcome)
         return outcome
+
+    def _mark(self, kind: str, request_id: str | None) -> None:
+        self.timeline.append((kind, request_id, self.probe() if self.probe is not None else None))
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -160,9 +172,12 @@ class LambdaEmulator:
                 headers = {k.decode().lower(): v.decode() for k, v in event.headers}
                 if event.method == b"GET" and target == f"{_PATH}/invocation/next":
                     await _drain_request(conn, reader)
-                    await self._answer_next(conn, writer)
+                    await self._answer_next(conn, reader, writer)
                 elif target.endswith("/response"):
                     outcome = self._find(target.split("/")[-2])
+                    if outcome.client_gone:
+                        self._settle(outcome, ("broken", None))
+                        return  # the Function URL client left before the response began
                     outcome._runtime_writer = writer
                     await self._read_response(conn, reader, outcome, headers)
                     _send(writer, conn, h11.Response(status_code=202, headers=[("content-length", "16")]))
@@ -175,6 +190,7 @@ class LambdaEmulator:
                     else:
                         outcome = self._find(target.split("/")[-2])
                         outcome.error, outcome.error_type = report, headers.get("lambda-runtime-function-error-type")
+                        self._mark("error", outcome.request_id)
                         self._settle(outcome, ("error", report))
                     _send(writer, conn, h11.Response(status_code=202, headers=[("content-length", "2")]))
                     _send(writer, conn, h11.Data(data=b"{}"), h11.EndOfMessage())
@@ -195,20 +211,34 @@ class LambdaEmulator:
         finally:
             writer.close()
 
-    async def _answer_next(self, conn: h11.Connection, writer: asyncio.StreamWriter) -> None:
+    async def _answer_next(
+        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self.next_calls += 1
-        if self.probe is not None:
-            self.probes.append(self.probe())
+        self._mark("next", None)
         assert self._pending is not None
-        outcome = await self._pending.get()
+        getter = asyncio.ensure_future(self._pending.get())
+        # A runtime that stops hangs up while it waits: its event must go to the next runtime.
+        hangup = asyncio.ensure_future(reader.read(1))
+        await asyncio.wait({getter, hangup}, return_when=asyncio.FIRST_COMPLETED)
+        if hangup.done():
+            if getter.done():
+                self._pending.put_nowait(getter.result())
+            getter.cancel()
+            raise ConnectionError("the runtime stopped waiting for an event")
+        hangup.cancel()
+        await asyncio.gather(hangup, return_exceptions=True)
+        outcome = getter.result()
         body = outcome.event if isinstance(outcome.event, bytes) else orjson.dumps(outcome.event)
+        # Without Content-Length h11 frames the body chunked, as Go does for a body this large.
+        length = [("content-length", str(len(body)))] if len(body) <= _GO_BUFFER else []
         headers = [
             ("content-type", "application/json"),
-            ("content-length", str(len(body))),
+            *length,
             ("lambda-runtime-aws-request-id", outcome.request_id),
             ("lambda-runtime-deadline-ms", str(outcome.deadline_ms)),
             ("lambda-runtime-invoked-function-arn", "arn:aws:lambda:us-east-1:123456789012:function:relaylog-proxy"),
-            ("lambda-runtime-trace-id", f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Sampled=0"),
+            ("lambda-runtime-trace-id", outcome.trace_id),
         ]
         _send(writer, conn, h11.Response(status_code=200, headers=headers), h11.Data(data=body), h11.EndOfMessage())
 
@@ -243,6 +273,7 @@ class LambdaEmulator:
                 outcome.trailers = {k.decode().lower(): v.decode() for k, v in event.headers}
                 if not streaming:
                     outcome.buffered = b"".join(buffered)
+                self._mark("response", outcome.request_id)
                 self._settle(outcome, ("end", outcome.trailers))
                 return
             else:
@@ -255,8 +286,7 @@ class LambdaEmulator:
         self._update(outcome, ("chunk", data))
 
     def _update(self, outcome: Outcome, update: tuple[str, Any]) -> None:
-        if outcome._updates is not None:
-            outcome._updates.put_nowait(update)
+        outcome._updates.put_nowait(update)
 
     def _settle(self, outcome: Outcome, update: tuple[str, Any]) -> None:
         self._update(outcome, update)
@@ -291,19 +321,26 @@ class LambdaEmulator:
     async def _relay_to_client(
         self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, outcome: Outcome
     ) -> bool:
-        while outcome._updates is None:
-            await asyncio.sleep(0)
-        watch = asyncio.ensure_future(reader.read(1))  # EOF here: the client went away
+        # EOF on the client's side while its response is under way: the client went away.
+        watch: asyncio.Future[bytes] | None = asyncio.ensure_future(reader.read(1))
         try:
             while True:
                 getter = asyncio.ensure_future(outcome._updates.get())
-                done, _ = await asyncio.wait({getter, watch}, return_when=asyncio.FIRST_COMPLETED)
+                waiting: set[asyncio.Future[Any]] = {getter} if watch is None else {getter, watch}
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if watch is not None and watch in done:
+                    early = b"" if watch.exception() is not None else watch.result()
+                    watch = None
+                    if not early:
+                        getter.cancel()
+                        outcome.client_gone = True
+                        if outcome._runtime_writer is not None:
+                            outcome._runtime_writer.transport.abort()
+                        return False
+                    conn.receive_data(early)  # the client's next request, sent ahead: h11 keeps it
                 if getter not in done:
                     getter.cancel()
-                    outcome.client_gone = True
-                    if outcome._runtime_writer is not None:
-                        outcome._runtime_writer.transport.abort()
-                    return False
+                    continue
                 kind, value = getter.result()
                 if kind == "prelude":
                     headers = [(k, v) for k, v in (value.get("headers") or {}).items()]
@@ -330,8 +367,12 @@ class LambdaEmulator:
                     return False
                 await writer.drain()
         finally:
-            if not watch.done():
+            if watch is not None:
+                # The reader allows one waiting read: this one must be gone before the next request.
                 watch.cancel()
+                (last,) = await asyncio.gather(watch, return_exceptions=True)
+                if isinstance(last, bytes) and last:
+                    conn.receive_data(last)  # it had read the next request's first byte
 
 
 def _internal_error(writer: asyncio.StreamWriter, conn: h11.Connection) -> None:

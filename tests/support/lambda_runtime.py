@@ -1,16 +1,21 @@
-"""relaylog's Lambda runtime as Lambda starts it: the exec wrapper, in its own process, talking to
-the Runtime API emulator, with the local sink so tests can read the records."""
+"""relaylog's Lambda runtime against the Runtime API emulator: as Lambda starts it (the exec
+wrapper, in its own process, with the local sink so tests can read the records), or its loop on a
+thread of the test process with any app."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 from relaylog.providers.registry import PROVIDERS
+from relaylog.runtime.loop import serve
+from relaylog.runtime.runtime_api import RuntimeAPI
 
 from tests.support.lambda_emulator import LambdaEmulator
 from tests.support.proxy import read_records
@@ -61,3 +66,33 @@ class LambdaRuntime:
         found = [r for r in self.records() if r["request_id"] == request_id]
         assert len(found) == 1, f"{len(found)} records for {request_id}"
         return found[0]
+
+
+class InProcessRuntime:
+    """relaylog's runtime loop (`serve`) for `app` on a thread of this process: tests can hand it
+    any app and look inside it, and it shares the process's mocks (moto)."""
+
+    def __init__(self, emulator: LambdaEmulator, app: Any) -> None:
+        self.app = app
+        self._api = RuntimeAPI(emulator.runtime_api)
+        self._loop = asyncio.new_event_loop()
+        self._stop = asyncio.Event()
+        self._thread = threading.Thread(target=self._run, name="relaylog-runtime", daemon=True)
+
+    def _run(self) -> None:
+        self._loop.run_until_complete(serve(self.app, self._api, self._stop))
+        self._loop.close()
+
+    def __enter__(self) -> InProcessRuntime:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """What SIGTERM does: the loop ends after the invocation under way, flushing and closing."""
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(15)
+        assert not self._thread.is_alive(), "the runtime loop did not stop"
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib
-import os
 from typing import Any
 
 from .events import EventError, to_asgi
+from .factory import create_app
 from .invoke import error_body, invoke
 
 _TEXT_TYPES = ("text/", "application/json", "application/x-ndjson", "application/xml")
+_JSON_HEADERS = {"content-type": "application/json"}
+# A response that failed after it started can still be an error here: nothing reached the client.
+_FAILED_STATUS = {"Relay.internal_error": 500, "Relay.function_timeout": 504}
 
 
 class BufferedResponse:
@@ -28,7 +30,7 @@ class BufferedResponse:
         self.headers: dict[str, str] = {}
         self.cookies: list[str] = []
         self.chunks: list[bytes] = []
-        self.failed: str | None = None
+        self.failed: tuple[str, str] | None = None
 
     @property
     def closed(self) -> asyncio.Event:
@@ -44,13 +46,13 @@ class BufferedResponse:
         return None
 
     async def fail(self, error_type: str, message: str) -> None:
-        self.failed = error_type
+        self.failed = (error_type, message)
 
     def result(self) -> dict[str, Any]:
         if self.failed is not None:
-            # Nothing has reached the client yet, so a response cut short can still be an error.
-            self.status, self.headers, self.cookies = 502, {"content-type": "application/json"}, []
-            self.chunks = [error_body("upstream_disconnect", "The provider ended the response early")]
+            error_type, message = self.failed
+            self.status, self.headers, self.cookies = _FAILED_STATUS.get(error_type, 502), dict(_JSON_HEADERS), []
+            self.chunks = [error_body(error_type.removeprefix("Relay."), message)]
         body = b"".join(self.chunks)
         content_type = self.headers.get("content-type", "")
         text = content_type.startswith(_TEXT_TYPES) and "content-encoding" not in self.headers
@@ -76,11 +78,8 @@ class _Host:
     (the aiohttp session belongs to the loop)."""
 
     def __init__(self) -> None:
-        module_name, _, attribute = os.environ.get("RELAYLOG_APP_FACTORY", "relaylog.aws.proxy:create_app").partition(
-            ":"
-        )
         self.loop = asyncio.new_event_loop()
-        self.app = getattr(importlib.import_module(module_name), attribute)()
+        self.app = create_app()
         self.loop.run_until_complete(self.app.startup())
 
 
@@ -95,7 +94,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         scope, body = to_asgi(event)
     except EventError as exc:
         failed = BufferedResponse()
-        failed.status, failed.headers = 400, {"content-type": "application/json"}
+        failed.status, failed.headers = 400, dict(_JSON_HEADERS)
         failed.chunks = [error_body("invalid_request", str(exc))]
         return failed.result()
     response = BufferedResponse()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 from typing import Any
 from urllib.parse import unquote
 
@@ -15,23 +16,22 @@ class EventError(ValueError):
 
 def to_asgi(event: dict[str, Any]) -> tuple[Scope, bytes]:
     try:
-        http = event["requestContext"]["http"]
+        context = event["requestContext"]
+        http = context["http"]
         method = str(http["method"]).upper()
         raw_path = str(event.get("rawPath") or http.get("path") or "/")
-    except (KeyError, TypeError) as exc:
-        raise EventError(f"not a Function URL event: missing {exc}") from exc
-    headers: list[tuple[bytes, bytes]] = []
-    # Lambda joins repeated request headers with commas; HTTP says that is the same header.
-    for name, value in (event.get("headers") or {}).items():
-        headers.append((name.lower().encode("latin-1"), str(value).encode("latin-1")))
-    cookies = event.get("cookies")
-    if cookies:
-        headers.append((b"cookie", "; ".join(cookies).encode("latin-1")))
-    body = event.get("body") or ""
-    try:
+        # Lambda joins repeated request headers with commas; HTTP says that is the same header.
+        headers = [(_wire(name.lower()), _wire(value)) for name, value in (event.get("headers") or {}).items()]
+        cookies = event.get("cookies")
+        if cookies:
+            headers.append((b"cookie", _wire("; ".join(cookies))))
+        body = event.get("body") or ""
         data = base64.b64decode(body, validate=True) if event.get("isBase64Encoded") else body.encode("utf-8")
-    except ValueError as exc:
+        query = _wire(event.get("rawQueryString") or "")
+    except binascii.Error as exc:
         raise EventError("isBase64Encoded is set but the body is not base64") from exc
+    except (KeyError, TypeError, AttributeError, UnicodeError) as exc:
+        raise EventError(f"not a Function URL event: {type(exc).__name__} {exc}") from exc
     source_ip = http.get("sourceIp")
     scope: Scope = {
         "type": "http",
@@ -40,11 +40,21 @@ def to_asgi(event: dict[str, Any]) -> tuple[Scope, bytes]:
         "method": method,
         "scheme": "https",
         "path": unquote(raw_path),
-        "raw_path": raw_path.encode("latin-1"),
-        "query_string": str(event.get("rawQueryString") or "").encode("latin-1"),
+        "raw_path": _wire(raw_path),
+        "query_string": query,
         "root_path": "",
         "headers": headers,
         "client": (source_ip, 0) if source_ip else None,
-        "server": (str((event.get("requestContext") or {}).get("domainName") or "lambda"), 443),
+        "server": (str(context.get("domainName") or "lambda"), 443),
     }
     return scope, data
+
+
+def _wire(text: object) -> bytes:
+    """Text as HTTP bytes. Lambda hands over str; a character beyond latin-1 can only have come
+    as UTF-8 on the wire, and must not make the runtime fail the whole request."""
+    value = str(text)
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8")

@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 import time
-from typing import Any
+from collections.abc import Callable
 
 from ..relay.app import RelayApp
 from .events import EventError, to_asgi
@@ -49,8 +49,11 @@ async def serve(app: RelayApp, api: RuntimeAPI, stop: asyncio.Event) -> None:
 
 
 async def handle(app: RelayApp, api: RuntimeAPI, invocation: Invocation) -> None:
+    # What X-Ray and Powertools read; one invocation's trace must not leak into the next.
     if invocation.trace_id:
-        os.environ["_X_AMZN_TRACE_ID"] = invocation.trace_id  # what X-Ray and Powertools read
+        os.environ["_X_AMZN_TRACE_ID"] = invocation.trace_id
+    else:
+        os.environ.pop("_X_AMZN_TRACE_ID", None)
     try:
         if not isinstance(invocation.event, dict):
             raise EventError("the event is not a JSON object")
@@ -59,9 +62,11 @@ async def handle(app: RelayApp, api: RuntimeAPI, invocation: Invocation) -> None
         await api.invocation_error(invocation.request_id, "Runtime.InvalidEvent", str(exc))
         return
     stream = api.respond(invocation.request_id)
-    timeout = max(invocation.remaining() - DEADLINE_MARGIN_S, 0.0)
     try:
-        await asyncio.wait_for(invoke(app, scope, body, stream), timeout)
+        # In this task rather than wait_for's own, so that even a deadline already past reaches the
+        # app as a cancellation and the client gets a 504, not silence.
+        async with asyncio.timeout(max(invocation.remaining() - DEADLINE_MARGIN_S, 0.0)):
+            await invoke(app, scope, body, stream)
     except TimeoutError:
         log.warning(
             "request %s stopped %.1f s before the invocation deadline", invocation.request_id, DEADLINE_MARGIN_S
@@ -70,7 +75,7 @@ async def handle(app: RelayApp, api: RuntimeAPI, invocation: Invocation) -> None
         log.warning("invocation %s: the response stream broke: %s", invocation.request_id, type(exc).__name__)
 
 
-async def run(factory: Any, address: str) -> int:
+async def run(factory: Callable[[], RelayApp], address: str) -> int:
     api = RuntimeAPI(address)
     try:
         app = factory()

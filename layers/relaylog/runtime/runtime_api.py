@@ -87,9 +87,7 @@ class RuntimeAPI:
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
             await writer.drain()
             status, response_headers = await read_head(reader)
-            length = int(response_headers.get("content-length", "0") or 0)
-            data = await reader.readexactly(length) if length else b""
-            return status, response_headers, data
+            return status, response_headers, await read_body(reader, response_headers)
         finally:
             writer.close()
 
@@ -106,6 +104,26 @@ async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
     return int(parts[1]), headers
+
+
+async def read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+    """A response body in whichever framing it came. The Runtime API is Go's net/http, which sends
+    an event larger than its 2 KiB write buffer chunked, without Content-Length."""
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        parts: list[bytes] = []
+        while True:
+            size_line = await reader.readuntil(b"\r\n")
+            size = int(size_line.split(b";", 1)[0], 16)  # int() ignores the CRLF
+            if size == 0:
+                while await reader.readuntil(b"\r\n") != b"\r\n":
+                    pass  # trailers: none that this client needs
+                return b"".join(parts)
+            parts.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+    length = headers.get("content-length")
+    if length is not None:
+        return await reader.readexactly(int(length))
+    return await reader.read()  # delimited by the end of the connection (we ask for `close`)
 
 
 class StreamedResponse:
@@ -168,7 +186,9 @@ class StreamedResponse:
             if self._answer is not None:
                 status = await self._answer
                 if status >= 300:
-                    raise RuntimeAPIError(f"the Runtime API refused the response: {status}")
+                    # Nothing more can reach the client: the same outcome as a broken connection.
+                    self._closed.set()
+                    raise ConnectionError(f"the Runtime API refused the response: {status}")
         finally:
             writer.close()
 
