@@ -42,16 +42,32 @@ def _exchange(body_bytes: int = 60) -> Exchange:
     return exchange
 
 
-class Flaky:
-    """A client that fails chosen calls (or entries of PutRecordBatch) and otherwise delegates."""
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
 
-    def __init__(self, real: Any, plan: list[Any] | None = None) -> None:
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+class Flaky:
+    """A client that fails chosen calls (or entries of PutRecordBatch) and otherwise delegates.
+
+    With a clock, each call takes `call_s` of its time: a slow service."""
+
+    def __init__(self, real: Any, plan: list[Any] | None = None, clock: Clock | None = None, call_s: float = 0) -> None:
         self.real = real
         self.plan = list(plan or [])  # per call: None (pass), an exception, or a set of entry indexes to fail
         self.calls: list[int] = []
+        self.keys: list[str] = []
+        self.clock = clock
+        self.call_s = call_s
 
     def put_record_batch(self, **kwargs: Any) -> Any:
         self.calls.append(len(kwargs["Records"]))
+        self._take_time()
         step = self.plan.pop(0) if self.plan else None
         if isinstance(step, Exception):
             raise step
@@ -69,24 +85,20 @@ class Flaky:
         return self.real.put_record_batch(**kwargs)
 
     def put_object(self, **kwargs: Any) -> Any:
+        self.keys.append(kwargs["Key"])
+        self._take_time()
         step = self.plan.pop(0) if self.plan else None
         if isinstance(step, Exception):
             raise step
         return self.real.put_object(**kwargs)
 
+    def _take_time(self) -> None:
+        if self.clock is not None:
+            self.clock.now += self.call_s
+
 
 def _error(code: str) -> ClientError:
     return ClientError({"Error": {"Code": code, "Message": code}}, "PutRecordBatch")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 def _sink(
@@ -257,14 +269,61 @@ def test_records_are_counted_lost_only_when_close_cannot_send_them(
     down = _error("ServiceUnavailableException")
     firehose = Flaky(boto3.client("firehose", region_name=REGION), plan=[down] * 100)
     s3 = Flaky(boto3.client("s3", region_name=REGION), plan=[EndpointConnectionError(endpoint_url="https://s3")] * 100)
-    sink = _sink(aws_stack, firehose=firehose, s3=s3)
-    exchange = _exchange()
+    clock = Clock()
+    sink = _sink(aws_stack, firehose=firehose, s3=s3, clock=clock)
+    exchange = _exchange(200)
     sink.submit(exchange)
     sink.flush(5)
     assert "RecordsLost" not in _metrics(capsys.readouterr().out)
+    calls, slept = len(firehose.calls), len(clock.slept)
     sink.close()
+    # Within Lambda's shutdown window: one try at Firehose, none of the backoff waits.
+    assert len(firehose.calls) == calls + 1 and len(clock.slept) == slept
     assert _metrics(capsys.readouterr().out)["RecordsLost"] == 1
     assert exchange.request_id in caplog.text and "xxxx" not in caplog.text  # the id, never the content
+
+
+def test_batches_left_when_the_budget_runs_out_stay_queued(aws_stack: Stack) -> None:
+    clock = Clock()
+    firehose = Flaky(boto3.client("firehose", region_name=REGION), clock=clock, call_s=2.5)
+    sink = _sink(aws_stack, firehose=firehose, clock=clock)
+    for _ in range(600):
+        sink.submit(_exchange())
+    sink.flush(0)  # no time at all: nothing is tried
+    assert firehose.calls == [] and sink.queued == 600
+    sink.flush(2.0)  # the first call takes 2.5 s: the second batch waits, it is not spooled
+    assert firehose.calls == [500] and sink.queued == 100
+    assert aws_stack.objects("spool/") == []
+    sink.flush(2.0)
+    assert firehose.calls == [500, 100] and sink.queued == 0
+    assert len(_delivered(aws_stack)) == 600
+
+
+def test_body_uploads_stop_when_the_budget_runs_out_and_resume_without_repeats(aws_stack: Stack) -> None:
+    clock = Clock()
+    s3 = Flaky(boto3.client("s3", region_name=REGION), clock=clock, call_s=2.5)
+    sink = _sink(aws_stack, s3=s3, clock=clock)
+    exchanges = [_exchange(300 * 1024) for _ in range(2)]
+    for e in exchanges:
+        sink.submit(e)
+    sink.flush(2.0)
+    assert len(s3.keys) == 1 and sink.queued == 2 and aws_stack.objects("raw/") == []
+    sink.flush(10.0)
+    assert len(s3.keys) == 2 and len(set(s3.keys)) == 2  # the first body was not uploaded again
+    assert sorted(r["request_id"] for r in _delivered(aws_stack)) == sorted(e.request_id for e in exchanges)
+
+
+def test_an_exchange_that_cannot_become_a_record_is_counted_lost(
+    aws_stack: Stack, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = _sink(aws_stack)
+    broken = _exchange()
+    broken.response_chunks = None  # type: ignore[assignment]
+    sink.submit(broken)
+    assert sink.queued == 0
+    sink.flush(5)
+    assert _metrics(capsys.readouterr().out) == {"RecordsLost": 1}
+    assert broken.request_id in caplog.text
 
 
 def test_the_lambda_app_records_a_real_call_through_firehose(

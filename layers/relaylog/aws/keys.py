@@ -15,6 +15,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..keys import KeyInfo, describe, hash_key, new_secret, now
 from . import layout
+from .clients import make_client
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,9 @@ def _info(item: dict[str, Any]) -> KeyInfo:
 
 
 class DynamoKeyStore:
-    def __init__(self, table: str, client: Any, reload_interval_s: float = RELOAD_INTERVAL_S) -> None:
+    def __init__(self, table: str, client: Any = None, reload_interval_s: float = RELOAD_INTERVAL_S) -> None:
         self.table = table
-        self._client = client
+        self._client = client or make_client("dynamodb")
         self._reload_interval_s = reload_interval_s
         self._active: dict[str, str] = {}
         self._checked_at = float("-inf")

@@ -35,7 +35,9 @@ BACKOFF_BASE_S = 0.05
 BACKOFF_CAP_S = 2.0
 # Time kept back from the flush budget for the S3 spool, should Firehose not take the records.
 SPOOL_RESERVE_S = 1.0
-CLOSE_TIMEOUT_S = 10.0
+# close() runs after SIGTERM, and Lambda sends SIGKILL 300 ms later (500 ms with an internal
+# extension): one try each at Firehose and the spool, and the loss count out, before that.
+CLOSE_TIMEOUT_S = 0.25
 _THROTTLED = frozenset({"ServiceUnavailableException", "ThrottlingException", "InternalFailure"})
 
 
@@ -99,6 +101,7 @@ class FirehoseSink:
                 line = orjson.dumps(record) + b"\n"
         except Exception:
             log.exception("could not build the record for request %s", exchange.request_id)
+            self._count("RecordsLost")
             return
         self._queue.append(
             _Pending(record["request_id"], line, f"dt={record['dt']}/hour={record['hour']}", bodies.items)
@@ -109,15 +112,16 @@ class FirehoseSink:
         return len(self._queue)
 
     def flush(self, timeout_s: float) -> None:
-        if not self._queue:
-            return
-        deadline = self._clock() + timeout_s
-        ready = self._upload_bodies(self._queue)
-        unsent = self._put_batches(ready, deadline)
-        if unsent:
-            unsent = self._spool(unsent)
-        sent = {id(p) for p in ready} - {id(p) for p in unsent}
-        self._queue = [p for p in self._queue if id(p) not in sent]
+        """Bodies, then records, each step started only while the budget lasts; a record Firehose
+        would not take is spooled to S3 (in the time kept back for that); the rest stays queued."""
+        if self._queue:
+            deadline = self._clock() + timeout_s
+            ready = self._upload_bodies(self._queue, deadline)
+            tried, refused = self._put_batches(ready, deadline)
+            if refused:
+                refused = self._spool(refused)
+            done = {id(p) for p in tried} - {id(p) for p in refused}
+            self._queue = [p for p in self._queue if id(p) not in done]
         self._flush_metrics()
 
     def close(self) -> None:
@@ -130,15 +134,18 @@ class FirehoseSink:
             self._flush_metrics()
 
     def _flush_metrics(self) -> None:
-        if self._metrics.metric_set:  # Powertools warns when asked to publish nothing
-            self._metrics.flush_metrics()
+        metrics = self._metrics_
+        if metrics is not None and metrics.metric_set:  # Powertools warns when asked to publish nothing
+            metrics.flush_metrics()
 
     # -- bodies --------------------------------------------------------------------------------
 
-    def _upload_bodies(self, queue: list[_Pending]) -> list[_Pending]:
+    def _upload_bodies(self, queue: list[_Pending], deadline: float) -> list[_Pending]:
         """Records whose bodies are all in S3 now (a record is never sent before its bodies)."""
         ready = []
         for pending in queue:
+            if pending.bodies and self._clock() >= deadline:
+                continue  # out of time: this record waits for the next flush
             try:
                 while pending.bodies:
                     key, data = pending.bodies[0]
@@ -157,11 +164,17 @@ class FirehoseSink:
 
     # -- Firehose ------------------------------------------------------------------------------
 
-    def _put_batches(self, ready: list[_Pending], deadline: float) -> list[_Pending]:
-        unsent: list[_Pending] = []
+    def _put_batches(self, ready: list[_Pending], deadline: float) -> tuple[list[_Pending], list[_Pending]]:
+        """(tried, refused): the records offered to Firehose, and those it did not take. Batches
+        left when the budget runs out are in neither and stay queued."""
+        tried: list[_Pending] = []
+        refused: list[_Pending] = []
         for batch in _batches(ready):
-            unsent += self._put_with_retries(batch, deadline)
-        return unsent
+            if self._clock() >= deadline:
+                break
+            tried += batch
+            refused += self._put_with_retries(batch, deadline)
+        return tried, refused
 
     def _put_with_retries(self, batch: list[_Pending], deadline: float) -> list[_Pending]:
         todo = batch
