@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import uuid
 from dataclasses import dataclass
@@ -31,7 +32,9 @@ def load_aggregator() -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"aggregator_app_{uuid.uuid4().hex}", APP)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    threshold = gc.get_threshold()
     spec.loader.exec_module(module)
+    gc.set_threshold(*threshold)  # the function tunes the collector for its process, not for pytest's
     return module
 
 

@@ -1,9 +1,11 @@
-"""Applying rollup items to DynamoDB exactly once per S3 object.
+"""Applying one S3 object's rollup deltas to DynamoDB exactly once.
 
-Items go in a fixed order, in chunks of 99 `Update`s plus one `Put` of a marker item (the object
-and chunk number) conditioned on the marker not existing, in one TransactWriteItems: a chunk is
-applied with its marker or not at all. A redelivered object, or one whose processing crashed
-halfway, finds the markers of the chunks already applied and skips exactly those.
+The deltas go in (pk, sk) order, in chunks of up to 99 `Update`s plus one `Put` of a marker item
+(the object with its version, and the chunk's number) conditioned on the marker not existing, all
+in one TransactWriteItems: a chunk is applied together with its marker or not at all. A
+redelivered object, or one whose processing crashed halfway, meets the markers of the chunks
+already applied and skips exactly those. The same object always gives the same chunks, because
+the deltas are a function of its bytes and their order is fixed.
 """
 
 from __future__ import annotations
@@ -13,55 +15,69 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from ..aws import layout
-from .rollup import Item
+from .rollup import Delta
 
 log = logging.getLogger("relaylog.aggregate")
 
-CHUNK_ITEMS = 99  # + 1 marker = DynamoDB's 100 actions per transaction
-MARKER_TTL_S = 14 * 24 * 3600  # longer than SQS keeps a message (at most 14 days)
+CHUNK_UPDATES = 99  # + 1 marker = DynamoDB's limit of 100 actions per transaction
+MARKER_TTL_S = 14 * 24 * 3600  # SQS keeps a message at most 14 days: no redelivery comes later
 MAX_ATTEMPTS = 8
-_RETRYABLE = frozenset(
-    {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"}
+BACKOFF_BASE_S = 0.05
+BACKOFF_MAX_S = 2.0
+
+# Why a transaction was cancelled (per action) or refused (whole call) that a later try can fix.
+_RETRY_REASONS = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
+_RETRY_ERRORS = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TransactionConflictException",
+        "TransactionInProgressException",
+        "InternalServerError",
+    }
 )
+_DESCRIPTIVE = (("#g", "grain"), ("#p", "period"), ("#d", "dim"), ("#v", "value"))
+_key = itemgetter(0, 1)  # a Delta's (pk, sk)
 
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    chunks: int
-    skipped: int  # already applied by an earlier delivery
+    chunks: int  # applied by this call
+    skipped: int  # found applied by an earlier delivery
 
 
-def _number(value: Any) -> dict[str, str]:
-    return {"N": str(value)}
-
-
-def _update(table: str, item: Item) -> dict[str, Any]:
-    names = {"#g": "grain", "#p": "period", "#d": "dim", "#v": "value"}
+def update_action(table: str, delta: Delta) -> dict[str, Any]:
+    """The transaction's `Update` for one delta: ADD its numbers, SET what the item describes."""
+    names = {placeholder: name for placeholder, name in _DESCRIPTIVE}
     values: dict[str, Any] = {
-        ":g": {"S": item.grain},
-        ":p": {"S": item.period},
-        ":d": {"S": item.dimension},
-        ":v": {"S": item.value},
+        ":g": {"S": delta.grain},
+        ":p": {"S": delta.period},
+        ":d": {"S": delta.dim},
+        ":v": {"S": delta.value},
     }
-    sets = ["#g = :g", "#p = :p", "#d = :d", "#v = :v"]
-    if item.expires_at is not None:
+    sets = [f"{placeholder} = if_not_exists({placeholder}, :{placeholder[1]})" for placeholder, _ in _DESCRIPTIVE]
+    if delta.expires_at is not None:
         names["#x"] = layout.TTL_ATTRIBUTE
-        values[":x"] = _number(item.expires_at)
+        values[":x"] = {"N": str(delta.expires_at)}
         sets.append("#x = :x")
     adds = []
-    for i, (name, amount) in enumerate(sorted(item.add.items())):
+    for i, (name, amount) in enumerate(delta.additions().items()):
         names[f"#a{i}"] = name
-        values[f":a{i}"] = _number(amount)
+        # Fixed-point, never an exponent: 1E-12 is a valid Decimal but a doubtful DynamoDB number.
+        values[f":a{i}"] = {"N": f"{amount:f}" if isinstance(amount, Decimal) else str(amount)}
         adds.append(f"#a{i} :a{i}")
     return {
         "Update": {
             "TableName": table,
-            "Key": {"pk": {"S": item.pk}, "sk": {"S": item.sk}},
+            "Key": {"pk": {"S": delta.pk}, "sk": {"S": delta.sk}},
             "UpdateExpression": f"SET {', '.join(sets)} ADD {', '.join(adds)}",
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
@@ -69,14 +85,14 @@ def _update(table: str, item: Item) -> dict[str, Any]:
     }
 
 
-def _marker(table: str, source: str, chunk: int, now: float) -> dict[str, Any]:
+def marker_action(table: str, marker: str, chunk: int, now: float) -> dict[str, Any]:
     return {
         "Put": {
             "TableName": table,
             "Item": {
-                "pk": {"S": source},
+                "pk": {"S": marker},
                 "sk": {"S": f"chunk#{chunk}"},
-                layout.TTL_ATTRIBUTE: _number(int(now) + MARKER_TTL_S),
+                layout.TTL_ATTRIBUTE: {"N": str(int(now) + MARKER_TTL_S)},
             },
             "ConditionExpression": "attribute_not_exists(pk)",
         }
@@ -86,42 +102,43 @@ def _marker(table: str, source: str, chunk: int, now: float) -> dict[str, Any]:
 def apply_once(
     client: Any,
     table: str,
-    source: str,
-    items: Sequence[Item],
+    marker: str,
+    deltas: Sequence[Delta],
+    *,
+    chunk_size: int = CHUNK_UPDATES,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Applied:
-    """Apply `items` for the object `source` (layout.object_pk with its ETag) exactly once."""
+    """Apply `deltas` for the object whose marker key is `marker` (layout.object_pk), each chunk once."""
+    ordered = sorted(deltas, key=_key)
     applied = skipped = 0
-    for number, start in enumerate(range(0, len(items), CHUNK_ITEMS)):
-        actions = [_update(table, item) for item in items[start : start + CHUNK_ITEMS]]
-        actions.append(_marker(table, source, number, time.time()))
+    for number, start in enumerate(range(0, len(ordered), chunk_size)):
+        actions = [update_action(table, delta) for delta in ordered[start : start + chunk_size]]
+        actions.append(marker_action(table, marker, number, time.time()))
         if _transact(client, actions, sleep):
             applied += 1
         else:
             skipped += 1
+            log.info("chunk %d of %s was applied by an earlier delivery; skipped", number, marker)
     return Applied(applied, skipped)
 
 
 def _transact(client: Any, actions: list[dict[str, Any]], sleep: Callable[[float], None]) -> bool:
-    """True when applied now, False when the marker shows an earlier delivery applied it."""
-    for attempt in range(MAX_ATTEMPTS):
+    """True when applied now, False when the marker (the last action) shows it was applied before."""
+    for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
             client.transact_write_items(TransactItems=actions)
             return True
         except ClientError as exc:
-            error = exc.response.get("Error", {})
-            code = error.get("Code", "")
-            reasons = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
-            if code == "TransactionCanceledException":
-                if reasons and reasons[-1] == "ConditionalCheckFailed":
-                    return False
-                if not reasons and "ConditionalCheckFailed" in error.get("Message", ""):
-                    return False
-                if not any(r in _RETRYABLE for r in reasons):
-                    raise
-            elif code not in _RETRYABLE and code != "ProvisionedThroughputExceededException":
+            code = exc.response.get("Error", {}).get("Code", "")
+            reasons = [reason.get("Code") or "None" for reason in exc.response.get("CancellationReasons", [])]
+            if code == "TransactionCanceledException" and reasons and reasons[-1] == "ConditionalCheckFailed":
+                return False
+            retry = code in _RETRY_ERRORS or (
+                code == "TransactionCanceledException" and any(reason in _RETRY_REASONS for reason in reasons)
+            )
+            if not retry or attempt == MAX_ATTEMPTS:
                 raise
-            delay = min(2.0, 0.05 * 2**attempt) * random.random()
-            log.info("DynamoDB transaction retried (%s) after %.2f s", code, delay)
+            delay = random.uniform(0, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt))  # full jitter
+            log.info("DynamoDB transaction retried after %s (%s), in %.2f s", code, ",".join(reasons), delay)
             sleep(delay)
-    raise RuntimeError(f"DynamoDB transaction still failing after {MAX_ATTEMPTS} attempts")
+    raise AssertionError("unreachable: the last attempt returns or raises")

@@ -1,10 +1,14 @@
-"""Reading a delivered object: gzip or plain (told by its bytes, not its name), one record a line."""
+"""Reading one delivered S3 object: gzip or plain (told by its first bytes, not its name), one record a line."""
 
 from __future__ import annotations
 
 import gzip
 import logging
+import re
 import zlib
+from collections.abc import Set
+from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import orjson
@@ -12,19 +16,49 @@ import orjson
 log = logging.getLogger("relaylog.aggregate")
 
 GZIP_MAGIC = b"\x1f\x8b"
+LOGGED_BAD_LINES = 10  # per object; the total is logged once
+# dt and hour place a record in S3 keys and DynamoDB items: their shape is checked, not trusted.
+_DT = re.compile(r"\d{4}-\d{2}-\d{2}")
+_HOUR = re.compile(r"[01]\d|2[0-3]")
 
 
 class ObjectError(ValueError):
-    """The object cannot be read at all (not one record can be trusted)."""
+    """The object cannot be read at all (not one of its records can be trusted)."""
 
 
-def decode(data: bytes, name: str) -> tuple[list[dict[str, Any]], int]:
-    """The records in an object and how many lines were skipped as unreadable."""
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    data: bytes
+    # Tells this object from a later one written under the same key: the version id where the
+    # bucket keeps versions, else the ETag.
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    records: list[dict[str, Any]]
+    bad_lines: int
+
+
+def fetch(s3: Any, bucket: str, key: str) -> Fetched:
+    answer = s3.get_object(Bucket=bucket, Key=key)
+    data = answer["Body"].read()
+    version = answer.get("VersionId") or answer["ETag"].strip('"')
+    return Fetched(data, version)
+
+
+def decode(data: bytes, name: str, required: Set[str]) -> Decoded:
+    """The records in an object's bytes: JSON objects holding at least the `required` fields, with
+    `dt` and `hour` shaped like 2026-11-26 and 21.
+
+    Any other line is skipped and logged by its number (`name` says which object); its content
+    never reaches a log, as a record may hold prompts.
+    """
     if data[:2] == GZIP_MAGIC:
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as exc:
-            raise ObjectError(f"{name}: corrupt gzip: {exc}") from exc
+            raise ObjectError(f"{name}: not readable as gzip ({type(exc).__name__})") from None
     records: list[dict[str, Any]] = []
     bad = 0
     for number, line in enumerate(data.splitlines(), start=1):
@@ -34,10 +68,23 @@ def decode(data: bytes, name: str) -> tuple[list[dict[str, Any]], int]:
             record = orjson.loads(line)
         except orjson.JSONDecodeError:
             record = None
-        if not isinstance(record, dict) or not all(k in record for k in ("request_id", "dt", "hour")):
+        if isinstance(record, dict) and record.keys() >= required and _placed(record):
+            records.append(record)
+        else:
             bad += 1
-            # The position only: a line may hold prompts, which never go to logs.
-            log.warning("%s line %d is not a record; skipped", name, number)
-            continue
-        records.append(record)
-    return records, bad
+            if bad <= LOGGED_BAD_LINES:
+                log.warning("skipped line %d of %s: not a relaylog record", number, name)
+    if bad > LOGGED_BAD_LINES:
+        log.warning("skipped %d lines of %s in all", bad, name)
+    return Decoded(records, bad)
+
+
+def _placed(record: dict[str, Any]) -> bool:
+    dt, hour = record.get("dt"), record.get("hour")
+    if not (isinstance(dt, str) and isinstance(hour, str) and _DT.fullmatch(dt) and _HOUR.fullmatch(hour)):
+        return False
+    try:
+        date.fromisoformat(dt)
+    except ValueError:
+        return False
+    return True

@@ -1,178 +1,299 @@
-"""Records → additive rollup deltas, per hour and per day, for every dimension relaylog slices by.
+"""Records → additive rollup deltas, per hour and per day, keyed as DynamoDB items (aws/layout.py).
 
-Records are first summed per group of identical dimension values, then each group is fanned out to
-its rollup items: the per-record work is one dictionary of additions, whatever the dimensions.
-Every attribute is a top-level number, because DynamoDB's ADD cannot create a map's first key.
+Dimensions: all, model, provider, user, session, key (key_id) and each property
+(`property#<name>=<value>`). Every delta adds the numbers named in NUMBERS and two histograms
+(latency, ttft; see histogram.py); the DynamoDB layer writes each as a top-level attribute.
+
+How the inner loop stays lean (bench/rollup.py): each record becomes one tuple of numbers,
+appended to a list per group, and a group is summed column by column in C (`map(sum, zip(*rows))`).
+Model, provider and key have few values, so records are summed once per (model, provider, key) and
+those few sums merged; daily deltas are merged from the hourly ones. Deltas come out sorted by
+(pk, sk) without a sort: days before hours ('d' < 'h'), dimensions in the order of their `sk`
+prefixes, values sorted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import gc
+import hashlib
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
-from operator import add
-from typing import Any
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 from ..aws import layout
-from ..usage import EMPTY_FIELDS
-from .histogram import bucket
+from ..record import FIELDS
+from .histogram import BOUNDS, LATENCY, TTFT
 
-TOKEN_FIELDS: tuple[str, ...] = tuple(EMPTY_FIELDS)
-DEFAULT_HOURLY_TTL_DAYS = 35
+TOKEN_FIELDS: tuple[str, ...] = tuple(name for name in FIELDS if name.endswith("_tokens"))
 
-Numbers = dict[str, int | float | Decimal]
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One rollup item: its key, what it describes, and the additions to apply."""
-
-    pk: str
-    sk: str
-    grain: str
-    period: str
-    dimension: str
-    value: str
-    add: Numbers
-    expires_at: int | None
-
-
-def is_error(record: Mapping[str, Any]) -> bool:
-    status = record.get("status") or 0
-    return status == 0 or status >= 400 or record.get("error_type") is not None
-
-
-# The additive numbers of an item, in a fixed order so sums run as one C-level map(add, ...);
-# histogram buckets are sparse and kept apart.
-SLOTS: tuple[str, ...] = (
+# The summed numbers of a delta, in this order; each is a top-level attribute of the item:
+# requests; errors (status 0 or >= 400, or error_type set); each token field (a null adds nothing);
+# usage_absent (input_tokens null, `relaylog stats`' usage_unknown); cost_usd; cost_unknown (cost
+# null although usage is known; a record without usage has no cost either, so `stats`' cost_unknown
+# is cost_unknown + usage_absent); latency_ms_sum (mean = sum / requests); ttft_ms_sum and
+# ttft_count (records with a ttft_ms).
+NUMBERS: tuple[str, ...] = (
     "requests", "errors", *TOKEN_FIELDS, "usage_absent", "cost_usd", "cost_unknown",
     "latency_ms_sum", "ttft_ms_sum", "ttft_count",
 )  # fmt: skip
-_ZERO: tuple[int, ...] = (0,) * len(SLOTS)
+_N = len(NUMBERS)
+_LAT = _N  # a record's row also carries its latency and ttft bucket (None when not measured)
+_TTFT = _N + 1
+
+# Cost is summed exactly, as integer picodollars (1e-12 USD): each record's cost rounded to the
+# picodollar, which is the decimal of the float's repr unless that carries binary noise further
+# down. Bounded decimals also keep every total within DynamoDB's 38 significant digits (a number
+# past that fails the whole transaction). Latency sums are written rounded to the microsecond.
+COST_DECIMALS = 12
+_PICO = 10**COST_DECIMALS
+LATENCY_DECIMALS = 3
+
+DEFAULT_HOURLY_TTL_DAYS = 35
+
+# Dimension values longer than this are cut and suffixed with a hash (DynamoDB's sort key is at
+# most 1,024 bytes); distinct long values stay distinct.
+MAX_VALUE_CHARS = 200
+
+_KEYS = (
+    "dt", "hour", "model", "provider", "user_id", "session_id", "key_id", "properties",
+    "status", "error_type", "latency_ms", "ttft_ms", "cost_usd",
+)  # fmt: skip
+# The fields rollup() reads: a line without them is not a record it can count.
+REQUIRED: frozenset[str] = frozenset((*_KEYS, *TOKEN_FIELDS))
+_read = itemgetter(*_KEYS)
+_tokens = itemgetter(*TOKEN_FIELDS)
+# Usage is absent when input_tokens is null, as in `relaylog stats` (usage_unknown); a null token
+# field of a record with usage adds nothing.
+_INPUT = TOKEN_FIELDS.index("input_tokens")
+
+Row = tuple[Any, ...]  # a record's NUMBERS, then its latency and ttft buckets
+# A group's sums: (numbers aligned with NUMBERS, latency bucket → count, ttft bucket → count).
+Summary = tuple[tuple[Any, ...], Mapping[int, int], Mapping[int, int]]
 
 
-class _Sum:
-    __slots__ = ("numbers", "buckets")
+class Delta(NamedTuple):
+    """What one rollup item gains from one object's records."""
 
-    def __init__(self, numbers: list[Any], buckets: dict[str, int]) -> None:
-        self.numbers = numbers
-        self.buckets = buckets
+    pk: str
+    sk: str
+    grain: str  # 'h' or 'd'
+    period: str  # '2026-11-26T21' or '2026-11-26'
+    dim: str
+    value: str
+    numbers: tuple[Any, ...]  # aligned with NUMBERS; ints, except float latency sums and cost in picodollars
+    latency: Mapping[int, int]  # histogram bucket → count
+    ttft: Mapping[int, int]
+    expires_at: int | None  # epoch seconds (hourly items), None for daily items
 
-    def add(self, other: _Sum) -> None:
-        # New containers, never changed in place: shared() copies are then free.
-        self.numbers = list(map(add, self.numbers, other.numbers))
-        buckets = dict(self.buckets)
-        for name, count in other.buckets.items():
-            buckets[name] = buckets.get(name, 0) + count
-        self.buckets = buckets
-
-    def shared(self) -> _Sum:
-        return _Sum(self.numbers, self.buckets)
-
-    def as_numbers(self) -> Numbers:
-        out: Numbers = {name: value for name, value in zip(SLOTS, self.numbers, strict=True) if value}
-        out.update(self.buckets)
+    def additions(self) -> dict[str, int | Decimal]:
+        """Attribute → exact amount to ADD (cost in USD), zeros left out: a missing attribute reads as 0."""
+        out: dict[str, int | Decimal] = {}
+        for name, value in zip(NUMBERS, self.numbers, strict=True):
+            if not value:
+                continue
+            if name == "cost_usd":
+                out[name] = Decimal(value).scaleb(-COST_DECIMALS)
+            elif isinstance(value, float):
+                out[name] = Decimal(repr(round(value, LATENCY_DECIMALS)))
+            else:
+                out[name] = value
+        out.update((f"{LATENCY}{index}", count) for index, count in self.latency.items())
+        out.update((f"{TTFT}{index}", count) for index, count in self.ttft.items())
         return out
 
 
-def _measure(record: Mapping[str, Any]) -> _Sum:
-    tokens = [record.get(name) for name in TOKEN_FIELDS]
-    usage_known = any(t is not None for t in tokens)
-    cost = record.get("cost_usd")
-    latency = record.get("latency_ms")
-    ttft = record.get("ttft_ms")
-    buckets = {}
-    if latency is not None:
-        buckets[f"lat_{bucket(latency)}"] = 1
-    if ttft is not None:
-        buckets[f"ttft_{bucket(ttft)}"] = 1
-    numbers = [
-        1,
-        1 if is_error(record) else 0,
-        *(t or 0 for t in tokens),
-        0 if usage_known else 1,
-        # Exact decimal sums: what each record says, to the digit.
-        Decimal(repr(cost)) if cost is not None else 0,
-        1 if cost is None and usage_known else 0,
-        latency or 0,
-        ttft or 0,
-        0 if ttft is None else 1,
-    ]
-    return _Sum(numbers, buckets)
+_delta = Delta._make  # half the cost of Delta(...), which parses its arguments in Python
 
 
-def _dimensions(key: tuple[Any, ...]) -> list[tuple[str, str]]:
-    _, model, provider, user, session, key_id, properties = key
-    dims = [("all", "")]
-    for name, value in (
-        ("model", model),
-        ("provider", provider),
-        ("user", user),
-        ("session", session),
-        ("key", key_id),
-    ):
-        if value:
-            dims.append((name, value))
-    dims += [("property", f"{name}={value}") for name, value in properties]
-    return dims
+def _sum(rows: Sequence[Row]) -> Summary:
+    if len(rows) == 1:
+        row = rows[0]
+        lat, ttft = row[_LAT], row[_TTFT]
+        return row[:_N], {} if lat is None else {lat: 1}, {} if ttft is None else {ttft: 1}
+    columns = list(zip(*rows, strict=True))
+    return tuple(map(sum, columns[:_N])), _count(columns[_LAT]), _count(columns[_TTFT])
 
 
-def rollup(records: Iterable[Mapping[str, Any]], hourly_ttl_days: int = DEFAULT_HOURLY_TTL_DAYS) -> list[Item]:
-    """The rollup items for these records, sorted by key (so chunks are the same on every run)."""
-    # Records with the same dimension values first, then groups → hourly items → daily items:
-    # each step sums fewer, larger things.
-    groups: dict[tuple[Any, ...], _Sum] = {}
+def _count(buckets: Iterable[int | None]) -> Mapping[int, int]:
+    # A plain loop: Counter() costs more than it saves on the few rows of a typical group.
+    counts: dict[int, int] = {}
+    for index in buckets:
+        if index is not None:
+            counts[index] = counts.get(index, 0) + 1
+    return counts
+
+
+def _merge(parts: Sequence[Summary]) -> Summary:
+    if len(parts) == 1:
+        return parts[0]
+    numbers = tuple(map(sum, zip(*(part[0] for part in parts), strict=True)))
+    latency: Counter[int] = Counter()
+    ttft: Counter[int] = Counter()
+    for _, part_latency, part_ttft in parts:
+        latency.update(part_latency)
+        ttft.update(part_ttft)
+    return numbers, latency, ttft
+
+
+def _grouped(groups: Mapping[Any, Sequence[Summary]]) -> dict[Any, Summary]:
+    return {value: _merge(parts) for value, parts in groups.items()}
+
+
+def _short(value: str) -> str:
+    if len(value) <= MAX_VALUE_CHARS:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{value[: MAX_VALUE_CHARS - 20]}~{digest}"
+
+
+class _Hour:
+    """The rows of one hour, grouped for each dimension."""
+
+    __slots__ = ("few", "users", "sessions", "properties")
+
+    def __init__(self) -> None:
+        self.few: dict[tuple[Any, Any, Any], list[Row]] = {}  # (model, provider, key_id) → rows
+        self.users: dict[str, list[Row]] = {}
+        self.sessions: dict[str, list[Row]] = {}
+        self.properties: dict[str, list[Row]] = {}  # 'name=value' → rows
+
+    def dimensions(self) -> dict[str, dict[str, Summary]]:
+        """dim → value → summary, with dims in the order of their sort keys."""
+        few = {key: _sum(rows) for key, rows in self.few.items()}
+        by: tuple[dict[Any, list[Summary]], ...] = ({}, {}, {})  # model, provider, key
+        for key, summary in few.items():
+            for index, value in enumerate(key):
+                if value:
+                    by[index].setdefault(value, []).append(summary)
+        models, providers, keys = (_grouped(groups) for groups in by)
+        return {
+            "all": {"": _merge(list(few.values()))},
+            "key": keys,
+            "model": models,
+            "property": {value: _sum(rows) for value, rows in self.properties.items()},
+            "provider": providers,
+            "session": {value: _sum(rows) for value, rows in self.sessions.items()},
+            "user": {value: _sum(rows) for value, rows in self.users.items()},
+        }
+
+
+# Sorted as their sort keys sort: "all#" < "key#" < ... ('#' sorts before any letter).
+_DIMENSION_ORDER = ("all", "key", "model", "property", "provider", "session", "user")
+
+
+def rollup(records: Iterable[Mapping[str, Any]], hourly_ttl_days: int = DEFAULT_HOURLY_TTL_DAYS) -> list[Delta]:
+    """The deltas of these records (each holding the REQUIRED fields), sorted by (pk, sk)."""
+    # Everything built here is acyclic and lives until the call returns, which is what sets off
+    # the cyclic collector's full passes over every live object (the caller's records too): with
+    # it running, half of the time went there (bench/rollup.py). Reference counting frees it all.
+    if not gc.isenabled():
+        return _rollup(records, hourly_ttl_days)
+    gc.disable()
+    try:
+        return _rollup(records, hourly_ttl_days)
+    finally:
+        gc.enable()
+
+
+def _rollup(records: Iterable[Mapping[str, Any]], hourly_ttl_days: int) -> list[Delta]:
+    hours: dict[str, _Hour] = {}
     for record in records:
-        props = record.get("properties")
-        key = (
-            f"{record['dt']}T{record['hour']}",
-            record.get("model"),
-            record.get("provider"),
-            record.get("user_id"),
-            record.get("session_id"),
-            record.get("key_id"),
-            tuple(sorted(props.items())) if props else (),
+        (dt, hr, model, provider, user, session, key_id, properties,
+         status, error_type, latency, ttft, cost) = _read(record)  # fmt: skip
+        tokens = _tokens(record)
+        absent = tokens[_INPUT] is None
+        row = (
+            1,
+            1 if not status or status >= 400 or error_type is not None else 0,
+            *[t or 0 for t in tokens],
+            1 if absent else 0,
+            0 if cost is None else round(cost * _PICO),
+            1 if cost is None and not absent else 0,
+            latency or 0,
+            ttft or 0,
+            0 if ttft is None else 1,
+            None if latency is None else bisect_right(BOUNDS, latency),
+            None if ttft is None else bisect_right(BOUNDS, ttft),
         )
-        found = groups.get(key)
-        if found is None:
-            groups[key] = _measure(record)
+        period = f"{dt}T{hr}"
+        hour = hours.get(period)
+        if hour is None:
+            hour = hours[period] = _Hour()
+        few = (model, provider, key_id)
+        rows = hour.few.get(few)
+        if rows is None:
+            hour.few[few] = [row]
         else:
-            found.add(_measure(record))
-
-    hourly: dict[tuple[str, str, str, str], _Sum] = {}
-    for key, summed in groups.items():
-        hour = key[0]
-        for dimension, value in _dimensions(key):
-            target = (hour, dimension, value, layout.rollup_sk(dimension, value))
-            found = hourly.get(target)
-            if found is None:
-                hourly[target] = summed.shared()
+            rows.append(row)
+        if user:
+            rows = hour.users.get(user)
+            if rows is None:
+                hour.users[user] = [row]
             else:
-                found.add(summed)
+                rows.append(row)
+        if session:
+            rows = hour.sessions.get(session)
+            if rows is None:
+                hour.sessions[session] = [row]
+            else:
+                rows.append(row)
+        if properties:
+            for name, value in properties.items():
+                pair = f"{name}={value}"
+                rows = hour.properties.get(pair)
+                if rows is None:
+                    hour.properties[pair] = [row]
+                else:
+                    rows.append(row)
 
-    daily: dict[tuple[str, str, str, str], _Sum] = {}
-    for (hour, dimension, value, sk), summed in hourly.items():
-        target = (hour[:10], dimension, value, sk)
-        found = daily.get(target)
-        if found is None:
-            daily[target] = summed.shared()
-        else:
-            found.add(summed)
+    hourly = {period: hours[period].dimensions() for period in sorted(hours)}
+    periods_of_day: dict[str, list[str]] = {}
+    for period in hourly:
+        periods_of_day.setdefault(period[:10], []).append(period)
 
-    expiry = {hour: _expiry(hour, hourly_ttl_days) for hour, *_ in hourly}
-    items = [
-        Item(layout.rollup_pk("h", hour), sk, "h", hour, dimension, value, summed.as_numbers(), expiry[hour])
-        for (hour, dimension, value, sk), summed in hourly.items()
-    ]
-    items += [
-        Item(layout.rollup_pk("d", day), sk, "d", day, dimension, value, summed.as_numbers(), None)
-        for (day, dimension, value, sk), summed in daily.items()
-    ]
-    items.sort(key=lambda item: (item.pk, item.sk))
-    return items
+    deltas: list[Delta] = []
+    for day, periods in periods_of_day.items():
+        _emit(deltas, "d", day, _daily([hourly[period] for period in periods]), None)
+    for period, dims in hourly.items():
+        _emit(deltas, "h", period, dims, _expiry(period, hourly_ttl_days))
+    return deltas
 
 
-def _expiry(hour: str, days: int) -> int:
-    start = datetime.fromisoformat(hour + ":00:00+00:00")
+def _daily(hours: Sequence[Mapping[str, Mapping[str, Summary]]]) -> Mapping[str, Mapping[str, Summary]]:
+    if len(hours) == 1:
+        return hours[0]  # the usual object: all its records from one hour
+    daily: dict[str, dict[str, list[Summary]]] = {dim: {} for dim in _DIMENSION_ORDER}
+    for dims in hours:
+        for dim, values in dims.items():
+            merged = daily[dim]
+            for value, summary in values.items():
+                parts = merged.get(value)
+                if parts is None:
+                    merged[value] = [summary]
+                else:
+                    parts.append(summary)
+    return {dim: _grouped(values) for dim, values in daily.items()}
+
+
+def _emit(
+    out: list[Delta], grain: str, period: str, dims: Mapping[str, Mapping[str, Summary]], expires_at: int | None
+) -> None:
+    pk = layout.rollup_pk(grain, period)
+    for dim in _DIMENSION_ORDER:
+        values = dims[dim]
+        if max(map(len, values), default=0) > MAX_VALUE_CHARS:
+            values = {_short(value): summary for value, summary in values.items()}
+        for value in sorted(values):
+            numbers, latency, ttft = values[value]
+            sk = layout.rollup_sk(dim, value)
+            out.append(_delta((pk, sk, grain, period, dim, value, numbers, latency, ttft, expires_at)))
+
+
+def _expiry(period: str, days: int) -> int:
+    """Epoch seconds `days` after the hour ends."""
+    start = datetime.fromisoformat(f"{period}:00:00+00:00")
     return int((start + timedelta(hours=1, days=days)).timestamp())

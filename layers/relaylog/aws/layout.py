@@ -14,7 +14,8 @@ DynamoDB (one table, string keys `pk` and `sk`, TTL attribute `expires_at`):
     rollups       pk ROLLUP#h#2026-11-26T21 | ROLLUP#d#2026-11-26
                   sk all# | model#<m> | provider#<p> | user#<u> | session#<s> | key#<id>
                      | property#<name>=<value>   (a header name cannot contain '=')
-    object marks  pk OBJECT#<bucket>/<key>, sk chunk#<n>: that chunk of rollup updates is applied
+    object marks  pk OBJECT#<bucket>/<key>#<version id or ETag>, sk chunk#<n>: that chunk of rollup
+                  updates is applied
     keys          pk KEY, sk <sha256 of the key>
 """
 
@@ -53,5 +54,6 @@ def rollup_sk(dimension: str, value: str) -> str:
     return f"{dimension}#{value}"
 
 
-def object_pk(bucket: str, key: str) -> str:
-    return f"{OBJECT_PK}#{bucket}/{key}"
+def object_pk(bucket: str, key: str, version: str) -> str:
+    """`version` (the object's version id or ETag) tells a new object under the same key from this one."""
+    return f"{OBJECT_PK}#{bucket}/{key}#{version}"
