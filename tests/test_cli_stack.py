@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from moto.athena.models import QueryResults, athena_backends
+from relaylog.aws.athena import run_query
 from relaylog.aws.keys import DynamoKeyStore
+from relaylog.aws.stack import StackError
 from relaylog.cli import main
 
 from tests.support.aws import REGION, Stack
@@ -71,7 +73,7 @@ def test_a_saved_query_runs_in_the_stacks_workgroup(deployed: Stack, capsys: pyt
     columns = [{"Name": "user_id", "Type": "varchar"}, {"Name": "cost_usd", "Type": "double"}]
     _athena().query_results_queue.append(QueryResults(rows=[header, row], column_info=columns))
     assert main(["query", "--stack", STACK, "cost_by_user", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == [{"user_id": "alice", "cost_usd": "0.26"}]
+    assert json.loads(capsys.readouterr().out) == [{"user_id": "alice", "cost_usd": 0.26}]  # typed by ColumnInfo
     (execution,) = _athena().executions.values()
     assert execution.query == QUERIES["cost_by_user"]
     assert execution.context["Database"] == "relaylog_prod" and execution.workgroup.name == "primary"
@@ -83,4 +85,62 @@ def test_ad_hoc_sql_and_errors(deployed: Stack, capsys: pytest.CaptureFixture[st
     assert execution.query == "SELECT 1"
     assert main(["query", "--stack", "no-such-stack", "errors"]) == 1
     assert "no-such-stack" in capsys.readouterr().err
+    assert main(["query", "--stack", STACK, "cost_by_dya_model"]) == 1  # a typo is not sent to Athena as SQL
+    assert "saved queries: cost_by_day_model, cost_by_user" in capsys.readouterr().err
+    assert len(_athena().executions) == 1
     assert main(["keys", "list", "--stack", STACK, "--data-dir", "/tmp/x"]) == 2
+    assert main(["query", "--stack", STACK, "--data-dir=/tmp/x", "errors"]) == 2
+    assert main(["query", "--stack", STACK, "--data", "/tmp/x", "errors"]) == 2  # argparse's abbreviation
+    assert "give one" in capsys.readouterr().err
+
+
+class _Athena:
+    """An Athena client that runs one query through the states real Athena reports."""
+
+    def __init__(self, states: list[str], pages: list[dict[str, Any]]) -> None:
+        self.states, self.pages = states, pages
+        self.calls: list[str] = []
+
+    def start_query_execution(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append("start")
+        return {"QueryExecutionId": "q1"}
+
+    def get_query_execution(self, QueryExecutionId: str) -> dict[str, Any]:  # noqa: N803 (boto3's name)
+        state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+        return {"QueryExecution": {"Status": {"State": state, "StateChangeReason": "SYNTAX_ERROR: line 1:8"}}}
+
+    def stop_query_execution(self, QueryExecutionId: str) -> None:  # noqa: N803
+        self.calls.append("stop")
+
+    def get_paginator(self, name: str) -> Any:
+        assert name == "get_query_results"
+        return self
+
+    def paginate(self, QueryExecutionId: str) -> list[dict[str, Any]]:  # noqa: N803
+        return self.pages
+
+
+def _page(rows: list[list[str | None]]) -> dict[str, Any]:
+    info = [{"Name": "model", "Type": "varchar"}, {"Name": "requests", "Type": "bigint"},
+            {"Name": "p95", "Type": "double"}, {"Name": "stream", "Type": "boolean"}]  # fmt: skip
+    data = [{"Data": [{} if v is None else {"VarCharValue": v} for v in row]} for row in rows]
+    return {"ResultSet": {"ResultSetMetadata": {"ColumnInfo": info}, "Rows": data}}
+
+
+def test_athena_polls_with_backoff_and_reads_every_page() -> None:
+    pages = [_page([["model", "requests", "p95", "stream"], ["gpt-4o", "21", "1900.0", "true"]]),
+             _page([["claude", "1", None, "false"]])]  # fmt: skip
+    client, slept = _Athena(["QUEUED", "RUNNING", "RUNNING", "SUCCEEDED"], pages), list[float]()
+    result = run_query("SELECT 1", "db", "wg", client=client, sleep=slept.append)
+    assert slept == [0.2, 0.4, 0.8]
+    assert result.columns == ["model", "requests", "p95", "stream"]
+    assert result.rows == [["gpt-4o", 21, 1900.0, True], ["claude", 1, None, False]]
+
+
+def test_athena_failures_and_timeouts_are_stack_errors() -> None:
+    with pytest.raises(StackError, match="failed: SYNTAX_ERROR"):
+        run_query("SELEC 1", "db", "wg", client=_Athena(["FAILED"], []), sleep=lambda _: None)
+    stuck = _Athena(["RUNNING"], [])
+    with pytest.raises(StackError, match="still running after 10 s"):
+        run_query("SELECT 1", "db", "wg", client=stuck, sleep=lambda _: None, timeout_s=10)
+    assert stuck.calls == ["start", "stop"]  # not left scanning

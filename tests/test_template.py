@@ -9,7 +9,7 @@ import pytest
 from relaylog.aws import layout
 from relaylog.store.schema import COLUMNS
 
-from tests.support.sam import ROOT, load_template, run, tool
+from tests.support.sam import ROOT, load_template, run, tool, transformed
 
 GLUE_TYPES = {"VARCHAR": "string", "BIGINT": "bigint", "DOUBLE": "double", "BOOLEAN": "boolean",
               "MAP(VARCHAR, VARCHAR)": "map<string,string>"}  # fmt: skip
@@ -38,10 +38,26 @@ def test_sam_build_without_docker_gives_a_small_proxy(tmp_path: Path) -> None:
     layer = build / "SharedLayer" / "python"
     assert (layer / "relaylog" / "runtime" / "loop.py").exists()
     assert (layer / "relaylog" / "queries" / "errors.sql").exists()
+    # Bytecode is built in (Lambda cannot write it, so it would be compiled on every cold start).
+    assert (layer / "relaylog" / "runtime" / "__pycache__" / "loop.cpython-312.pyc").exists()
+    assert (layer / "aiohttp" / "client.pyc").exists() and not (layer / "aiohttp" / "client.py").exists()
     assert not list(layer.glob("duckdb*")) and not list(layer.glob("uvicorn*"))  # aggregator-only / local-only
     assert list((build / "AggregatorFunction").glob("duckdb*"))
     proxy_mb = (_size(build / "ProxyFunction") + _size(build / "SharedLayer")) / 2**20
     assert proxy_mb < 40, f"proxy function + layer is {proxy_mb:.1f} MB unzipped"
+
+
+def test_the_transform_makes_the_url_public_and_streaming() -> None:
+    resources = transformed()["Resources"]
+    url = resources["ProxyFunctionUrl"]["Properties"]
+    assert (url["AuthType"], url["InvokeMode"]) == ("NONE", "RESPONSE_STREAM")
+    permissions = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::Permission"]
+    # Function URLs created since October 2025 need both grants; SAM writes them only for a literal NONE.
+    assert {"Action": "lambda:InvokeFunctionUrl", "FunctionName": {"Ref": "ProxyFunction"}, "Principal": "*",
+            "FunctionUrlAuthType": "NONE"} in permissions  # fmt: skip
+    assert {"Action": "lambda:InvokeFunction", "FunctionName": {"Ref": "ProxyFunction"}, "Principal": "*",
+            "InvokedViaFunctionUrl": True} in permissions  # fmt: skip
+    assert len(permissions) == 2  # nothing else may invoke either function
 
 
 def test_resource_names_match_the_code() -> None:
@@ -64,9 +80,44 @@ def test_resource_names_match_the_code() -> None:
     assert firehose["ErrorOutputPrefix"].startswith(layout.ERRORS_PREFIX)
     rules = resources["DataBucket"]["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
     assert {r["Filter"]["S3Key"]["Rules"][0]["Value"] for r in rules} == {layout.RAW_PREFIX, layout.SPOOL_PREFIX}
+    # Only our bucket may send to the queue: the policy builds the bucket's name the same way.
+    bucket_name = resources["DataBucket"]["Properties"]["BucketName"]["Sub"]
+    policy = resources["ObjectsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+    source = policy["Condition"]["ArnEquals"]["aws:SourceArn"]["Sub"]
+    assert source[0] == "arn:${AWS::Partition}:s3:::" + bucket_name[0] and source[1] == bucket_name[1]
     table = resources["Table"]["Properties"]
     assert table["TimeToLiveSpecification"]["AttributeName"] == layout.TTL_ATTRIBUTE
     assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+
+
+def _grants(function: str) -> set[tuple[str, str]]:
+    statements = load_template()["Resources"][function]["Properties"]["Policies"][0]["Statement"]
+    granted = set()
+    for statement in statements:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        for action in actions:
+            for resource in resources:
+                granted.add((action, str(resource.get("Sub", resource.get("GetAtt")))))
+    return granted
+
+
+def test_each_function_may_do_only_its_job() -> None:
+    bucket = "${DataBucket.Arn}/"
+    assert _grants("ProxyFunction") == {
+        ("firehose:PutRecordBatch", "DeliveryStream.Arn"),
+        ("s3:PutObject", bucket + layout.BODIES_PREFIX + "*"),
+        ("s3:PutObject", bucket + layout.SPOOL_PREFIX + "*"),
+        ("dynamodb:Query", "Table.Arn"),
+    }
+    assert _grants("AggregatorFunction") == {
+        ("s3:GetObject", bucket + layout.RAW_PREFIX + "*"),
+        ("s3:GetObject", bucket + layout.SPOOL_PREFIX + "*"),
+        ("s3:PutObject", bucket + layout.CURATED_PREFIX + "*"),
+        ("dynamodb:UpdateItem", "Table.Arn"),
+        ("dynamodb:PutItem", "Table.Arn"),
+        ("dynamodb:ConditionCheckItem", "Table.Arn"),
+    }
 
 
 @pytest.mark.parametrize(("table", "skipped"), [("RequestsTable", {"dt"}), ("RawRequestsTable", {"dt", "hour"})])

@@ -326,8 +326,13 @@ def _athena_query(args: argparse.Namespace) -> Any:
     from .aws.athena import run_query
     from .aws.stack import output, outputs
 
-    saved = resources.files("relaylog.queries") / f"{args.sql}.sql"
-    sql = saved.read_text() if args.sql.isidentifier() and saved.is_file() else args.sql
+    sql = args.sql
+    if sql.isidentifier():  # a bare name is never SQL: it names a saved query
+        files = resources.files("relaylog.queries").iterdir()
+        saved = {p.name.removesuffix(".sql"): p for p in files if p.name.endswith(".sql")}
+        if sql not in saved:
+            raise CommandError(f"no saved query {sql!r}; saved queries: {', '.join(sorted(saved))}")
+        sql = saved[sql].read_text()
     found = outputs(args.stack)
     return run_query(sql, output(found, args.stack, "DatabaseName"), output(found, args.stack, "AthenaWorkGroup"))
 
@@ -335,11 +340,10 @@ def _athena_query(args: argparse.Namespace) -> Any:
 def _keys(args: argparse.Namespace) -> Any:
     if not args.stack:
         return KeyStore.in_data_dir(args.data_dir)
-    from .aws.clients import make_client
     from .aws.keys import DynamoKeyStore
     from .aws.stack import output, outputs
 
-    return DynamoKeyStore(output(outputs(args.stack), args.stack, "TableName"), make_client("dynamodb"))
+    return DynamoKeyStore(output(outputs(args.stack), args.stack, "TableName"))
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
@@ -403,7 +407,7 @@ def build_parser(default_data_dir: Path) -> argparse.ArgumentParser:
     data.add_argument(
         "--data-dir",
         type=Path,
-        default=default_data_dir,
+        default=None,  # filled in by main(), which must tell "not given" apart for --stack
         metavar="DIR",
         help=f"local data directory (default: {default_data_dir}, set by ${DATA_DIR_ENV})",
     )
@@ -490,8 +494,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(exc.code or 0)
         if args.command != "serve":
             _show_warnings_on_stderr()
-        if getattr(args, "stack", None) and "--data-dir" in (argv if argv is not None else sys.argv[1:]):
+        if getattr(args, "stack", None) and args.data_dir is not None:
             raise UsageError("relaylog: error: --stack and --data-dir name two different stores; give one")
+        if args.data_dir is None:
+            args.data_dir = default_data_dir
         return int(args.run(args))
     except UsageError as exc:
         print(exc, file=sys.stderr)

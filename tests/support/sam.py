@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -45,6 +46,32 @@ def run(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess[st
         "PATH": f"{python312_dir()}:{os.environ['PATH']}",
     }
     return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+_TRANSFORM = """
+import json, sys
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+class NoManagedPolicies:
+    def load(self):
+        return {}
+
+template = yaml_parse(open(sys.argv[1]).read())
+for resource in template["Resources"].values():
+    for uri in ("CodeUri", "ContentUri"):
+        if uri in resource.get("Properties", {}):
+            resource["Properties"][uri] = "s3://bucket/key"  # what `sam package` puts there
+print(json.dumps(transform(template, {}, NoManagedPolicies())))
+"""
+
+
+def transformed() -> dict[str, Any]:
+    """The template as CloudFormation receives it after the SAM transform (the SAM CLI's own translator)."""
+    result = run([str(TOOLS / "python"), "-c", _TRANSFORM, str(TEMPLATE)])
+    assert result.returncode == 0, result.stderr
+    loaded: dict[str, Any] = json.loads(result.stdout)
+    return loaded
 
 
 class _CfnLoader(yaml.SafeLoader):

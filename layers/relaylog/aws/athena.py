@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -17,6 +18,25 @@ from .stack import StackError
 class QueryResult:
     columns: list[str]
     rows: list[list[Any]]
+
+
+_INTEGERS = frozenset({"tinyint", "smallint", "integer", "int", "bigint"})
+_FLOATS = frozenset({"real", "float", "double"})
+
+
+def _value(text: str | None, kind: str) -> Any:
+    """Athena returns every value as text; numbers and booleans become Python values again."""
+    if text is None:
+        return None  # SQL NULL: Athena leaves VarCharValue out
+    if kind in _INTEGERS:
+        return int(text)
+    if kind in _FLOATS:
+        return float(text)
+    if kind == "decimal":
+        return Decimal(text)
+    if kind == "boolean":
+        return text == "true"
+    return text
 
 
 def run_query(
@@ -41,21 +61,24 @@ def run_query(
             if status["State"] in ("FAILED", "CANCELLED"):
                 raise StackError(f"Athena query {status['State'].lower()}: {status.get('StateChangeReason', '')}")
             if waited > timeout_s:
+                client.stop_query_execution(QueryExecutionId=execution)  # it would go on scanning (and billing)
                 raise StackError(f"Athena query {execution} still running after {timeout_s:.0f} s")
             sleep(delay)
             waited += delay
             delay = min(delay * 2, 2.0)
         pages = client.get_paginator("get_query_results").paginate(QueryExecutionId=execution)
         columns: list[str] = []
+        kinds: list[str] = []
         rows: list[list[Any]] = []
         for page in pages:
             if not columns:
-                columns = [c["Name"] for c in page["ResultSet"]["ResultSetMetadata"]["ColumnInfo"]]
+                info = page["ResultSet"]["ResultSetMetadata"]["ColumnInfo"]
+                columns, kinds = [c["Name"] for c in info], [c["Type"].lower() for c in info]
             for row in page["ResultSet"]["Rows"]:
-                values = [cell.get("VarCharValue") for cell in row["Data"]]
-                if not rows and values == columns:
+                texts = [cell.get("VarCharValue") for cell in row["Data"]]
+                if not rows and texts == columns:
                     continue  # Athena repeats the header as the first row of a SELECT
-                rows.append(values)
+                rows.append([_value(text, kind) for text, kind in zip(texts, kinds, strict=True)])
         return QueryResult(columns, rows)
     except (ClientError, BotoCoreError) as exc:
         raise StackError(f"Athena: {exc}") from exc
