@@ -17,7 +17,7 @@ from __future__ import annotations
 import gc
 import hashlib
 from bisect import bisect_right
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -156,10 +156,10 @@ class _Hour:
     __slots__ = ("few", "users", "sessions", "properties")
 
     def __init__(self) -> None:
-        self.few: dict[tuple[Any, Any, Any], list[Row]] = {}  # (model, provider, key_id) → rows
-        self.users: dict[str, list[Row]] = {}
-        self.sessions: dict[str, list[Row]] = {}
-        self.properties: dict[str, list[Row]] = {}  # 'name=value' → rows
+        self.few: defaultdict[tuple[Any, Any, Any], list[Row]] = defaultdict(list)  # (model, provider, key_id)
+        self.users: defaultdict[str, list[Row]] = defaultdict(list)
+        self.sessions: defaultdict[str, list[Row]] = defaultdict(list)
+        self.properties: defaultdict[str, list[Row]] = defaultdict(list)  # 'name=value' → rows
 
     def dimensions(self) -> dict[str, dict[str, Summary]]:
         """dim → value → summary, with dims in the order of their sort keys."""
@@ -200,7 +200,7 @@ def rollup(records: Iterable[Mapping[str, Any]], hourly_ttl_days: int = DEFAULT_
 
 
 def _rollup(records: Iterable[Mapping[str, Any]], hourly_ttl_days: int) -> list[Delta]:
-    hours: dict[str, _Hour] = {}
+    hours: defaultdict[str, _Hour] = defaultdict(_Hour)
     for record in records:
         (dt, hr, model, provider, user, session, key_id, properties,
          status, error_type, latency, ttft, cost) = _read(record)  # fmt: skip
@@ -219,36 +219,15 @@ def _rollup(records: Iterable[Mapping[str, Any]], hourly_ttl_days: int) -> list[
             None if latency is None else bisect_right(BOUNDS, latency),
             None if ttft is None else bisect_right(BOUNDS, ttft),
         )
-        period = f"{dt}T{hr}"
-        hour = hours.get(period)
-        if hour is None:
-            hour = hours[period] = _Hour()
-        few = (model, provider, key_id)
-        rows = hour.few.get(few)
-        if rows is None:
-            hour.few[few] = [row]
-        else:
-            rows.append(row)
+        hour = hours[f"{dt}T{hr}"]
+        hour.few[(model, provider, key_id)].append(row)
         if user:
-            rows = hour.users.get(user)
-            if rows is None:
-                hour.users[user] = [row]
-            else:
-                rows.append(row)
+            hour.users[user].append(row)
         if session:
-            rows = hour.sessions.get(session)
-            if rows is None:
-                hour.sessions[session] = [row]
-            else:
-                rows.append(row)
+            hour.sessions[session].append(row)
         if properties:
             for name, value in properties.items():
-                pair = f"{name}={value}"
-                rows = hour.properties.get(pair)
-                if rows is None:
-                    hour.properties[pair] = [row]
-                else:
-                    rows.append(row)
+                hour.properties[f"{name}={value}"].append(row)
 
     hourly = {period: hours[period].dimensions() for period in sorted(hours)}
     periods_of_day: dict[str, list[str]] = {}
