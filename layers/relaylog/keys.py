@@ -114,23 +114,14 @@ def _serialise(entries: _Entries) -> bytes:
     return orjson.dumps({"version": FILE_VERSION, "keys": keys}, option=orjson.OPT_INDENT_2) + b"\n"
 
 
-class KeyStore:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock_path = path.with_name(path.name + ".lock")
-        # Only active keys, by hash: the whole of what `verify` needs.
+class CachedKeys:
+    """The hot path every key store shares: active keys by hash, so `verify` is a dict lookup,
+    re-read by `_load_active` at most once per interval (None from it keeps the keys held)."""
+
+    def __init__(self, reload_interval_s: float) -> None:
+        self._reload_interval_s = reload_interval_s
         self._active: dict[str, str] = {}
-        # (inode, mtime_ns, size) of the file last loaded; None when it did not exist. Writers
-        # always os.replace, so the inode alone changes on every write, whatever the clock does.
-        self._signature: tuple[int, int, int] | None = None
         self._checked_at = float("-inf")
-
-    @classmethod
-    def in_data_dir(cls, data_dir: Path) -> KeyStore:
-        """The key store every relaylog process on this data dir shares."""
-        return cls(data_dir / "keys.json")
-
-    # -- hot path ------------------------------------------------------------------------------
 
     def verify(self, presented: str) -> str | None:
         """The key_id of an active key matching `presented`, else None.
@@ -146,26 +137,49 @@ class KeyStore:
         return len(self._active)
 
     def _refresh(self) -> None:
-        now = monotonic()
-        if now - self._checked_at < RELOAD_INTERVAL_S:
+        now_ = monotonic()
+        if now_ - self._checked_at < self._reload_interval_s:
             return
-        self._checked_at = now
+        self._checked_at = now_
+        loaded = self._load_active()
+        if loaded is not None:
+            self._active = loaded
+
+    def _load_active(self) -> dict[str, str] | None:
+        raise NotImplementedError
+
+
+class KeyStore(CachedKeys):
+    def __init__(self, path: Path) -> None:
+        super().__init__(RELOAD_INTERVAL_S)
+        self.path = path
+        self._lock_path = path.with_name(path.name + ".lock")
+        # (inode, mtime_ns, size) of the file last loaded; None when it did not exist. Writers
+        # always os.replace, so the inode alone changes on every write, whatever the clock does.
+        self._signature: tuple[int, int, int] | None = None
+
+    @classmethod
+    def in_data_dir(cls, data_dir: Path) -> KeyStore:
+        """The key store every relaylog process on this data dir shares."""
+        return cls(data_dir / "keys.json")
+
+    def _load_active(self) -> dict[str, str] | None:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            self._signature, self._active = None, {}
-            return
+            self._signature = None
+            return {}
         signature = (st.st_ino, st.st_mtime_ns, st.st_size)
         if signature == self._signature:
-            return
+            return None
         try:
             entries = _parse(self.path.read_bytes())
         except (OSError, KeyFileError) as exc:
             # Keep serving with the keys we had rather than locking every client out.
             log.warning("keeping previously loaded keys: %s: %s", self.path, exc)
-            return
+            return None
         self._signature = signature
-        self._active = {e.sha256: e.info.key_id for e in entries if e.info.active}
+        return {e.sha256: e.info.key_id for e in entries if e.info.active}
 
     # -- management (CLI) ----------------------------------------------------------------------
 

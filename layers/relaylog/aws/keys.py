@@ -8,12 +8,11 @@ within seconds on every warm Lambda.
 from __future__ import annotations
 
 import logging
-from time import monotonic
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..keys import KeyInfo, describe, hash_key, new_secret, now
+from ..keys import CachedKeys, KeyInfo, describe, hash_key, new_secret, now
 from . import layout
 from .clients import make_client
 
@@ -32,36 +31,20 @@ def _info(item: dict[str, Any]) -> KeyInfo:
     )
 
 
-class DynamoKeyStore:
+class DynamoKeyStore(CachedKeys):
     def __init__(self, table: str, client: Any = None, reload_interval_s: float = RELOAD_INTERVAL_S) -> None:
+        super().__init__(reload_interval_s)
         self.table = table
         self._client = client or make_client("dynamodb")
-        self._reload_interval_s = reload_interval_s
-        self._active: dict[str, str] = {}
-        self._checked_at = float("-inf")
 
-    # -- hot path ------------------------------------------------------------------------------
-
-    def verify(self, presented: str) -> str | None:
-        self._refresh()
-        return self._active.get(hash_key(presented))
-
-    def active_count(self) -> int:
-        self._refresh()
-        return len(self._active)
-
-    def _refresh(self) -> None:
-        now_ = monotonic()
-        if now_ - self._checked_at < self._reload_interval_s:
-            return
-        self._checked_at = now_
+    def _load_active(self) -> dict[str, str] | None:
         try:
             items = self._items()
         except (BotoCoreError, ClientError) as exc:
             # Keep serving with the keys we had rather than locking every client out.
             log.warning("keeping previously loaded keys: DynamoDB: %s", type(exc).__name__)
-            return
-        self._active = {item["sk"]["S"]: item["key_id"]["S"] for item in items if "revoked_at" not in item}
+            return None
+        return {item["sk"]["S"]: item["key_id"]["S"] for item in items if "revoked_at" not in item}
 
     def _items(self) -> list[dict[str, Any]]:
         pages = self._client.get_paginator("query").paginate(
