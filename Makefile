@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed
 
+# The dashboard tests drive Debian's Chromium (no browser download): installed here when we are root.
+CHROMIUM ?= /usr/bin/chromium
+
 .PHONY: serve test bench clean
 
 $(STAMP): pyproject.toml
@@ -25,11 +28,18 @@ tests/node/node_modules/.installed: tests/node/package.json
 	cd tests/node && npm install --no-audit --no-fund --silent
 	touch $@
 
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "The dashboard tests need Chromium: sudo apt-get install chromium (or make test CHROMIUM=/path/to/chromium)"; exit 1; \
+	fi
+
 serve: $(STAMP)
 	$(BIN)/relaylog serve
 
-test: $(STAMP) $(TOOLS_STAMP) tests/node/node_modules/.installed
-	$(BIN)/pytest -q
+test: $(STAMP) $(TOOLS_STAMP) tests/node/node_modules/.installed $(CHROMIUM)
+	RELAYLOG_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python bench/relay.py

@@ -364,3 +364,67 @@ def test_console_entry_point_in_a_subprocess(data_dir: Path, records: list[dict[
     )
     assert bad.returncode == 1 and b"Traceback" not in bad.stderr
     assert b"\nrelaylog: error: Parser Error: syntax error" in bad.stderr
+
+
+# -- prompts ---------------------------------------------------------------------------------------
+
+
+def _prompt_record(minutes: int, text: str, city: str) -> dict[str, Any]:
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": "You are a guide."},
+            {"role": "user", "content": text.format(f'<helicone-prompt-input key="city">{city}</helicone-prompt-input>')},
+        ],
+    }
+    return make_record(BASE + timedelta(minutes=minutes), prompt_id="guide", request_body=orjson.dumps(body).decode())
+
+
+@pytest.fixture
+def prompt_dir(tmp_path: Path) -> Path:
+    write_records(
+        tmp_path,
+        [
+            _prompt_record(0, "Sights in {}", "Rome"),
+            _prompt_record(1, "Sights in {}", "Oslo"),
+            _prompt_record(2, "Sights and food in {}", "Lima"),
+        ],
+    )
+    return tmp_path
+
+
+def test_prompts_lists_versions(capsys: pytest.CaptureFixture[str], prompt_dir: Path) -> None:
+    code, out, err = run(capsys, "prompts", "guide", "--data-dir", str(prompt_dir))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["VERSION", "HASH", "REQUESTS"]
+    assert lines[1].split()[0] == "v1" and lines[1].split()[2] == "2"
+    assert lines[2].split()[0] == "v2" and lines[2].split()[2] == "1"
+    assert "v2 (latest):\n[system]\nYou are a guide.\n[user]\nSights and food in {{city}}" in out
+    versions = run_json(capsys, "prompts", "guide", "--data-dir", str(prompt_dir))
+    assert [(v["version"], v["requests"]) for v in versions] == [(1, 2), (2, 1)]
+
+
+def test_prompts_diff(capsys: pytest.CaptureFixture[str], prompt_dir: Path) -> None:
+    code, out, err = run(capsys, "prompts", "guide", "--diff", "1", "v2", "--data-dir", str(prompt_dir))
+    assert code == 0, err
+    assert out.splitlines() == [
+        "--- v1",
+        "+++ v2",
+        " [system]",
+        " You are a guide.",
+        " [user]",
+        "-Sights in {{city}}",
+        "+Sights and food in {{city}}",
+    ]
+    diff = run_json(capsys, "prompts", "guide", "--diff", "2", "1", "--data-dir", str(prompt_dir))
+    assert {"op": "+", "text": "Sights in {{city}}"} in diff["lines"]
+
+
+def test_prompts_errors(capsys: pytest.CaptureFixture[str], prompt_dir: Path) -> None:
+    code, _, err = run(capsys, "prompts", "nope", "--data-dir", str(prompt_dir))
+    assert code == 1 and "no requests with prompt id 'nope'" in err
+    code, _, err = run(capsys, "prompts", "guide", "--diff", "1", "7", "--data-dir", str(prompt_dir))
+    assert code == 1 and "no version 7" in err
+    code, _, err = run(capsys, "prompts", "guide", "--diff", "one", "2", "--data-dir", str(prompt_dir))
+    assert code == 2 and "version number" in err

@@ -26,6 +26,7 @@ from relaylog.store.since import parse_since
 from relaylog.store.stats import Metrics, Stats, group_key
 
 if TYPE_CHECKING:
+    from relaylog.query.backend import Backend
     from relaylog.store.local import LocalStore
 
 DEFAULT_DATA_DIR = "./relaylog-data"
@@ -86,6 +87,13 @@ def _int_in(low: int, high: int, what: str) -> Callable[[str], int]:
 
 _positive_int = _int_in(1, sys.maxsize, "a positive integer")
 _port = _int_in(1, 65535, "a port number 1-65535")
+
+
+def _version(text: str) -> int:
+    number = text.lower().removeprefix("v")
+    if not (number.isascii() and number.isdigit() and int(number) >= 1):
+        raise ValueError(f"expected a version number like 1 or v2, got {text!r}")
+    return int(number)
 
 
 def _group_by(text: str) -> str:
@@ -393,6 +401,51 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backend(args: argparse.Namespace) -> Backend:
+    """The query API's back end for this command: the local data dir, or the stack's DynamoDB and S3."""
+    if not args.stack:
+        from relaylog.query.local import LocalBackend
+
+        return LocalBackend(_store(args))
+    from .aws.stack import output, outputs
+    from .query.dynamo import DynamoBackend
+
+    found = outputs(args.stack)
+    return DynamoBackend(output(found, args.stack, "TableName"), output(found, args.stack, "BucketName"))
+
+
+def cmd_prompts(args: argparse.Namespace) -> int:
+    from relaylog.query.backend import NotFound, version_diff
+
+    try:
+        versions = _backend(args).prompt_versions(args.prompt_id)
+        if args.diff:
+            diff = version_diff(versions, *args.diff)
+    except NotFound as exc:
+        raise CommandError(str(exc)) from None
+    if args.diff:
+        if args.json:
+            _print_json(diff)
+            return 0
+        print(f"--- v{args.diff[0]}\n+++ v{args.diff[1]}")
+        for line in diff["lines"]:
+            print(f"{line['op']}{line['text']}")
+        return 0
+    if args.json:
+        _print_json(versions)
+        return 0
+    headers = ["VERSION", "HASH", "REQUESTS", "COST", "P50", "FIRST SEEN (UTC)", "LAST SEEN (UTC)"]
+    rows = [
+        [f"v{v['version']}", v["hash"], _count(v["requests"]), _cost(v["cost_usd"]), _ms(v["latency_p50_ms"]),
+         _time(v["first_seen"]), _time(v["last_seen"])]
+        for v in versions
+    ]  # fmt: skip
+    print(_table(headers, rows, right=frozenset({2, 3, 4})))
+    latest = versions[-1]
+    print(f"\nv{latest['version']} (latest):\n{latest['template']}")
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------------
 
 
@@ -470,6 +523,19 @@ def build_parser(default_data_dir: Path) -> argparse.ArgumentParser:
         "cost_by_day_model, cost_by_user, latency_p95_by_model, sessions, errors",
     )
     query.set_defaults(run=cmd_query)
+
+    prompts = commands.add_parser(
+        "prompts", parents=[reader, deployed], help="the versions of a prompt (Helicone-Prompt-Id), or a diff"
+    )
+    prompts.add_argument("prompt_id", metavar="ID", help="the Helicone-Prompt-Id value")
+    prompts.add_argument(
+        "--diff",
+        nargs=2,
+        type=_arg_type(_version),
+        metavar=("V1", "V2"),
+        help="line diff between two versions, e.g. --diff 1 2",
+    )
+    prompts.set_defaults(run=cmd_prompts)
 
     keys = commands.add_parser("keys", help="manage relaylog API keys")
     key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)

@@ -8,6 +8,7 @@ import importlib.util
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 import uvicorn
@@ -16,8 +17,11 @@ from uvicorn.config import LOGGING_CONFIG
 from .config import Settings
 from .cost import load_prices
 from .keys import KeyStore
-from .relay.app import RelayApp
+from .query.api import QueryApp, is_query_path
+from .query.local import LocalBackend
+from .relay.app import Receive, RelayApp, Scope, Send
 from .sinks.local import LocalSink
+from .store.local import LocalStore
 
 log = logging.getLogger("relaylog")
 
@@ -30,12 +34,41 @@ class _CutResponseNotice(logging.Filter):
         return record.getMessage() != "ASGI callable returned without completing response."
 
 
-def create_app() -> RelayApp:
+class LocalApp(RelayApp):
+    """The proxy, with the query API and dashboard on their own paths of the same port."""
+
+    def __init__(self, settings: Settings, keys: KeyStore, sink: LocalSink, query: QueryApp) -> None:
+        super().__init__(settings, keys, sink)
+        self.query = query
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            if is_query_path(path):
+                await self.query(scope, receive, send)
+                return
+            if path == "/" and scope["method"] in ("GET", "HEAD"):  # a browser opening the bare address
+                await send({"type": "http.response.start", "status": 307, "headers": [(b"location", b"/dashboard/")]})
+                await send({"type": "http.response.body", "body": b""})
+                return
+        await super().__call__(scope, receive, send)
+
+
+def local_app(settings: Settings) -> LocalApp:
+    keys = KeyStore.in_data_dir(settings.data_dir)
+    store = LocalStore(settings.data_dir)
+    # Columnar copies of the records already on disk are made now, in the background, so the
+    # dashboard's first query does not wait for them (a million records take about a minute).
+    threading.Thread(target=store.prepare, name="relaylog-columnar", daemon=True).start()
+    return LocalApp(settings, keys, LocalSink(settings), QueryApp(LocalBackend(store), keys))
+
+
+def create_app() -> LocalApp:
     """App factory for uvicorn: one per worker process, configured from the environment."""
     settings = Settings.from_env()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     logging.getLogger("uvicorn.error").addFilter(_CutResponseNotice())
-    app = RelayApp(settings, KeyStore.in_data_dir(settings.data_dir), LocalSink(settings))
+    app = local_app(settings)
     load_prices()
     # Everything loaded so far lives as long as the process: keeping it out of the collector's
     # generations cut full collections (25-48 ms pauses, the p99 spikes under load).
@@ -54,6 +87,7 @@ def run(host: str = "127.0.0.1", port: int = 8787, data_dir: Path = Path("relayl
     keys = KeyStore.in_data_dir(data_dir).active_count()
     url = f"http://{host}:{port}"
     print(f"relaylog proxy on {url}  (OpenAI: {url}/v1, Anthropic: {url}/anthropic, ...)", file=sys.stderr)
+    print(f"dashboard: {url}/dashboard/   query API: {url}/api/v1/ (openapi.json)", file=sys.stderr)
     print(f"records: {data_dir.resolve()}/raw  (relaylog requests --data-dir {data_dir})", file=sys.stderr)
     if keys:
         print(f"{keys} relaylog key(s) active: calls need 'Helicone-Auth: Bearer <key>'", file=sys.stderr)

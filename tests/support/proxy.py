@@ -17,7 +17,7 @@ import uvicorn
 from relaylog.config import Settings
 from relaylog.keys import KeyStore
 from relaylog.providers.registry import PROVIDERS
-from relaylog.relay.app import RelayApp
+from relaylog.server import local_app
 from relaylog.sinks.local import LocalSink
 
 
@@ -27,9 +27,9 @@ class RunningProxy:
         self.settings = replace(Settings(), data_dir=data_dir, upstream_overrides=overrides, **settings)
         data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
-        self.keys = KeyStore.in_data_dir(data_dir)
-        self.sink = LocalSink(self.settings)
-        self.app = RelayApp(self.settings, self.keys, self.sink)
+        self.app = local_app(self.settings)
+        self.keys: KeyStore = self.app.keys  # type: ignore[assignment]
+        self.sink: LocalSink = self.app.sink  # type: ignore[assignment]
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))

@@ -46,7 +46,9 @@ def raw_files(data_dir: Path, since: datetime | None = None) -> list[Path]:
         for hour, hour_dir in _subdirs(day_dir, _HOUR):
             if floor and (day, hour) < floor:
                 continue
-            files.extend(sorted(p for p in hour_dir.glob("*.jsonl") if p.is_file()))
+            with os.scandir(hour_dir) as entries:
+                names = sorted(e.name for e in entries if e.name.endswith(".jsonl") and e.is_file())
+            files.extend(hour_dir / name for name in names)
     return files
 
 

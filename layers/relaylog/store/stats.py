@@ -61,11 +61,8 @@ def group_key(by: str) -> tuple[str, dict[str, str]]:
 
 _PERCENTILES = ", ".join(str(q) for q in QUANTILES)
 
-# One scan gives both the per-group rows and the overall total (the empty grouping set).
-SQL = f"""
-SELECT
-  grouping(group_key) = 1 AS is_total,
-  group_key,
+# The Metrics columns over a group of records; `metrics()` reads a row of them back.
+METRICS_SELECT = f"""
   count(*) AS requests,
   count(*) FILTER (WHERE status >= 400 OR error_type IS NOT NULL) AS errors,
   coalesce(sum(input_tokens), 0) AS input_tokens,
@@ -76,6 +73,14 @@ SELECT
   count(*) FILTER (WHERE cost_usd IS NULL) AS cost_unknown,
   quantile_cont(latency_ms, [{_PERCENTILES}]) AS latency,
   quantile_cont(ttft_ms, [{_PERCENTILES}]) AS ttft
+"""
+
+# One scan gives both the per-group rows and the overall total (the empty grouping set).
+SQL = f"""
+SELECT
+  grouping(group_key) = 1 AS is_total,
+  group_key,
+{METRICS_SELECT}
 FROM (SELECT *, {{key}} AS group_key FROM requests WHERE {{where}})
 GROUP BY GROUPING SETS ((group_key), ())
 """

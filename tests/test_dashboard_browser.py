@@ -1,0 +1,194 @@
+"""The dashboard in headless Chromium (Debian's, driven by Playwright): calls sent through relaylog
+with the real `openai` SDK appear live, filter by property, open with their prompt and completion,
+show their session tree, compare prompt versions and take a score.
+
+Screenshots of each step are kept in tests/artifacts/dashboard/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.standin import StandIn
+from tests.support.proxy import RunningProxy
+
+CHROMIUM = os.environ.get("RELAYLOG_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).parent / "artifacts" / "dashboard"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+API_KEY = "sk-test-provider-key"
+TIMEOUT_MS = 10_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not shutil.which(CHROMIUM):
+        pytest.fail(
+            f"the dashboard tests need Chromium at {CHROMIUM}: apt-get install chromium (make test does it as root)"
+        )
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda exc: errors.append(str(exc)))
+    opened.set_default_timeout(TIMEOUT_MS)
+    yield opened
+    context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture(scope="module")
+def served(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
+    standin.fault = None
+    with RunningProxy(tmp_path_factory.mktemp("dashboard"), standin.url) as running:
+        yield running
+
+
+def shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def send(proxy: RunningProxy, text: str, stream: bool = False, **headers: str) -> str:
+    request_id = str(uuid.uuid4())
+    client = openai.OpenAI(base_url=proxy.url + "/v1", api_key=API_KEY, max_retries=0)
+    messages = [{"role": "system", "content": "You are a travel agent."}, {"role": "user", "content": text}]
+    extra = {"Helicone-Request-Id": request_id, **headers}
+    if stream:
+        for _ in client.chat.completions.create(
+            model="gpt-4o-mini", messages=messages, stream=True, extra_headers=extra
+        ):  # type: ignore[arg-type]
+            pass
+    else:
+        client.chat.completions.create(model="gpt-4o-mini", messages=messages, extra_headers=extra)  # type: ignore[arg-type]
+    proxy.record(request_id)
+    return request_id
+
+
+def row(page: Page, request_id: str) -> object:
+    return page.locator(f'#requests tbody tr[data-id="{request_id}"]')
+
+
+def test_calls_appear_live_and_filter_by_property(page: Page, served: RunningProxy) -> None:
+    page.goto(served.url + "/dashboard/")
+    expect(page.locator("h1")).to_have_text("Requests")
+    # Sent after the page loaded: the table must pick it up without a reload.
+    first = send(served, "Find me a flight", **{"Helicone-User-Id": "maya", "Helicone-Property-Team": "growth"})
+    second = send(served, "And a hotel", **{"Helicone-User-Id": "maya", "Helicone-Property-Team": "search"})
+    expect(row(page, first)).to_be_visible()  # type: ignore[attr-defined]
+    expect(row(page, second)).to_be_visible()  # type: ignore[attr-defined]
+    expect(row(page, first)).to_contain_text("maya")  # type: ignore[attr-defined]
+    expect(row(page, first)).to_contain_text("team=growth")  # type: ignore[attr-defined]
+    shot(page, "01-requests-live")
+
+    page.fill('input[name="property"]', "team=growth")
+    page.click('form.filters button[type="submit"]')
+    expect(row(page, first)).to_be_visible()  # type: ignore[attr-defined]
+    expect(row(page, second)).to_have_count(0)  # type: ignore[attr-defined]
+    assert "property=team%3Dgrowth" in page.url
+    shot(page, "02-requests-filtered")
+
+
+def test_request_view_shows_prompt_and_streamed_completion_and_takes_a_score(page: Page, served: RunningProxy) -> None:
+    request_id = send(served, "Plan three days in Lisbon", stream=True)
+    page.goto(served.url + "/dashboard/#/requests")
+    row(page, request_id).click()  # type: ignore[attr-defined]
+    conversation = page.locator("#conversation")
+    expect(conversation.locator(".msg.system")).to_contain_text("You are a travel agent.")
+    expect(conversation.locator(".msg.user")).to_contain_text("Plan three days in Lisbon")
+    # The stand-in's streamed answer, reassembled from its SSE chunks.
+    record = served.record(request_id)
+    assert record["stream"] is True and record["response_body"].startswith("data: ")
+    answer = page.locator("#conversation .msg.assistant .text")
+    expect(answer).not_to_be_empty()
+    assert "data:" not in answer.inner_text()
+    shot(page, "03-request-conversation")
+
+    page.click("text=Raw")
+    expect(page.locator("#raw pre").first).to_contain_text('"Plan three days in Lisbon"')
+    shot(page, "04-request-raw")
+
+    page.fill('input[name="comment"]', "great plan")
+    page.click('button[aria-label="thumbs up"]')
+    expect(page.locator("#score-list")).to_contain_text("feedback: true")
+    page.fill('input[name="score-name"]', "accuracy")
+    page.fill('input[name="score-value"]', "0.8")
+    page.click("text=Add score")
+    expect(page.locator("#score-list")).to_contain_text("accuracy: 0.8")
+    shot(page, "05-request-scored")
+    page.reload()
+    expect(page.locator("#score-list")).to_contain_text("accuracy: 0.8")
+    expect(page.get_by_text("Comment: great plan")).to_be_visible()
+
+
+def test_session_tree(page: Page, served: RunningProxy) -> None:
+    session = {"Helicone-Session-Id": "trip-7", "Helicone-Session-Name": "Lisbon trip"}
+    outline = send(served, "Outline", **session, **{"Helicone-Session-Path": "/outline"})
+    detail = send(served, "Day one", **session, **{"Helicone-Session-Path": "/outline/day-1"})
+    page.goto(served.url + "/dashboard/#/sessions")
+    page.locator("#sessions tbody tr", has_text="trip-7").click()
+    tree = page.locator("#session-tree")
+    expect(page.locator("h1")).to_contain_text("Lisbon trip")
+    expect(tree.locator('li[data-path="/outline"]')).to_be_visible()
+    nested = tree.locator('li[data-path="/outline"] li[data-path="/outline/day-1"]')
+    expect(nested.locator(f'li[data-id="{detail}"]')).to_be_visible()
+    expect(tree.locator(f'li[data-path="/outline"] > ul > li[data-id="{outline}"]')).to_be_visible()
+    shot(page, "06-session-tree")
+    nested.locator(f'li[data-id="{detail}"]').click()
+    expect(page.locator("#conversation .msg.user")).to_contain_text("Day one")
+
+
+def test_prompt_versions_diff(page: Page, served: RunningProxy) -> None:
+    tag = '<helicone-prompt-input key="city">{}</helicone-prompt-input>'
+    send(served, "Best food in " + tag.format("Porto"), **{"Helicone-Prompt-Id": "food-guide"})
+    send(served, "Best cheap food in " + tag.format("Faro"), **{"Helicone-Prompt-Id": "food-guide"})
+    page.goto(served.url + "/dashboard/#/prompts")
+    page.locator("#prompts tbody tr", has_text="food-guide").click()
+    expect(page.locator("#versions tbody tr")).to_have_count(2)
+    diff = page.locator("#diff")
+    expect(diff.locator(".del")).to_have_text("- Best food in {{city}}")
+    expect(diff.locator(".add")).to_have_text("+ Best cheap food in {{city}}")
+    shot(page, "07-prompt-diff")
+
+
+def test_charts_render_with_group_by(page: Page, served: RunningProxy) -> None:
+    send(served, "Chart me")
+    page.goto(served.url + "/dashboard/#/charts?since=1h&by=model")
+    expect(page.locator("#totals")).to_contain_text("Requests")
+    for title in ("Cost", "Requests", "Tokens (in + out)", "Latency percentiles"):
+        expect(page.locator(f'[data-chart="{title}"] svg circle').first).to_be_attached()
+    expect(page.locator("#groups tbody tr", has_text="gpt-4o-mini")).to_be_visible()
+    shot(page, "08-charts")
+
+
+def test_key_prompt_when_keys_exist(page: Page, make_proxy: object) -> None:
+    proxy = make_proxy()  # type: ignore[operator]
+    secret, _ = proxy.keys.create("browser")
+    page.goto(proxy.url + "/dashboard/")
+    expect(page.locator(".key-form")).to_be_visible()
+    shot(page, "09-key-needed")
+    page.fill('input[name="key"]', secret)
+    page.click(".key-form button")
+    expect(page.locator("h1")).to_have_text("Requests")
+    expect(page.locator("#requests")).to_be_visible()
