@@ -1,5 +1,6 @@
 """The aggregator function: SQS messages carrying S3 ObjectCreated notifications for raw/ and spool/
-objects; each object is rolled up into DynamoDB exactly once and written as Parquet under curated/.
+objects; each object is rolled up into DynamoDB exactly once, its requests indexed in DynamoDB, and
+written as Parquet under curated/.
 
 A message that fails is reported alone in batchItemFailures and comes back later (after the queue's
 maxReceiveCount it goes to the dead-letter queue); the other messages of its batch are done.
@@ -55,10 +56,12 @@ def record_handler(record: SQSRecord) -> None:
                 "bad_lines": done.bad_lines,
                 "chunks_applied": done.chunks_applied,
                 "chunks_skipped": done.chunks_skipped,
+                "indexed": done.indexed,
                 "parquet": done.parquet_keys,
             },
         )
         metrics.add_metric(name="ObjectsProcessed", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="RequestsIndexed", unit=MetricUnit.Count, value=done.indexed)
         if done.duplicate:
             metrics.add_metric(name="ObjectsSkippedDuplicate", unit=MetricUnit.Count, value=1)
         else:

@@ -103,14 +103,25 @@ def create_stack(name: str = "relaylog-test") -> Stack:
     s3.create_bucket(Bucket=bucket)
     ddb = boto3.client("dynamodb", region_name=REGION)
     table = f"{name}-table"
+    # The request index's GSIs as template.yaml declares them (tests/test_aggregate_index.py checks
+    # that the template agrees with layout.INDEXES); ids and users are key lookups only.
+    keys_only = {"by_id", "by_user"}
+    indexes = [
+        {
+            "IndexName": index,
+            "KeySchema": [{"AttributeName": partition, "KeyType": "HASH"}]
+            + ([{"AttributeName": sort, "KeyType": "RANGE"}] if sort else []),
+            "Projection": {"ProjectionType": "KEYS_ONLY" if index in keys_only else "ALL"},
+        }
+        for index, (partition, sort) in layout.INDEXES.items()
+    ]
+    attributes = ["pk", "sk", *(partition for partition, _ in layout.INDEXES.values())]
     ddb.create_table(
         TableName=table,
         BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
+        AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in dict.fromkeys(attributes)],
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        GlobalSecondaryIndexes=indexes,
     )
     ddb.update_time_to_live(
         TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": layout.TTL_ATTRIBUTE}

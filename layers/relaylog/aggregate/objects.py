@@ -6,7 +6,7 @@ import gzip
 import logging
 import re
 import zlib
-from collections.abc import Set
+from collections.abc import Iterable, Set
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -38,6 +38,9 @@ class Fetched:
 class Decoded:
     records: list[dict[str, Any]]
     bad_lines: int
+    # Where each record sits: its 0-based index in the decompressed bytes split on b"\n" (kept
+    # beside the records, not in them, so the rollup and the Parquet see the records unchanged).
+    lines: list[int]
 
 
 def fetch(s3: Any, bucket: str, key: str) -> Fetched:
@@ -60,8 +63,9 @@ def decode(data: bytes, name: str, required: Set[str]) -> Decoded:
         except (OSError, EOFError, zlib.error) as exc:
             raise ObjectError(f"{name}: not readable as gzip ({type(exc).__name__})") from None
     records: list[dict[str, Any]] = []
+    lines: list[int] = []
     bad = 0
-    for number, line in enumerate(data.splitlines(), start=1):
+    for index, line in _numbered(data):
         if not line.strip():
             continue
         try:
@@ -70,13 +74,25 @@ def decode(data: bytes, name: str, required: Set[str]) -> Decoded:
             record = None
         if isinstance(record, dict) and record.keys() >= required and _placed(record):
             records.append(record)
+            lines.append(index)
         else:
             bad += 1
             if bad <= LOGGED_BAD_LINES:
-                log.warning("skipped line %d of %s: not a relaylog record", number, name)
+                log.warning("skipped line %d of %s: not a relaylog record", index + 1, name)
     if bad > LOGGED_BAD_LINES:
         log.warning("skipped %d lines of %s in all", bad, name)
-    return Decoded(records, bad)
+    return Decoded(records, bad, lines)
+
+
+def _numbered(data: bytes) -> Iterable[tuple[int, bytes]]:
+    """The lines `splitlines` gives, each with its index in `data.split(b"\n")`.
+
+    Numbered by b"\n" alone, as a reader fetching one record by its index will split; a lone b"\r"
+    still ends a line (as `splitlines` always did), its pieces sharing the b"\n" line's index.
+    """
+    if b"\r" not in data:  # the usual case, without a second pass over every line
+        return enumerate(data.split(b"\n"))
+    return [(index, piece) for index, segment in enumerate(data.split(b"\n")) for piece in segment.splitlines()]
 
 
 def _placed(record: dict[str, Any]) -> bool:

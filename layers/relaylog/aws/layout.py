@@ -17,6 +17,14 @@ DynamoDB (one table, string keys `pk` and `sk`, TTL attribute `expires_at`):
     object marks  pk OBJECT#<bucket>/<key>#<version id or ETag>, sk chunk#<n>: that chunk of rollup
                   updates is applied
     keys          pk KEY, sk <sha256 of the key>
+    request index pk REQS#<dt>, sk <created_at>#<request_id>: one item per record, written by the
+                  aggregator with TTL (RELAYLOG_INDEX_DAYS): the record's summary columns (no
+                  bodies), `template` (prompt template hash, see relaylog.prompts) and `source`,
+                  `line`: the S3 object and 0-based line that hold the full record. Sparse GSIs:
+                  by_id (request_id), by_session (session_id, sk), by_prompt (prompt_id, sk),
+                  by_user (user_id, sk).
+    prompt texts  pk PROMPT#<prompt_id>, sk T#<template hash>: the template text, written once
+    scores        pk SCORE#<request_id>, sk scores: `scores` map name -> number or bool, `feedback_comment`
 """
 
 from __future__ import annotations
@@ -33,10 +41,22 @@ ENV_BUCKET = "RELAYLOG_BUCKET"
 ENV_TABLE = "RELAYLOG_TABLE"
 ENV_FIREHOSE_STREAM = "RELAYLOG_FIREHOSE_STREAM"
 ENV_HOURLY_TTL_DAYS = "RELAYLOG_HOURLY_ROLLUP_DAYS"
+ENV_INDEX_DAYS = "RELAYLOG_INDEX_DAYS"
 
 ROLLUP_PK = "ROLLUP"
 OBJECT_PK = "OBJECT"
 KEY_PK = "KEY"
+REQUESTS_PK = "REQS"
+PROMPT_PK = "PROMPT"
+SCORE_PK = "SCORE"
+# Global secondary indexes of the request index: name -> (partition attribute, sort attribute).
+INDEXES = {
+    "by_id": ("request_id", None),
+    "by_session": ("session_id", "sk"),
+    "by_prompt": ("prompt_id", "sk"),
+    "by_user": ("user_id", "sk"),
+}
+DEFAULT_INDEX_DAYS = 30
 TTL_ATTRIBUTE = "expires_at"
 
 
@@ -57,3 +77,20 @@ def rollup_sk(dimension: str, value: str) -> str:
 def object_pk(bucket: str, key: str, version: str) -> str:
     """`version` (the object's version id or ETag) tells a new object under the same key from this one."""
     return f"{OBJECT_PK}#{bucket}/{key}#{version}"
+
+
+def requests_pk(dt: str) -> str:
+    return f"{REQUESTS_PK}#{dt}"
+
+
+def requests_sk(created_at: str, request_id: str) -> str:
+    """Sorts by time within a day; the id keeps two calls in the same microsecond apart."""
+    return f"{created_at}#{request_id}"
+
+
+def prompt_pk(prompt_id: str) -> str:
+    return f"{PROMPT_PK}#{prompt_id}"
+
+
+def score_pk(request_id: str) -> str:
+    return f"{SCORE_PK}#{request_id}"
