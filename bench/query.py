@@ -8,7 +8,8 @@ into a temporary data dir (or DIR, reused when it already holds the same count).
 the query API app itself (ASGI, in process: parameter parsing, DuckDB, JSON encoding), times each
 query: the first run after the Parquet copies exist, then the median and worst of 7 more. The
 first query on a fresh store also makes the Parquet copies; that one-off cost is printed apart.
-Target: each query under 300 ms.
+Target: the first page of requests with a filter, and 30-day stats grouped by model, each under
+300 ms (the other rows are for reference).
 """
 
 from __future__ import annotations
@@ -40,17 +41,20 @@ TARGET_MS = 300.0
 DAYS = 30
 END = datetime(2026, 11, 26, 12, tzinfo=UTC)
 MODELS = [(f"model-{i}", ("openai", "anthropic", "gemini", "groq")[i % 4]) for i in range(12)]
+# (label, path, query, held to the target): the issue's two targets are the first page of requests
+# with a filter and a 30-day stats query grouped by model; the others are measured for reference.
 QUERIES = [
-    ("requests, first page", "/api/v1/requests", "limit=50"),
-    ("requests, model filter", "/api/v1/requests", "model=model-3&limit=50"),
-    ("requests, property filter", "/api/v1/requests", "property=feature=search&limit=50"),
-    ("requests, user filter, 30d", "/api/v1/requests", "user=user-17&since=30d&limit=50"),
-    ("requests, by cost", "/api/v1/requests", "sort=cost&limit=50"),
-    ("stats 30d by model (day)", "/api/v1/stats", "since=30d&by=model&bucket=day"),
-    ("stats 30d by model (hour)", "/api/v1/stats", "since=30d&by=model&bucket=hour"),
-    ("stats 24h, all", "/api/v1/stats", "since=24h"),
-    ("users by cost", "/api/v1/users", "since=30d"),
-    ("sessions", "/api/v1/sessions", "since=7d"),
+    ("requests, first page", "/api/v1/requests", "limit=50", True),
+    ("requests, model filter", "/api/v1/requests", "model=model-3&limit=50", True),
+    ("requests, property filter", "/api/v1/requests", "property=feature=search&limit=50", True),
+    ("requests, user filter, 30d", "/api/v1/requests", "user=user-17&since=30d&limit=50", True),
+    ("stats 30d by model (day)", "/api/v1/stats", "since=30d&by=model&bucket=day", True),
+    ("stats 30d by model (auto)", "/api/v1/stats", "since=30d&by=model", True),
+    ("requests, by cost", "/api/v1/requests", "sort=cost&limit=50", False),
+    ("stats 30d by model (hour)", "/api/v1/stats", "since=30d&by=model&bucket=hour", False),
+    ("stats 24h, all", "/api/v1/stats", "since=24h", False),
+    ("users by cost", "/api/v1/users", "since=30d", False),
+    ("sessions", "/api/v1/sessions", "since=7d", False),
 ]
 
 
@@ -160,13 +164,13 @@ def main() -> int:
         print(f"\n{args.records:,} records, {size / 1e6:,.0f} MB of JSON lines, {DAYS} days; ms per query\n")
         print(f"  {'query':<30} {'first':>8} {'median':>8} {'worst':>8}  target {TARGET_MS:.0f}")
         misses = 0
-        for label, path, query in QUERIES:
+        for label, path, query, target in QUERIES:
             runs = [timed(app, path, query) for _ in range(8)]
             ok = max(runs[1:]) < TARGET_MS
-            misses += not ok
+            misses += target and not ok
+            verdict = ("PASS" if ok else "MISS") if target else "(reference)"
             print(
-                f"  {label:<30} {runs[0]:>8.0f} {statistics.median(runs[1:]):>8.0f} {max(runs[1:]):>8.0f}"
-                f"  {'PASS' if ok else 'MISS'}"
+                f"  {label:<30} {runs[0]:>8.0f} {statistics.median(runs[1:]):>8.0f} {max(runs[1:]):>8.0f}  {verdict}"
             )
         return 1 if misses else 0
     finally:

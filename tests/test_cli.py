@@ -14,7 +14,7 @@ import orjson
 import pytest
 import relaylog
 from relaylog.cli import main
-from relaylog.store.local import SUMMARY_FIELDS
+from relaylog.record import SUMMARY_FIELDS
 
 from tests.support.records import BASE, assert_metrics, expected_metrics, make_record, sample_records, write_records
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import orjson
 import pytest
-from relaylog.record import FIELDS
+from relaylog.record import FIELDS, SUMMARY_FIELDS
 from relaylog.store.files import has_incomplete_tail, raw_files
-from relaylog.store.local import SUMMARY_FIELDS, AmbiguousId, Filters, LocalStore, StoreError
+from relaylog.store.local import AmbiguousId, Filters, LocalStore, StoreError
 from relaylog.store.schema import COLUMNS
 from relaylog.store.since import parse_since
 from relaylog.store.stats import group_key

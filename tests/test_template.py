@@ -43,6 +43,7 @@ def test_sam_build_without_docker_gives_a_small_proxy(tmp_path: Path) -> None:
     assert (layer / "aiohttp" / "client.pyc").exists() and not (layer / "aiohttp" / "client.py").exists()
     assert not list(layer.glob("duckdb*")) and not list(layer.glob("uvicorn*"))  # aggregator-only / local-only
     assert list((build / "AggregatorFunction").glob("duckdb*"))
+    assert list((build / "QueryFunction").glob("mangum*")) and not list((build / "QueryFunction").glob("duckdb*"))
     proxy_mb = (_size(build / "ProxyFunction") + _size(build / "SharedLayer")) / 2**20
     assert proxy_mb < 40, f"proxy function + layer is {proxy_mb:.1f} MB unzipped"
 
@@ -57,7 +58,13 @@ def test_the_transform_makes_the_url_public_and_streaming() -> None:
             "FunctionUrlAuthType": "NONE"} in permissions  # fmt: skip
     assert {"Action": "lambda:InvokeFunction", "FunctionName": {"Ref": "ProxyFunction"}, "Principal": "*",
             "InvokedViaFunctionUrl": True} in permissions  # fmt: skip
-    assert len(permissions) == 2  # nothing else may invoke either function
+    query = resources["QueryFunctionUrl"]["Properties"]
+    assert query["AuthType"] == "NONE" and query.get("InvokeMode", "BUFFERED") == "BUFFERED"  # Mangum answers whole
+    assert {"Action": "lambda:InvokeFunctionUrl", "FunctionName": {"Ref": "QueryFunction"}, "Principal": "*",
+            "FunctionUrlAuthType": "NONE"} in permissions  # fmt: skip
+    assert {"Action": "lambda:InvokeFunction", "FunctionName": {"Ref": "QueryFunction"}, "Principal": "*",
+            "InvokedViaFunctionUrl": True} in permissions  # fmt: skip
+    assert len(permissions) == 4  # nothing else may invoke the functions
 
 
 def test_resource_names_match_the_code() -> None:
@@ -114,10 +121,37 @@ def test_each_function_may_do_only_its_job() -> None:
         ("s3:GetObject", bucket + layout.RAW_PREFIX + "*"),
         ("s3:GetObject", bucket + layout.SPOOL_PREFIX + "*"),
         ("s3:PutObject", bucket + layout.CURATED_PREFIX + "*"),
+        ("s3:GetObject", bucket + layout.BODIES_PREFIX + "*"),
         ("dynamodb:UpdateItem", "Table.Arn"),
         ("dynamodb:PutItem", "Table.Arn"),
         ("dynamodb:ConditionCheckItem", "Table.Arn"),
+        ("dynamodb:BatchWriteItem", "Table.Arn"),
     }
+    assert _grants("QueryFunction") == {
+        ("s3:GetObject", bucket + layout.RAW_PREFIX + "*"),
+        ("s3:GetObject", bucket + layout.SPOOL_PREFIX + "*"),
+        ("s3:GetObject", bucket + layout.BODIES_PREFIX + "*"),
+        ("dynamodb:GetItem", "Table.Arn"),
+        ("dynamodb:Query", "Table.Arn"),
+        ("dynamodb:BatchGetItem", "Table.Arn"),
+        ("dynamodb:UpdateItem", "Table.Arn"),
+        ("dynamodb:Query", "${Table.Arn}/index/*"),
+    }
+
+
+def test_the_query_function_serves_the_dashboard_and_api_from_its_url() -> None:
+    template = load_template()
+    query = template["Resources"]["QueryFunction"]["Properties"]
+    assert (ROOT / query["CodeUri"] / "app.py").exists() and query["Handler"] == "app.handler"
+    assert "mangum" in (ROOT / query["CodeUri"] / "requirements.txt").read_text()
+    assert query["FunctionUrlConfig"] == {"AuthType": "NONE"}
+    assert (query["MemorySize"], query["Timeout"], query["Runtime"]) == (512, 30, "python3.12")
+    env = query["Environment"]["Variables"]
+    assert {layout.ENV_BUCKET, layout.ENV_TABLE, layout.ENV_HOURLY_TTL_DAYS, layout.ENV_INDEX_DAYS} <= set(env)
+    assert query["Layers"] == [{"Ref": "SharedLayer"}]
+    outputs = template["Outputs"]
+    assert outputs["DashboardUrl"]["Value"] == {"Sub": "${QueryFunctionUrl.FunctionUrl}dashboard/"}
+    assert outputs["QueryApiUrl"]["Value"] == {"Sub": "${QueryFunctionUrl.FunctionUrl}api/v1/"}
 
 
 @pytest.mark.parametrize(("table", "skipped"), [("RequestsTable", {"dt"}), ("RawRequestsTable", {"dt", "hour"})])

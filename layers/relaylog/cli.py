@@ -239,7 +239,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(record)
         return 0
-    from relaylog.store.local import SUMMARY_FIELDS
+    from relaylog.record import SUMMARY_FIELDS
 
     fields = [f for f in SUMMARY_FIELDS if f != "properties"]
     width = max(len(f) for f in fields)

@@ -54,3 +54,6 @@ class Record(TypedDict):
 
 
 FIELDS: tuple[str, ...] = tuple(Record.__annotations__)
+BODY_FIELDS = ("request_body", "response_body")
+# A record without its (possibly large) bodies: what lists and indexes carry.
+SUMMARY_FIELDS: tuple[str, ...] = tuple(f for f in FIELDS if f not in BODY_FIELDS)

@@ -14,7 +14,7 @@ from typing import Any
 
 from relaylog.aggregate import histogram
 from relaylog.query.params import StatsParams, record_time
-from relaylog.store.stats import QUANTILES, Metrics
+from relaylog.store.stats import QUANTILES, Metrics, metrics
 
 COUNTS = ("requests", "errors", "input_tokens", "output_tokens", "cache_read_tokens", "usage_unknown", "cost_unknown")
 
@@ -35,25 +35,13 @@ class Cell:
                 mine[index] = mine.get(index, 0) + count
 
     def metrics(self) -> Metrics:
-        requests, errors = self.counts["requests"], self.counts["errors"]
-        latency = [histogram.percentile(self.latency, q) for q in QUANTILES]
-        ttft = [histogram.percentile(self.ttft, q) for q in QUANTILES]
-        return Metrics(
-            requests=requests,
-            errors=errors,
-            error_rate=errors / requests if requests else None,
-            input_tokens=self.counts["input_tokens"],
-            output_tokens=self.counts["output_tokens"],
-            cache_read_tokens=self.counts["cache_read_tokens"],
-            usage_unknown=self.counts["usage_unknown"],
-            cost_usd=round(self.cost_usd, 12),
-            cost_unknown=self.counts["cost_unknown"],
-            latency_p50_ms=latency[0],
-            latency_p95_ms=latency[1],
-            latency_p99_ms=latency[2],
-            ttft_p50_ms=ttft[0],
-            ttft_p95_ms=ttft[1],
-            ttft_p99_ms=ttft[2],
+        return metrics(
+            {
+                **self.counts,
+                "cost_usd": round(self.cost_usd, 12),
+                "latency": [histogram.percentile(self.latency, q) for q in QUANTILES],
+                "ttft": [histogram.percentile(self.ttft, q) for q in QUANTILES],
+            }
         )
 
 

@@ -28,8 +28,9 @@ from relaylog.query.params import (
     encode_cursor,
     record_time,
 )
+from relaylog.record import SUMMARY_FIELDS
 from relaylog.store import StoreError
-from relaylog.store.local import SUMMARY_FIELDS, AmbiguousId, LocalStore
+from relaylog.store.local import AmbiguousId, LocalStore
 from relaylog.store.scores import append_scores, as_json, create_scores_view, score_lines
 
 EQUALS = {
@@ -308,8 +309,8 @@ class LocalBackend:
               coalesce(sum(cost_usd), 0.0) AS cost_usd,
               coalesce(sum(input_tokens), 0) AS input_tokens, coalesce(sum(output_tokens), 0) AS output_tokens,
               min(created_at) AS first_at, max(created_at) AS last_at,
-              round(max(epoch_ms(CAST(created_at AS TIMESTAMPTZ)) + latency_ms)
-                - epoch_ms(CAST(min(created_at) AS TIMESTAMPTZ)), 3) AS duration_ms,
+              round((max(epoch_us(CAST(created_at AS TIMESTAMPTZ)) + latency_ms * 1000)
+                - epoch_us(CAST(min(created_at) AS TIMESTAMPTZ))) / 1000, 3) AS duration_ms,
               coalesce(list_sort(list(DISTINCT user_id) FILTER (WHERE user_id IS NOT NULL)), []) AS users
             FROM requests WHERE session_id IS NOT NULL AND {clause}
             GROUP BY session_id ORDER BY last_at DESC, session_id LIMIT $limit OFFSET $offset"""

@@ -16,7 +16,7 @@ from typing import Any
 
 import duckdb
 
-from relaylog.record import FIELDS
+from relaylog.record import BODY_FIELDS, SUMMARY_FIELDS
 from relaylog.store import StoreError, columnar
 from relaylog.store import stats as stats_sql
 from relaylog.store.files import raw_files, warn_incomplete
@@ -25,9 +25,6 @@ from relaylog.store.stats import Stats
 
 log = logging.getLogger(__name__)
 
-BODY_FIELDS = ("request_body", "response_body")
-# What `list_requests` returns: everything but the (possibly large) bodies.
-SUMMARY_FIELDS = tuple(f for f in FIELDS if f not in BODY_FIELDS)
 # Filter name -> column. Column names come only from this table, values are bound parameters.
 FILTER_COLUMNS = {"model": "model", "provider": "provider", "user": "user_id", "session": "session_id"}
 
