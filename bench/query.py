@@ -158,7 +158,7 @@ def main() -> int:
             generate(data_dir, args.records)
             print(f"wrote {args.records:,} records in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         size = sum(p.stat().st_size for p in (data_dir / "raw").rglob("*.jsonl"))
-        app = QueryApp(LocalBackend(LocalStore(data_dir)), keys=None)
+        app = QueryApp(lambda: LocalBackend(LocalStore(data_dir)), keys=None)
         first = timed(app, "/api/v1/stats", "since=1h")
         print(f"first query (makes any missing Parquet copies): {first:,.0f} ms", file=sys.stderr)
         print(f"\n{args.records:,} records, {size / 1e6:,.0f} MB of JSON lines, {DAYS} days; ms per query\n")

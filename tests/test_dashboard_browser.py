@@ -192,3 +192,70 @@ def test_key_prompt_when_keys_exist(page: Page, make_proxy: object) -> None:
     page.click(".key-form button")
     expect(page.locator("h1")).to_have_text("Requests")
     expect(page.locator("#requests")).to_be_visible()
+
+
+PIXEL = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def test_images_tool_calls_and_tool_results_render(page: Page, served: RunningProxy) -> None:
+    client = openai.OpenAI(base_url=served.url + "/v1", api_key=API_KEY, max_retries=0)
+    asking = str(uuid.uuid4())
+    question = [
+        {"type": "text", "text": "What is the weather where this photo was taken?"},
+        {"type": "image_url", "image_url": {"url": PIXEL}},
+    ]
+    messages: list[dict[str, object]] = [{"role": "user", "content": question}]
+    calls: dict[int, dict[str, str]] = {}
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=messages,  # type: ignore[arg-type]
+        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        stream=True,
+        extra_headers={"Helicone-Request-Id": asking},
+    )
+    for chunk in stream:
+        for delta in chunk.choices[0].delta.tool_calls or [] if chunk.choices else []:
+            entry = calls.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
+            entry["id"] += delta.id or ""
+            entry["name"] += (delta.function and delta.function.name) or ""
+            entry["arguments"] += (delta.function and delta.function.arguments) or ""
+    served.record(asking)
+    call = calls[0]
+
+    page.goto(served.url + f"/dashboard/#/requests/{asking}")
+    conversation = page.locator("#conversation")
+    expect(conversation.locator(".msg.user img.thumb")).to_have_attribute("src", PIXEL)
+    # The streamed tool call, reassembled from its argument deltas.
+    expect(conversation.locator(".msg.assistant .tool-call")).to_have_text(
+        f"tool call {call['name']}({call['arguments']})"
+    )
+    shot(page, "10-image-and-streamed-tool-call")
+
+    answering = str(uuid.uuid4())
+    messages += [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}],
+        },
+        {"role": "tool", "tool_call_id": call["id"], "content": "18 C and sunny"},
+    ]
+    client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=messages,  # type: ignore[arg-type]
+        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        extra_headers={"Helicone-Request-Id": answering},
+    )
+    served.record(answering)
+    page.goto(served.url + f"/dashboard/#/requests/{answering}")
+    expect(conversation.locator(".msg.tool")).to_contain_text("18 C and sunny")
+    expect(conversation.locator(".msg.tool .role")).to_have_text(f"tool {call['id']}")
+    expect(conversation.locator(".msg.assistant").first).to_contain_text(f"tool call {call['name']}(")
+    shot(page, "11-tool-result")

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from moto import mock_aws
@@ -246,6 +247,15 @@ def test_a_request_is_the_local_one_with_its_bodies(pair: Pair, number: int) -> 
 def test_the_offloaded_body_comes_from_s3(pair: Pair) -> None:
     record = pair.aws.get_request(_id(pair, OFFLOADED))
     assert record["request_body"] == LARGE_BODY and record["request_body_ref"].startswith("bodies/")
+
+
+def test_a_body_too_large_for_a_function_url_answer_is_a_link(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dynamo, "INLINE_BODY_MAX", len(LARGE_BODY) - 1)
+    record = pair.aws.get_request(_id(pair, OFFLOADED))
+    assert record["request_body"] is None and record["response_body"] is not None
+    url = record["request_body_url"]
+    assert unquote(url.split("?")[0]).endswith(record["request_body_ref"]) and "Signature" in url and "Expires=" in url
+    assert record["response_body_url"] is None
 
 
 def test_unknown_ids_are_not_found(pair: Pair) -> None:

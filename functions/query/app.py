@@ -26,7 +26,7 @@ copy_config_to_registered_loggers(source_logger=logger, include={"relaylog"})
 table = os.environ[layout.ENV_TABLE]
 dynamodb = make_client("dynamodb")
 backend = DynamoBackend(table, os.environ[layout.ENV_BUCKET], dynamodb, make_client("s3"))
-app = Mangum(QueryApp(backend, DynamoKeyStore(table, dynamodb), require_key=True), lifespan="off")
+app = Mangum(QueryApp(lambda: backend, DynamoKeyStore(table, dynamodb), require_key=True), lifespan="off")
 
 
 @logger.inject_lambda_context

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import copy
+import functools
 import gc
 import importlib.util
 import logging
 import os
 import sys
-import threading
 from pathlib import Path
 
 import uvicorn
@@ -18,10 +18,9 @@ from .config import Settings
 from .cost import load_prices
 from .keys import KeyStore
 from .query.api import QueryApp, is_query_path
-from .query.local import LocalBackend
+from .query.backend import Backend
 from .relay.app import Receive, RelayApp, Scope, Send
 from .sinks.local import LocalSink
-from .store.local import LocalStore
 
 log = logging.getLogger("relaylog")
 
@@ -54,13 +53,18 @@ class LocalApp(RelayApp):
         await super().__call__(scope, receive, send)
 
 
+def _local_backend(data_dir: Path) -> Backend:
+    # Imported here: DuckDB costs `relaylog serve` about 40 MB, paid only once the dashboard is used.
+    from .query.local import LocalBackend
+    from .store.local import LocalStore
+
+    return LocalBackend(LocalStore(data_dir))
+
+
 def local_app(settings: Settings) -> LocalApp:
     keys = KeyStore.in_data_dir(settings.data_dir)
-    store = LocalStore(settings.data_dir)
-    # Columnar copies of the records already on disk are made now, in the background, so the
-    # dashboard's first query does not wait for them (a million records take about a minute).
-    threading.Thread(target=store.prepare, name="relaylog-columnar", daemon=True).start()
-    return LocalApp(settings, keys, LocalSink(settings), QueryApp(LocalBackend(store), keys))
+    query = QueryApp(functools.partial(_local_backend, settings.data_dir), keys)
+    return LocalApp(settings, keys, LocalSink(settings), query)
 
 
 def create_app() -> LocalApp:

@@ -437,7 +437,9 @@ async function requestView(id) {
   if (r.session_id) dl.append(h("dt", {}, "Session"), h("dd", {}, h("a", { href: "#/sessions/" + encodeURIComponent(r.session_id) }, r.session_id), r.session_path ? " " + r.session_path : ""));
   for (const [k, v] of Object.entries(r.properties || {})) dl.append(h("dt", {}, "property " + k), h("dd", {}, v));
   const body = parseJSON(r.request_body || "");
-  const conversation = h("div", { id: "conversation" }, body ? requestMessages(body) : h("p", { className: "muted" }, r.request_body === null ? "Request body not recorded." : "Request body is not JSON (see raw)."), r.response_body ? completion(r.response_body) : h("p", { className: "muted" }, "Response body not recorded."));
+  // On AWS a body too large for the answer comes as a link the browser can fetch itself.
+  const missing = (what, url) => url ? h("p", {}, `The ${what} body is too large to show here: `, h("a", { href: url, rel: "noopener noreferrer", target: "_blank" }, "download it")) : h("p", { className: "muted" }, `${what[0].toUpperCase() + what.slice(1)} body not recorded.`);
+  const conversation = h("div", { id: "conversation" }, body ? requestMessages(body) : r.request_body === null ? missing("request", r.request_body_url) : h("p", { className: "muted" }, "Request body is not JSON (see raw)."), r.response_body ? completion(r.response_body) : missing("response", r.response_body_url));
   const raw = h("div", { id: "raw", hidden: true }, h("h2", {}, "Request"), h("pre", { className: "raw" }, pretty(r.request_body || "")), h("h2", {}, "Response"), h("pre", { className: "raw" }, pretty(r.response_body || "")));
   const tabs = h("div", { className: "tabs" });
   for (const [label, pane] of [["Conversation", conversation], ["Raw", raw]]) {

@@ -294,10 +294,15 @@ def _status_of(exc: Exception) -> tuple[int, str]:
 
 class QueryApp:
     """`keys` None: open (a local server on loopback with no relaylog keys). Otherwise every API
-    call needs a relaylog key as `Authorization: Bearer` or `Helicone-Auth: Bearer`."""
+    call needs a relaylog key as `Authorization: Bearer` or `Helicone-Auth: Bearer`.
 
-    def __init__(self, backend: Backend, keys: KeyVerifier | None, require_key: bool = False) -> None:
-        self.backend = backend
+    `backend` is a factory, called at the first API call: a proxy whose dashboard is never opened
+    never loads the back end (locally, DuckDB and its memory).
+    """
+
+    def __init__(self, backend: Callable[[], Backend], keys: KeyVerifier | None, require_key: bool = False) -> None:
+        self._make_backend = backend
+        self._backend: Backend | None = None
         self.keys = keys
         # On AWS the API is never open: with no keys created yet, nobody gets in.
         self.require_key = require_key
@@ -354,7 +359,9 @@ class QueryApp:
                 raise BadRequest("the query string is malformed") from None
             params = {k: unquote(v) for k, v in match.groupdict().items()}
             request = Request(method, params, query, body)
-            result = await asyncio.to_thread(route.handler, self.backend, request)
+            if self._backend is None:  # on the event loop: made once, never by two threads at a time
+                self._backend = await asyncio.to_thread(self._make_backend)
+            result = await asyncio.to_thread(route.handler, self._backend, request)
             return 200, result
         if allowed:
             raise Refused(405, "method_not_allowed", f"{method} is not allowed here; use {', '.join(allowed)}")

@@ -47,6 +47,11 @@ from relaylog.query.params import (
 from relaylog.record import BODY_FIELDS, FIELDS, SUMMARY_FIELDS
 from relaylog.store.schema import COLUMNS
 
+# Bodies larger than this are not put in the answer but linked (a presigned S3 URL): a Function
+# URL's buffered answer is at most 6 MB, and JSON escaping can grow a body.
+INLINE_BODY_MAX = 2 * 2**20
+BODY_URL_SECONDS = 900
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -347,11 +352,26 @@ class DynamoBackend:
             raise NotFound(f"the record of request {request_id!r} is not where the index says ({item['source']})")
         record = _record(raw)
         for body in BODY_FIELDS:
+            record[f"{body}_url"] = None
             ref = record[f"{body}_ref"]
-            if record[body] is None and isinstance(ref, str) and ref.startswith(layout.BODIES_PREFIX):
-                data = self._read_object(ref)
-                record[body] = data.decode("utf-8", "replace") if data is not None else None
+            if record[body] is not None or not (isinstance(ref, str) and ref.startswith(layout.BODIES_PREFIX)):
+                continue
+            if self._size(ref) > INLINE_BODY_MAX:
+                # A Function URL answer is at most 6 MB: a larger body is fetched by the browser itself.
+                record[f"{body}_url"] = self.s3.generate_presigned_url(
+                    "get_object", Params={"Bucket": self.bucket, "Key": ref}, ExpiresIn=BODY_URL_SECONDS
+                )
+                continue
+            data = self._read_object(ref)
+            record[body] = data.decode("utf-8", "replace") if data is not None else None
         return record
+
+    def _size(self, key: str) -> int:
+        try:
+            size: int = self.s3.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
+        except ClientError:
+            return 0  # gone or unreadable: _read_object says which, as for any body
+        return size
 
     # -- request lists ----------------------------------------------------------------------------
 

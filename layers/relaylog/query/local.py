@@ -252,6 +252,8 @@ class LocalBackend:
         if record is None:
             raise NotFound(f"no request with id {request_id!r}")
         record["scores"] = self._scores_for([record["request_id"]]).get(record["request_id"], {})
+        # Locally every body is in the answer; on AWS one too large for it is a link (query.dynamo).
+        record["request_body_url"] = record["response_body_url"] = None
         comments = self._fetch(
             "SELECT comment FROM scores WHERE request_id = $id AND name = 'feedback'",
             {"id": record["request_id"]},

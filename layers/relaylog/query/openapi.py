@@ -139,6 +139,7 @@ def _with(base: dict[str, Any], **extra: dict[str, Any]) -> dict[str, Any]:
     return {**base, "properties": {**base["properties"], **extra}, "required": [*base["required"], *extra]}
 
 
+_BODY_URL = {"type": ["string", "null"], "description": "on AWS, a link to a body too large to include"}
 SCORES = {"type": "object", "additionalProperties": {"type": ["number", "boolean"]}}
 SUMMARY = _with(_object(Record, drop=("request_body", "response_body")), scores=SCORES)
 METRICS = _object(Metrics)
@@ -183,7 +184,15 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "Record": _object(Record),
     "RequestSummary": SUMMARY,
     "RequestPage": _page("RequestSummary"),
-    "RequestDetail": _data(_with(_object(Record), scores=SCORES, feedback_comment={"type": ["string", "null"]})),
+    "RequestDetail": _data(
+        _with(
+            _object(Record),
+            scores=SCORES,
+            feedback_comment={"type": ["string", "null"]},
+            request_body_url=_BODY_URL,
+            response_body_url=_BODY_URL,
+        )
+    ),
     "Scores": {
         "type": "object",
         "properties": {"scores": SCORES},

@@ -113,14 +113,6 @@ class LocalStore:
         con.execute(f"CREATE OR REPLACE TEMP VIEW requests AS {view}")
         return con
 
-    def prepare(self) -> None:
-        """Make the Parquet copies of every quiet record file now (see store.columnar)."""
-        try:
-            with self.connect():
-                pass
-        except (duckdb.Error, OSError) as exc:
-            log.warning("could not prepare columnar copies: %s", exc)
-
     def _fetch(self, sql: str, params: dict[str, Any], since: datetime | None = None) -> list[dict[str, Any]]:
         try:
             with self.connect(since) as con:
