@@ -96,7 +96,11 @@ def run(host: str = "127.0.0.1", port: int = 8787, data_dir: Path = Path("relayl
     if keys:
         print(f"{keys} relaylog key(s) active: calls need 'Helicone-Auth: Bearer <key>'", file=sys.stderr)
     else:
-        print("no relaylog keys: the proxy is OPEN to anyone who can reach it (relaylog keys create)", file=sys.stderr)
+        print(
+            "no relaylog keys: the proxy and the dashboard are OPEN to anyone who can reach them"
+            " (relaylog keys create)",
+            file=sys.stderr,
+        )
     grace = float(os.environ.get("RELAYLOG_SHUTDOWN_GRACE", "30"))
     log_config = copy.deepcopy(LOGGING_CONFIG)
     log_config["loggers"]["relaylog"] = {"handlers": ["default"], "level": "INFO", "propagate": False}

@@ -130,19 +130,22 @@ class LocalBackend:
         except duckdb.Error as exc:
             raise StoreError(str(exc)) from None
 
-    def _scores_for(self, ids: list[str]) -> dict[str, dict[str, Any]]:
-        if not ids:
-            return {}
+    def _scores_query(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """SQL over the `scores` view alone: no record files are listed or read."""
         try:
             with self.store.cursor() as con:
                 create_scores_view(con, self.store.data_dir)
-                rows = con.execute(
-                    "SELECT request_id, name, value, kind FROM scores"
-                    " WHERE request_id IN (SELECT unnest($ids)) ORDER BY name",
-                    {"ids": ids},
-                ).fetchall()
+                return con.execute(sql, dict(params)).fetchall()
         except duckdb.Error as exc:
             raise StoreError(str(exc)) from None
+
+    def _scores_for(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        if not ids:
+            return {}
+        rows = self._scores_query(
+            "SELECT request_id, name, value, kind FROM scores WHERE request_id IN (SELECT unnest($ids)) ORDER BY name",
+            {"ids": ids},
+        )
         found: dict[str, list[tuple[str, float, str]]] = {}
         for request_id, name, value, kind in rows:
             found.setdefault(request_id, []).append((name, value, kind))
@@ -254,12 +257,10 @@ class LocalBackend:
         record["scores"] = self._scores_for([record["request_id"]]).get(record["request_id"], {})
         # Locally every body is in the answer; on AWS one too large for it is a link (query.dynamo).
         record["request_body_url"] = record["response_body_url"] = None
-        comments = self._fetch(
-            "SELECT comment FROM scores WHERE request_id = $id AND name = 'feedback'",
-            {"id": record["request_id"]},
-            None,
+        comments = self._scores_query(
+            "SELECT comment FROM scores WHERE request_id = $id AND name = 'feedback'", {"id": record["request_id"]}
         )
-        record["feedback_comment"] = comments[0]["comment"] if comments else None
+        record["feedback_comment"] = comments[0][0] if comments else None
         return record
 
     def _exists(self, request_id: str) -> bool:
