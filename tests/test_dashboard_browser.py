@@ -7,18 +7,32 @@ Screenshots of each step are kept in tests/artifacts/dashboard/.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
+import uvicorn
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from relaylog.aggregate.process import process_object
+from relaylog.aws import layout
+from relaylog.aws.keys import DynamoKeyStore
+from relaylog.query.api import QueryApp
+from relaylog.query.dynamo import DynamoBackend
 
 from tests.standin import StandIn
+from tests.support.aws import Stack
 from tests.support.proxy import RunningProxy
+from tests.support.records import make_record
 
 CHROMIUM = os.environ.get("RELAYLOG_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parent / "artifacts" / "dashboard"
@@ -243,7 +257,13 @@ def test_images_tool_calls_and_tool_results_render(page: Page, served: RunningPr
         {
             "role": "assistant",
             "content": None,
-            "tool_calls": [{"id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}],
+            "tool_calls": [
+                {
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": call["arguments"]},
+                }
+            ],
         },
         {"role": "tool", "tool_call_id": call["id"], "content": "18 C and sunny"},
     ]
@@ -259,3 +279,70 @@ def test_images_tool_calls_and_tool_results_render(page: Page, served: RunningPr
     expect(conversation.locator(".msg.tool .role")).to_have_text(f"tool {call['id']}")
     expect(conversation.locator(".msg.assistant").first).to_contain_text(f"tool call {call['name']}(")
     shot(page, "11-tool-result")
+
+
+# -- the same dashboard on the AWS back end (DynamoDB index and rollups, S3 records; moto) ---------
+
+
+class ServedApp:
+    """Any ASGI app under uvicorn in a background thread, on a loopback port."""
+
+    def __init__(self, app: Any) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        config = uvicorn.Config(app, loop="asyncio", lifespan="off", log_level="warning")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._server.serve(sockets=[self._sock])), daemon=True
+        )
+
+    def __enter__(self) -> ServedApp:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            assert time.monotonic() < deadline, "the app did not start"
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+
+def test_the_dashboard_on_the_aws_back_end(page: Page, aws_stack: Stack) -> None:
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+    trip = {"session_id": "aws-trip", "session_name": "AWS trip", "user_id": "lee", "properties": {"team": "ops"}}
+    records = [
+        make_record(now, session_path="/plan", **trip),
+        make_record(now + timedelta(minutes=1), session_path="/plan/hotel", **trip),
+        make_record(now + timedelta(minutes=2), user_id="kim"),
+    ]
+    s3, dynamodb = aws_stack.client("s3"), aws_stack.client("dynamodb")
+    key = layout.partition_path(layout.RAW_PREFIX, records[0]["dt"], records[0]["hour"]) + "records-0"
+    aws_stack.put_raw_object(key, records)
+    process_object(s3, dynamodb, aws_stack.table, aws_stack.bucket, key)
+    keys = DynamoKeyStore(aws_stack.table, dynamodb)
+    secret, _ = keys.create("dashboard")
+    backend = DynamoBackend(aws_stack.table, aws_stack.bucket, dynamodb, s3)
+    with ServedApp(QueryApp(lambda: backend, keys, require_key=True)) as served:
+        page.goto(served.url + "/dashboard/")
+        page.fill('input[name="key"]', secret)
+        page.click(".key-form button")
+        for record in records:
+            expect(row(page, record["request_id"])).to_be_visible()  # type: ignore[attr-defined]
+        expect(row(page, records[1]["request_id"])).to_contain_text("team=ops")  # type: ignore[attr-defined]
+        shot(page, "12-aws-requests")
+        row(page, records[1]["request_id"]).click()  # type: ignore[attr-defined]
+        # The full record, read back from its line in the delivered S3 object.
+        expect(page.locator("#conversation .msg.user")).to_contain_text("hi")
+        expect(page.locator("#conversation .msg.assistant")).to_contain_text("hello")
+        page.click('button[aria-label="thumbs up"]')
+        expect(page.locator("#score-list")).to_contain_text("feedback: true")
+        page.goto(served.url + "/dashboard/#/sessions/aws-trip")
+        nested = page.locator('#session-tree li[data-path="/plan"] li[data-path="/plan/hotel"]')
+        expect(nested.locator(f'li[data-id="{records[1]["request_id"]}"]')).to_be_visible()
+        shot(page, "13-aws-session")
+        page.goto(served.url + "/dashboard/#/charts?since=24h&by=user")
+        expect(page.locator("#groups tbody tr", has_text="lee")).to_contain_text("2")
+        shot(page, "14-aws-charts")

@@ -38,6 +38,7 @@ def test_sam_build_without_docker_gives_a_small_proxy(tmp_path: Path) -> None:
     layer = build / "SharedLayer" / "python"
     assert (layer / "relaylog" / "runtime" / "loop.py").exists()
     assert (layer / "relaylog" / "queries" / "errors.sql").exists()
+    assert (layer / "relaylog" / "dashboard" / "index.html").exists()  # the query function serves it
     # Bytecode is built in (Lambda cannot write it, so it would be compiled on every cold start).
     assert (layer / "relaylog" / "runtime" / "__pycache__" / "loop.cpython-312.pyc").exists()
     assert (layer / "aiohttp" / "client.pyc").exists() and not (layer / "aiohttp" / "client.py").exists()

@@ -456,12 +456,31 @@ async function requestView(id) {
 
 const COLORS = ["#1f6feb", "#e36209", "#2da44e", "#a371f7", "#d1242f", "#0598bc", "#bf8700", "#6e7781", "#cf222e", "#1a7f37"];
 
-function lineChart(title, series, value, format) {
-  // series: [{label, points: [{t, v}]}]
+const BUCKET_MS = { minute: 60e3, hour: 3600e3, day: 86400e3 };
+
+// Every bucket start of the span, in the API's format, so quiet stretches show as zero, not as
+// a line drawn straight across them.
+function bucketTimes(data) {
+  const step = BUCKET_MS[data.bucket];
+  const end = data.until ? Date.parse(data.until) : Date.now();
+  const times = [];
+  for (let t = Math.floor(Date.parse(data.since) / step) * step; t < end && times.length <= 2000; t += step) {
+    times.push(new Date(t).toISOString().replace(".000Z", "Z"));
+  }
+  return times;
+}
+
+// series: [{label, points: [{t, ...}]}]; additive: a bucket without points counts as 0.
+function lineChart(title, series, value, format, times, additive) {
   const width = 560, height = 220, left = 60, bottom = 24, top = 10, right = 10;
-  const times = [...new Set(series.flatMap((x) => x.points.map((p) => p.t)))].sort();
-  const max = Math.max(0, ...series.flatMap((x) => x.points.map((p) => value(p) || 0)));
-  const xs = (t) => left + (times.length < 2 ? (width - left - right) / 2 : (times.indexOf(t) / (times.length - 1)) * (width - left - right));
+  series = series.map((x) => {
+    const at = new Map(x.points.map((p) => [p.t, p]));
+    return { label: x.label, points: times.map((t) => at.get(t) || (additive ? { t, zero: true } : null)).filter(Boolean) };
+  });
+  const read = (p) => (p.zero ? 0 : value(p));
+  const max = Math.max(0, ...series.flatMap((x) => x.points.map((p) => read(p) || 0)));
+  const index = new Map(times.map((t, i) => [t, i]));
+  const xs = (t) => left + (times.length < 2 ? (width - left - right) / 2 : (index.get(t) / (times.length - 1)) * (width - left - right));
   const ys = (v) => height - bottom - (max ? (v / max) * (height - top - bottom) : 0);
   const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": title });
   svg.append(s("line", { x1: left, y1: height - bottom, x2: width - right, y2: height - bottom, class: "axis" }), s("line", { x1: left, y1: top, x2: left, y2: height - bottom, class: "axis" }));
@@ -471,10 +490,11 @@ function lineChart(title, series, value, format) {
     svg.append(s("text", { x: width - right, y: height - 6, "text-anchor": "end" }, fmt.time(times[times.length - 1])));
   }
   series.forEach((x, i) => {
-    const pts = x.points.filter((p) => value(p) !== null && value(p) !== undefined);
+    const pts = x.points.filter((p) => read(p) !== null && read(p) !== undefined);
     const color = COLORS[i % COLORS.length];
-    if (pts.length > 1) svg.append(s("polyline", { points: pts.map((p) => `${xs(p.t)},${ys(value(p))}`).join(" "), fill: "none", stroke: color, "stroke-width": 2 }));
-    for (const p of pts) svg.append(s("circle", { cx: xs(p.t), cy: ys(value(p)), r: 2.5, fill: color }, s("title", {}, `${x.label} ${fmt.time(p.t)}: ${format(value(p))}`)));
+    if (pts.length > 1) svg.append(s("polyline", { points: pts.map((p) => `${xs(p.t)},${ys(read(p))}`).join(" "), fill: "none", stroke: color, "stroke-width": 2 }));
+    // Dots only where there were calls, with the exact value on hover.
+    for (const p of pts.filter((q) => !q.zero)) svg.append(s("circle", { cx: xs(p.t), cy: ys(read(p)), r: 2.5, fill: color }, s("title", {}, `${x.label} ${fmt.time(p.t)}: ${format(read(p))}`)));
   });
   const legend = h("div", { className: "legend" }, series.map((x, i) => {
     const swatch = h("i");
@@ -507,16 +527,17 @@ async function chartsView() {
   main.append(h("div", { className: "grid", id: "totals" }, tiles.map(([k, v]) => h("div", { className: "tile" }, h("span", {}, k), h("b", {}, v)))));
   if (t.cost_unknown || t.usage_unknown) main.append(h("p", { className: "muted" }, `${t.cost_unknown} call(s) without a known cost and ${t.usage_unknown} without usage are left out of the sums, not counted as 0.`));
   const grouped = data.by ? [...new Set(data.group_series.map((p) => p.key))].map((key) => ({ label: String(key ?? "(none)"), points: data.group_series.filter((p) => p.key === key) })) : [{ label: "all", points: data.series }];
+  const times = bucketTimes(data);
   const latency = [["p50", "latency_p50_ms"], ["p95", "latency_p95_ms"], ["p99", "latency_p99_ms"]].map(([label, f]) => ({ label, points: data.series.map((p) => ({ t: p.t, v: p[f] })) }));
   main.append(
     h(
       "div",
       { className: "charts" },
-      lineChart("Cost", grouped, (p) => p.cost_usd, fmt.cost),
-      lineChart("Requests", grouped, (p) => p.requests, fmt.int),
-      lineChart("Tokens (in + out)", grouped, (p) => p.input_tokens + p.output_tokens, fmt.int),
-      lineChart("Latency percentiles", latency, (p) => p.v, fmt.ms),
-      data.by ? lineChart("Latency p95 by group", grouped, (p) => p.latency_p95_ms, fmt.ms) : null
+      lineChart("Cost", grouped, (p) => p.cost_usd, fmt.cost, times, true),
+      lineChart("Requests", grouped, (p) => p.requests, fmt.int, times, true),
+      lineChart("Tokens (in + out)", grouped, (p) => p.input_tokens + p.output_tokens, fmt.int, times, true),
+      lineChart("Latency percentiles", latency, (p) => p.v, fmt.ms, times, false),
+      data.by ? lineChart("Latency p95 by group", grouped, (p) => p.latency_p95_ms, fmt.ms, times, false) : null
     )
   );
   if (data.by) {
