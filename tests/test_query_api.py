@@ -9,6 +9,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -404,3 +405,26 @@ def test_columnar_copies_follow_the_files(tmp_path: Path) -> None:
     with store.connect() as con:
         assert con.execute("SELECT count(*) FROM requests").fetchone() == (4,)
     assert list((tmp_path / columnar.COLUMNAR_DIR).rglob("*.parquet")) == copies  # the old copy, not a new one
+
+
+def test_concurrent_queries_share_the_database_safely(paged: tuple[httpx.Client, list[dict[str, Any]]]) -> None:
+    """Each query gets its own cursor and TEMP views on the one shared DuckDB: many at once, with
+    different filters, never see each other's views."""
+    client, records = paged
+    asks = [
+        ("/requests", {"limit": "500"}, len(records)),
+        ("/requests", {"limit": "500", "score": "none>1"}, 0),
+        ("/stats", {"since": "7d"}, len(records)),
+        ("/requests", {"limit": "500", "sort": "cost", "order": "asc"}, len(records)),
+    ]
+
+    def ask(n: int) -> None:
+        path, params, expected = asks[n % len(asks)]
+        answer = client.get(path, params=params)
+        assert answer.status_code == 200, answer.text
+        data = answer.json()["data"]
+        count = data["total"]["requests"] if path == "/stats" else len(data)
+        assert count == expected, (path, params)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(ask, range(64)))

@@ -97,7 +97,7 @@ def quantile(values: list[float], q: float) -> float | None:
 
 def expected_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
     n = len(records)
-    errors = sum(1 for r in records if r["status"] >= 400 or r["error_type"] is not None)
+    errors = sum(1 for r in records if r["status"] >= 400 or r["status"] == 0 or r["error_type"] is not None)
     latency = [r["latency_ms"] for r in records if r["latency_ms"] is not None]
     ttft = [r["ttft_ms"] for r in records if r["ttft_ms"] is not None]
     return {

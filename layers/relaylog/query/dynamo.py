@@ -46,6 +46,7 @@ from relaylog.query.params import (
 )
 from relaylog.record import BODY_FIELDS, FIELDS, SUMMARY_FIELDS
 from relaylog.store.schema import COLUMNS
+from relaylog.store.stats import is_error
 
 # Bodies larger than this are not put in the answer but linked (a presigned S3 URL): a Function
 # URL's buffered answer is at most 6 MB, and JSON escaping can grow a body.
@@ -147,10 +148,6 @@ def _score_attribute(value: bool | float) -> dict[str, Any]:
     return {"N": f"{exact:f}"}
 
 
-def _is_error(row: Mapping[str, Any]) -> bool:
-    return (row["status"] or 0) >= 400 or row["error_type"] is not None
-
-
 def matches(row: Mapping[str, Any], filters: Filters) -> bool:
     """local.where in Python, scores and search aside."""
     created = row["created_at"]
@@ -162,9 +159,9 @@ def matches(row: Mapping[str, Any], filters: Filters) -> bool:
         value = getattr(filters, name)
         if value is not None and row[column] != value:
             return False
-    if filters.status == "ok" and _is_error(row):
+    if filters.status == "ok" and is_error(row):
         return False
-    if filters.status == "error" and not _is_error(row):
+    if filters.status == "error" and not is_error(row):
         return False
     if isinstance(filters.status, int) and row["status"] != filters.status:
         return False

@@ -32,6 +32,7 @@ from relaylog.record import SUMMARY_FIELDS
 from relaylog.store import StoreError
 from relaylog.store.local import AmbiguousId, LocalStore
 from relaylog.store.scores import append_scores, as_json, create_scores_view, score_lines
+from relaylog.store.stats import ERROR_SQL
 
 EQUALS = {
     "model": "model",
@@ -58,7 +59,7 @@ BUCKET_LABELS = {"minute": "substr(created_at, 1, 16)", "hour": "dt || 'T' || ho
 USER_SORTS = {"cost": "cost_usd", "requests": "requests", "last_seen": "last_seen"}
 NEWEST_WINDOWS = (timedelta(hours=1), timedelta(days=1), timedelta(days=7))
 _SUMMARY = ", ".join(f'"{c}"' for c in SUMMARY_FIELDS)
-_ERROR = "(status >= 400 OR error_type IS NOT NULL)"
+_ERROR = ERROR_SQL
 
 
 def where(filters: Filters) -> tuple[str, dict[str, Any]]:

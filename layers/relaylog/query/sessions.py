@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypedDict
 
+from relaylog.store.stats import is_error
+
 
 class Totals(TypedDict):
     requests: int
@@ -23,14 +25,10 @@ class Node(TypedDict):
     totals: Totals  # this node and everything under it
 
 
-def _is_error(row: Mapping[str, Any]) -> bool:
-    return (row.get("status") or 0) >= 400 or row.get("error_type") is not None
-
-
 def totals(rows: Sequence[Mapping[str, Any]]) -> Totals:
     return Totals(
         requests=len(rows),
-        errors=sum(1 for r in rows if _is_error(r)),
+        errors=sum(1 for r in rows if is_error(r)),
         cost_usd=sum(r.get("cost_usd") or 0.0 for r in rows),
         input_tokens=sum(r.get("input_tokens") or 0 for r in rows),
         output_tokens=sum(r.get("output_tokens") or 0 for r in rows),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, TypedDict
 
 # `--by` choices that are plain columns. Column names come only from this table, never from input.
@@ -61,10 +62,20 @@ def group_key(by: str) -> tuple[str, dict[str, str]]:
 
 _PERCENTILES = ", ".join(str(q) for q in QUANTILES)
 
+# What counts as an error everywhere (rollups, saved queries, dashboard): the provider's or
+# relaylog's 4xx/5xx, a client gone before any answer (status 0), or any error_type.
+ERROR_SQL = "(status >= 400 OR status = 0 OR error_type IS NOT NULL)"
+
+
+def is_error(record: Mapping[str, Any]) -> bool:
+    status = record.get("status")
+    return status is not None and (status >= 400 or status == 0) or record.get("error_type") is not None
+
+
 # The Metrics columns over a group of records; `metrics()` reads a row of them back.
 METRICS_SELECT = f"""
   count(*) AS requests,
-  count(*) FILTER (WHERE status >= 400 OR error_type IS NOT NULL) AS errors,
+  count(*) FILTER (WHERE {ERROR_SQL}) AS errors,
   coalesce(sum(input_tokens), 0) AS input_tokens,
   coalesce(sum(output_tokens), 0) AS output_tokens,
   coalesce(sum(cache_read_tokens), 0) AS cache_read_tokens,
