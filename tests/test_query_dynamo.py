@@ -480,3 +480,23 @@ def test_the_index_default_range_comes_from_the_environment(monkeypatch: pytest.
     assert (backend.index_days, backend.hourly_days) == (7, 3)
     span = backend._span(Filters())
     assert span.low[:10] == (datetime.now(UTC) - timedelta(days=7)).strftime("%Y-%m-%d") and span.high == "~"
+
+
+def test_stats_filter_on_a_value_longer_than_rollup_keys_keep(aws_stack: Any) -> None:
+    """Rollup items cut values over 200 characters (with a hash); a filter on the full value still finds them."""
+    long_user = "u" * 150 + "-" + "v" * 150
+    other_user = "u" * 150 + "-" + "w" * 150  # same first 200 characters
+    created = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    records = [
+        make_record(created, user_id=long_user, properties={"ticket": long_user}),
+        make_record(created + timedelta(seconds=1), user_id=other_user),
+    ]
+    key = layout.partition_path(layout.RAW_PREFIX, records[0]["dt"], records[0]["hour"]) + "long-values"
+    aws_stack.put_raw_object(key, records)
+    s3, ddb = aws_stack.client("s3"), aws_stack.client("dynamodb")
+    process_object(s3, ddb, aws_stack.table, aws_stack.bucket, key)
+    backend = DynamoBackend(aws_stack.table, aws_stack.bucket, ddb, s3)
+    since = datetime.now(UTC) - timedelta(days=1)
+    for filters in (Filters(since=since, user=long_user), Filters(since=since, properties=(("ticket", long_user),))):
+        answer = backend.stats(StatsParams(filters, "hour", None, 10))
+        assert answer["total"]["requests"] == 1, filters

@@ -143,7 +143,8 @@ def _grouped(groups: Mapping[Any, Sequence[Summary]]) -> dict[Any, Summary]:
     return {value: _merge(parts) for value, parts in groups.items()}
 
 
-def _short(value: str) -> str:
+def short_value(value: str) -> str:
+    """A dimension value as rollup items key it: long ones cut, with a hash keeping them distinct."""
     if len(value) <= MAX_VALUE_CHARS:
         return value
     digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
@@ -265,7 +266,7 @@ def _emit(
     for dim in _DIMENSION_ORDER:
         values = dims[dim]
         if max(map(len, values), default=0) > MAX_VALUE_CHARS:
-            values = {_short(value): summary for value, summary in values.items()}
+            values = {short_value(value): summary for value, summary in values.items()}
         for value in sorted(values):
             numbers, latency, ttft = values[value]
             sk = layout.rollup_sk(dim, value)

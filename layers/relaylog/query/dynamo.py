@@ -26,7 +26,7 @@ from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
 from relaylog.aggregate import histogram
-from relaylog.aggregate.rollup import DEFAULT_HOURLY_TTL_DAYS
+from relaylog.aggregate.rollup import DEFAULT_HOURLY_TTL_DAYS, short_value
 from relaylog.aws import layout
 from relaylog.aws.clients import make_client
 from relaylog.prompts import Call, Version, template_of, versions
@@ -812,8 +812,8 @@ def _rollup_filter(filters: Filters) -> tuple[str, str] | None:
 def _rollup_sk(dimension: str, value: str) -> str:
     """by/filter dimension (model, ..., property:NAME) and value -> the rollup item's sort key."""
     if dimension.startswith(PROPERTY_PREFIX):
-        return layout.rollup_sk("property", f"{dimension[len(PROPERTY_PREFIX) :]}={value}")
-    return layout.rollup_sk(dimension, value)
+        return layout.rollup_sk("property", short_value(f"{dimension[len(PROPERTY_PREFIX) :]}={value}"))
+    return layout.rollup_sk(dimension, short_value(value))
 
 
 def _periods(bucket: str, since: datetime, until: datetime) -> list[str]:
