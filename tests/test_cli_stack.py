@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 from moto.athena.models import QueryResults, athena_backends
+from relaylog.aggregate.process import process_object
+from relaylog.aws import layout
 from relaylog.aws.athena import run_query
 from relaylog.aws.keys import DynamoKeyStore
 from relaylog.aws.stack import StackError
 from relaylog.cli import main
 
 from tests.support.aws import REGION, Stack
+from tests.support.records import make_record
 from tests.test_queries import QUERIES
 
 STACK = "relaylog-prod"
@@ -144,3 +148,48 @@ def test_athena_failures_and_timeouts_are_stack_errors() -> None:
     with pytest.raises(StackError, match="still running after 10 s"):
         run_query("SELECT 1", "db", "wg", client=stuck, sleep=lambda _: None, timeout_s=10)
     assert stuck.calls == ["start", "stop"]  # not left scanning
+
+
+@pytest.fixture
+def aggregated(deployed: Stack) -> list[dict[str, Any]]:
+    """Records of the last hours, delivered and aggregated into the stack's index and rollups."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    prompt = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Tell me about <helicone-prompt-input key=\\"t\\">x</helicone-prompt-input>"}]}'
+    records = [
+        make_record(now - timedelta(hours=2), user_id="ada", model="gpt-4o"),
+        make_record(now - timedelta(hours=1), user_id="bob", prompt_id="about", request_body=prompt),
+        make_record(now - timedelta(minutes=30), user_id="ada", status=500, error_type="upstream_error"),
+    ]
+    for number, record in enumerate(records):
+        key = layout.partition_path(layout.RAW_PREFIX, record["dt"], record["hour"]) + f"cli-{number}"
+        deployed.put_raw_object(key, [record])
+        process_object(deployed.client("s3"), deployed.client("dynamodb"), deployed.table, deployed.bucket, key)
+    return records
+
+
+def test_requests_show_stats_and_prompts_read_the_stack(
+    aggregated: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["requests", "--stack", STACK, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [r["request_id"] for r in listed] == [r["request_id"] for r in reversed(aggregated)]
+    assert main(["requests", "--stack", STACK, "--user", "ada"]) == 0
+    table = capsys.readouterr().out
+    assert table.count("ada") == 2 and "bob" not in table
+
+    first = aggregated[0]
+    assert main(["show", "--stack", STACK, first["request_id"]]) == 0
+    shown = capsys.readouterr().out
+    assert "gpt-4o" in shown and '"content": "hi"' in shown  # the body, read from the S3 object
+    assert main(["show", "--stack", STACK, "no-such-id"]) == 1
+    assert "no request with id 'no-such-id'" in capsys.readouterr().err
+
+    assert main(["stats", "--stack", STACK, "--by", "user", "--since", "1d", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["total"]["requests"] == 3 and stats["total"]["errors"] == 1
+    assert {g["key"]: g["requests"] for g in stats["groups"]} == {"ada": 2, "bob": 1}
+    assert stats["total"]["cost_usd"] == pytest.approx(sum(r["cost_usd"] or 0 for r in aggregated))
+
+    assert main(["prompts", "--stack", STACK, "about", "--json"]) == 0
+    (version,) = json.loads(capsys.readouterr().out)
+    assert version["template"] == "[user]\nTell me about {{t}}" and version["requests"] == 1

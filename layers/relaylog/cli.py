@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -199,10 +199,20 @@ def _store(args: argparse.Namespace) -> LocalStore:
 
 
 def cmd_requests(args: argparse.Namespace) -> int:
-    from relaylog.store.local import Filters
+    if args.stack:
+        from relaylog.query import params
 
-    filters = Filters(since=args.since, model=args.model, provider=args.provider, user=args.user, session=args.session)
-    rows = _store(args).list_requests(limit=args.limit, filters=filters)
+        found = params.Filters(
+            since=args.since, model=args.model, provider=args.provider, user=args.user, session=args.session
+        )
+        rows = _backend(args).list_requests(params.ListParams(filters=found, limit=args.limit))["data"]
+    else:
+        from relaylog.store.local import Filters
+
+        filters = Filters(
+            since=args.since, model=args.model, provider=args.provider, user=args.user, session=args.session
+        )
+        rows = _store(args).list_requests(limit=args.limit, filters=filters)
     if args.json:
         _print_json(rows)
         return 0
@@ -233,7 +243,15 @@ def cmd_requests(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     if not args.id:
         raise UsageError("relaylog show: error: give a request id")
-    record = _store(args).get_request(args.id)
+    if args.stack:
+        from relaylog.query.backend import NotFound
+
+        try:
+            record: dict[str, Any] | None = _backend(args).get_request(args.id)
+        except NotFound as exc:
+            raise CommandError(f"{exc} in stack {args.stack}") from None
+    else:
+        record = _store(args).get_request(args.id)
     if record is None:
         raise CommandError(f"no request with id {args.id!r} in {args.data_dir}")
     if args.json:
@@ -249,7 +267,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"{'property':<{width}}  {key} = {value}")
     for name in ("request_body", "response_body"):
         print(f"\n--- {name.replace('_', ' ')} ---")
-        print(_body(record[name]))
+        url = record.get(f"{name}_url")  # on AWS, a body too large to send along is a link
+        print(_body(record[name]) if url is None else f"(too large to show here; download within 15 minutes: {url})")
     return 0
 
 
@@ -290,8 +309,19 @@ def _print_groups(stats: Stats) -> None:
     print(_table(headers, rows, right=frozenset(range(1, len(headers)))))
 
 
+def _stack_stats(args: argparse.Namespace) -> Stats:
+    """The same totals and groups from the stack's rollups: whole hours (or days past a week)."""
+    from relaylog.query.params import Bucket, Filters, StatsParams, parse_group_by
+
+    now = datetime.now(UTC)
+    since = args.since or now - timedelta(days=30)
+    bucket: Bucket = "hour" if now - since <= timedelta(days=7) else "day"
+    answer = _backend(args).stats(StatsParams(Filters(since=since), bucket, parse_group_by(args.by), top=50))
+    return Stats(by=args.by, since=answer["since"], total=answer["total"], groups=answer["groups"])
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
-    stats = _store(args).stats(by=args.by, since=args.since)
+    stats = _stack_stats(args) if args.stack else _store(args).stats(by=args.by, since=args.since)
     if args.json:
         _print_json(stats)
         return 0
@@ -492,7 +522,7 @@ def build_parser(default_data_dir: Path) -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=_arg_type(_positive_int), default=1, help="worker processes (default: 1)")
     serve.set_defaults(run=cmd_serve)
 
-    requests = commands.add_parser("requests", parents=[reader, since], help="list recent requests")
+    requests = commands.add_parser("requests", parents=[reader, since, deployed], help="list recent requests")
     requests.add_argument("--limit", type=_arg_type(_positive_int), default=50, help="at most this many (default: 50)")
     requests.add_argument("--model", help="only this model (as requested)")
     requests.add_argument("--provider", help="only this provider, e.g. openai")
@@ -500,11 +530,13 @@ def build_parser(default_data_dir: Path) -> argparse.ArgumentParser:
     requests.add_argument("--session", help="only this session id")
     requests.set_defaults(run=cmd_requests)
 
-    show = commands.add_parser("show", parents=[reader], help="one request in full, with its bodies")
+    show = commands.add_parser("show", parents=[reader, deployed], help="one request in full, with its bodies")
     show.add_argument("id", help="request id (the Helicone-Id header), or a unique prefix of it")
     show.set_defaults(run=cmd_show)
 
-    stats = commands.add_parser("stats", parents=[reader, since], help="counts, errors, tokens, cost, latency")
+    stats = commands.add_parser(
+        "stats", parents=[reader, since, deployed], help="counts, errors, tokens, cost, latency"
+    )
     stats.add_argument(
         "--by",
         type=_arg_type(_group_by),
