@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import openai
@@ -428,3 +429,12 @@ def test_concurrent_queries_share_the_database_safely(paged: tuple[httpx.Client,
 
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(ask, range(64)))
+
+
+def test_ids_with_slashes_and_percent_signs(api: httpx.Client, served: RunningProxy) -> None:
+    odd = "team/a 50%off"
+    chat(served, "Odd session", **{"Helicone-Session-Id": odd})
+    response = api.get("/sessions/" + quote(odd, safe=""))
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]["session_id"] == odd
+    assert api.get("/sessions/" + quote("team/a 50%25off", safe="")).status_code == 404  # decoded once only

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -303,6 +304,7 @@ class QueryApp:
     def __init__(self, backend: Callable[[], Backend], keys: KeyVerifier | None, require_key: bool = False) -> None:
         self._make_backend = backend
         self._backend: Backend | None = None
+        self._backend_lock = threading.Lock()
         self.keys = keys
         # On AWS the API is never open: with no keys created yet, nobody gets in.
         self.require_key = require_key
@@ -337,12 +339,21 @@ class QueryApp:
         if not presented or self.keys.verify(presented) is None:
             raise Refused(401, "unauthorized", "a valid relaylog key is needed: Authorization: Bearer <key>")
 
+    def _backend_once(self) -> Backend:
+        with self._backend_lock:  # two first calls at once must not make two back ends
+            if self._backend is None:
+                self._backend = self._make_backend()
+            return self._backend
+
     async def _api(self, scope: Scope, receive: Receive) -> tuple[int, Any]:
         path: str = scope["path"]
         if not path.startswith(PREFIX + "/"):
             raise Refused(404, "not_found", f"no such path; the API is under {PREFIX}/ (see {PREFIX}/openapi.json)")
         self._authorize(scope)
-        sub = path[len(PREFIX) :]
+        # Ids are matched in the path as sent, so an id holding '/' or '%' (sent as %2F, %25) stays
+        # one segment; where the server gives only the decoded path (Mangum), that is used as is.
+        raw = scope.get("raw_path")
+        sub = (raw.decode("latin-1") if raw else path)[len(PREFIX) :]
         method = scope["method"]
         allowed = []
         for route, pattern in _COMPILED:
@@ -357,11 +368,12 @@ class QueryApp:
                 query = Query(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
             except ValueError:
                 raise BadRequest("the query string is malformed") from None
-            params = {k: unquote(v) for k, v in match.groupdict().items()}
+            params = {k: unquote(v) if raw else v for k, v in match.groupdict().items()}
             request = Request(method, params, query, body)
-            if self._backend is None:  # on the event loop: made once, never by two threads at a time
-                self._backend = await asyncio.to_thread(self._make_backend)
-            result = await asyncio.to_thread(route.handler, self._backend, request)
+            backend = self._backend
+            if backend is None:
+                backend = await asyncio.to_thread(self._backend_once)
+            result = await asyncio.to_thread(route.handler, backend, request)
             return 200, result
         if allowed:
             raise Refused(405, "method_not_allowed", f"{method} is not allowed here; use {', '.join(allowed)}")
