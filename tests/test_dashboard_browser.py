@@ -7,21 +7,15 @@ Screenshots of each step are kept in tests/artifacts/dashboard/.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import openai
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from relaylog.aggregate.process import process_object
 from relaylog.aws import layout
@@ -29,9 +23,8 @@ from relaylog.aws.keys import DynamoKeyStore
 from relaylog.query.api import QueryApp
 from relaylog.query.dynamo import DynamoBackend
 
-from tests.standin import StandIn
 from tests.support.aws import Stack
-from tests.support.proxy import RunningProxy
+from tests.support.proxy import RunningProxy, ServedApp, module_proxy
 from tests.support.records import make_record
 
 CHROMIUM = os.environ.get("RELAYLOG_CHROMIUM", "/usr/bin/chromium")
@@ -73,11 +66,7 @@ def page(browser: Browser) -> Iterator[Page]:
     assert errors == [], f"JavaScript errors on the page: {errors}"
 
 
-@pytest.fixture(scope="module")
-def served(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
-    standin.fault = None
-    with RunningProxy(tmp_path_factory.mktemp("dashboard"), standin.url) as running:
-        yield running
+served = module_proxy("dashboard")
 
 
 def shot(page: Page, name: str) -> None:
@@ -284,32 +273,6 @@ def test_images_tool_calls_and_tool_results_render(page: Page, served: RunningPr
 # -- the same dashboard on the AWS back end (DynamoDB index and rollups, S3 records; moto) ---------
 
 
-class ServedApp:
-    """Any ASGI app under uvicorn in a background thread, on a loopback port."""
-
-    def __init__(self, app: Any) -> None:
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        config = uvicorn.Config(app, loop="asyncio", lifespan="off", log_level="warning")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(self._server.serve(sockets=[self._sock])), daemon=True
-        )
-
-    def __enter__(self) -> ServedApp:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            assert time.monotonic() < deadline, "the app did not start"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-
-
 def test_the_dashboard_on_the_aws_back_end(page: Page, aws_stack: Stack) -> None:
     now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
     trip = {"session_id": "aws-trip", "session_name": "AWS trip", "user_id": "lee", "properties": {"team": "ops"}}
@@ -325,7 +288,7 @@ def test_the_dashboard_on_the_aws_back_end(page: Page, aws_stack: Stack) -> None
     keys = DynamoKeyStore(aws_stack.table, dynamodb)
     secret, _ = keys.create("dashboard")
     backend = DynamoBackend(aws_stack.table, aws_stack.bucket, dynamodb, s3)
-    with ServedApp(QueryApp(lambda: backend, keys, require_key=True)) as served:
+    with ServedApp(QueryApp(lambda: backend, keys, require_key=True), lifespan="off") as served:
         page.goto(served.url + "/dashboard/")
         page.fill('input[name="key"]', secret)
         page.click(".key-form button")

@@ -23,18 +23,13 @@ from relaylog.query.params import MAX_PAGE
 from relaylog.store import columnar
 from relaylog.store.local import LocalStore
 
-from tests.standin import StandIn
-from tests.support.proxy import RunningProxy
+from tests.support.proxy import RunningProxy, module_proxy
 from tests.support.records import make_record, write_records
 
 API_KEY = "sk-test-provider-key"
 
 
-@pytest.fixture(scope="module")
-def served(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
-    standin.fault = None
-    with RunningProxy(tmp_path_factory.mktemp("query-api"), standin.url) as running:
-        yield running
+served = module_proxy("query-api")
 
 
 @pytest.fixture(scope="module")

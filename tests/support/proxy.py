@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import orjson
 import pytest
@@ -21,22 +21,17 @@ from relaylog.server import local_app
 from relaylog.sinks.local import LocalSink
 
 
-class RunningProxy:
-    def __init__(self, data_dir: Path, upstream: str, **settings: Any) -> None:
-        overrides = {name: upstream for name in PROVIDERS}
-        self.settings = replace(Settings(), data_dir=data_dir, upstream_overrides=overrides, **settings)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.data_dir = data_dir
-        self.app = local_app(self.settings)
-        self.keys: KeyStore = self.app.keys  # type: ignore[assignment]
-        self.sink: LocalSink = self.app.sink  # type: ignore[assignment]
+class ServedApp:
+    """An ASGI app under uvicorn in a background thread, on a real loopback socket."""
+
+    def __init__(self, app: Any, lifespan: str = "on") -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            self.app, loop="asyncio", http="httptools", lifespan="on", access_log=False, log_level="warning",
+            app, loop="asyncio", http="httptools", lifespan=lifespan, access_log=False, log_level="warning",
             server_header=False, date_header=False,
         )
         self._server = uvicorn.Server(config)
@@ -45,18 +40,32 @@ class RunningProxy:
     def _serve(self) -> None:
         asyncio.run(self._server.serve(sockets=[self._sock]))
 
-    def __enter__(self) -> RunningProxy:
+    def __enter__(self) -> Self:
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self._server.started:
             if time.monotonic() > deadline:
-                raise RuntimeError("relaylog did not start")
+                raise RuntimeError(f"{type(self).__name__} did not start")
             time.sleep(0.01)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=30)
+
+
+class RunningProxy(ServedApp):
+    """relaylog serve's app (proxy, query API, dashboard) on the local store."""
+
+    def __init__(self, data_dir: Path, upstream: str, **settings: Any) -> None:
+        overrides = {name: upstream for name in PROVIDERS}
+        self.settings = replace(Settings(), data_dir=data_dir, upstream_overrides=overrides, **settings)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = data_dir
+        self.app = local_app(self.settings)
+        self.keys: KeyStore = self.app.keys  # type: ignore[assignment]
+        self.sink: LocalSink = self.app.sink  # type: ignore[assignment]
+        super().__init__(self.app)
 
     def records(self) -> list[dict[str, Any]]:
         return read_records(self.data_dir)

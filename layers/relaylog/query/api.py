@@ -28,6 +28,7 @@ from relaylog.query.backend import Backend, NotFound, Unsupported, version_diff
 from relaylog.query.openapi import document
 from relaylog.query.params import (
     SCORE_NAME,
+    USER_SORTS,
     BadRequest,
     Query,
     parse_list,
@@ -167,9 +168,6 @@ def sessions(backend: Backend, request: Request) -> Any:
 def session(backend: Backend, request: Request) -> Any:
     request.query.check_known([])
     return {"data": backend.session(_id(request))}
-
-
-USER_SORTS = ("cost", "requests", "last_seen")
 
 
 def users(backend: Backend, request: Request) -> Any:

@@ -56,7 +56,7 @@ SORT_COLUMNS = {"time": None, "cost": "coalesce(cost_usd, -1.0)", "latency": "la
 OPERATORS = {"=": "=", "!=": "<>", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
 # Bucket labels: day and hour from the partition columns, cheaper to read than cutting created_at.
 BUCKET_LABELS = {"minute": "substr(created_at, 1, 16)", "hour": "dt || 'T' || hour", "day": "dt"}
-USER_SORTS = {"cost": "cost_usd", "requests": "requests", "last_seen": "last_seen"}
+USER_SORT_COLUMNS = {"cost": "cost_usd", "requests": "requests", "last_seen": "last_seen"}
 NEWEST_WINDOWS = (timedelta(hours=1), timedelta(days=1), timedelta(days=7))
 _SUMMARY = ", ".join(f'"{c}"' for c in SUMMARY_FIELDS)
 _ERROR = ERROR_SQL
@@ -339,7 +339,7 @@ class LocalBackend:
               coalesce(sum(input_tokens), 0) AS input_tokens, coalesce(sum(output_tokens), 0) AS output_tokens,
               min(created_at) AS first_seen, max(created_at) AS last_seen
             FROM requests WHERE user_id IS NOT NULL AND {clause}
-            GROUP BY user_id ORDER BY {USER_SORTS[sort]} DESC, user_id LIMIT $limit OFFSET $offset"""
+            GROUP BY user_id ORDER BY {USER_SORT_COLUMNS[sort]} DESC, user_id LIMIT $limit OFFSET $offset"""
         return self._page(sql, values, params)
 
     def prompts(self, params: PageParams) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from relaylog import __version__
 from relaylog.prompts import DiffLine, Version
-from relaylog.query.params import BUCKETS, GROUP_DIMENSIONS, MAX_PAGE, ORDERS, SORTS
+from relaylog.query.params import BUCKETS, GROUP_DIMENSIONS, MAX_PAGE, ORDERS, SORTS, USER_SORTS
 from relaylog.query.sessions import Totals
 from relaylog.record import Record
 from relaylog.store.stats import Metrics
@@ -77,7 +77,7 @@ PARAMETERS: dict[str, list[dict[str, Any]]] = {
         {"name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 50}},
         {"name": "cursor", "schema": _string("next_cursor of the previous page")},
     ],
-    "user_sort": [{"name": "sort", "schema": {"type": "string", "enum": ["cost", "requests", "last_seen"]}}],
+    "user_sort": [{"name": "sort", "schema": {"type": "string", "enum": list(USER_SORTS)}}],
     "version_pair": [
         {"name": "from", "required": True, "schema": {"type": "integer", "minimum": 1}},
         {"name": "to", "required": True, "schema": {"type": "integer", "minimum": 1}},

@@ -36,6 +36,7 @@ Sort = Literal["time", "cost", "latency"]
 Order = Literal["desc", "asc"]
 Bucket = Literal["minute", "hour", "day"]
 SORTS: tuple[Sort, ...] = ("time", "cost", "latency")
+USER_SORTS = ("cost", "requests", "last_seen")
 ORDERS: tuple[Order, ...] = ("desc", "asc")
 BUCKETS: tuple[Bucket, ...] = ("minute", "hour", "day")
 GROUP_DIMENSIONS = ("model", "provider", "user", "session", "key", "status", "prompt")
