@@ -45,6 +45,9 @@ class HeliconeMeta:
     omit_request: bool = False
     omit_response: bool = False
     properties: dict[str, str] = field(default_factory=dict)
+    # Gateway headers (cache, rate limit, retries, fallbacks), read by relaylog.gateway.options:
+    # lower-cased name without the "helicone-" prefix -> raw value.
+    gateway: dict[str, str] = field(default_factory=dict)
 
 
 # Helicone header -> HeliconeMeta attribute.
@@ -63,9 +66,10 @@ _FLAG_HEADERS = {
     "helicone-omit-request": "omit_request",
     "helicone-omit-response": "omit_response",
 }
+_GATEWAY_PREFIXES = ("helicone-cache-", "helicone-retry-", "helicone-ratelimit-", "helicone-fallbacks")
 
 
-def _truthy(value: str) -> bool:
+def truthy(value: str) -> bool:
     return value.strip().lower() in ("true", "1", "yes")
 
 
@@ -98,7 +102,9 @@ def _read_helicone(meta: HeliconeMeta, name: str, value: str) -> None:
     if (attribute := _TEXT_HEADERS.get(name)) is not None:
         setattr(meta, attribute, value)
     elif (attribute := _FLAG_HEADERS.get(name)) is not None:
-        setattr(meta, attribute, _truthy(value))
+        setattr(meta, attribute, truthy(value))
+    elif name.startswith(_GATEWAY_PREFIXES):
+        meta.gateway[name[len("helicone-"):]] = value
 
 
 def request_id(candidate: str | None) -> str:

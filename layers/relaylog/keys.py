@@ -80,6 +80,10 @@ class KeyVerifier(Protocol):
 
     def active_count(self) -> int: ...
 
+    def limit(self, key_id: str) -> str | None:
+        """The key's own rate-limit policy (`relaylog keys create --limit`), if it has one."""
+        ...
+
 
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

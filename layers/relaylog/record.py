@@ -42,6 +42,13 @@ class Record(TypedDict):
     properties: dict[str, str]
     key_id: str | None
     cache_status: str | None
+    # Provider calls made for this request: 0 when it never reached one (cache hit, refused).
+    attempt_count: int
+    # JSON array, one object per provider call: {"target", "status", "error_type", "upstream_ms",
+    # "wait_ms"}; set when retries or fallbacks were asked for, else null.
+    attempts: str | None
+    # Which Helicone-Fallbacks entry answered (0-based); null without fallbacks.
+    fallback_index: int | None
     error_type: str | None
     # Why part of the call could not be understood (unparsable body, unknown usage), else None.
     parse_error: str | None

@@ -1,0 +1,47 @@
+"""The gateway headers of one request, read into typed policies; a bad value is a PolicyError."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..headers import HeliconeMeta, truthy
+from .cache_policy import CachePolicy, read_cache
+from .fallbacks import Fallback, read_fallbacks
+from .ratelimit import RatePolicy, parse_policy
+from .retry import RetryPolicy, read_retry
+
+
+class PolicyError(ValueError):
+    """A gateway header the client sent cannot be honoured as written; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    cache: CachePolicy | None = None
+    rate_limit: RatePolicy | None = None
+    retry: RetryPolicy | None = None
+    fallbacks: tuple[Fallback, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        return bool(self.cache or self.rate_limit or self.retry or self.fallbacks)
+
+
+NONE = Gateway()
+
+
+def read_gateway(meta: HeliconeMeta, upstream_headers: list[tuple[str, str]]) -> Gateway:
+    """The policies the headers ask for. `upstream_headers` supplies the client's Cache-Control."""
+    raw = meta.gateway
+    if not raw:
+        return NONE
+    try:
+        cache = read_cache(raw, upstream_headers) if truthy(raw.get("cache-enabled", "")) else None
+        policy_text = raw.get("ratelimit-policy")
+        rate_limit = parse_policy(policy_text) if policy_text is not None else None
+        retry = read_retry(raw) if truthy(raw.get("retry-enabled", "")) else None
+        fallbacks_text = raw.get("fallbacks")
+        fallbacks = read_fallbacks(fallbacks_text) if fallbacks_text is not None else ()
+    except ValueError as error:
+        raise PolicyError(str(error)) from error
+    return Gateway(cache, rate_limit, retry, fallbacks)
