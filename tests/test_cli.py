@@ -13,7 +13,9 @@ from typing import Any
 import orjson
 import pytest
 import relaylog
+from relaylog import cli as cli_module
 from relaylog.cli import main
+from relaylog.keys import KeyInfo
 from relaylog.record import SUMMARY_FIELDS
 
 from tests.support.records import BASE, assert_metrics, expected_metrics, make_record, sample_records, write_records
@@ -287,7 +289,7 @@ def test_keys_lifecycle(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> N
     assert secret not in (tmp_path / "data" / "keys.json").read_text()
 
     created = run_json(capsys, "keys", "create", "--data-dir", data)
-    assert set(created) == {"key", "key_id", "name", "prefix", "created_at", "revoked_at"}
+    assert set(created) == {"key", "key_id", "name", "prefix", "created_at", "revoked_at", "limit"}
     listed = run_json(capsys, "keys", "list", "--data-dir", data)
     assert [k["key_id"] for k in listed][1] == created["key_id"]
     assert all("key" not in k and "sha256" not in k for k in listed)
@@ -305,6 +307,54 @@ def test_keys_lifecycle(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> N
     assert code == 1 and "no key 'key_nothere'" in err
     code, out, _ = run(capsys, "keys", "list", "--data-dir", data)
     assert "revoked 20" in out
+
+
+def test_keys_create_with_a_limit(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    code, out, err = run(
+        capsys, "keys", "create", "--name", "batch", "--limit", "1000;w=3600;u=cents", "--data-dir", data
+    )
+    assert code == 0 and out.strip().startswith("rl-") and "limited to 1000;w=3600;u=cents" in err
+    created = run_json(capsys, "keys", "create", "--limit", "50;w=60", "--data-dir", data)
+    assert created["limit"] == "50;w=60;u=request"
+    listed = run_json(capsys, "keys", "list", "--data-dir", data)
+    assert [k["limit"] for k in listed] == ["1000;w=3600;u=cents", "50;w=60;u=request"]
+    code, out, _ = run(capsys, "keys", "list", "--data-dir", data)
+    header, *rows = out.splitlines()
+    assert "LIMIT" in header and "1000;w=3600;u=cents" in rows[0] and "50;w=60;u=request" in rows[1]
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        ("1000", "needs a window"),
+        ("lots;w=60", "is not a number"),
+        ("10;w=60;u=tokens", "must be 'request' or 'cents'"),
+        ("10;w=60;x=1", "unknown parameter"),
+    ],
+)
+def test_keys_create_with_a_bad_limit_exits_2_and_writes_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, policy: str, message: str
+) -> None:
+    code, out, err = run(capsys, "keys", "create", "--limit", policy, "--data-dir", str(tmp_path / "data"))
+    assert code == 2 and out == "" and len(err.splitlines()) == 1
+    assert "--limit" in err and message in err
+    assert not (tmp_path / "data").exists()
+
+
+def test_keys_create_with_a_limit_on_a_stack(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[tuple[str | None, str | None]] = []
+
+    class FakeStore:
+        def create(self, name: str | None, limit: str | None) -> tuple[str, KeyInfo]:
+            made.append((name, limit))
+            return "rl-secret", KeyInfo("key_00000000", name, "rl-sec", "2025-01-01T00:00:00Z", limit=limit)
+
+    monkeypatch.setattr(cli_module, "_keys", lambda args: FakeStore())
+    created = run_json(capsys, "keys", "create", "--stack", "prod", "--limit", "7;w=60;s=user")
+    assert made == [(None, "7;w=60;u=request;s=user")] and created["limit"] == "7;w=60;u=request;s=user"
 
 
 # -- serve ---------------------------------------------------------------------------------------------

@@ -161,3 +161,74 @@ def test_concurrent_writers_lose_no_key(tmp_path: Path) -> None:
     assert all(store.verify(s) is not None for s in secrets_made)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keys.json", "keys.json.lock"]
+
+
+# -- limits ----------------------------------------------------------------------------------------
+
+
+def test_limit_is_stored_canonical_and_looked_up_by_key_id(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "keys.json"
+    store = KeyStore(path)
+    limited_secret, limited = store.create("batch", limit="1000; w=3600 ;u=CENTS")
+    _, plain = store.create("plain")
+    assert limited.limit == "1000;w=3600;u=cents" and plain.limit is None
+    assert store.verify(limited_secret) == limited.key_id
+    assert store.limit(limited.key_id) == "1000;w=3600;u=cents"
+    assert store.limit(plain.key_id) is None and store.limit("key_nothere") is None
+    assert {k.key_id: k.limit for k in KeyStore(path).list()} == {limited.key_id: limited.limit, plain.key_id: None}
+
+    store.revoke(limited.key_id)
+    assert store.limit(limited.key_id) is None  # a revoked key's limit is never applied
+
+
+def test_bad_limit_raises_the_parser_message_and_writes_nothing(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.json")
+    with pytest.raises(ValueError, match="needs a window"):
+        store.create("x", limit="100")
+    with pytest.raises(ValueError, match="unit"):
+        store.create("x", limit="100;w=60;u=tokens")
+    assert not (tmp_path / "keys.json").exists()
+
+
+def test_limit_is_reread_with_the_keys(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "keys.json"
+    server = KeyStore(path)
+    assert server.active_count() == 0
+    secret, info = KeyStore(path).create("late", limit="5;w=60")
+    assert server.limit(info.key_id) is None  # not re-read yet
+    clock.now += 1.01
+    assert server.verify(secret) == info.key_id and server.limit(info.key_id) == "5;w=60;u=request"
+
+
+def test_limit_lookup_does_not_touch_the_file(tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = KeyStore(tmp_path / "keys.json")
+    _, info = store.create(limit="10;w=1")
+    assert store.limit(info.key_id) == "10;w=1;u=request"
+    monkeypatch.setattr(os, "stat", lambda *a, **k: pytest.fail("stat on the hot path"))
+    for _ in range(1000):
+        assert store.limit(info.key_id) == "10;w=1;u=request"
+
+
+def test_files_written_before_limits_existed_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    secret = "rl-old-key-from-an-earlier-version-of-relaylog"
+    old = {
+        "version": 1,
+        "keys": [
+            {
+                "key_id": "key_0ld0ld00",
+                "name": "old",
+                "prefix": secret[:6],
+                "created_at": "2024-01-01T00:00:00Z",
+                "revoked_at": None,
+                "sha256": hashlib.sha256(secret.encode()).hexdigest(),
+            }
+        ],
+    }
+    path.write_bytes(orjson.dumps(old))
+    store = KeyStore(path)
+    assert store.verify(secret) == "key_0ld0ld00" and store.limit("key_0ld0ld00") is None
+    assert store.list()[0].limit is None
+    _, new = store.create("new", limit="3;w=10")  # rewriting the file keeps the old key as it was
+    assert {k.key_id: k.limit for k in store.list()} == {"key_0ld0ld00": None, new.key_id: "3;w=10;u=request"}
+    assert store.verify(secret) == "key_0ld0ld00"

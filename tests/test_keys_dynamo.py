@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import boto3
+import pytest
 from botocore.exceptions import EndpointConnectionError
+from relaylog.aws import layout
 from relaylog.aws.keys import DynamoKeyStore
+from relaylog.keys import hash_key
 
 from tests.support.aws import REGION, Stack
 
@@ -67,3 +70,42 @@ def test_dynamodb_unreachable_keeps_the_keys_already_loaded(aws_stack: Stack, ca
     client.down = True
     assert store.verify(secret) == info.key_id
     assert "keeping previously loaded keys" in caplog.text and secret not in caplog.text
+
+
+def test_limit_is_stored_on_the_item_and_looked_up_by_key_id(aws_stack: Stack) -> None:
+    store = _store(aws_stack, reload_interval_s=0)
+    secret, info = store.create("batch", limit="1000;w=3600;u=cents")
+    _, plain = store.create("plain")
+    assert info.limit == "1000;w=3600;u=cents"
+    assert store.verify(secret) == info.key_id
+    assert store.limit(info.key_id) == "1000;w=3600;u=cents" and store.limit(plain.key_id) is None
+    assert {k.key_id: k.limit for k in store.list()} == {info.key_id: info.limit, plain.key_id: None}
+    items = aws_stack.client("dynamodb").scan(TableName=aws_stack.table)["Items"]
+    assert sorted(item.get("limit", {}).get("S", "-") for item in items) == ["-", "1000;w=3600;u=cents"]
+    store.revoke(info.key_id)
+    assert store.limit(info.key_id) is None
+
+
+def test_bad_limit_writes_no_item(aws_stack: Stack) -> None:
+    store = _store(aws_stack)
+    with pytest.raises(ValueError, match="window"):
+        store.create("x", limit="5;w=0")
+    assert aws_stack.client("dynamodb").scan(TableName=aws_stack.table)["Items"] == []
+
+
+def test_items_without_a_limit_attribute_still_load(aws_stack: Stack) -> None:
+    # An item as DynamoKeyStore wrote it before limits existed.
+    secret = "rl-old-key-from-an-earlier-version-of-relaylog"
+    aws_stack.client("dynamodb").put_item(
+        TableName=aws_stack.table,
+        Item={
+            "pk": {"S": layout.KEY_PK},
+            "sk": {"S": hash_key(secret)},
+            "key_id": {"S": "key_0ld0ld00"},
+            "prefix": {"S": secret[:6]},
+            "created_at": {"S": "2024-01-01T00:00:00Z"},
+        },
+    )
+    store = _store(aws_stack, reload_interval_s=0)
+    assert store.verify(secret) == "key_0ld0ld00" and store.limit("key_0ld0ld00") is None
+    assert [k.limit for k in store.list()] == [None]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import orjson
 
 from relaylog import __version__
-from relaylog.keys import KeyFileError, KeyStore
+from relaylog.keys import KeyFileError, KeyStore, normalise_limit
 from relaylog.store import StoreError
 from relaylog.store.since import parse_since
 from relaylog.store.stats import Metrics, Stats, group_key
@@ -94,6 +94,11 @@ def _version(text: str) -> int:
     if not (number.isascii() and number.isdigit() and int(number) >= 1):
         raise ValueError(f"expected a version number like 1 or v2, got {text!r}")
     return int(number)
+
+
+def _limit(text: str) -> str:
+    # The canonical form is what the key stores and what `keys list` shows back.
+    return normalise_limit(text) or ""
 
 
 def _group_by(text: str) -> str:
@@ -385,13 +390,15 @@ def _keys(args: argparse.Namespace) -> Any:
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    secret, info = _keys(args).create(args.name)
+    secret, info = _keys(args).create(args.name, args.limit)
     if args.json:
         _print_json({"key": secret, **asdict(info)})
         return 0
     # Only the key on stdout, so `KEY=$(relaylog keys create)` works; the advice goes to stderr.
     print(secret)
     label = f"{info.key_id} ({info.name})" if info.name else info.key_id
+    if info.limit:
+        label += f" limited to {info.limit}"
     print(
         f"Created {label}. This is the only time the key is shown: store it now.\n"
         f"Clients send it as the header `Helicone-Auth: Bearer {info.prefix}...`",
@@ -408,9 +415,9 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     if not keys:
         print("No keys yet. Create one with: relaylog keys create --name NAME")
         return 0
-    headers = ["ID", "NAME", "PREFIX", "CREATED (UTC)", "STATUS"]
+    headers = ["ID", "NAME", "PREFIX", "CREATED (UTC)", "LIMIT", "STATUS"]
     rows = [
-        [k.key_id, k.name or "-", k.prefix + "...", _time(k.created_at),
+        [k.key_id, k.name or "-", k.prefix + "...", _time(k.created_at), k.limit or "-",
          "active" if k.active else f"revoked {_time(k.revoked_at)}"]
         for k in keys
     ]  # fmt: skip
@@ -573,6 +580,13 @@ def build_parser(default_data_dir: Path) -> argparse.ArgumentParser:
     key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     create = key_commands.add_parser("create", parents=[reader, deployed], help="create a key (shown once)")
     create.add_argument("--name", help="a label to recognise the key by")
+    create.add_argument(
+        "--limit",
+        type=_arg_type(_limit),
+        metavar="POLICY",
+        help='a rate limit for every call made with the key, in Helicone-RateLimit-Policy form: '
+        '"quota;w=seconds[;u=request|cents][;s=user|PROPERTY]", e.g. "1000;w=3600;u=cents"',
+    )
     create.set_defaults(run=cmd_keys_create)
     key_list = key_commands.add_parser("list", parents=[reader, deployed], help="list keys (never the secrets)")
     key_list.set_defaults(run=cmd_keys_list)

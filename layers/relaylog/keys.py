@@ -24,6 +24,8 @@ from typing import Protocol, TypeVar
 
 import orjson
 
+from .gateway.ratelimit import parse_policy
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -45,6 +47,8 @@ class KeyInfo:
     prefix: str  # first characters of the secret, enough to tell keys apart, not to guess one
     created_at: str  # RFC 3339 UTC
     revoked_at: str | None = None
+    # A Helicone-RateLimit-Policy string the relay applies to every call made with this key.
+    limit: str | None = None
 
     @property
     def active(self) -> bool:
@@ -65,12 +69,19 @@ def new_secret() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def describe(secret: str, name: str | None, taken: set[str]) -> KeyInfo:
+def normalise_limit(limit: str | None) -> str | None:
+    """The policy in its canonical form; ValueError (the parser's message) when it is not one.
+
+    Checked when the key is created, so a typo fails at the command line and not on every call."""
+    return None if limit is None else parse_policy(limit).text
+
+
+def describe(secret: str, name: str | None, taken: set[str], limit: str | None = None) -> KeyInfo:
     """The stored, non-secret description of a new key, with an id not in `taken`."""
     key_id = f"key_{secrets.token_hex(4)}"
     while key_id in taken:
         key_id = f"key_{secrets.token_hex(4)}"
-    return KeyInfo(key_id, name, secret[:PREFIX_HINT_CHARS], now())
+    return KeyInfo(key_id, name, secret[:PREFIX_HINT_CHARS], now(), limit=normalise_limit(limit))
 
 
 class KeyVerifier(Protocol):
@@ -104,6 +115,7 @@ def _parse(raw: bytes) -> _Entries:
                     prefix=item.get("prefix", ""),
                     created_at=item["created_at"],
                     revoked_at=item.get("revoked_at"),
+                    limit=item.get("limit"),  # absent in files written before limits existed
                 ),
                 sha256=item["sha256"],
             )
@@ -120,11 +132,13 @@ def _serialise(entries: _Entries) -> bytes:
 
 class CachedKeys:
     """The hot path every key store shares: active keys by hash, so `verify` is a dict lookup,
-    re-read by `_load_active` at most once per interval (None from it keeps the keys held)."""
+    and their limits by key id, so `limit` is one too; both re-read by `_load_active` at most
+    once per interval (None from it keeps the keys held)."""
 
     def __init__(self, reload_interval_s: float) -> None:
         self._reload_interval_s = reload_interval_s
         self._active: dict[str, str] = {}
+        self._limits: dict[str, str] = {}
         self._checked_at = float("-inf")
 
     def verify(self, presented: str) -> str | None:
@@ -140,6 +154,11 @@ class CachedKeys:
         self._refresh()
         return len(self._active)
 
+    def limit(self, key_id: str) -> str | None:
+        """The rate-limit policy of the active key `key_id`, if it was created with one."""
+        self._refresh()
+        return self._limits.get(key_id)
+
     def _refresh(self) -> None:
         now_ = monotonic()
         if now_ - self._checked_at < self._reload_interval_s:
@@ -147,9 +166,14 @@ class CachedKeys:
         self._checked_at = now_
         loaded = self._load_active()
         if loaded is not None:
-            self._active = loaded
+            # Both maps are built first and swapped in together, so a reader never pairs a new
+            # key with an old limit.
+            active = {sha256: info.key_id for sha256, info in loaded}
+            limits = {info.key_id: info.limit for _, info in loaded if info.limit is not None}
+            self._active, self._limits = active, limits
 
-    def _load_active(self) -> dict[str, str] | None:
+    def _load_active(self) -> list[tuple[str, KeyInfo]] | None:
+        """(sha256, info) of every active key, or None to keep the keys already held."""
         raise NotImplementedError
 
 
@@ -167,12 +191,12 @@ class KeyStore(CachedKeys):
         """The key store every relaylog process on this data dir shares."""
         return cls(data_dir / "keys.json")
 
-    def _load_active(self) -> dict[str, str] | None:
+    def _load_active(self) -> list[tuple[str, KeyInfo]] | None:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
             self._signature = None
-            return {}
+            return []
         signature = (st.st_ino, st.st_mtime_ns, st.st_size)
         if signature == self._signature:
             return None
@@ -183,19 +207,22 @@ class KeyStore(CachedKeys):
             log.warning("keeping previously loaded keys: %s: %s", self.path, exc)
             return None
         self._signature = signature
-        return {e.sha256: e.info.key_id for e in entries if e.info.active}
+        return [(e.sha256, e.info) for e in entries if e.info.active]
 
     # -- management (CLI) ----------------------------------------------------------------------
 
     def list(self) -> list[KeyInfo]:
         return [e.info for e in self._read()]
 
-    def create(self, name: str | None = None) -> tuple[str, KeyInfo]:
-        """A new key: the secret (returned only here) and its stored description."""
+    def create(self, name: str | None = None, limit: str | None = None) -> tuple[str, KeyInfo]:
+        """A new key: the secret (returned only here) and its stored description.
+
+        ValueError when `limit` is not a valid rate-limit policy; nothing is written then."""
         secret = new_secret()
+        normalise_limit(limit)  # fail before taking the lock
 
         def add(entries: _Entries) -> tuple[_Entries, KeyInfo]:
-            info = describe(secret, name, {e.info.key_id for e in entries})
+            info = describe(secret, name, {e.info.key_id for e in entries}, limit)
             return [*entries, _Entry(info, hash_key(secret))], info
 
         return secret, self._update(add)

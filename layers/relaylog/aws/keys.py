@@ -28,6 +28,7 @@ def _info(item: dict[str, Any]) -> KeyInfo:
         prefix=item.get("prefix", {}).get("S", ""),
         created_at=item["created_at"]["S"],
         revoked_at=item.get("revoked_at", {}).get("S"),
+        limit=item.get("limit", {}).get("S"),  # absent on items written before limits existed
     )
 
 
@@ -37,14 +38,14 @@ class DynamoKeyStore(CachedKeys):
         self.table = table
         self._client = client or make_client("dynamodb")
 
-    def _load_active(self) -> dict[str, str] | None:
+    def _load_active(self) -> list[tuple[str, KeyInfo]] | None:
         try:
             items = self._items()
         except (BotoCoreError, ClientError) as exc:
             # Keep serving with the keys we had rather than locking every client out.
             log.warning("keeping previously loaded keys: DynamoDB: %s", type(exc).__name__)
             return None
-        return {item["sk"]["S"]: item["key_id"]["S"] for item in items if "revoked_at" not in item}
+        return [(item["sk"]["S"], _info(item)) for item in items if "revoked_at" not in item]
 
     def _items(self) -> list[dict[str, Any]]:
         pages = self._client.get_paginator("query").paginate(
@@ -60,9 +61,10 @@ class DynamoKeyStore(CachedKeys):
     def list(self) -> list[KeyInfo]:
         return sorted((_info(item) for item in self._items()), key=lambda k: k.created_at)
 
-    def create(self, name: str | None = None) -> tuple[str, KeyInfo]:
+    def create(self, name: str | None = None, limit: str | None = None) -> tuple[str, KeyInfo]:
+        """ValueError when `limit` is not a valid rate-limit policy; nothing is written then."""
         secret = new_secret()
-        info = describe(secret, name, {k.key_id for k in self.list()})
+        info = describe(secret, name, {k.key_id for k in self.list()}, limit)
         item = {
             "pk": {"S": layout.KEY_PK},
             "sk": {"S": hash_key(secret)},
@@ -72,6 +74,8 @@ class DynamoKeyStore(CachedKeys):
         }
         if name is not None:
             item["name"] = {"S": name}
+        if info.limit is not None:
+            item["limit"] = {"S": info.limit}
         self._client.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(sk)")
         self._checked_at = float("-inf")
         return secret, info
