@@ -13,7 +13,9 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,8 @@ from pydantic import BaseModel
 
 # conftest.py puts the repository root on sys.path, so the stand-in imports as `tests.standin`.
 from tests.standin import StandIn
-from tests.standin.wire import AFTER_TOOL, LONG_TEXT, REFUSAL, TEXT, THINKING
+from tests.standin.app import App
+from tests.standin.wire import AFTER_TOOL, LONG_TEXT, REFUSAL, TEXT, THINKING, Request
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}
@@ -501,6 +504,59 @@ def test_sdk_sees_faults(s: StandIn, oai: openai.OpenAI) -> None:
         oai.chat.completions.create(**CHAT)
     s.fault = None
     assert oai.chat.completions.create(**CHAT).choices[0].message.content == TEXT
+
+
+def test_fault_times_fails_the_first_n_then_answers(s: StandIn) -> None:
+    with httpx.Client(base_url=s.url) as http:
+        assert http.post("/v1/chat/completions", json=CHAT).status_code == 200  # now in the reply cache
+        spec = f"status=503;times=2;id={uuid.uuid4()}"
+        statuses = [http.post("/v1/chat/completions", json=CHAT, headers={"x-standin-fault": spec}).status_code for _ in range(4)]
+        assert statuses == [503, 503, 200, 200]
+        answered = http.post("/v1/chat/completions", json=CHAT, headers={"x-standin-fault": spec})
+        assert answered.json()["choices"][0]["message"]["content"] == TEXT
+        # Another id is another count; so is the same fault written differently (the exact value counts).
+        other = f"status=503;times=2;id={uuid.uuid4()}"
+        assert http.post("/v1/chat/completions", json=CHAT, headers={"x-standin-fault": other}).status_code == 503
+        assert http.post("/v1/chat/completions", json=CHAT, headers={"x-standin-fault": spec.replace(";", ",")}).status_code == 503
+        limited = f"status=429;retry-after=1;times=1;id={uuid.uuid4()}"
+        first = http.post("/v1/chat/completions", json=CHAT, headers={"x-standin-fault": limited})
+        assert first.status_code == 429 and first.headers["retry-after"] == "1"
+        second = http.post("/v1/chat/completions", json=CHAT, headers={"x-standin-fault": limited})
+        assert second.status_code == 200 and "retry-after" not in second.headers
+        never = http.post("/v1/chat/completions", json=CHAT, headers={"x-standin-fault": "status=500;times=0"})
+        assert never.status_code == 200
+        for bad in ("status=500;times=-1", "status=500;times=two", "status=500;id="):
+            assert http.post("/v1/chat/completions", json=CHAT, headers={"x-standin-fault": bad}).status_code == 400
+
+
+def test_fault_times_shapes_streams_and_other_faults_too(s: StandIn) -> None:
+    streamed = {**CHAT, "stream": True}
+    spec = f"truncate=2;times=1;id={uuid.uuid4()}"
+    with httpx.Client(base_url=s.url) as http:
+        assert len(sse_data(http.post("/v1/chat/completions", json=streamed, headers={"x-standin-fault": spec}).content)) == 2
+        assert sse_data(http.post("/v1/chat/completions", json=streamed, headers={"x-standin-fault": spec}).content)[-1] == "[DONE]"
+
+
+def test_sdk_retries_through_a_fault_with_times(s: StandIn) -> None:
+    client = openai.OpenAI(base_url=s.url + "/v1", api_key="sk-test", max_retries=2)
+    s.clear()
+    spec = f"status=503;retry-after-ms=1;times=2;id={uuid.uuid4()}"
+    completion = client.chat.completions.create(**CHAT, extra_headers={"x-standin-fault": spec})
+    assert completion.choices[0].message.content == TEXT
+    assert len(s.requests) == 3
+
+
+def test_fault_times_counts_exactly_under_concurrency() -> None:
+    app = App(gzip=False)
+    spec = f"status=429;times=25;id={uuid.uuid4()}"
+    req = Request("POST", "/v1/chat/completions", [("x-standin-fault", spec), ("content-type", "application/json")], json.dumps(CHAT).encode())
+
+    def status() -> int:
+        return app.handle(Request(req.method, req.path, req.headers, req.body))[0].status
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: status(), range(200)))
+    assert statuses.count(429) == 25 and statuses.count(200) == 175
 
 
 # -- transport details ------------------------------------------------------------------------

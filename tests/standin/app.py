@@ -8,6 +8,7 @@ Endpoints are matched by path suffix, so any prefix works (`/v1/chat/completions
 from __future__ import annotations
 
 import sys
+import threading
 import traceback
 import zlib
 from collections.abc import Callable
@@ -96,6 +97,10 @@ class App:
         self.gzip = gzip
         self.fault = fault  # used when a request carries no x-standin-fault header
         self._cache: dict[tuple[object, ...], Reply] = {}
+        # How many requests each `times=N` fault value has already failed. Never trimmed: one
+        # entry per distinct value, and a test that needs a fresh count gives a fresh id=.
+        self._fault_uses: dict[str, int] = {}
+        self._fault_lock = threading.Lock()
 
     def handle(self, req: Request) -> tuple[Reply, Fault | None]:
         key: tuple[object, ...] | None = None
@@ -113,10 +118,15 @@ class App:
         return reply, fault
 
     def _handle(self, req: Request) -> tuple[Reply, Fault | None]:
+        # Requests with a fault never reach the reply cache (see handle), including `times=`
+        # ones answered normally: each one must be counted here.
+        spec = req.header("x-standin-fault") or self.fault
         try:
-            fault = parse_fault(req.header("x-standin-fault") or self.fault)
+            fault = parse_fault(spec)
         except FaultSyntaxError as exc:
             return standin_error(400, str(exc)), None
+        if fault is not None and fault.times is not None and spec is not None and not self._fault_applies(spec, fault.times):
+            fault = None
         endpoint = resolve(req)
         if endpoint is None:
             reply = openai_api.error(404, openai_api.raw_ids(req), f"Invalid URL ({req.method} {req.route})")
@@ -131,6 +141,15 @@ class App:
             reply.body = zlib.compress(reply.body, 6, wbits=31)
             reply.headers = reply.headers + [("content-encoding", "gzip")]
         return reply, fault
+
+    def _fault_applies(self, spec: str, times: int) -> bool:
+        """Counts this request against the fault value `spec`: True for its first `times` uses."""
+        with self._fault_lock:
+            used = self._fault_uses.get(spec, 0)
+            if used >= times:
+                return False
+            self._fault_uses[spec] = used + 1
+            return True
 
     @staticmethod
     def _call(endpoint: Endpoint, req: Request) -> Reply:

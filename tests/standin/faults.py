@@ -21,6 +21,11 @@ Grammar: items separated by `;` or `,`, each `name` or `name=value`, combinable:
                       Anthropic's `message_delta`/`message_stop`, Responses' `response.completed`,
                       Gemini's last chunk (and the closing `]` of a JSON-array stream)
     truncate=N        the same, keeping exactly the first N events
+    times=N           apply the fault only to the first N requests that carry this exact fault
+                      value (the whole header, byte for byte, counted per stand-in instance);
+                      later ones are answered as if there were no fault: "fail twice, then work"
+    id=TEXT           a free label with no effect of its own: it makes the value unique, so each
+                      test gets its own `times` count, e.g. `status=503;times=2;id=<uuid4>`
 
 Example: `x-standin-fault: status=429;retry-after=2` or `delay-ms=300, chunk-delay-ms=20`.
 An unknown name is answered with HTTP 400 and a `standin_error` body so typos never pass silently.
@@ -50,6 +55,8 @@ class Fault:
     reset: bool = False
     truncate: bool = False
     truncate_keep: int | None = None
+    times: int | None = None  # None: every request; the counting is App's, per fault value
+    label: str | None = None
 
     @property
     def needs_async(self) -> bool:
@@ -63,7 +70,7 @@ class Fault:
         )
 
 
-_INT_FIELDS = {"status": "status", "drop-after": "drop_after", "stall-after": "stall_after"}
+_INT_FIELDS = {"status": "status", "drop-after": "drop_after", "stall-after": "stall_after", "times": "times"}
 _MS_FIELDS = {"delay-ms": "delay_ms", "chunk-delay-ms": "chunk_delay_ms"}
 
 
@@ -87,6 +94,8 @@ def parse_fault(spec: str | None) -> Fault | None:
                 fault.retry_after = _required(value)
             elif name == "retry-after-ms":
                 fault.retry_after_ms = _required(value)
+            elif name == "id":
+                fault.label = _required(value)
             elif name == "reset" and not has_value:
                 fault.reset = True
             elif name == "truncate":
