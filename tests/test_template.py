@@ -117,6 +117,12 @@ def test_each_function_may_do_only_its_job() -> None:
         ("s3:PutObject", bucket + layout.BODIES_PREFIX + "*"),
         ("s3:PutObject", bucket + layout.SPOOL_PREFIX + "*"),
         ("dynamodb:Query", "Table.Arn"),
+        # The response cache (items, and large entries in S3) and the rate-limit counters.
+        ("dynamodb:GetItem", "Table.Arn"),
+        ("dynamodb:PutItem", "Table.Arn"),
+        ("dynamodb:UpdateItem", "Table.Arn"),
+        ("s3:GetObject", bucket + layout.CACHE_PREFIX + "*"),
+        ("s3:PutObject", bucket + layout.CACHE_PREFIX + "*"),
     }
     assert _grants("AggregatorFunction") == {
         ("s3:GetObject", bucket + layout.RAW_PREFIX + "*"),
@@ -161,3 +167,16 @@ def test_glue_columns_are_the_record_schema(table: str, skipped: set[str]) -> No
     columns = [(c["Name"], c["Type"]) for c in described["StorageDescriptor"]["Columns"]]
     assert columns == [(name, GLUE_TYPES[kind]) for name, kind in COLUMNS.items() if name not in skipped]
     assert described["Parameters"]["projection.enabled"] == "true"  # partitions never need MSCK REPAIR
+
+
+def test_cache_objects_outlive_the_longest_cache_ttl_and_no_more() -> None:
+    from relaylog.gateway.cache_policy import MAX_TTL_S
+
+    rules = load_template()["Resources"]["DataBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    (cache,) = [rule for rule in rules if rule["Prefix"] == layout.CACHE_PREFIX]
+    assert cache["Status"] == "Enabled"
+    # An entry is served until its item's TTL (at most MAX_TTL_S); its object must still be there.
+    assert cache["ExpirationInDays"] * 86400 > MAX_TTL_S
+    assert cache["ExpirationInDays"] == MAX_TTL_S // 86400 + 1
+    # No other rule reaches into cache/ and removes entries early.
+    assert not [r for r in rules if r is not cache and layout.CACHE_PREFIX.startswith(r["Prefix"])]

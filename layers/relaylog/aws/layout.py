@@ -9,6 +9,8 @@ S3 (one bucket):
     curated/dt=YYYY-MM-DD/<name>.parquet  the aggregator's Parquet, what Athena queries
     errors/...                            Firehose delivery errors
     athena-results/                       the Athena workgroup's output
+    cache/<key>/<slot>                    cached responses too large for a DynamoDB item (expired by a
+                                          lifecycle rule after 366 days; the item's TTL governs use)
 
 DynamoDB (one table, string keys `pk` and `sk`, TTL attribute `expires_at`):
     rollups       pk ROLLUP#h#2026-11-26T21 | ROLLUP#d#2026-11-26
@@ -25,6 +27,9 @@ DynamoDB (one table, string keys `pk` and `sk`, TTL attribute `expires_at`):
                   by_user (user_id, sk).
     prompt texts  pk PROMPT#<prompt_id>, sk T#<template hash>: the template text, written once
     scores        pk SCORE#<request_id>, sk scores: `scores` map name -> number or bool, `feedback_comment`
+    cache         pk CACHE#<cache key>, sk slot#<n>: `entry` (Binary, the encoded response) or `object`
+                  (its S3 key under cache/), `until` (epoch seconds, float) and TTL
+    rate counters pk RATE#<counter>, sk n: `n` (Number, requests or cents used in the window) and TTL
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ BODIES_PREFIX = "bodies/"
 CURATED_PREFIX = "curated/"
 ERRORS_PREFIX = "errors/"
 ATHENA_RESULTS_PREFIX = "athena-results/"
+CACHE_PREFIX = "cache/"
 
 # Environment variables the template sets on the functions.
 ENV_BUCKET = "RELAYLOG_BUCKET"
@@ -49,6 +55,9 @@ KEY_PK = "KEY"
 REQUESTS_PK = "REQS"
 PROMPT_PK = "PROMPT"
 SCORE_PK = "SCORE"
+CACHE_PK = "CACHE"
+RATE_PK = "RATE"
+RATE_SK = "n"
 # Global secondary indexes of the request index: name -> (partition attribute, sort attribute).
 INDEXES = {
     "by_id": ("request_id", None),
@@ -94,3 +103,20 @@ def prompt_pk(prompt_id: str) -> str:
 
 def score_pk(request_id: str) -> str:
     return f"{SCORE_PK}#{request_id}"
+
+
+def cache_pk(key: str) -> str:
+    return f"{CACHE_PK}#{key}"
+
+
+def cache_sk(slot: int) -> str:
+    return f"slot#{slot}"
+
+
+def cache_object(key: str, slot: int) -> str:
+    """The S3 key of a cached response too large for its item."""
+    return f"{CACHE_PREFIX}{key}/{slot}"
+
+
+def rate_pk(counter: str) -> str:
+    return f"{RATE_PK}#{counter}"
