@@ -4,8 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .gateway.ratelimit import Decision
 from .headers import HeliconeMeta
 from .providers.registry import Provider
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One call to a provider made for this request."""
+
+    # Helicone-Fallbacks entry called (None without fallbacks).
+    target: int | None
+    status: int  # 0 when no answer came
+    error_type: str | None
+    # Time until the provider's response headers (or the failure).
+    ms: float
+    # Backoff waited after this attempt before the next one.
+    wait_ms: float = 0.0
 
 
 @dataclass(slots=True)
@@ -42,3 +57,17 @@ class Exchange:
     upstream_started: float | None = None
     upstream_finished: float | None = None
     error_type: str | None = None
+    # -- gateway (Helicone-Cache-*, -RateLimit-*, -Retry-*, -Fallbacks) ------------------------
+    # Response headers relaylog adds (rate-limit state, cache status, fallback index).
+    extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    cache_status: str | None = None
+    # perf_counter() of each chunk sent, kept only while a response is being cached.
+    chunk_times: list[float] | None = None
+    # Headers sent to the client, kept only while a response is being cached.
+    sent_headers: list[tuple[bytes, bytes]] | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    # Attempts are listed in the record when the client asked for retries or fallbacks.
+    show_attempts: bool = False
+    fallback_index: int | None = None
+    # Rate-limit counters that pass; a cents policy is charged the call's cost afterwards.
+    rate_decisions: list[Decision] = field(default_factory=list)

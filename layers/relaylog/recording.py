@@ -6,8 +6,10 @@ import zlib
 from datetime import UTC, datetime
 from typing import Protocol
 
+import orjson
+
 from .config import Settings
-from .exchange import Exchange
+from .exchange import Attempt, Exchange
 from .providers.parsing import parse_response
 from .record import SCHEMA_VERSION, Record
 from .usage import EMPTY_FIELDS, Observed
@@ -42,7 +44,9 @@ def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> R
     response_plain = _decode(response_raw, exchange.response_content_encoding, problems)
 
     observed = Observed()
-    if provider is not None and exchange.upstream_started is not None and response_plain is not None:
+    hit = exchange.cache_status == "HIT"
+    answered = exchange.upstream_started is not None or hit
+    if provider is not None and answered and response_plain is not None:
         observed = parse_response(
             provider.family,
             exchange.endpoint or exchange.path,
@@ -71,6 +75,12 @@ def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> R
             from .cost import price
 
             cost_usd, cost_source = price(usage, priced_model, provider)
+    properties = meta.properties
+    if hit:
+        # A hit costs nothing; what the provider would have charged is kept as a property.
+        if cost_usd is not None:
+            properties = {**properties, "cache_saved_usd": repr(cost_usd)}
+        cost_usd, cost_source = 0.0, "cache_hit"
 
     latency_ms = _ms(exchange.started, exchange.finished)
     upstream_ms = (
@@ -124,9 +134,12 @@ def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> R
         "session_path": meta.session_path,
         "session_name": meta.session_name,
         "prompt_id": meta.prompt_id,
-        "properties": meta.properties,
+        "properties": properties,
         "key_id": exchange.key_id,
-        "cache_status": None,
+        "cache_status": exchange.cache_status,
+        "attempt_count": len(exchange.attempts),
+        "attempts": _attempts(exchange.attempts) if exchange.show_attempts else None,
+        "fallback_index": exchange.fallback_index,
         "error_type": error_type,
         "parse_error": "; ".join(problems) or None,
         "request_body": request_body,
@@ -137,6 +150,15 @@ def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> R
         "response_bytes": exchange.response_bytes,
     }
     return record
+
+
+def _attempts(attempts: list[Attempt]) -> str:
+    return orjson.dumps(
+        [
+            {"target": a.target, "status": a.status, "error_type": a.error_type, "ms": a.ms, "wait_ms": a.wait_ms}
+            for a in attempts
+        ]
+    ).decode()
 
 
 def _ms(start: float, end: float | None) -> float:

@@ -16,6 +16,9 @@ from uvicorn.config import LOGGING_CONFIG
 
 from .config import Settings
 from .cost import load_prices
+from .gateway.cache_files import FileCacheStore
+from .gateway.counters_sqlite import SqliteCounters
+from .gateway.services import Services
 from .keys import KeyStore
 from .query.api import QueryApp, is_query_path
 from .query.backend import Backend
@@ -36,8 +39,10 @@ class _CutResponseNotice(logging.Filter):
 class LocalApp(RelayApp):
     """The proxy, with the query API and dashboard on their own paths of the same port."""
 
-    def __init__(self, settings: Settings, keys: KeyStore, sink: LocalSink, query: QueryApp) -> None:
-        super().__init__(settings, keys, sink)
+    def __init__(
+        self, settings: Settings, keys: KeyStore, sink: LocalSink, query: QueryApp, services: Services
+    ) -> None:
+        super().__init__(settings, keys, sink, services)
         self.query = query
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -64,7 +69,15 @@ def _local_backend(data_dir: Path) -> Backend:
 def local_app(settings: Settings) -> LocalApp:
     keys = KeyStore.in_data_dir(settings.data_dir)
     query = QueryApp(functools.partial(_local_backend, settings.data_dir), keys)
-    return LocalApp(settings, keys, LocalSink(settings), query)
+    return LocalApp(settings, keys, LocalSink(settings), query, local_services(settings.data_dir))
+
+
+def local_services(data_dir: Path) -> Services:
+    """Cache entries and rate-limit counters in the data dir, shared by every worker process."""
+    return Services(
+        cache=FileCacheStore(data_dir / "cache"),
+        counters=SqliteCounters(data_dir / "ratelimits.sqlite3"),
+    )
 
 
 def create_app() -> LocalApp:

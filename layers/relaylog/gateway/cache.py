@@ -9,7 +9,20 @@ import orjson
 
 FORMAT = 1
 # Response headers that belong to the call that filled the cache, not to the call it serves.
-_PER_CALL = frozenset({b"helicone-id", b"helicone-cache", b"helicone-cache-bucket-idx", b"date", b"set-cookie"})
+_PER_CALL = frozenset(
+    {
+        b"helicone-id",
+        b"helicone-cache",
+        b"helicone-cache-bucket-idx",
+        b"helicone-fallback-index",
+        b"helicone-ratelimit-limit",
+        b"helicone-ratelimit-remaining",
+        b"helicone-ratelimit-policy",
+        b"helicone-ratelimit-reset",
+        b"date",
+        b"set-cookie",
+    }
+)
 
 
 @dataclass(slots=True)

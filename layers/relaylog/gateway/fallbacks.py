@@ -51,7 +51,7 @@ def _entry(index: int, entry: object) -> Fallback:
         raise ValueError(f"{where} must be an object")
     url = entry.get("target-url", entry.get("targetUrl"))
     if not isinstance(url, str) or not url:
-        raise ValueError(f"{where} needs a \"target-url\" string")
+        raise ValueError(f'{where} needs a "target-url" string')
     headers = entry.get("headers", {})
     if not isinstance(headers, dict):
         raise ValueError(f"{where}.headers must be an object of strings")
@@ -81,7 +81,7 @@ def _codes(where: str, codes: object) -> tuple[tuple[int, int], ...]:
         elif isinstance(code, dict) and isinstance(code.get("from"), int) and isinstance(code.get("to"), int):
             low, high = code["from"], code["to"]
         else:
-            raise ValueError(f"{where}.onCodes entries are status numbers or {{\"from\": N, \"to\": M}}")
+            raise ValueError(f'{where}.onCodes entries are status numbers or {{"from": N, "to": M}}')
         if not 100 <= low <= high <= 599:
             raise ValueError(f"{where}.onCodes has an impossible status range {low}-{high}")
         ranges.append((low, high))

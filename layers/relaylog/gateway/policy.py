@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from ..headers import HeliconeMeta, truthy
@@ -45,3 +46,25 @@ def read_gateway(meta: HeliconeMeta, upstream_headers: list[tuple[str, str]]) ->
     except ValueError as error:
         raise PolicyError(str(error)) from error
     return Gateway(cache, rate_limit, retry, fallbacks)
+
+
+# Headers that carry a provider credential; their hash tells tenants apart when no relaylog key does.
+_CREDENTIALS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+
+
+def tenant_of(key_id: str | None, headers: list[tuple[str, str]], query: bytes) -> str:
+    """Who is calling, for cache entries and rate-limit counters: the relaylog key when there is
+    one, else a hash of the provider credential (never the credential itself)."""
+    if key_id is not None:
+        return f"key:{key_id}"
+    digest = hashlib.sha256()
+    found = False
+    for name, value in headers:
+        if name in _CREDENTIALS:
+            digest.update(f"{name}={value}\n".encode("utf-8", "surrogatepass"))
+            found = True
+    for pair in query.split(b"&"):
+        if pair.startswith(b"key="):  # Gemini's API key in the query string
+            digest.update(pair + b"\n")
+            found = True
+    return f"auth:{digest.hexdigest()[:32]}" if found else "anonymous"

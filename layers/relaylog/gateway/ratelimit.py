@@ -39,7 +39,7 @@ def parse_policy(text: str) -> RatePolicy:
     """Parse a policy string; ValueError names the part that is wrong."""
     parts = [part.strip() for part in text.split(";")]
     if not parts[0]:
-        raise ValueError("Helicone-RateLimit-Policy needs a quota first, e.g. \"100;w=60\"")
+        raise ValueError('Helicone-RateLimit-Policy needs a quota first, e.g. "100;w=60"')
     try:
         quota = float(parts[0])
     except ValueError:
@@ -60,10 +60,12 @@ def parse_policy(text: str) -> RatePolicy:
             raise ValueError(f"Helicone-RateLimit-Policy gives {name!r} twice")
         options[name] = value
     if "w" not in options:
-        raise ValueError("Helicone-RateLimit-Policy needs a window, e.g. \"w=60\" for 60 seconds")
+        raise ValueError('Helicone-RateLimit-Policy needs a window, e.g. "w=60" for 60 seconds')
     window = options["w"]
     if not window.isdigit() or not 1 <= int(window) <= MAX_WINDOW_S:
-        raise ValueError(f"Helicone-RateLimit-Policy window w={window[:20]} must be whole seconds from 1 to {MAX_WINDOW_S}")
+        raise ValueError(
+            f"Helicone-RateLimit-Policy window w={window[:20]} must be whole seconds from 1 to {MAX_WINDOW_S}"
+        )
     unit = options.get("u", "request").lower()
     if unit not in ("request", "cents"):
         raise ValueError(f"Helicone-RateLimit-Policy unit u={unit[:20]} must be 'request' or 'cents'")

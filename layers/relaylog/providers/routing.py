@@ -34,7 +34,7 @@ class RouteError(Exception):
 
 def resolve(path: str, target_url: str | None, settings: Settings) -> Route:
     if target_url is not None:
-        return _resolve_target(path, target_url, settings)
+        return resolve_target(path, target_url, settings)
     if path == "/v1" or path.startswith("/v1/"):
         return _route(PROVIDERS["openai"], path, settings)
     segments = path.split("/", 2)
@@ -60,21 +60,36 @@ def _route(provider: Provider, endpoint: str, settings: Settings) -> Route:
     return Route(provider, settings.upstream_overrides.get(provider.name, provider.origin), endpoint)
 
 
-def _resolve_target(path: str, target_url: str, settings: Settings) -> Route:
+def resolve_target(
+    path: str,
+    target_url: str,
+    settings: Settings,
+    *,
+    header: str = "Helicone-Target-Url",
+    prefer: Provider | None = None,
+) -> Route:
+    """`path` appended to an allow-listed `target_url`. `prefer` names the provider a target at
+    that provider's (possibly overridden) origin speaks, before guessing from the host."""
     parts = urlsplit(target_url.strip())
-    host = (parts.hostname or "").lower()
+    try:
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError:  # a port that is not a number
+        host, port = "", None
     if parts.scheme not in ("http", "https") or not host or parts.username or parts.password:
-        raise RouteError(403, "target_not_allowed", "Helicone-Target-Url must be an http(s) URL")
-    port = parts.port
+        raise RouteError(403, "target_not_allowed", f"{header} must be an http(s) URL")
     if not _allowed(host, port, settings.target_allowlist):
         raise RouteError(
             403,
             "target_not_allowed",
-            f"Helicone-Target-Url host {host!r} is not on the allow-list (RELAYLOG_TARGET_ALLOWLIST)",
+            f"{header} host {host!r} is not on the allow-list (RELAYLOG_TARGET_ALLOWLIST)",
         )
     netloc = host if port is None else f"{host}:{port}"
+    origin = f"{parts.scheme}://{netloc}"
     base = parts.path.rstrip("/")
-    return Route(_provider_for_host(host), f"{parts.scheme}://{netloc}", base + path)
+    if prefer is not None and origin == settings.upstream_overrides.get(prefer.name, prefer.origin):
+        return Route(prefer, origin, base + path)
+    return Route(_provider_for_host(host), origin, base + path)
 
 
 def _allowed(host: str, port: int | None, allowlist: tuple[str, ...]) -> bool:

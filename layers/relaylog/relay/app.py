@@ -7,22 +7,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import aiohttp
 import orjson
-from yarl import URL
 
 from ..config import Settings
-from ..exchange import Exchange
+from ..exchange import Attempt, Exchange
+from ..gateway.cache import CachedResponse
+from ..gateway.cache_policy import CachePolicy, cache_key
+from ..gateway.policy import Gateway, PolicyError, read_gateway, tenant_of
+from ..gateway.ratelimit import RateLimiter, RatePolicy, parse_policy, segment_value
+from ..gateway.retry import RetryPolicy, retry_after_s, retryable
+from ..gateway.services import Services
 from ..headers import bearer, narrow_accept_encoding, request_id, response_headers, split_headers
 from ..keys import KeyVerifier
 from ..providers.parsing import parse_request
-from ..providers.routing import Route, RouteError, resolve
+from ..providers.routing import RouteError, resolve
+from ..record import Record
 from ..sinks import Sink
-from .stream_usage import UsageStripper, inject
+from .caching import entry_from
+from .stream_usage import UsageStripper
+from .targets import Target, plan
 from .upstream import create_session
 
 log = logging.getLogger("relaylog.relay")
@@ -42,11 +51,16 @@ class ClientGone(Exception):
 
 
 class RelayApp:
-    def __init__(self, settings: Settings, keys: KeyVerifier, sink: Sink) -> None:
+    def __init__(self, settings: Settings, keys: KeyVerifier, sink: Sink, services: Services | None = None) -> None:
         self.settings = settings
         self.keys = keys
         self.sink = sink
+        # Cache and rate-limit stores; without them those two features are refused (501).
+        self.services = services
+        self.limiter = RateLimiter(services.counters) if services is not None else None
         self._session: aiohttp.ClientSession | None = None
+        # Parsed `relaylog keys create --limit` policies, by their text.
+        self._key_policies: dict[str, RatePolicy] = {}
 
     async def startup(self) -> None:
         self._session = create_session(self.settings)
@@ -108,7 +122,9 @@ class RelayApp:
         finally:
             if exchange.finished is None:
                 exchange.finished = time.perf_counter()
-            self.sink.submit(exchange)
+            record = self.sink.submit(exchange)
+            if exchange.rate_decisions and record is not None:
+                self._charge(exchange, record)
 
     async def _relay(
         self,
@@ -148,52 +164,196 @@ class RelayApp:
         exchange.user = meta.user_id or info.user
         exchange.request_parse_error = info.parse_error if body else None
 
-        upstream_body = body
-        if (
-            info.stream
-            and info.parsed is not None
-            and route.provider.family == "openai"
-            and route.endpoint.split("?", 1)[0].endswith("/chat/completions")
-            and self.settings.injects_stream_usage(route.provider.name)
-        ):
-            injected = inject(body, info.parsed)
-            if injected is not None:
-                upstream_body = injected
-                exchange.usage_injected = True
+        query = scope.get("query_string") or b""
+        try:
+            gateway = read_gateway(meta, upstream_headers)
+            key_policy = self._key_policy(exchange.key_id)
+            targets = plan(
+                route, gateway.fallbacks, upstream_headers, body, info, query, exchange.model, self.settings
+            )
+        except PolicyError as error:
+            return await self._refuse(exchange, send, 400, "invalid_request", str(error))
+        except RouteError as error:
+            return await self._refuse(exchange, send, error.status, error.error_type, error.message)
+        exchange.show_attempts = gateway.retry is not None or bool(gateway.fallbacks)
 
-        await self._call_upstream(
-            exchange, scope, receive, send, route, upstream_headers, accept_encoding, body, upstream_body
-        )
+        cache: tuple[CachePolicy, str, int] | None = None
+        if gateway.cache is not None or gateway.rate_limit is not None or key_policy is not None:
+            if self.services is None or self.limiter is None:
+                return await self._refuse(
+                    exchange, send, 501, "gateway_unavailable", "Caching and rate limits are not set up here"
+                )
+            tenant = tenant_of(exchange.key_id, upstream_headers, query)
+            if not await self._admit(exchange, send, tenant, gateway, key_policy):
+                return
+            if gateway.cache is not None:
+                key = cache_key(
+                    gateway.cache,
+                    tenant=tenant,
+                    provider=route.provider.name,
+                    method=exchange.method,
+                    url=str(targets[0].url),
+                    accept_encoding=narrow_accept_encoding(accept_encoding),
+                    body=body,
+                )
+                slot = random.randrange(gateway.cache.bucket_size)
+                entry = await self.services.cache.get(key, slot)
+                exchange.cache_status = "HIT" if entry is not None else "MISS"
+                exchange.extra_headers += [
+                    (b"helicone-cache", exchange.cache_status.encode()),
+                    (b"helicone-cache-bucket-idx", str(slot).encode()),
+                ]
+                if entry is not None:
+                    return await self._replay(exchange, receive, send, entry, gateway.cache.original_timing)
+                cache = (gateway.cache, key, slot)
+                exchange.chunk_times = []
+
+        await self._call_upstream(exchange, receive, send, targets, gateway.retry, accept_encoding)
+        if cache is not None:
+            policy, key, slot = cache
+            stored = entry_from(exchange, policy.ttl_s)
+            if stored is not None and self.services is not None:
+                await self.services.cache.put(key, slot, stored)
+
+    def _key_policy(self, key_id: str | None) -> RatePolicy | None:
+        text = self.keys.limit(key_id) if key_id is not None else None
+        if text is None:
+            return None
+        policy = self._key_policies.get(text)
+        if policy is None:
+            try:
+                policy = self._key_policies[text] = parse_policy(text)
+            except ValueError as error:  # checked at `keys create`; a hand-edited file can still be wrong
+                raise PolicyError(f"the relaylog key's own limit is invalid: {error}") from None
+        return policy
+
+    async def _admit(
+        self, exchange: Exchange, send: Send, tenant: str, gateway: Gateway, key_policy: RatePolicy | None
+    ) -> bool:
+        """Count the call against the key's limit, then the header's; refuse with 429 when over."""
+        assert self.limiter is not None
+        meta = exchange.meta
+        checks = []
+        if key_policy is not None:
+            checks.append((key_policy, f"key-limit:{exchange.key_id}"))
+        if gateway.rate_limit is not None:
+            checks.append((gateway.rate_limit, tenant))
+        shown = None
+        for policy, scope in checks:
+            decision = await self.limiter.check(policy, scope, segment_value(policy, exchange.user, meta.properties))
+            if not decision.allowed:
+                exchange.extra_headers += decision.headers() + [(b"retry-after", str(decision.reset_s).encode())]
+                unit = "requests" if policy.unit == "request" else "cents"
+                await self._refuse(
+                    exchange,
+                    send,
+                    429,
+                    "rate_limited",
+                    f"Rate limit reached: {policy.quota:g} {unit} per {policy.window_s} s "
+                    f"(policy {policy.text}); retry in {decision.reset_s} s",
+                )
+                return False
+            exchange.rate_decisions.append(decision)
+            if shown is None or decision.remaining / decision.policy.quota < shown.remaining / shown.policy.quota:
+                shown = decision
+        if shown is not None:
+            exchange.extra_headers += shown.headers()
+        return True
+
+    def _charge(self, exchange: Exchange, record: Record) -> None:
+        """Deduct the call's real cost from the cents policies it passed."""
+        assert self.limiter is not None
+        for decision in exchange.rate_decisions:
+            try:
+                self.limiter.deduct(decision, record["cost_usd"])
+            except Exception:  # the call is over; a counter store failure must not surface here
+                log.exception("request %s: could not charge its cost to a rate limit", exchange.request_id)
+
+    async def _replay(
+        self, exchange: Exchange, receive: Receive, send: Send, entry: CachedResponse, original_timing: bool
+    ) -> None:
+        """Answer from the cache with the stored chunks, one send per chunk as first received."""
+        exchange.response_content_type = entry.content_type
+        exchange.response_content_encoding = entry.content_encoding
+        exchange.usage_injected = entry.usage_injected
+        exchange.withheld = entry.withheld
+        headers = [*entry.headers, (b"helicone-id", exchange.request_id.encode()), *exchange.extra_headers]
+        watcher = _DisconnectWatcher(receive) if original_timing else None
+        try:
+            await self._start(exchange, send, entry.status, headers)
+            began = time.perf_counter()
+            capture_limit = self.settings.max_request_bytes
+            for chunk, offset_ms in zip(entry.chunks, entry.offsets_ms, strict=True):
+                if watcher is not None:
+                    delay = began + offset_ms / 1000.0 - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                await self._send_chunk(exchange, send, chunk, capture_limit)
+            await self._send_last(exchange, send, watcher, b"")
+        except asyncio.CancelledError:
+            if watcher is None or not watcher.gone:
+                raise
+            _uncancel()
+            exchange.error_type = "client_disconnect"
+        finally:
+            if watcher is not None:
+                watcher.stop()
 
     async def _call_upstream(
         self,
         exchange: Exchange,
-        scope: Scope,
         receive: Receive,
         send: Send,
-        route: Route,
-        upstream_headers: list[tuple[str, str]],
+        targets: list[Target],
+        retry: RetryPolicy | None,
         accept_encoding: bytes | None,
-        body: bytes,
-        upstream_body: bytes,
     ) -> None:
-        query = scope.get("query_string") or b""
-        url = URL(route.origin + route.endpoint + ("?" + query.decode("latin-1") if query else ""), encoded=True)
         watcher = _DisconnectWatcher(receive)
         response: aiohttp.ClientResponse | None = None
         try:
             exchange.upstream_started = time.perf_counter()
-            response = await self._open(exchange, url, upstream_headers, accept_encoding, upstream_body)
-            preread: bytes | None = None
-            if exchange.usage_injected and response.status == 400:
-                # A provider that turned out not to accept stream_options: ask again as the client did.
-                preread = await response.read()
-                if b"stream_options" in preread:
-                    response.release()
-                    preread = None
-                    exchange.usage_injected = False
-                    response = await self._open(exchange, url, upstream_headers, accept_encoding, body)
-            await self._respond(exchange, response, send, watcher, preread)
+            tries = retry.num + 1 if retry is not None else 1
+            for position, target in enumerate(targets):
+                last_target = position == len(targets) - 1
+                _aim(exchange, target)
+                for attempt_no in range(tries):
+                    last_try = attempt_no == tries - 1
+                    began = time.perf_counter()
+                    try:
+                        response, preread = await self._open(exchange, target, accept_encoding)
+                    except (TimeoutError, aiohttp.ClientError, OSError) as error:
+                        timed_out = isinstance(error, TimeoutError)
+                        failure = "upstream_timeout" if timed_out else "upstream_unreachable"
+                        attempt = _note(exchange, target, 0, failure, began)
+                        if retry is not None and not last_try:
+                            await _wait(attempt, retry.delay_s(attempt_no, None))
+                            continue
+                        if not last_target:
+                            break
+                        exchange.upstream_finished = time.perf_counter()
+                        if timed_out:
+                            return await self._refuse(
+                                exchange, send, 504, "upstream_timeout", "The provider did not answer in time"
+                            )
+                        return await self._refuse(exchange, send, 502, "upstream_unreachable", _describe(error))
+                    status = response.status
+                    attempt = _note(exchange, target, status, None, began)
+                    if retry is not None and not last_try and retryable(status):
+                        wait = retry.delay_s(attempt_no, retry_after_s(response.headers))
+                        if wait is not None:
+                            response.close()
+                            response = None
+                            await _wait(attempt, wait)
+                            continue
+                    if not last_target and target.fallback is not None and target.fallback.falls_through(status):
+                        response.close()
+                        response = None
+                        break
+                    if target.index is not None:
+                        exchange.fallback_index = target.index
+                        exchange.extra_headers.append((b"helicone-fallback-index", str(target.index).encode()))
+                    await self._respond(exchange, response, send, watcher, preread)
+                    return
         except asyncio.CancelledError:
             if not watcher.gone:
                 raise
@@ -222,21 +382,33 @@ class RelayApp:
                 response.close()
 
     async def _open(
-        self,
-        exchange: Exchange,
-        url: URL,
-        upstream_headers: list[tuple[str, str]],
-        accept_encoding: bytes | None,
-        body: bytes,
+        self, exchange: Exchange, target: Target, accept_encoding: bytes | None
+    ) -> tuple[aiohttp.ClientResponse, bytes | None]:
+        """The provider's response to one attempt, with its body already read when relaylog had to
+        look at it (a 400 that may be about the stream usage it asked for)."""
+        exchange.usage_injected = target.usage_injected
+        response = await self._request(exchange, target, accept_encoding, target.upstream_body)
+        if exchange.usage_injected and response.status == 400:
+            # A provider that turned out not to accept stream_options: ask again as the client did.
+            preread = await response.read()
+            if b"stream_options" not in preread:
+                return response, preread
+            response.release()
+            exchange.usage_injected = False
+            response = await self._request(exchange, target, accept_encoding, target.body)
+        return response, None
+
+    async def _request(
+        self, exchange: Exchange, target: Target, accept_encoding: bytes | None, body: bytes
     ) -> aiohttp.ClientResponse:
-        headers = list(upstream_headers)
+        headers = list(target.headers)
         if exchange.usage_injected:
             headers.append(("accept-encoding", "identity"))  # the stripper reads the stream as text
         elif accept_encoding is not None:
             headers.append(("accept-encoding", narrow_accept_encoding(accept_encoding) or "identity"))
         return await self.session.request(
             exchange.method,
-            url,
+            target.url,
             headers=headers,
             data=body if body else None,
             allow_redirects=False,
@@ -262,6 +434,7 @@ class RelayApp:
         if event_stream:
             _add_stream_headers(headers)
         headers.append((b"helicone-id", exchange.request_id.encode()))
+        headers += exchange.extra_headers
 
         length = response.content_length
         if preread is not None or (not event_stream and length is not None and length <= _READ_WHOLE_MAX):
@@ -283,26 +456,37 @@ class RelayApp:
 
     async def _start(self, exchange: Exchange, send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         exchange.status = status
+        if exchange.chunk_times is not None:
+            exchange.sent_headers = headers
         if status >= 400:
             exchange.error_type = "upstream_error"
         await send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def _send_chunk(self, exchange: Exchange, send: Send, data: bytes, capture_limit: int) -> None:
+        now = time.perf_counter()
         if exchange.ttft is None:
-            exchange.ttft = time.perf_counter()
+            exchange.ttft = now
+        if exchange.chunk_times is not None:
+            exchange.chunk_times.append(now)
         exchange.response_bytes += len(data)
         if exchange.response_bytes <= capture_limit:
             exchange.response_chunks.append(data)
         await send({"type": "http.response.body", "body": data, "more_body": True})
 
-    async def _send_last(self, exchange: Exchange, send: Send, watcher: _DisconnectWatcher, data: bytes) -> None:
+    async def _send_last(
+        self, exchange: Exchange, send: Send, watcher: _DisconnectWatcher | None, data: bytes
+    ) -> None:
         if data:
+            now = time.perf_counter()
             if exchange.ttft is None:
-                exchange.ttft = time.perf_counter()
+                exchange.ttft = now
+            if exchange.chunk_times is not None:
+                exchange.chunk_times.append(now)
             exchange.response_bytes += len(data)
             exchange.response_chunks.append(data)
         # From here on a disconnect notice only means the response is complete.
-        watcher.stop()
+        if watcher is not None:
+            watcher.stop()
         await send({"type": "http.response.body", "body": data, "more_body": False})
         exchange.finished = time.perf_counter()
 
@@ -316,6 +500,7 @@ class RelayApp:
             (b"content-type", _JSON),
             (b"content-length", str(len(body)).encode()),
             (b"helicone-id", exchange.request_id.encode()),
+            *exchange.extra_headers,
         ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         exchange.ttft = time.perf_counter()
@@ -346,6 +531,25 @@ class _DisconnectWatcher:
             watch, self._watch = self._watch, None
             if not watch.done():
                 watch.cancel()
+
+
+def _aim(exchange: Exchange, target: Target) -> None:
+    """The record describes the target that is being called (and, in the end, the one that answered)."""
+    exchange.provider = target.route.provider
+    exchange.endpoint = target.route.endpoint
+    exchange.model = target.model
+
+
+def _note(exchange: Exchange, target: Target, status: int, error_type: str | None, began: float) -> Attempt:
+    attempt = Attempt(target.index, status, error_type, round((time.perf_counter() - began) * 1000.0, 3))
+    exchange.attempts.append(attempt)
+    return attempt
+
+
+async def _wait(attempt: Attempt, seconds: float | None) -> None:
+    if seconds:
+        attempt.wait_ms = round(seconds * 1000.0, 3)
+        await asyncio.sleep(seconds)
 
 
 def _log_cut(exchange: Exchange, what: str) -> None:

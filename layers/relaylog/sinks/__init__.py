@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Protocol
 
 from ..exchange import Exchange
+from ..record import Record
 
 
 class Sink(Protocol):
-    def submit(self, exchange: Exchange) -> None:
-        """Take a finished exchange; must not block the response path."""
+    def submit(self, exchange: Exchange) -> Record | None:
+        """Take a finished exchange and return its record (None if it could not be built);
+        must not block the response path."""
 
     def flush(self, timeout_s: float) -> None:
         """Send what was submitted so far, giving up after `timeout_s`; what is left stays queued.

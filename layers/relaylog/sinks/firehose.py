@@ -23,6 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..aws import layout
 from ..config import Settings
 from ..exchange import Exchange
+from ..record import Record
 from ..recording import build_record
 
 log = logging.getLogger("relaylog.sink")
@@ -89,7 +90,7 @@ class FirehoseSink:
         self._writer = f"{uuid.uuid4().hex[:12]}"
         self._spools = 0
 
-    def submit(self, exchange: Exchange) -> None:
+    def submit(self, exchange: Exchange) -> Record | None:
         try:
             bodies = _DeferredBodies()
             record = build_record(exchange, self.settings, bodies)
@@ -102,10 +103,11 @@ class FirehoseSink:
         except Exception:
             log.exception("could not build the record for request %s", exchange.request_id)
             self._count("RecordsLost")
-            return
+            return None
         self._queue.append(
             _Pending(record["request_id"], line, f"dt={record['dt']}/hour={record['hour']}", bodies.items)
         )
+        return record
 
     @property
     def queued(self) -> int:

@@ -21,6 +21,7 @@ import orjson
 
 from ..config import Settings
 from ..exchange import Exchange
+from ..record import Record
 from ..recording import build_record
 
 log = logging.getLogger("relaylog.sink")
@@ -75,15 +76,16 @@ class LocalSink:
         self._thread = threading.Thread(target=self._run, name="relaylog-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, exchange: Exchange) -> None:
+    def submit(self, exchange: Exchange) -> Record | None:
         try:
             record = build_record(exchange, self.settings, self._bodies)
             line = orjson.dumps(record) + b"\n"
         except Exception:
             # One bad exchange must not break the relay; the id says which call to look at.
             log.exception("could not build the record for request %s", exchange.request_id)
-            return
+            return None
         self._queue.put(_Line(f"dt={record['dt']}/hour={record['hour']}", line))
+        return record
 
     def flush(self, timeout_s: float) -> None:
         # The writer sets the event once everything queued before it is on disk.

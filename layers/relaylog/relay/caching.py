@@ -1,0 +1,31 @@
+"""Turning a finished exchange into a cache entry, when it is one worth keeping."""
+
+from __future__ import annotations
+
+import time
+
+from ..exchange import Exchange
+from ..gateway.cache import CachedResponse, storable_headers
+
+
+def entry_from(exchange: Exchange, ttl_s: int) -> CachedResponse | None:
+    """Only a complete 2xx response whose every byte was captured is cached."""
+    if not 200 <= exchange.status <= 299 or exchange.error_type is not None or exchange.finished is None:
+        return None
+    if exchange.sent_headers is None or exchange.chunk_times is None:
+        return None
+    chunks = [chunk for chunk in exchange.response_chunks if chunk]
+    if sum(map(len, chunks)) != exchange.response_bytes or len(chunks) != len(exchange.chunk_times):
+        return None  # larger than the capture limit
+    first = exchange.chunk_times[0] if exchange.chunk_times else 0.0
+    return CachedResponse(
+        status=exchange.status,
+        headers=storable_headers(exchange.sent_headers),
+        chunks=chunks,
+        offsets_ms=[round((at - first) * 1000.0, 3) for at in exchange.chunk_times],
+        withheld=list(exchange.withheld),
+        usage_injected=exchange.usage_injected,
+        content_type=exchange.response_content_type,
+        content_encoding=exchange.response_content_encoding,
+        expires_at=time.time() + ttl_s,
+    )
