@@ -10,7 +10,7 @@ TOOLS_STAMP := $(TOOLS)/.installed
 # The dashboard tests drive Debian's Chromium (no browser download): installed here when we are root.
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: serve test bench clean
+.PHONY: serve test bench bench-gateway clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ test: $(STAMP) $(TOOLS_STAMP) tests/node/node_modules/.installed $(CHROMIUM)
 
 bench: $(STAMP)
 	$(BIN)/python bench/relay.py
+
+bench-gateway: $(STAMP)
+	$(BIN)/python bench/gateway.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) tests/node/node_modules .aws-sam
