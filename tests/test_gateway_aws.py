@@ -4,23 +4,35 @@ the rate-limit counters (DynamoDB conditional updates)."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
+import openai
+import orjson
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from relaylog.aws import layout
 from relaylog.aws.cache import DynamoCacheStore
 from relaylog.aws.counters import DynamoCounters
+from relaylog.aws.proxy import create_app
 from relaylog.gateway.cache import CachedResponse
 from relaylog.gateway.ratelimit import RateLimiter, parse_policy
+from relaylog.providers.registry import PROVIDERS
 
+from tests.standin import StandIn
 from tests.support.aws import REGION, Stack
+from tests.support.lambda_emulator import LambdaEmulator
+from tests.support.lambda_runtime import InProcessRuntime
 
 SECRET = "sk-test-never-logged"
+PROVIDER_KEY = "sk-test-gateway-aws"
 
 
 def _entry(size: int = 64, ttl_s: float = 3600.0, text: str = "x") -> CachedResponse:
@@ -304,3 +316,221 @@ def test_a_limiter_outage_fails_open(aws_stack: Stack, caplog: pytest.LogCapture
     assert len(messages) == 5 and all("fail-open" in m or "dropped" in m for m in messages)
     assert "ThrottlingException" in messages[0] and "EndpointConnectionError" in messages[2]
     assert not any(SECRET in m for m in messages)
+
+
+# -- end to end: the openai SDK → Function URL (emulator) → relaylog's runtime → relay → stand-in --
+
+
+@dataclass
+class Deployed:
+    stack: Stack
+    emulator: LambdaEmulator
+    runtime: InProcessRuntime
+    standin: StandIn
+
+    def client(self, api_key: str = PROVIDER_KEY, **headers: str) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=self.emulator.url + "/v1", api_key=api_key, max_retries=0, timeout=20.0, default_headers=headers
+        )
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        """Every record Firehose delivered (moto: one plain object per PutRecordBatch), by request id."""
+        self.emulator.settle()  # the runtime sends records before it asks for more work
+        s3 = self.stack.client("s3")
+        found: dict[str, dict[str, Any]] = {}
+        for key in self.stack.objects(layout.RAW_PREFIX) + self.stack.objects(layout.SPOOL_PREFIX):
+            data = s3.get_object(Bucket=self.stack.bucket, Key=key)["Body"].read()
+            if data[:2] == b"\x1f\x8b":
+                data = gzip.decompress(data)
+            for line in data.splitlines():
+                if line.strip():
+                    record = orjson.loads(line)
+                    found[record["request_id"]] = record
+        return found
+
+    def upstream_calls(self, marker: str) -> int:
+        return sum(1 for r in self.standin.requests if marker.encode() in r.body)
+
+    def items(self, prefix: str) -> list[dict[str, Any]]:
+        pages = self.stack.client("dynamodb").get_paginator("scan").paginate(TableName=self.stack.table)
+        return [i for page in pages for i in page["Items"] if i["pk"]["S"].startswith(prefix)]
+
+
+@pytest.fixture
+def deployed(aws_stack: Stack, standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployed]:
+    for name in PROVIDERS:
+        monkeypatch.setenv(f"RELAYLOG_UPSTREAM_{name.upper()}", standin.url)
+    monkeypatch.setenv("RELAYLOG_TARGET_ALLOWLIST", "127.0.0.1")  # fallbacks point at the stand-in
+    standin.fault = None
+    with LambdaEmulator() as emulator, InProcessRuntime(emulator, create_app()) as runtime:
+        yield Deployed(aws_stack, emulator, runtime, standin)
+
+
+def _ask(marker: str) -> list[Any]:
+    return [{"role": "user", "content": f"Say hello ({marker})"}]
+
+
+CACHE = {"Helicone-Cache-Enabled": "true"}
+
+
+def test_e2e_a_repeated_call_is_a_cache_hit_from_dynamodb(deployed: Deployed) -> None:
+    marker = uuid.uuid4().hex
+    client = deployed.client(**CACHE)
+    first = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=_ask(marker))
+    second = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=_ask(marker))
+
+    assert (first.headers["helicone-cache"], second.headers["helicone-cache"]) == ("MISS", "HIT")
+    assert second.headers["helicone-cache-bucket-idx"] == "0"
+    assert second.parse().model_dump() == first.parse().model_dump()
+    assert first.http_response.content == second.http_response.content  # the same bytes
+    assert deployed.upstream_calls(marker) == 1
+    (item,) = deployed.items(layout.CACHE_PK + "#")
+    assert "entry" in item and not deployed.stack.objects(layout.CACHE_PREFIX)  # small: inline
+    week = time.time() + 7 * 86400  # the default TTL
+    assert week - 60 < int(item[layout.TTL_ATTRIBUTE]["N"]) <= week
+
+    records = deployed.records()
+    missed, hit = records[first.headers["helicone-id"]], records[second.headers["helicone-id"]]
+    assert missed["cache_status"] == "MISS" and missed["cost_usd"] > 0
+    assert (hit["cache_status"], hit["cost_usd"], hit["cost_source"]) == ("HIT", 0.0, "cache_hit")
+    assert hit["attempt_count"] == 0 and hit["properties"]["cache_saved_usd"] == repr(missed["cost_usd"])
+    for field in ("status", "input_tokens", "output_tokens", "response_model", "response_body"):
+        assert hit[field] == missed[field], field
+
+
+def test_e2e_a_cached_stream_is_replayed_chunk_for_chunk(deployed: Deployed) -> None:
+    marker = uuid.uuid4().hex
+    # Paced events arrive one by one, so each is its own chunk on every hop.
+    client = deployed.client(**CACHE, **{"x-standin-fault": "chunk-delay-ms=5"})
+    answers, outcomes = [], []
+    for _ in range(2):
+        raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=_ask(marker), stream=True)
+        answers.append((raw.headers["helicone-cache"], raw.headers["helicone-id"], list(raw.parse())))
+        deployed.emulator.settle()
+        outcomes.append(deployed.emulator.outcomes[-1])
+    (miss, miss_id, missed), (hit, hit_id, replayed) = answers
+    assert (miss, hit) == ("MISS", "HIT")
+    assert [c.model_dump() for c in replayed] == [c.model_dump() for c in missed]
+    text = "".join(c.choices[0].delta.content or "" for c in replayed if c.choices)
+    assert text.startswith("Hello!")
+    # What the runtime streamed: the same bytes in the same chunks.
+    assert len(outcomes[0].chunks) > 3 and outcomes[1].chunks == outcomes[0].chunks
+    assert deployed.upstream_calls(marker) == 1
+    records = deployed.records()
+    assert records[hit_id]["stream"] is True and records[hit_id]["cache_status"] == "HIT"
+    assert records[hit_id]["cost_usd"] == 0.0 and records[hit_id]["cost_source"] == "cache_hit"
+    assert records[hit_id]["output_tokens"] == records[miss_id]["output_tokens"] > 0
+
+
+def test_e2e_a_large_cached_answer_is_kept_in_s3(deployed: Deployed) -> None:
+    store = deployed.runtime.app.services.cache
+    store.inline_max = 1000  # the long answer's stream is a few KB: over this, so it goes to S3
+    marker = uuid.uuid4().hex
+    client = deployed.client(**CACHE)
+    texts = []
+    for _ in range(2):
+        stream = client.chat.completions.create(model="standin-long", messages=_ask(marker), stream=True)
+        texts.append("".join(c.choices[0].delta.content or "" for c in stream if c.choices))
+    assert texts[0] == texts[1] and len(texts[0]) > 1000
+    assert deployed.upstream_calls(marker) == 1
+    (item,) = deployed.items(layout.CACHE_PK + "#")
+    assert "entry" not in item and deployed.stack.objects(layout.CACHE_PREFIX) == [item["object"]["S"]]
+
+
+def test_e2e_over_the_rate_limit_is_a_429_the_provider_never_sees(deployed: Deployed) -> None:
+    marker = uuid.uuid4().hex
+    client = deployed.client(**{"Helicone-RateLimit-Policy": "2;w=60"})
+    remaining = []
+    for _ in range(2):
+        raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=_ask(marker))
+        remaining.append(raw.headers["helicone-ratelimit-remaining"])
+    assert remaining == ["1", "0"]
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model="gpt-4o-mini", messages=_ask(marker))
+    response = refused.value.response
+    assert response.headers["helicone-ratelimit-limit"] == "2"
+    assert response.headers["helicone-ratelimit-remaining"] == "0"
+    assert response.headers["helicone-ratelimit-policy"] == "2;w=60;u=request"
+    assert 1 <= int(response.headers["helicone-ratelimit-reset"]) <= 60
+    assert response.json()["error"]["type"] == "rate_limited"
+    assert deployed.upstream_calls(marker) == 2
+    (counter,) = deployed.items(layout.RATE_PK + "#")
+    assert counter["n"] == {"N": "2"}
+    # Another caller (another provider key) has a counter of its own.
+    deployed.client("sk-test-other-tenant", **{"Helicone-RateLimit-Policy": "2;w=60"}).chat.completions.create(
+        model="gpt-4o-mini", messages=_ask(marker)
+    )
+    record = deployed.records()[response.headers["helicone-id"]]
+    assert (record["status"], record["error_type"], record["attempt_count"]) == (429, "rate_limited", 0)
+
+
+def test_e2e_a_cents_limit_is_charged_with_the_real_cost(deployed: Deployed) -> None:
+    marker = uuid.uuid4().hex
+    # A tiny call costs about a thousandth of a cent: one call spends this whole budget.
+    client = deployed.client(**{"Helicone-RateLimit-Policy": "0.0001;w=60;u=cents"})
+    first = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=_ask(marker))
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="gpt-4o-mini", messages=_ask(marker))
+    cost = deployed.records()[first.headers["helicone-id"]]["cost_usd"]
+    (counter,) = deployed.items(layout.RATE_PK + "#")
+    assert Decimal(counter["n"]["N"]) == Decimal(repr(cost * 100)).quantize(Decimal("1e-9"))
+    assert deployed.upstream_calls(marker) == 1
+
+
+RETRY = {"Helicone-Retry-Enabled": "true", "Helicone-Retry-Num": "3", "Helicone-Retry-Min-Timeout": "10",
+         "Helicone-Retry-Max-Timeout": "50"}  # fmt: skip
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_e2e_retries_until_the_provider_answers(deployed: Deployed, stream: bool) -> None:
+    marker = uuid.uuid4().hex
+    fault = f"status=503;times=2;id={marker}"
+    client = deployed.client(**RETRY, **{"x-standin-fault": fault})
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=_ask(marker), stream=stream)
+    result = raw.parse()
+    chunks = list(result) if stream else None
+    assert raw.status_code == 200
+    assert chunks is None or chunks[-1].choices == [] or chunks[-1].choices[0].finish_reason == "stop"
+    assert deployed.upstream_calls(marker) == 3
+    record = deployed.records()[raw.headers["helicone-id"]]
+    assert (record["status"], record["attempt_count"], record["error_type"]) == (200, 3, None)
+    assert [a["status"] for a in orjson.loads(record["attempts"])] == [503, 503, 200]
+
+
+def test_e2e_retries_give_up_with_the_providers_answer(deployed: Deployed) -> None:
+    marker = uuid.uuid4().hex
+    client = deployed.client(**RETRY, **{"x-standin-fault": f"status=503;times=9;id={marker}"})
+    with pytest.raises(openai.InternalServerError) as failed:
+        client.chat.completions.create(model="gpt-4o-mini", messages=_ask(marker))
+    assert failed.value.status_code == 503
+    assert deployed.upstream_calls(marker) == 4  # the call and three retries
+    record = deployed.records()[failed.value.response.headers["helicone-id"]]
+    assert (record["status"], record["attempt_count"]) == (503, 4)
+    assert [a["status"] for a in orjson.loads(record["attempts"])] == [503] * 4
+
+
+def test_e2e_a_fallback_answers_when_the_first_target_fails(deployed: Deployed) -> None:
+    marker = uuid.uuid4().hex
+    fallbacks = [
+        {"target-url": deployed.standin.url, "headers": {"x-standin-fault": "status=500"}, "onCodes": [500]},
+        {
+            "target-url": deployed.standin.url,
+            "bodyKeyOverride": {"model": "gpt-4o"},
+            "onCodes": [{"from": 500, "to": 599}],
+        },
+    ]
+    client = deployed.client(**{"Helicone-Fallbacks": orjson.dumps(fallbacks).decode()})
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=_ask(marker))
+    assert raw.headers["helicone-fallback-index"] == "1"
+    assert raw.parse().model.startswith("gpt-4o-")  # the override's model answered
+    assert deployed.upstream_calls(marker) == 2
+    record = deployed.records()[raw.headers["helicone-id"]]
+    assert (record["status"], record["fallback_index"], record["attempt_count"]) == (200, 1, 2)
+    assert [a["status"] for a in orjson.loads(record["attempts"])] == [500, 200]
+    # A target off the allow-list is refused before anything is called.
+    off_list = [{"target-url": "https://example.com", "onCodes": [500]}]
+    with pytest.raises(openai.PermissionDeniedError):
+        deployed.client(**{"Helicone-Fallbacks": orjson.dumps(off_list).decode()}).chat.completions.create(
+            model="gpt-4o-mini", messages=_ask(marker)
+        )
+    assert deployed.upstream_calls(marker) == 2

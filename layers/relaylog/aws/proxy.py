@@ -1,7 +1,10 @@
-"""The proxy function's app: the relay with the Firehose sink and keys in DynamoDB.
+"""The proxy function's app: the relay with the Firehose sink, keys in DynamoDB, and the gateway's
+response cache and rate-limit counters in the same table (large cache entries in the bucket).
 
 Only what the first response needs is imported at start-up; prices (genai-prices) and metrics
-(Powertools) load when the first record is built and sent, after that response.
+(Powertools) load when the first record is built and sent, after that response. The cache and
+counter stores import nothing beyond botocore, which the sink and keys load anyway, and share
+their clients.
 """
 
 from __future__ import annotations
@@ -10,25 +13,34 @@ import os
 from typing import Any
 
 from ..config import Settings
+from ..gateway.services import Services
 from ..relay.app import RelayApp
 from ..sinks.firehose import FirehoseSink
 from . import layout
+from .cache import DynamoCacheStore
 from .clients import make_client
+from .counters import DynamoCounters
 from .keys import DynamoKeyStore
 
 
 def create_app() -> RelayApp:
     settings = Settings.from_env()
+    table, bucket = os.environ[layout.ENV_TABLE], os.environ[layout.ENV_BUCKET]
+    # One client per service: botocore clients are thread-safe, and each costs start-up time.
+    dynamodb, s3 = make_client("dynamodb"), make_client("s3")
     sink = FirehoseSink(
         settings,
         stream=os.environ[layout.ENV_FIREHOSE_STREAM],
-        bucket=os.environ[layout.ENV_BUCKET],
+        bucket=bucket,
         firehose=make_client("firehose"),
-        s3=make_client("s3"),
+        s3=s3,
         metrics=_metrics,
     )
-    keys = DynamoKeyStore(os.environ[layout.ENV_TABLE], make_client("dynamodb"))
-    return RelayApp(settings, keys, sink)
+    keys = DynamoKeyStore(table, dynamodb)
+    services = Services(
+        cache=DynamoCacheStore(table, bucket, dynamodb=dynamodb, s3=s3), counters=DynamoCounters(table, dynamodb)
+    )
+    return RelayApp(settings, keys, sink, services=services)
 
 
 def _metrics() -> Any:
