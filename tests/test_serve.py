@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +32,7 @@ def _free_port() -> int:
 
 
 class Served:
-    def __init__(self, data_dir: Path, upstream: str, **env_extra: str) -> None:
+    def __init__(self, data_dir: Path, upstream: str, *args: str, **env_extra: str) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -40,7 +42,7 @@ class Served:
             **env_extra,
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "relaylog", "serve", "--port", str(self.port), "--data-dir", str(data_dir)],
+            [sys.executable, "-m", "relaylog", "serve", "--port", str(self.port), "--data-dir", str(data_dir), *args],
             env=env,
             stderr=subprocess.PIPE,
             text=True,
@@ -205,3 +207,30 @@ def test_a_provider_cutting_a_stream_is_logged_once_with_the_request_id(
     stderr = server.stop(signal.SIGTERM)
     assert f"request {request_id}: the provider closed the connection mid-response" in stderr
     assert "without completing response" not in stderr
+
+
+def test_worker_processes_share_rate_limits_and_the_cache(tmp_path: Path, standin: StandIn) -> None:
+    """Two `--workers` processes count against one quota exactly and serve each other's cache entries."""
+    server = Served(tmp_path / "data", standin.url, "--workers", "2")
+    marker = uuid.uuid4().hex
+    try:
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"hi {marker}"}]}
+        limited = {"authorization": "Bearer sk-test-workers", "Helicone-RateLimit-Policy": "20;w=600"}
+
+        async def burst() -> list[int]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=httpx.Limits(max_connections=64)) as client:
+                calls = [client.post("/v1/chat/completions", json=body, headers=limited) for _ in range(64)]
+                return [r.status_code for r in await asyncio.gather(*calls)]
+
+        statuses = asyncio.run(burst())
+        assert (statuses.count(200), statuses.count(429)) == (20, 44)
+
+        cached = {"authorization": "Bearer sk-test-workers", "Helicone-Cache-Enabled": "true"}
+        first = httpx.post(server.url + "/v1/chat/completions", json=body, headers=cached)
+        assert first.headers["helicone-cache"] == "MISS"
+        # New connections land on either worker; every one of them finds the entry.
+        hits = {httpx.post(server.url + "/v1/chat/completions", json=body, headers=cached).headers["helicone-cache"] for _ in range(8)}
+        assert hits == {"HIT"}
+        assert sum(1 for r in standin.requests if marker.encode() in r.body) == 21
+    finally:
+        server.stop(signal.SIGTERM)
