@@ -256,10 +256,29 @@ def test_settings_each_connection_gets(tmp_path: Path) -> None:
     store = SqliteCounters(tmp_path / "c.sqlite")
     conn = store._connection()
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 0  # OFF: see the module docstring
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] > 0  # checkpoints keep the WAL small
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 1000
     other: list[sqlite3.Connection] = []
     thread = threading.Thread(target=lambda: other.append(store._connection()))
     thread.start()
     thread.join()
     assert other[0] is not conn  # one connection per thread
+
+
+def test_a_damaged_file_is_moved_aside_and_counting_restarts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "c.sqlite"
+    path.write_bytes(b"SQLite format 3\x00" + b"\x13" * 4000)  # what a torn write could leave
+    with caplog.at_level(logging.WARNING, logger="relaylog"):
+        store = SqliteCounters(path)
+    assert "counting from zero" in caplog.text
+    assert store.take_now("r", 1, 2, time.time() + 60) == (True, 1)
+    assert [p.name.split("-")[0] for p in tmp_path.iterdir() if ".damaged" in p.name] == ["c.sqlite.damaged"]
+
+
+def test_a_sound_file_is_kept(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "c.sqlite"
+    SqliteCounters(path).take_now("r", 1, 5, time.time() + 60)
+    with caplog.at_level(logging.WARNING, logger="relaylog"):
+        again = SqliteCounters(path)  # as a restarted process opens it
+    assert again.value("r") == 1 and caplog.text == ""
