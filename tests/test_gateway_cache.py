@@ -14,6 +14,8 @@ import anthropic
 import openai
 import pytest
 from multidict import CIMultiDict
+from relaylog.gateway.cache import CachedResponse
+from relaylog.gateway.cache_files import FileCacheStore
 
 from tests.standin import StandIn
 from tests.support.proxy import RunningProxy
@@ -271,3 +273,19 @@ def test_anthropic_sdk_stream_is_cached_and_replayed(proxy: RunningProxy, standi
     records = [r for r in proxy.records() if marker in (r["request_body"] or "")]
     assert sorted(r["cache_status"] for r in records) == ["HIT", "MISS"]
     assert {r["output_tokens"] for r in records} == {results[0][1]}
+
+
+def test_the_server_sweeps_expired_entries_at_start(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> None:
+    data_dir = tmp_path_factory.mktemp("gateway-sweep")
+    store = FileCacheStore(data_dir / "cache")
+    stale = CachedResponse(200, [], [b"{}"], [0.0], [], False, "application/json", None, expires_at=time.time() - 1)
+    fresh = CachedResponse(200, [], [b"{}"], [0.0], [], False, "application/json", None, expires_at=time.time() + 600)
+    asyncio.run(store.put("a" * 64, 0, stale))
+    asyncio.run(store.put("b" * 64, 0, fresh))
+    assert len([p for p in (data_dir / "cache").rglob("*") if p.is_file()]) == 2
+    with RunningProxy(data_dir, standin.url):
+        deadline = time.monotonic() + 5
+        while len([p for p in (data_dir / "cache").rglob("*") if p.is_file()]) > 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert asyncio.run(store.get("b" * 64, 0)) is not None
+    assert [p.parent.name for p in (data_dir / "cache").rglob("*") if p.is_file()] == ["b" * 64]

@@ -69,5 +69,5 @@ class Exchange:
     # Attempts are listed in the record when the client asked for retries or fallbacks.
     show_attempts: bool = False
     fallback_index: int | None = None
-    # Rate-limit counters that pass; a cents policy is charged the call's cost afterwards.
+    # Cents rate limits the call passed, to be charged its cost afterwards.
     rate_decisions: list[Decision] = field(default_factory=list)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import functools
 import gc
@@ -27,6 +28,9 @@ from .sinks.local import LocalSink
 
 log = logging.getLogger("relaylog")
 
+# Expired cache entries are looked for at start-up and then this often.
+_SWEEP_INTERVAL_S = 3600.0
+
 
 class _CutResponseNotice(logging.Filter):
     """Drop uvicorn's error line for a response relaylog cut on purpose (the provider cut it
@@ -40,10 +44,33 @@ class LocalApp(RelayApp):
     """The proxy, with the query API and dashboard on their own paths of the same port."""
 
     def __init__(
-        self, settings: Settings, keys: KeyStore, sink: LocalSink, query: QueryApp, services: Services
+        self, settings: Settings, keys: KeyStore, sink: LocalSink, query: QueryApp, cache: FileCacheStore
     ) -> None:
-        super().__init__(settings, keys, sink, services)
+        counters = SqliteCounters(settings.data_dir / "ratelimits.sqlite3")
+        super().__init__(settings, keys, sink, Services(cache=cache, counters=counters))
         self.query = query
+        self.cache_files = cache
+        self._sweeping: asyncio.Task[None] | None = None
+
+    async def startup(self) -> None:
+        await super().startup()
+        self._sweeping = asyncio.get_running_loop().create_task(self._sweep_cache())
+
+    async def shutdown(self) -> None:
+        if self._sweeping is not None:
+            self._sweeping.cancel()
+        await super().shutdown()
+
+    async def _sweep_cache(self) -> None:
+        """Expired cache entries nobody asks for again would otherwise stay on disk."""
+        while True:
+            try:
+                removed = await asyncio.to_thread(self.cache_files.sweep)
+                if removed:
+                    log.info("cache: removed %d expired entries", removed)
+            except OSError as error:
+                log.warning("cache sweep failed: %s", error)
+            await asyncio.sleep(_SWEEP_INTERVAL_S)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -69,15 +96,8 @@ def _local_backend(data_dir: Path) -> Backend:
 def local_app(settings: Settings) -> LocalApp:
     keys = KeyStore.in_data_dir(settings.data_dir)
     query = QueryApp(functools.partial(_local_backend, settings.data_dir), keys)
-    return LocalApp(settings, keys, LocalSink(settings), query, local_services(settings.data_dir))
-
-
-def local_services(data_dir: Path) -> Services:
-    """Cache entries and rate-limit counters in the data dir, shared by every worker process."""
-    return Services(
-        cache=FileCacheStore(data_dir / "cache"),
-        counters=SqliteCounters(data_dir / "ratelimits.sqlite3"),
-    )
+    # Cache entries and rate-limit counters live in the data dir, shared by every worker process.
+    return LocalApp(settings, keys, LocalSink(settings), query, FileCacheStore(settings.data_dir / "cache"))
 
 
 def create_app() -> LocalApp:

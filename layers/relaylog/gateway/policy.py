@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -30,6 +31,9 @@ class Gateway:
 
 NONE = Gateway()
 
+# Clients send the same few policy strings on every call: parse each once.
+rate_policy = functools.lru_cache(maxsize=256)(parse_policy)
+
 
 def read_gateway(meta: HeliconeMeta, upstream_headers: list[tuple[str, str]]) -> Gateway:
     """The policies the headers ask for. `upstream_headers` supplies the client's Cache-Control."""
@@ -39,7 +43,7 @@ def read_gateway(meta: HeliconeMeta, upstream_headers: list[tuple[str, str]]) ->
     try:
         cache = read_cache(raw, upstream_headers) if truthy(raw.get("cache-enabled", "")) else None
         policy_text = raw.get("ratelimit-policy")
-        rate_limit = parse_policy(policy_text) if policy_text is not None else None
+        rate_limit = rate_policy(policy_text) if policy_text is not None else None
         retry = read_retry(raw) if truthy(raw.get("retry-enabled", "")) else None
         fallbacks_text = raw.get("fallbacks")
         fallbacks = read_fallbacks(fallbacks_text) if fallbacks_text is not None else ()

@@ -19,8 +19,8 @@ from ..config import Settings
 from ..exchange import Attempt, Exchange
 from ..gateway.cache import CachedResponse
 from ..gateway.cache_policy import CachePolicy, cache_key
-from ..gateway.policy import Gateway, PolicyError, read_gateway, tenant_of
-from ..gateway.ratelimit import RateLimiter, RatePolicy, parse_policy, segment_value
+from ..gateway.policy import Gateway, PolicyError, rate_policy, read_gateway, tenant_of
+from ..gateway.ratelimit import RateLimiter, RatePolicy, segment_value
 from ..gateway.retry import RetryPolicy, retry_after_s, retryable
 from ..gateway.services import Services
 from ..headers import bearer, narrow_accept_encoding, request_id, response_headers, split_headers
@@ -59,8 +59,6 @@ class RelayApp:
         self.services = services
         self.limiter = RateLimiter(services.counters) if services is not None else None
         self._session: aiohttp.ClientSession | None = None
-        # Parsed `relaylog keys create --limit` policies, by their text.
-        self._key_policies: dict[str, RatePolicy] = {}
 
     async def startup(self) -> None:
         self._session = create_session(self.settings)
@@ -219,13 +217,10 @@ class RelayApp:
         text = self.keys.limit(key_id) if key_id is not None else None
         if text is None:
             return None
-        policy = self._key_policies.get(text)
-        if policy is None:
-            try:
-                policy = self._key_policies[text] = parse_policy(text)
-            except ValueError as error:  # checked at `keys create`; a hand-edited file can still be wrong
-                raise PolicyError(f"the relaylog key's own limit is invalid: {error}") from None
-        return policy
+        try:
+            return rate_policy(text)
+        except ValueError as error:  # checked at `keys create`; a hand-edited file can still be wrong
+            raise PolicyError(f"the relaylog key's own limit is invalid: {error}") from None
 
     async def _admit(
         self, exchange: Exchange, send: Send, tenant: str, gateway: Gateway, key_policy: RatePolicy | None
@@ -253,7 +248,8 @@ class RelayApp:
                     f"(policy {policy.text}); retry in {decision.reset_s} s",
                 )
                 return False
-            exchange.rate_decisions.append(decision)
+            if decision.counter is not None:  # a cents policy, charged after the call
+                exchange.rate_decisions.append(decision)
             if shown is None or decision.remaining / decision.policy.quota < shown.remaining / shown.policy.quota:
                 shown = decision
         if shown is not None:
