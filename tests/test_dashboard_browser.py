@@ -8,6 +8,7 @@ Screenshots of each step are kept in tests/artifacts/dashboard/.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -143,6 +144,26 @@ def test_request_view_shows_prompt_and_streamed_completion_and_takes_a_score(pag
     page.reload()
     expect(page.locator("#score-list")).to_contain_text("accuracy: 0.8")
     expect(page.get_by_text("Comment: great plan")).to_be_visible()
+
+
+def test_request_view_shows_retries_and_cache_hits(page: Page, served: RunningProxy) -> None:
+    gateway = {
+        "Helicone-Cache-Enabled": "true",
+        "Helicone-Retry-Enabled": "true",
+        "Helicone-Retry-Min-Timeout": "10",
+        "x-standin-fault": f"status=503;times=1;id={uuid.uuid4().hex}",
+    }
+    missed = send(served, "Weekend in Sintra", **gateway)
+    hit = send(served, "Weekend in Sintra", **gateway)
+    page.goto(served.url + f"/dashboard/#/requests/{missed}")
+    facts = page.locator("dl.facts")
+    expect(facts).to_contain_text("MISS")
+    expect(facts).to_contain_text(re.compile(r"503 \(waited [\d.]+ ms\) → 200"))
+    shot(page, "15-request-retried")
+    page.goto(served.url + f"/dashboard/#/requests/{hit}")
+    expect(facts).to_contain_text("HIT")
+    expect(facts).to_contain_text("cache_hit")
+    expect(facts).to_contain_text("property cache_saved_usd")
 
 
 def test_session_tree(page: Page, served: RunningProxy) -> None:

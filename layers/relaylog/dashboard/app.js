@@ -422,6 +422,13 @@ function scoreControl(r) {
   );
 }
 
+// "#0 503 (waited 1.0 s) → #1 200": every provider call made for a request with retries or fallbacks.
+function providerCalls(r) {
+  const attempts = r.attempts ? parseJSON(r.attempts) : null;
+  if (!Array.isArray(attempts)) return r.attempt_count > 1 ? String(r.attempt_count) : null;
+  return attempts.map((a) => (a.target === null ? "" : `#${a.target} `) + (a.status || a.error_type) + (a.wait_ms ? ` (waited ${fmt.ms(a.wait_ms)})` : "")).join(" → ");
+}
+
 async function requestView(id) {
   const r = (await api("requests/" + encodeURIComponent(id))).data;
   const facts = [
@@ -430,6 +437,7 @@ async function requestView(id) {
     ["Tokens in / out", `${fmt.int(r.input_tokens)} / ${fmt.int(r.output_tokens)}`], ["Cache read / write", `${fmt.int(r.cache_read_tokens)} / ${fmt.int(r.cache_write_tokens)}`],
     ["Reasoning tokens", fmt.int(r.reasoning_tokens)], ["Cost", `${fmt.cost(r.cost_usd)} (${r.cost_source})`], ["Latency", fmt.ms(r.latency_ms)],
     ["Time to first token", fmt.ms(r.ttft_ms)], ["relaylog overhead", fmt.ms(r.overhead_ms)], ["User", r.user_id], ["Prompt id", r.prompt_id], ["Key", r.key_id],
+    ["Cache", r.cache_status], ["Provider calls", providerCalls(r)], ["Fallback entry", r.fallback_index],
     ["Parse note", r.parse_error],
   ];
   const dl = h("dl", { className: "facts" });
