@@ -10,6 +10,7 @@ import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
@@ -18,6 +19,8 @@ log = logging.getLogger(__name__)
 _DT = re.compile(r"dt=(\d{4}-\d{2}-\d{2})")
 _HOUR = re.compile(r"hour=(\d{2})")
 _TAIL_CHUNK = 64 * 1024
+# Where the bytes of a record cut short by a crash are kept (see seal_tail).
+DAMAGED_DIR = "damaged"
 
 
 def _subdirs(parent: Path, pattern: re.Pattern[str]) -> list[tuple[str, Path]]:
@@ -79,6 +82,111 @@ def has_incomplete_tail(path: Path) -> bool:
     except orjson.JSONDecodeError:
         return True
     return False
+
+
+def _tail(f: BinaryIO, end: int) -> tuple[int, bytes]:
+    """Offset where the file's last line starts, and that line (b"" when the file ends in a newline)."""
+    pos = end
+    chunks: list[bytes] = []
+    while pos > 0:
+        step = min(_TAIL_CHUNK, pos)
+        pos -= step
+        f.seek(pos)
+        chunk = f.read(step)
+        cut = chunk.rfind(b"\n")
+        if cut != -1:
+            chunks.append(chunk[cut + 1 :])
+            pos += cut + 1
+            break
+        chunks.append(chunk)
+    return pos, b"".join(reversed(chunks))
+
+
+def seal_tail(path: Path, damaged_dir: Path) -> int:
+    """Make a record file end on a whole line again, before anything is appended to it.
+
+    A crash (SIGKILL, a full disk, power loss) during a write can leave the file ending in part of
+    a line; appended as it is, the next record would be glued onto that part and both would be
+    unreadable. A last line that is whole JSON lacking only its newline gets the newline; any other
+    partial line is cut off and kept, byte for byte, under `damaged_dir` (it is part of someone's
+    prompt, so it is not thrown away silently), with a warning. Returns how many bytes were cut.
+
+    Only for a file nobody is writing: the caller's own file, or one whose writer is dead.
+    """
+    with path.open("r+b") as f:
+        end = f.seek(0, os.SEEK_END)
+        start, last = _tail(f, end)
+        if not last:
+            return 0
+        try:
+            orjson.loads(last)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            f.seek(0, os.SEEK_END)
+            f.write(b"\n")
+            return 0
+        damaged_dir.mkdir(parents=True, exist_ok=True)
+        kept = damaged_dir / f"{path.stem}.{start}.partial"
+        fd = os.open(kept, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, last)
+        finally:
+            os.close(fd)
+        f.truncate(start)
+    log.warning(
+        "%s ended in %d bytes of a record whose write was cut short (a crash or a full disk): cut off and"
+        " kept in %s; every whole record is kept",
+        path,
+        len(last),
+        kept,
+    )
+    return len(last)
+
+
+def writer_is_dead(path: Path, hostname: str) -> bool:
+    """True when the file was written by a process of this host that no longer runs.
+
+    Writer files are named `<hostname>-<pid>-<start time>.jsonl` (sinks/local.py). A file from
+    another host, or with a name of another shape, is never judged dead: it may still be written.
+    """
+    host, _, rest = path.stem.rpartition("-")
+    host, _, pid_text = host.rpartition("-")
+    if host != hostname or not pid_text.isdigit() or not rest.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, owned by someone else
+    return False
+
+
+def seal_dead_writers(data_dir: Path, hostname: str) -> int:
+    """Seal the torn last lines left by crashed writers of this host; returns how many files were cut.
+
+    Run when a writer starts, so a crash's torn line is reported once and then never again, and the
+    file can be compacted like any other.
+    """
+    sealed = 0
+    for path in raw_files(data_dir):
+        try:
+            with path.open("rb") as f:
+                end = f.seek(0, os.SEEK_END)
+                if end == 0:
+                    continue
+                f.seek(end - 1)
+                if f.read(1) == b"\n":
+                    continue
+            if writer_is_dead(path, hostname) and seal_tail(path, data_dir / DAMAGED_DIR):
+                sealed += 1
+        except OSError as error:
+            log.warning("could not check %s for a torn last line: %s", path, error)
+    return sealed
 
 
 def warn_incomplete(files: list[Path]) -> int:
