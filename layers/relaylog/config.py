@@ -12,6 +12,13 @@ MAX_REQUEST_BYTES = 64 * 1024 * 1024
 BODY_INLINE_MAX = 256 * 1024
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 600.0
+# A request's headers, then its whole body, must arrive within these (slowloris). The body's
+# allowance is generous: 64 MB of base64 images over a slow uplink still fits.
+HEADER_TIMEOUT_S = 30.0
+BODY_TIMEOUT_S = 120.0
+# Request head (request line and headers) limits, enforced by relaylog.http_guard under uvicorn.
+MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADER_COUNT = 200
 
 
 def _env_float(name: str, default: float) -> float:
@@ -35,7 +42,9 @@ class Settings:
     data_dir: Path = Path("relaylog-data")
     # Provider name -> origin replacing the provider's own (RELAYLOG_UPSTREAM_<PROVIDER>).
     upstream_overrides: dict[str, str] = field(default_factory=dict)
-    # Hosts (`host`, `host:port` or `*.domain`) that Helicone-Target-Url may point at.
+    # Hosts (`host`, `host:port`, `*.domain`, `1.2.3.4[:port]`, `[::1][:port]`) that
+    # Helicone-Target-Url and Helicone-Fallbacks may point at. A name is connected to only at public
+    # addresses; an IP address (loopback and private ones too) only when listed itself.
     target_allowlist: tuple[str, ...] = field(default_factory=_default_allowlist)
     # Providers asked for stream usage when the client did not ask; None = the registry's choice.
     stream_usage_providers: frozenset[str] | None = None
@@ -45,6 +54,11 @@ class Settings:
     connect_timeout_s: float = CONNECT_TIMEOUT_S
     # Longest silence tolerated between two chunks from the provider; streams may last much longer.
     read_timeout_s: float = READ_TIMEOUT_S
+    header_timeout_s: float = HEADER_TIMEOUT_S
+    # From the request's arrival (its headers complete) to the last byte of its body.
+    body_timeout_s: float = BODY_TIMEOUT_S
+    max_header_bytes: int = MAX_HEADER_BYTES
+    max_header_count: int = MAX_HEADER_COUNT
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -73,6 +87,10 @@ class Settings:
             body_inline_max=_env_int("RELAYLOG_BODY_INLINE_MAX", BODY_INLINE_MAX),
             connect_timeout_s=_env_float("RELAYLOG_CONNECT_TIMEOUT", CONNECT_TIMEOUT_S),
             read_timeout_s=_env_float("RELAYLOG_READ_TIMEOUT", READ_TIMEOUT_S),
+            header_timeout_s=_env_float("RELAYLOG_HEADER_TIMEOUT", HEADER_TIMEOUT_S),
+            body_timeout_s=_env_float("RELAYLOG_BODY_TIMEOUT", BODY_TIMEOUT_S),
+            max_header_bytes=_env_int("RELAYLOG_MAX_HEADER_BYTES", MAX_HEADER_BYTES),
+            max_header_count=_env_int("RELAYLOG_MAX_HEADER_COUNT", MAX_HEADER_COUNT),
         )
 
     def injects_stream_usage(self, provider: str) -> bool:

@@ -84,13 +84,24 @@ def split_headers(raw: list[tuple[bytes, bytes]]) -> tuple[HeliconeMeta, list[tu
     accept_encoding: bytes | None = None
     dropped = _NOT_FORWARDED_UP | _named_by_connection(raw)
     for name, value in raw:
+        text = value.decode("latin-1") if value.isascii() else header_text(value)
         if name.startswith(b"helicone-"):
-            _read_helicone(meta, name.decode("latin-1"), value.decode("latin-1"))
+            _read_helicone(meta, name.decode("latin-1"), text)
         elif name == b"accept-encoding":
             accept_encoding = value
         elif name not in dropped:
-            upstream.append((name.decode("latin-1"), value.decode("latin-1")))
+            upstream.append((name.decode("latin-1"), text))
     return meta, upstream, accept_encoding
+
+
+def header_text(value: bytes) -> str:
+    """A header value as text: UTF-8 when it is (aiohttp writes header text as UTF-8, so those
+    bytes reach the provider unchanged), else one character per byte. aiohttp cannot write other
+    bytes as they are: such a value reaches the provider as the UTF-8 of those characters."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
 
 
 def _read_helicone(meta: HeliconeMeta, name: str, value: str) -> None:

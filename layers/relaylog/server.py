@@ -20,6 +20,7 @@ from .cost import load_prices
 from .gateway.cache_files import FileCacheStore
 from .gateway.counters_sqlite import SqliteCounters
 from .gateway.services import Services
+from .http_guard import GuardedHttpToolsProtocol
 from .keys import KeyStore
 from .query.api import QueryApp, is_query_path
 from .query.backend import Backend
@@ -135,6 +136,7 @@ def run(host: str = "127.0.0.1", port: int = 8787, data_dir: Path = Path("relayl
             file=sys.stderr,
         )
     grace = float(os.environ.get("RELAYLOG_SHUTDOWN_GRACE", "30"))
+    settings = Settings.from_env()
     log_config = copy.deepcopy(LOGGING_CONFIG)
     log_config["loggers"]["relaylog"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     uvicorn.run(
@@ -144,7 +146,10 @@ def run(host: str = "127.0.0.1", port: int = 8787, data_dir: Path = Path("relayl
         port=port,
         workers=workers,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        # httptools with the head limits and timeout uvicorn lacks (relaylog.http_guard); h11 has
+        # only its own bound on head size, set to the same number.
+        http=GuardedHttpToolsProtocol if importlib.util.find_spec("httptools") else "h11",
+        h11_max_incomplete_event_size=settings.max_header_bytes,
         lifespan="on",
         access_log=False,
         # The provider's own Date and Server headers are relayed; uvicorn must not add a second pair.

@@ -108,4 +108,7 @@ def _keyed_body(body: bytes, ignore: tuple[str, ...]) -> bytes:
     if not isinstance(parsed, dict):
         return body
     kept = {name: value for name, value in parsed.items() if name not in ignore}
-    return orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)
+    try:
+        return orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (it reads deeper)
+        return body

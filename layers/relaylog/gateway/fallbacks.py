@@ -10,6 +10,7 @@ which of its answers move on to the next entry; a connection failure or timeout 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,10 @@ import orjson
 MAX_FALLBACKS = 10
 # Used when an entry has no onCodes: the answers that say "try elsewhere".
 DEFAULT_ON_CODES: tuple[tuple[int, int], ...] = ((429, 429), (500, 599))
+# What aiohttp refuses to write in a header value (it raises): refused here, when it can be named.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# orjson writes at most 254 levels; a body override deeper than this is not a real one.
+_MAX_OVERRIDE_DEPTH = 32
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
@@ -59,14 +64,16 @@ def _entry(index: int, entry: object) -> Fallback:
     for name, value in headers.items():
         if not isinstance(value, str) or not name or not set(name) <= _TOKEN:
             raise ValueError(f"{where}.headers has an invalid header {str(name)[:40]!r}")
-        if "\r" in value or "\n" in value or "\0" in value:
-            raise ValueError(f"{where}.headers[{name!r}] contains a line break")
+        if _CONTROL.search(value):
+            raise ValueError(f"{where}.headers[{name!r}] contains a line break or control character")
         if name.lower().startswith("helicone-") or name.lower() in ("host", "content-length", "transfer-encoding"):
             raise ValueError(f"{where}.headers may not set {name!r}")
         pairs.append((name.lower(), value))
     override = entry.get("bodyKeyOverride")
     if override is not None and not isinstance(override, dict):
         raise ValueError(f"{where}.bodyKeyOverride must be an object")
+    if override is not None and _depth(override) > _MAX_OVERRIDE_DEPTH:
+        raise ValueError(f"{where}.bodyKeyOverride is nested more than {_MAX_OVERRIDE_DEPTH} levels deep")
     codes = entry.get("onCodes")
     return Fallback(url, tuple(pairs), _codes(where, codes) if codes is not None else DEFAULT_ON_CODES, override)
 
@@ -88,8 +95,20 @@ def _codes(where: str, codes: object) -> tuple[tuple[int, int], ...]:
     return tuple(ranges)
 
 
+def _depth(value: object) -> int:
+    """Nesting depth of a decoded JSON value, without recursion (orjson reads up to 1024 levels)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def override_body(body: bytes, override: dict[str, Any] | None) -> bytes:
-    """The body with `override`'s keys merged in (objects merged key by key, anything else replaced)."""
+    """The body with `override`'s keys merged in (objects merged key by key, anything else replaced).
+    ValueError when the body is too deeply nested to write back (orjson writes 254 levels, reads 1024)."""
     if not override:
         return body
     try:
@@ -98,7 +117,10 @@ def override_body(body: bytes, override: dict[str, Any] | None) -> bytes:
         return body
     if not isinstance(parsed, dict):
         return body
-    return orjson.dumps(_merge(parsed, override))
+    try:
+        return orjson.dumps(_merge(parsed, override))
+    except orjson.JSONEncodeError:
+        raise ValueError("the request body is nested too deeply to apply a bodyKeyOverride to") from None
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp.abc import AbstractResolver
 
 from ..config import Settings
 from ..exchange import Attempt, Exchange
@@ -30,9 +31,10 @@ from ..providers.routing import RouteError, resolve
 from ..record import Record
 from ..sinks import Sink
 from .caching import entry_from
+from .deadlines import Deadlines
 from .stream_usage import UsageStripper
 from .targets import Target, plan
-from .upstream import create_session
+from .upstream import create_session, forbidden
 
 log = logging.getLogger("relaylog.relay")
 
@@ -59,14 +61,20 @@ class RelayApp:
         self.services = services
         self.limiter = RateLimiter(services.counters) if services is not None else None
         self._session: aiohttp.ClientSession | None = None
+        # For hosts the client chose; made on first use, as most deployments never see one.
+        self._target_session: aiohttp.ClientSession | None = None
+        # The system resolver under the public-address check, unless a test replaces it.
+        self.target_resolver: AbstractResolver | None = None
+        self.body_deadlines = Deadlines(tick_s=min(1.0, max(settings.body_timeout_s / 4, 0.01)))
 
     async def startup(self) -> None:
         self._session = create_session(self.settings)
 
     async def shutdown(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._target_session):
+            if session is not None:
+                await session.close()
+        self._session = self._target_session = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -74,6 +82,12 @@ class RelayApp:
             # Started lazily for hosts that skip ASGI lifespan events.
             self._session = create_session(self.settings)
         return self._session
+
+    @property
+    def target_session(self) -> aiohttp.ClientSession:
+        if self._target_session is None:
+            self._target_session = create_session(self.settings, public_only=True, resolver=self.target_resolver)
+        return self._target_session
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -148,9 +162,27 @@ class RelayApp:
                     exchange, send, 401, "unauthorized", "Missing or invalid Helicone-Auth: Bearer <relaylog key>"
                 )
 
-        body = await _read_body(scope, receive, self.settings.max_request_bytes)
+        try:
+            body = await _read_body(
+                scope,
+                receive,
+                self.settings.max_request_bytes,
+                self.body_deadlines,
+                exchange.started + self.settings.body_timeout_s,
+            )
+        except TimeoutError:
+            # The rest of the body may never come: answer, and close the connection behind it.
+            exchange.extra_headers.append((b"connection", b"close"))
+            return await self._refuse(
+                exchange,
+                send,
+                408,
+                "request_timeout",
+                f"The request body did not arrive within {self.settings.body_timeout_s:g} s",
+            )
         if body is None:
             limit = self.settings.max_request_bytes
+            exchange.extra_headers.append((b"connection", b"close"))  # not read to its end
             return await self._refuse(
                 exchange, send, 413, "body_too_large", f"Request body is larger than {limit} bytes"
             )
@@ -169,10 +201,10 @@ class RelayApp:
             targets = plan(
                 route, gateway.fallbacks, upstream_headers, body, info, query, exchange.model, self.settings
             )
-        except PolicyError as error:
-            return await self._refuse(exchange, send, 400, "invalid_request", str(error))
         except RouteError as error:
             return await self._refuse(exchange, send, error.status, error.error_type, error.message)
+        except ValueError as error:  # PolicyError, or a fallback's body override that cannot apply
+            return await self._refuse(exchange, send, 400, "invalid_request", str(error))
         exchange.show_attempts = gateway.retry is not None or bool(gateway.fallbacks)
 
         cache: tuple[CachePolicy, str, int] | None = None
@@ -318,6 +350,12 @@ class RelayApp:
                     try:
                         response, preread = await self._open(exchange, target, accept_encoding)
                     except (TimeoutError, aiohttp.ClientError, OSError) as error:
+                        if (refused := forbidden(error)) is not None:
+                            # Not a failure to retry or fall through: the client named a host
+                            # relaylog will not connect to.
+                            _note(exchange, target, 0, "target_not_allowed", began)
+                            exchange.upstream_finished = time.perf_counter()
+                            return await self._refuse(exchange, send, 403, "target_not_allowed", str(refused))
                         timed_out = isinstance(error, TimeoutError)
                         failure = "upstream_timeout" if timed_out else "upstream_unreachable"
                         attempt = _note(exchange, target, 0, failure, began)
@@ -402,7 +440,8 @@ class RelayApp:
             headers.append(("accept-encoding", "identity"))  # the stripper reads the stream as text
         elif accept_encoding is not None:
             headers.append(("accept-encoding", narrow_accept_encoding(accept_encoding) or "identity"))
-        return await self.session.request(
+        session = self.target_session if target.route.guarded else self.session
+        return await session.request(
             exchange.method,
             target.url,
             headers=headers,
@@ -560,11 +599,27 @@ def _uncancel() -> None:
         task.uncancel()
 
 
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
-    """The whole request body, or None when it is larger than `limit`."""
+async def _read_body(
+    scope: Scope, receive: Receive, limit: int, deadlines: Deadlines, deadline: float
+) -> bytes | None:
+    """The whole request body, or None when it is larger than `limit`. TimeoutError when it has
+    not all arrived by `deadline` (perf_counter time): uvicorn has no body timeout of its own, so a
+    client trickling a body (slowloris) would hold the call open for ever."""
     declared = _header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         return None
+    task = deadlines.enter(deadline)
+    try:
+        return await _receive_body(receive, limit)
+    except asyncio.CancelledError:
+        if deadlines.expired(task):
+            raise TimeoutError from None
+        raise
+    finally:
+        deadlines.leave(task)
+
+
+async def _receive_body(receive: Receive, limit: int) -> bytes | None:
     message = await receive()
     if message["type"] == "http.disconnect":
         raise ClientGone
