@@ -47,5 +47,9 @@ bench: $(STAMP)
 bench-gateway: $(STAMP)
 	$(BIN)/python bench/gateway.py
 
+# LiteLLM and Portkey side by side with relaylog (not dependencies: `make bench-peers ARGS=--install` once).
+bench-peers: $(STAMP)
+	$(BIN)/python bench/peers.py $(ARGS)
+
 clean:
 	rm -rf $(VENV) $(TOOLS) tests/node/node_modules .aws-sam
