@@ -423,18 +423,13 @@ def test_a_key_echoed_by_the_provider_is_relayed_but_not_recorded(
     assert _hits(PROVIDER_SECRETS, {k: v for k, v in files.items() if not k.startswith("cache/")}) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cache entries keep the provider's response headers (gateway.cache.storable_headers), so a"
-    " header echoing the caller's key is written to <data-dir>/cache (and to the DynamoDB cache on"
-    " AWS) and replayed on hits; the fix needs the request's credential values where relay/app.py"
-    " calls relay.caching.entry_from",
-)
 def test_a_key_echoed_by_the_provider_is_not_kept_in_the_cache(
     echoed: tuple[Path, httpx.Response, httpx.Response],
 ) -> None:
-    data_dir, _, _ = echoed
+    data_dir, _, second = echoed
     assert _hits(PROVIDER_SECRETS, _files(data_dir)) == []
+    # The hit is replayed without the header that repeated the key (the only header it lacks).
+    assert second.headers["helicone-cache"] == "HIT" and "x-echo-authorization" not in second.headers
 
 
 def test_the_search_finds_every_form() -> None:

@@ -72,3 +72,21 @@ def tenant_of(key_id: str | None, headers: list[tuple[str, str]], query: bytes) 
             digest.update(pair + b"\n")
             found = True
     return f"auth:{digest.hexdigest()[:32]}" if found else "anonymous"
+
+
+def credentials(headers: list[tuple[str, str]], query: bytes) -> frozenset[bytes]:
+    """The provider credentials a call carries (whole header values and bare tokens), so nothing
+    that echoes one is kept anywhere: a cached response header repeating the key would otherwise
+    be stored and replayed to every caller sharing the entry."""
+    found: set[bytes] = set()
+    for name, value in headers:
+        if name in _CREDENTIALS:
+            found.add(value.encode("latin-1", "replace"))
+            scheme, _, token = value.partition(" ")
+            if token and scheme.lower() in ("bearer", "basic"):
+                found.add(token.strip().encode("latin-1", "replace"))
+    for pair in query.split(b"&"):
+        if pair.startswith(b"key=") and len(pair) > 4:
+            found.add(pair[4:])
+    # A value this short would match by chance; no real credential is.
+    return frozenset(secret for secret in found if len(secret) >= 8)

@@ -20,7 +20,7 @@ from ..config import Settings
 from ..exchange import Attempt, Exchange
 from ..gateway.cache import CachedResponse
 from ..gateway.cache_policy import CachePolicy, cache_key
-from ..gateway.policy import Gateway, PolicyError, rate_policy, read_gateway, tenant_of
+from ..gateway.policy import Gateway, PolicyError, credentials, rate_policy, read_gateway, tenant_of
 from ..gateway.ratelimit import RateLimiter, RatePolicy, segment_value
 from ..gateway.retry import RetryPolicy, retry_after_s, retryable
 from ..gateway.services import Services
@@ -207,7 +207,7 @@ class RelayApp:
             return await self._refuse(exchange, send, 400, "invalid_request", str(error))
         exchange.show_attempts = gateway.retry is not None or bool(gateway.fallbacks)
 
-        cache: tuple[CachePolicy, str, int] | None = None
+        cache: tuple[CachePolicy, str, int, frozenset[bytes]] | None = None
         if gateway.cache is not None or gateway.rate_limit is not None or key_policy is not None:
             if self.services is None or self.limiter is None:
                 return await self._refuse(
@@ -235,13 +235,14 @@ class RelayApp:
                 ]
                 if entry is not None:
                     return await self._replay(exchange, receive, send, entry, gateway.cache.original_timing)
-                cache = (gateway.cache, key, slot)
+                secrets = credentials([pair for target in targets for pair in target.headers], query)
+                cache = (gateway.cache, key, slot, secrets)
                 exchange.chunk_times = []
 
         await self._call_upstream(exchange, receive, send, targets, gateway.retry, accept_encoding)
         if cache is not None:
-            policy, key, slot = cache
-            stored = entry_from(exchange, policy.ttl_s)
+            policy, key, slot, secrets = cache
+            stored = entry_from(exchange, policy.ttl_s, secrets)
             if stored is not None and self.services is not None:
                 await self.services.cache.put(key, slot, stored)
 

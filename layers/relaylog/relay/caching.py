@@ -8,8 +8,9 @@ from ..exchange import Exchange
 from ..gateway.cache import CachedResponse, storable_headers
 
 
-def entry_from(exchange: Exchange, ttl_s: int) -> CachedResponse | None:
-    """Only a complete 2xx response whose every byte was captured is cached."""
+def entry_from(exchange: Exchange, ttl_s: int, secrets: frozenset[bytes]) -> CachedResponse | None:
+    """Only a complete 2xx response whose every byte was captured is cached, without any header
+    that repeats one of the caller's `secrets`."""
     if not 200 <= exchange.status <= 299 or exchange.error_type is not None or exchange.finished is None:
         return None
     if exchange.sent_headers is None or exchange.chunk_times is None:
@@ -20,7 +21,11 @@ def entry_from(exchange: Exchange, ttl_s: int) -> CachedResponse | None:
     first = exchange.chunk_times[0] if exchange.chunk_times else 0.0
     return CachedResponse(
         status=exchange.status,
-        headers=storable_headers(exchange.sent_headers),
+        headers=[
+            (name, value)
+            for name, value in storable_headers(exchange.sent_headers)
+            if not any(secret in value for secret in secrets)
+        ],
         chunks=chunks,
         offsets_ms=[round((at - first) * 1000.0, 3) for at in exchange.chunk_times],
         withheld=list(exchange.withheld),
