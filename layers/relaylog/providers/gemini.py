@@ -108,7 +108,9 @@ def from_json(obj: Any) -> Observed:
 def _finished(obj: dict[str, Any]) -> bool:
     if isinstance(obj.get("promptFeedback"), dict) and obj["promptFeedback"].get("blockReason"):
         return True
-    for candidate in obj.get("candidates") or ():
+    candidates = obj.get("candidates")
+    # Only a list is iterated: `"candidates": true` raised TypeError (found by tests/test_fuzz.py).
+    for candidate in candidates if isinstance(candidates, list) else ():
         if isinstance(candidate, dict) and candidate.get("finishReason"):
             return True
     return False

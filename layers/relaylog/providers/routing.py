@@ -87,12 +87,12 @@ def resolve_target(
     # Control characters, spaces and non-ASCII would end up in the request line sent upstream.
     if not _URL_CHARS.fullmatch(text):
         raise RouteError(403, "target_not_allowed", f"{header} must be an http(s) URL in plain ASCII")
-    parts = urlsplit(text)
     try:
+        parts = urlsplit(text)
         host = (parts.hostname or "").lower()
         port = parts.port
-    except ValueError:  # a port that is not a number
-        host, port = "", None
+    except ValueError:  # an unclosed "[" (found by tests/test_fuzz.py: it was a 500), a bad port
+        raise RouteError(403, "target_not_allowed", f"{header} must be an http(s) URL") from None
     if parts.scheme not in ("http", "https") or not host or parts.username or parts.password:
         raise RouteError(403, "target_not_allowed", f"{header} must be an http(s) URL")
     address = _address(host)
