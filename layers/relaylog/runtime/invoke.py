@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..relay.app import Message, Scope
+from ..relay.app import ClientGone, Message, Scope
 
 log = logging.getLogger("relaylog.runtime")
 
@@ -72,7 +72,9 @@ async def invoke(app: Any, scope: Scope, body: bytes, stream: ResponseStream) ->
     async def send(message: Message) -> None:
         nonlocal started, finished
         if stream.closed.is_set():
-            return  # the relay learns it through receive(); writing on would only raise
+            # The relay hears it through receive() while it waits on the provider; the last body
+            # message comes after it stopped listening, so it must hear it here too.
+            raise ClientGone
         try:
             if message["type"] == "http.response.start":
                 headers, cookies = prelude_headers(list(message.get("headers", ())))
@@ -87,6 +89,7 @@ async def invoke(app: Any, scope: Scope, body: bytes, stream: ResponseStream) ->
                     finished = True
         except OSError:
             stream.closed.set()
+            raise ClientGone from None
 
     try:
         await app(scope, receive, send)
