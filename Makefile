@@ -10,7 +10,7 @@ TOOLS_STAMP := $(TOOLS)/.installed
 # The dashboard tests drive Debian's Chromium (no browser download): installed here when we are root.
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: serve test bench bench-gateway clean
+.PHONY: serve test bench bench-gateway bench-soak clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ bench: $(STAMP)
 
 bench-gateway: $(STAMP)
 	$(BIN)/python bench/gateway.py
+
+bench-soak: $(STAMP)
+	$(BIN)/python bench/soak.py
 
 # LiteLLM and Portkey side by side with relaylog (not dependencies: `make bench-peers ARGS=--install` once).
 bench-peers: $(STAMP)
