@@ -407,15 +407,34 @@ def relaylog_usage(data_dir: Path, request_id: str, truth: tuple[int, int], time
     return "no record found", "record"
 
 
+def settled_lines(log: Path, quiet_s: float = 2.0, timeout: float = 60) -> int:
+    """Lines in the callback's log once it has stopped growing. LiteLLM logs a stream after it ends,
+    also the ones wrk cut off at the end of the memory phase, some seconds later; the same upstream
+    answer has the same id every time, so only timing can tell the fidelity call's line apart."""
+    count, since = -1, time.monotonic()
+    deadline = since + timeout
+    while time.monotonic() < deadline:
+        now = len(log.read_text().splitlines())
+        if now != count:
+            count, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+        time.sleep(0.1)
+    return count
+
+
 def litellm_usage(log: Path, before: int, truth: tuple[int, int], timeout: float = 10) -> tuple[str, str]:
     """The line our logging callback wrote for the call (LiteLLM logs after the stream has ended)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        lines = log.read_text().splitlines()[before:]
-        for line in lines:
-            entry = json.loads(line)
-            if entry.get("stream"):
-                return _verdict(entry.get("prompt_tokens"), entry.get("completion_tokens"), truth), "logging callback"
+        entries = [json.loads(line) for line in log.read_text().splitlines()[before:]]
+        streams = [e for e in entries if e.get("stream")]
+        if streams:
+            time.sleep(0.5)  # anything else arriving now would make the match ambiguous
+            if len(log.read_text().splitlines()) - before > 1:
+                return "ambiguous: several log lines", "logging callback"
+            entry = streams[0]
+            return _verdict(entry.get("prompt_tokens"), entry.get("completion_tokens"), truth), "logging callback"
         time.sleep(0.1)
     return "no log entry", "logging callback"
 
@@ -527,7 +546,7 @@ def setup_litellm(work: Path, s: Standins, opts: Options, truth: tuple[int, int]
     models = {"ttfb": "ttfb-gpt-4o-mini", "paced": "paced-standin-long"}
 
     def observe(call: Call) -> tuple[Fidelity, tuple[str, str]]:
-        before = len(usage_log.read_text().splitlines())
+        before = settled_lines(usage_log)
         return stream_once(call), litellm_usage(usage_log, before, truth)
 
     return Target("LiteLLM", f"litellm {version}", call_set(url, (), opts, models=models), proc), observe
