@@ -435,13 +435,8 @@ def _client_body(call: Call) -> bytes:
     assert call.direct is not None and call.reply is not None
     if call.kind != "truncate":
         return _whole(call.direct)
-    assert call.direct.events is not None and call.reply.events is not None
-    kept = len(call.reply.events)
-    if call.usage_at is None or kept <= call.usage_at:
-        return b"".join(call.direct.events[:kept])
-    # relaylog asked for usage and withholds that chunk (and the `usage: null` it adds to every
-    # other chunk): the events kept after it are the direct stream's from the same place on.
-    return b"".join(call.direct.events[: kept - 1])
+    assert call.reply.events is not None
+    return _direct_part(call, len(call.reply.events))
 
 
 def _usage_chunk(event: bytes) -> bool:
@@ -581,11 +576,21 @@ def record_problems(call: Call, seen: Seen, record: dict[str, Any], target: str)
 
 
 def _sent_before_cut(call: Call) -> int | None:
-    """Bytes of a stream the stand-in sent before cutting it (None when not a cut stream, or when
-    relaylog rewrites the stream: the usage it asked for is taken out again)."""
-    if call.cut is None or not call.stream or call.injected or call.reply is None or call.reply.events is None:
+    """Bytes of a cut stream the client should get: what the stand-in sent before the cut, as
+    relaylog passes it on (None when not a cut stream)."""
+    if call.cut is None or not call.stream or call.reply is None or call.reply.events is None:
         return None
-    return sum(map(len, call.reply.events[: call.cut]))
+    return len(_direct_part(call, call.cut))
+
+
+def _direct_part(call: Call, kept: int) -> bytes:
+    """The client's view of the first `kept` events the stand-in sent relaylog: where relaylog
+    asked for usage, it withholds that chunk (and the `usage: null` it adds to every other one),
+    so the events after it are the direct stream's from the same place on."""
+    assert call.direct is not None and call.direct.events is not None
+    if call.usage_at is None or kept <= call.usage_at:
+        return b"".join(call.direct.events[:kept])
+    return b"".join(call.direct.events[: kept - 1])
 
 
 def _usage_source(call: Call, expected: Expect) -> str:
