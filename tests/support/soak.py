@@ -799,14 +799,6 @@ def check_aws(report: Report, target: AwsTarget, records: Sequence[dict[str, Any
 # Failures of relaylog this soak found and that are not fixed yet: (target, kind, what), printed
 # as "known failure" instead of failing the run. Each is described in bench/README.md.
 KNOWN: tuple[tuple[str, str, str], ...] = (
-    # A non-streamed answer cut mid-body (status line and headers came) is recorded as
-    # upstream_unreachable, with parse_error "could not decode gzip body": relay/app.py catches the
-    # read error like a connection failure, and the record keeps the provider's content-encoding
-    # for relaylog's own JSON error.
-    ("*", "drop/plain", "error_type"),
-    # Under load, bytes the provider sent just before it hung up are neither relayed nor recorded:
-    # aiohttp's StreamReader.readany raises the payload error before returning what it buffered.
-    ("*", "drop/stream", "bytes sent before the cut, relayed"),
     # On Lambda, a client that left before the answer began is sometimes still recorded as a
     # success: when the Runtime API hangs up only after relaylog wrote the whole response,
     # runtime_api.StreamedResponse._end takes "no answer" (status 0) as accepted. Taking it as

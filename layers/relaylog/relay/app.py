@@ -71,6 +71,7 @@ class RelayApp:
         self._session = create_session(self.settings)
 
     async def shutdown(self) -> None:
+        self.body_deadlines.close()
         for session in (self._session, self._target_session):
             if session is not None:
                 await session.close()
@@ -474,7 +475,14 @@ class RelayApp:
 
         length = response.content_length
         if preread is not None or (not event_stream and length is not None and length <= _READ_WHOLE_MAX):
-            data = preread if preread is not None else await response.read()
+            try:
+                data = preread if preread is not None else await response.read()
+            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, ConnectionError):
+                # Nothing has reached the client yet: relaylog answers for the unfinished body.
+                exchange.upstream_finished = time.perf_counter()
+                return await self._refuse(
+                    exchange, send, 502, "upstream_disconnect", "The provider closed the connection mid-answer"
+                )
             exchange.upstream_finished = time.perf_counter()
             await self._start(exchange, send, response.status, headers)
             await self._send_last(exchange, send, watcher, data)
@@ -482,10 +490,18 @@ class RelayApp:
 
         await self._start(exchange, send, response.status, headers)
         capture_limit = self.settings.max_request_bytes
-        async for chunk in response.content.iter_any():
-            out = stripper.feed(chunk) if stripper is not None else chunk
+        try:
+            async for chunk in response.content.iter_any():
+                out = stripper.feed(chunk) if stripper is not None else chunk
+                if out:
+                    await self._send_chunk(exchange, send, out, capture_limit)
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, ConnectionError):
+            # The client gets every byte the provider sent before it hung up, as it would directly.
+            tail = _received_before_the_cut(response.content)
+            out = stripper.feed(tail) if stripper is not None and tail else tail
             if out:
                 await self._send_chunk(exchange, send, out, capture_limit)
+            raise
         exchange.upstream_finished = time.perf_counter()
         tail = stripper.finish() if stripper is not None else b""
         await self._send_last(exchange, send, watcher, tail)
@@ -532,6 +548,7 @@ class RelayApp:
         exchange.status = status
         exchange.error_type = error_type
         exchange.response_content_type = "application/json"
+        exchange.response_content_encoding = None  # a provider answer dropped midway had its own
         headers = [
             (b"content-type", _JSON),
             (b"content-length", str(len(body)).encode()),
@@ -586,6 +603,20 @@ async def _wait(attempt: Attempt, seconds: float | None) -> None:
     if seconds:
         attempt.wait_ms = round(seconds * 1000.0, 3)
         await asyncio.sleep(seconds)
+
+
+def _received_before_the_cut(content: aiohttp.StreamReader) -> bytes:
+    """Bytes aiohttp had buffered when the connection broke. Its public reads raise the stored
+    error before handing them out (aiohttp 3.x `readany`), which would drop the provider's last
+    chunk, often the one carrying usage."""
+    read = getattr(content, "_read_nowait", None)
+    if read is None:
+        return b""
+    try:
+        data = read(-1)
+    except Exception:  # noqa: BLE001 - a private method of another version: relay what we can
+        return b""
+    return data if isinstance(data, bytes) else b""
 
 
 def _log_cut(exchange: Exchange, what: str) -> None:

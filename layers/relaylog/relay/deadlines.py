@@ -54,6 +54,12 @@ class Deadlines:
         self._waiting.pop(task, None)
         self._cancelled.discard(task)
 
+    def close(self) -> None:
+        """Stop the sweeper, so a loop that is closing has no task of ours left pending."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
     async def _sweep(self) -> None:
         try:
             # Stops when nothing waits, so an idle process (or a frozen Lambda) has no timer; under
@@ -68,4 +74,5 @@ class Deadlines:
                         self._cancelled.add(task)
                         task.cancel()
         finally:
-            self._sweeper = None
+            if self._sweeper is asyncio.current_task():
+                self._sweeper = None
