@@ -61,20 +61,7 @@ def has_incomplete_tail(path: Path) -> bool:
     Only the end of the file is read, so checking every file before a query stays cheap.
     """
     with path.open("rb") as f:
-        pos = f.seek(0, os.SEEK_END)
-        chunks: list[bytes] = []
-        while pos > 0:
-            step = min(_TAIL_CHUNK, pos)
-            pos -= step
-            f.seek(pos)
-            chunk = f.read(step)
-            if not chunks and chunk.endswith(b"\n"):
-                return False
-            cut = chunk.rfind(b"\n")
-            chunks.append(chunk[cut + 1 :])
-            if cut != -1:
-                break
-    tail = b"".join(reversed(chunks))
+        _, tail = _tail(f, f.seek(0, os.SEEK_END))
     if not tail.strip():
         return False
     try:
