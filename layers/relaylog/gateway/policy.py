@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..headers import HeliconeMeta, truthy
@@ -56,6 +57,16 @@ def read_gateway(meta: HeliconeMeta, upstream_headers: list[tuple[str, str]]) ->
 _CREDENTIALS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 
 
+def _presented(headers: list[tuple[str, str]], query: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """Each provider credential a call carries, as (name, value) in the bytes sent upstream."""
+    for name, value in headers:
+        if name in _CREDENTIALS:
+            yield name.encode(), value.encode("utf-8", "surrogatepass")
+    for pair in query.split(b"&"):
+        if pair.startswith(b"key="):  # Gemini's API key in the query string
+            yield b"key", pair[4:]
+
+
 def tenant_of(key_id: str | None, headers: list[tuple[str, str]], query: bytes) -> str:
     """Who is calling, for cache entries and rate-limit counters: the relaylog key when there is
     one, else a hash of the provider credential (never the credential itself)."""
@@ -63,14 +74,9 @@ def tenant_of(key_id: str | None, headers: list[tuple[str, str]], query: bytes) 
         return f"key:{key_id}"
     digest = hashlib.sha256()
     found = False
-    for name, value in headers:
-        if name in _CREDENTIALS:
-            digest.update(f"{name}={value}\n".encode("utf-8", "surrogatepass"))
-            found = True
-    for pair in query.split(b"&"):
-        if pair.startswith(b"key="):  # Gemini's API key in the query string
-            digest.update(pair + b"\n")
-            found = True
+    for name, value in _presented(headers, query):
+        digest.update(name + b"=" + value + b"\n")
+        found = True
     return f"auth:{digest.hexdigest()[:32]}" if found else "anonymous"
 
 
@@ -79,14 +85,10 @@ def credentials(headers: list[tuple[str, str]], query: bytes) -> frozenset[bytes
     that echoes one is kept anywhere: a cached response header repeating the key would otherwise
     be stored and replayed to every caller sharing the entry."""
     found: set[bytes] = set()
-    for name, value in headers:
-        if name in _CREDENTIALS:
-            found.add(value.encode("latin-1", "replace"))
-            scheme, _, token = value.partition(" ")
-            if token and scheme.lower() in ("bearer", "basic"):
-                found.add(token.strip().encode("latin-1", "replace"))
-    for pair in query.split(b"&"):
-        if pair.startswith(b"key=") and len(pair) > 4:
-            found.add(pair[4:])
+    for _, value in _presented(headers, query):
+        found.add(value)
+        scheme, _, token = value.partition(b" ")
+        if token and scheme.lower() in (b"bearer", b"basic"):
+            found.add(token.strip())
     # A value this short would match by chance; no real credential is.
     return frozenset(secret for secret in found if len(secret) >= 8)

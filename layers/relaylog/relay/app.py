@@ -366,12 +366,7 @@ class RelayApp:
                             continue
                         if not last_target:
                             break
-                        exchange.upstream_finished = time.perf_counter()
-                        if timed_out:
-                            return await self._refuse(
-                                exchange, send, 504, "upstream_timeout", "The provider did not answer in time"
-                            )
-                        return await self._refuse(exchange, send, 502, "upstream_unreachable", _describe(error))
+                        raise  # nothing left to try: answered below, like any failure before the answer
                     status = response.status
                     attempt = _note(exchange, target, status, None, began)
                     if retry is not None and not last_try and retryable(status):
@@ -515,12 +510,7 @@ class RelayApp:
         await send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def _send_chunk(self, exchange: Exchange, send: Send, data: bytes, capture_limit: int) -> None:
-        now = time.perf_counter()
-        if exchange.ttft is None:
-            exchange.ttft = now
-        if exchange.chunk_times is not None:
-            exchange.chunk_times.append(now)
-        exchange.response_bytes += len(data)
+        _count_sent(exchange, data)
         if exchange.response_bytes <= capture_limit:
             exchange.response_chunks.append(data)
         await send({"type": "http.response.body", "body": data, "more_body": True})
@@ -529,12 +519,7 @@ class RelayApp:
         self, exchange: Exchange, send: Send, watcher: _DisconnectWatcher | None, data: bytes
     ) -> None:
         if data:
-            now = time.perf_counter()
-            if exchange.ttft is None:
-                exchange.ttft = now
-            if exchange.chunk_times is not None:
-                exchange.chunk_times.append(now)
-            exchange.response_bytes += len(data)
+            _count_sent(exchange, data)
             exchange.response_chunks.append(data)
         # From here on a disconnect notice only means the response is complete.
         if watcher is not None:
@@ -584,6 +569,16 @@ class _DisconnectWatcher:
             watch, self._watch = self._watch, None
             if not watch.done():
                 watch.cancel()
+
+
+def _count_sent(exchange: Exchange, data: bytes) -> None:
+    """Time and size of body bytes on their way to the client (which bytes are kept is the caller's)."""
+    now = time.perf_counter()
+    if exchange.ttft is None:
+        exchange.ttft = now
+    if exchange.chunk_times is not None:
+        exchange.chunk_times.append(now)
+    exchange.response_bytes += len(data)
 
 
 def _aim(exchange: Exchange, target: Target) -> None:

@@ -17,11 +17,10 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from ..config import Settings
+from ..providers.routing import IPAddress
 
 # Headers aiohttp would add on its own; the provider must see only what the client sent.
 SKIP_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class ForbiddenAddress(OSError):
