@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -153,3 +154,16 @@ def test_the_echo_keeps_the_relays_limits(tmp_path: Path) -> None:
         assert answer.status_code == 413 and answer.json()["error"]["type"] == "body_too_large"
         # Only the exact path is relaylog's: anything else under /relaylog is an unknown provider.
         assert httpx.post(proxy.url + ECHO + "/more", content=b"{}").status_code == 404
+
+
+def test_the_readme_names_every_stage_and_its_default_timeout() -> None:
+    from relaylog.verify.stages import STAGES, TIMEOUTS_S
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### Verify a deployment") :]
+    section = section[: section.index("\n### ", 1)]
+    for stage in STAGES:
+        assert re.search(rf"\b(ok|skipped)\s+{stage}\b", section), stage  # in the example output
+    assert "aggregator and athena 120 s; proxy and query_api 30 s;\ndashboard 15 s" in section
+    assert (TIMEOUTS_S["aggregator"], TIMEOUTS_S["athena"], TIMEOUTS_S["proxy"]) == (120, 120, 30)
+    assert (TIMEOUTS_S["query_api"], TIMEOUTS_S["dashboard"]) == (30, 15)
