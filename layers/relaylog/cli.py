@@ -1,4 +1,4 @@
-"""The `relaylog` command: run the proxy, read the records, manage relaylog keys.
+"""The `relaylog` command: run the proxy, read the records, manage relaylog keys, verify a deployment.
 
 Exit codes: 0 ok, 1 the command failed, 2 bad usage. Errors are one line on stderr, except that
 a bad SQL query also gets DuckDB's pointer to where it went wrong.
@@ -24,6 +24,7 @@ from relaylog.keys import KeyFileError, KeyStore, normalise_limit
 from relaylog.store import StoreError
 from relaylog.store.since import parse_since
 from relaylog.store.stats import Metrics, Stats, group_key
+from relaylog.verify.stages import KEY_ENV, parse_timeout
 
 if TYPE_CHECKING:
     from relaylog.query.backend import Backend
@@ -99,6 +100,12 @@ def _version(text: str) -> int:
 def _limit(text: str) -> str:
     # The canonical form is what the key stores and what `keys list` shows back.
     return normalise_limit(text) or ""
+
+
+def _http_url(text: str) -> str:
+    if not text.lower().startswith(("http://", "https://")):
+        raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
+    return text
 
 
 def _group_by(text: str) -> str:
@@ -483,6 +490,18 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    if bool(args.url) == bool(args.stack):
+        raise UsageError("relaylog verify: error: give --url URL (a relaylog serve) or --stack NAME (AWS)")
+    if args.athena and not args.stack:
+        raise UsageError("relaylog verify: error: --athena needs --stack")
+    from relaylog.verify.command import Options, verify
+
+    key = args.key or os.environ.get(KEY_ENV) or None
+    options = Options(args.url, args.stack, key, args.athena, dict(args.timeout or []), args.json)
+    return verify(options)
+
+
 # -- parser --------------------------------------------------------------------------------------
 
 
@@ -518,7 +537,7 @@ def build_parser(default_data_dir: Path) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="relaylog",
         description="Self-hosted, Helicone-compatible LLM observability proxy.",
-        epilog="Every command but serve takes --json for machine output; all take --data-dir DIR.",
+        epilog="Every command but serve takes --json for machine output; all but verify take --data-dir DIR.",
     )
     parser.add_argument("--version", action="version", version=f"relaylog {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -593,6 +612,23 @@ def build_parser(default_data_dir: Path) -> argparse.ArgumentParser:
     revoke = key_commands.add_parser("revoke", parents=[reader, deployed], help="revoke a key by id")
     revoke.add_argument("key_id", metavar="ID", help="key id, e.g. key_ab12cd34")
     revoke.set_defaults(run=cmd_keys_revoke)
+
+    check = commands.add_parser(
+        "verify", parents=[deployed], help="prove the pipeline end to end with relaylog's echo route (no provider key)"
+    )
+    check.add_argument("--url", type=_arg_type(_http_url), help="a relaylog serve, e.g. http://127.0.0.1:8787")
+    check.add_argument("--key", help=f"a relaylog key, if keys exist (default: ${KEY_ENV}); never printed")
+    check.add_argument("--athena", action="store_true", help="also find the call with Athena (billed per data scanned)")
+    check.add_argument(
+        "--timeout",
+        action="append",
+        type=_arg_type(parse_timeout),
+        metavar="STAGE=SECONDS",
+        help="how long a stage may take, e.g. delivery=300 (default: Firehose's buffering interval + 120 s for "
+        "delivery, 120 s for aggregator and athena, 30 s or less for the others)",
+    )
+    check.add_argument("--json", action="store_true", help="machine-readable JSON output")
+    check.set_defaults(run=cmd_verify)
     return parser
 
 
@@ -606,9 +642,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(exc.code or 0)
         if args.command != "serve":
             _show_warnings_on_stderr()
-        if getattr(args, "stack", None) and args.data_dir is not None:
+        if getattr(args, "stack", None) and getattr(args, "data_dir", None) is not None:
             raise UsageError("relaylog: error: --stack and --data-dir name two different stores; give one")
-        if args.data_dir is None:
+        if getattr(args, "data_dir", None) is None:
             args.data_dir = default_data_dir
         return int(args.run(args))
     except UsageError as exc:

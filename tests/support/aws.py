@@ -6,17 +6,30 @@ tests of the aggregator write objects in the real layout themselves (`put_raw_ob
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import copy
 import gzip
+import http.server
 import os
+import threading
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
+import duckdb
 import orjson
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 from relaylog.aws import layout
+
+from tests.support.aggregator import LambdaContext, invoke
 
 REGION = "us-east-1"
 
@@ -173,3 +186,186 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         for name, value in stack.env().items():
             monkeypatch.setenv(name, value)
         yield stack
+
+
+# -- the rest of a deployed stack, for `relaylog verify --stack` -------------------------------------
+
+
+class CloudFormation:
+    """DescribeStacks and ListStackResources as CloudFormation answers them for one stack (moto's
+    CloudFormation needs a dozen more packages, docker among them, for these two calls)."""
+
+    def __init__(self, name: str, outputs: dict[str, str], resources: dict[str, str]) -> None:
+        self.name, self.outputs, self.resources = name, outputs, resources
+
+    def _check(self, name: str, operation: str) -> None:
+        if name != self.name:
+            message = f"Stack with id {name} does not exist"
+            raise ClientError({"Error": {"Code": "ValidationError", "Message": message}}, operation)
+
+    def describe_stacks(self, StackName: str) -> dict[str, Any]:  # noqa: N803 (boto3's argument name)
+        self._check(StackName, "DescribeStacks")
+        outputs = [{"OutputKey": k, "OutputValue": v} for k, v in self.outputs.items()]
+        return {"Stacks": [{"StackName": self.name, "StackStatus": "CREATE_COMPLETE", "Outputs": outputs}]}
+
+    def list_stack_resources(self, StackName: str, NextToken: str = "") -> dict[str, Any]:  # noqa: N803
+        """Two resources a page, so that callers must follow NextToken as they must on AWS."""
+        self._check(StackName, "ListStackResources")
+        start = int(NextToken or 0)
+        names = sorted(self.resources)
+        page = [
+            {"LogicalResourceId": n, "PhysicalResourceId": self.resources[n], "ResourceStatus": "CREATE_COMPLETE"}
+            for n in names[start : start + 2]
+        ]
+        more = {"NextToken": str(start + 2)} if start + 2 < len(names) else {}
+        return {"StackResourceSummaries": page, **more}
+
+
+class EventSourceMapping:
+    """Lambda's SQS event source for the aggregator, on a thread: it polls the queue, hands each
+    batch to the function, and deletes the messages the function did not report as failed (the
+    failed ones, and all of a batch whose invocation raised, stay in flight until their visibility
+    timeout ends, as on AWS)."""
+
+    def __init__(self, stack: Stack, module: Any) -> None:
+        self.stack, self.module = stack, module
+        self.batches = self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqs-event-source", daemon=True)
+
+    def _run(self) -> None:
+        sqs = self.stack.client("sqs")
+        while not self._stop.wait(0.05):
+            event = self.stack.sqs_event()
+            if not event["Records"]:
+                continue
+            try:
+                failed = {f["itemIdentifier"] for f in invoke(self.module, event)["batchItemFailures"]}
+            except Exception:  # noqa: BLE001 - the invocation failed: Lambda returns the whole batch to the queue
+                failed = {r["messageId"] for r in event["Records"]}
+            self.failures += len(failed)
+            done = [
+                {"Id": str(i), "ReceiptHandle": r["receiptHandle"]}
+                for i, r in enumerate(event["Records"])
+                if r["messageId"] not in failed
+            ]
+            if done:
+                sqs.delete_message_batch(QueueUrl=self.stack.queue_url, Entries=done)
+            self.batches += 1
+
+    def __enter__(self) -> EventSourceMapping:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+class FunctionUrl:
+    """A buffered (not streamed) Function URL in front of a managed-runtime handler, on a loopback
+    socket: each HTTP request becomes a payload 2.0 event (the shape of events/function_url_query.json)
+    and the handler's `statusCode`, `headers`, `body` and `isBase64Encoded` become the HTTP answer
+    (https://docs.aws.amazon.com/lambda/latest/dg/urls-invocation.html)."""
+
+    def __init__(self, handler: Any) -> None:
+        url = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                url._answer(self)
+
+            do_POST = do_GET  # noqa: N815
+
+        self.handler = handler
+        # One request at a time, as one Lambda instance takes one invocation at a time.
+        self._server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        # Mangum runs each request on the thread's event loop, which the managed runtime's main thread has.
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        self._server.serve_forever()
+
+    def _answer(self, request: Any) -> None:
+        template = Path(__file__).resolve().parents[2] / "events" / "function_url_query.json"
+        event = copy.deepcopy(orjson.loads(template.read_bytes()))
+        target = urlsplit(request.path)
+        length = int(request.headers.get("content-length") or 0)
+        body = request.rfile.read(length) if length else b""
+        event["rawPath"] = event["requestContext"]["http"]["path"] = target.path
+        event["rawQueryString"] = target.query
+        event.pop("queryStringParameters")
+        event["requestContext"]["http"]["method"] = request.command
+        event["requestContext"]["requestId"] = str(uuid.uuid4())
+        event["requestContext"]["timeEpoch"] = int(time.time() * 1000)
+        event["headers"] = {k.lower(): v for k, v in request.headers.items()}
+        if body:
+            event["body"], event["isBase64Encoded"] = base64.b64encode(body).decode(), True
+        answer = self.handler(event, LambdaContext(function_name="relaylog-query"))
+        data = answer.get("body") or ""
+        payload = base64.b64decode(data) if answer.get("isBase64Encoded") else data.encode()
+        request.send_response(answer["statusCode"])
+        for name, value in (answer.get("headers") or {}).items():
+            if name.lower() != "content-length":
+                request.send_header(name, value)
+        request.send_header("content-length", str(len(payload)))
+        request.end_headers()
+        request.wfile.write(payload)
+
+    def __enter__(self) -> FunctionUrl:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class DuckDBAthena:
+    """Athena's query API over the stack's curated/ Parquet, with DuckDB running the SQL (the same
+    SQL Athena would run: tests/test_queries.py checks the saved queries run on both). Only the
+    `requests` table of the Glue database is known, as the aggregator's Parquet lays it out."""
+
+    def __init__(self, stack: Stack, scratch: Any) -> None:
+        self.stack, self.scratch = stack, scratch
+        self.executions: dict[str, Any] = {}
+
+    def start_query_execution(self, QueryString: str, QueryExecutionContext: Any, WorkGroup: str) -> dict[str, Any]:  # noqa: N803
+        s3 = self.stack.client("s3")
+        keys = self.stack.objects(layout.CURATED_PREFIX)
+        for key in keys:
+            target = self.scratch / key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(s3.get_object(Bucket=self.stack.bucket, Key=key)["Body"].read())
+        db = duckdb.connect()
+        if keys:
+            db.execute(
+                f"CREATE VIEW requests AS SELECT * FROM read_parquet('{self.scratch}/curated/*/*.parquet', "
+                "hive_partitioning = true, hive_types = {'dt': VARCHAR})"
+            )
+        else:  # no Parquet yet: Athena answers with no rows
+            db.execute("CREATE TABLE requests (request_id VARCHAR, provider VARCHAR, dt VARCHAR)")
+        cursor = db.execute(QueryString)
+        execution = str(uuid.uuid4())
+        self.executions[execution] = ([d[0] for d in cursor.description], cursor.fetchall())
+        return {"QueryExecutionId": execution}
+
+    def get_query_execution(self, QueryExecutionId: str) -> dict[str, Any]:  # noqa: N803
+        return {"QueryExecution": {"Status": {"State": "SUCCEEDED"}}}
+
+    def get_paginator(self, name: str) -> Any:
+        assert name == "get_query_results"
+        return self
+
+    def paginate(self, QueryExecutionId: str) -> list[dict[str, Any]]:  # noqa: N803
+        """One page in Athena's shape: the header row first, every value as text, NULL left out."""
+        columns, rows = self.executions[QueryExecutionId]
+        info = [{"Name": c, "Type": "varchar"} for c in columns]
+        header = {"Data": [{"VarCharValue": c} for c in columns]}
+        data = [{"Data": [{} if v is None else {"VarCharValue": str(v)} for v in row]} for row in rows]
+        return [{"ResultSet": {"ResultSetMetadata": {"ColumnInfo": info}, "Rows": [header, *data]}}]

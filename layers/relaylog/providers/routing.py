@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from ..config import Settings
+from ..relay import echo
 from .registry import CUSTOM, PROVIDERS, Provider
 
 # A resource name becomes part of a host name, so it is held to what Azure itself allows.
@@ -39,6 +40,8 @@ class RouteError(Exception):
 
 
 def resolve(path: str, target_url: str | None, settings: Settings) -> Route:
+    if path == echo.PATH:  # relaylog's own answer (`relaylog verify`): no provider, no target
+        return Route(echo.PROVIDER, "", echo.ENDPOINT)
     # Only a path that could hold a dot segment is decoded and looked at (hot path).
     if "/." in path or "%" in path or "\\" in path:
         _refuse_dot_segments(path)

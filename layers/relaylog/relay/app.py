@@ -30,6 +30,7 @@ from ..providers.parsing import parse_request
 from ..providers.routing import RouteError, resolve
 from ..record import Record
 from ..sinks import Sink
+from . import echo
 from .caching import entry_from
 from .deadlines import Deadlines
 from .stream_usage import UsageStripper
@@ -189,6 +190,8 @@ class RelayApp:
             )
         exchange.request_body = body
         exchange.request_content_type = _header(scope, b"content-type")
+        if route.provider is echo.PROVIDER:  # `relaylog verify`: relaylog answers, no provider is called
+            return await echo.answer(exchange, send)
         info = parse_request(route.provider.family, route.endpoint, body)
         exchange.model = meta.model_override or info.model
         exchange.stream = info.stream
