@@ -17,8 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
+from relaylog.config import LAMBDA_MAX_REQUEST_BYTES, Settings
 
 from tests.standin import StandIn
+from tests.support.function_url import PAYLOAD_LIMIT, Front
 from tests.support.lambda_emulator import LambdaEmulator
 from tests.support.lambda_runtime import LambdaRuntime
 from tests.test_sdk_openai import call
@@ -193,15 +195,21 @@ def test_an_event_that_is_not_a_function_url_request_is_an_invocation_error(runt
     assert served.prelude is not None and served.prelude["statusCode"] == 200
 
 
-def test_the_client_going_away_mid_stream_is_recorded_and_the_provider_released(runtime: LambdaRuntime) -> None:
+def test_a_client_that_leaves_mid_stream_still_costs_the_whole_answer(runtime: LambdaRuntime, standin: StandIn) -> None:
     request_id = str(uuid.uuid4())
-    headers = {"x-standin-fault": "chunk-delay-ms=200", "helicone-request-id": request_id}
+    headers = {"x-standin-fault": "chunk-delay-ms=100", "helicone-request-id": request_id}
+    direct = httpx.post(standin.url + "/v1/chat/completions", json=_chat(True), headers=headers).content
     with httpx.stream("POST", runtime.emulator.url + "/v1/chat/completions", json=_chat(True), headers=headers) as r:
         next(r.iter_raw())
     runtime.emulator.settle()
+    # AWS documents that the Function URL does not interrupt the stream when its client leaves: the
+    # runtime cannot see it, reads the provider to the end, and records a complete call.
+    outcome = runtime.emulator.outcomes[-1]
+    assert outcome.client_gone and outcome.trailers == {} and outcome.body == direct
     record = runtime.record(request_id)
-    assert record["status"] == 200 and record["error_type"] == "client_disconnect"
-    assert record["latency_ms"] < 1500  # the relay stopped reading; the full stream takes seconds
+    assert record["status"] == 200 and record["error_type"] is None
+    assert record["response_bytes"] == len(direct) and record["usage_source"] == "provider_injected"
+    assert record["output_tokens"] > 0
 
 
 def test_the_deadline_stops_the_call_with_trailers_and_a_record(runtime: LambdaRuntime) -> None:
@@ -219,8 +227,109 @@ def test_the_deadline_stops_the_call_with_trailers_and_a_record(runtime: LambdaR
     assert runtime.record(event["headers"]["helicone-request-id"])["error_type"] == "cancelled"
 
 
+def test_requests_larger_than_a_function_url_carries_never_reach_relaylog(
+    runtime: LambdaRuntime, standin: StandIn
+) -> None:
+    emulator = runtime.emulator
+    emulator.settle()
+    before, refused, calls = len(runtime.records()), emulator.refused, len(emulator.outcomes)
+    url = emulator.url + "/v1/chat/completions"
+    # The event (context, headers, body) may be 6 MB; a text body travels as it is.
+    fits = _chat(False, messages=[{"role": "user", "content": "x" * (PAYLOAD_LIMIT - 2048)}])
+    assert httpx.post(url, json=fits, timeout=30).status_code == 200
+    over = _chat(False, messages=[{"role": "user", "content": "x" * PAYLOAD_LIMIT}])
+    assert httpx.post(url, json=over, timeout=30).status_code == 413
+    # A binary body travels base64-encoded: 4.8 MB is already too much, though relaylog's own
+    # limit on Lambda would take it.
+    binary = {"content-type": "application/octet-stream"}
+    assert 4_800_000 < LAMBDA_MAX_REQUEST_BYTES
+    assert httpx.post(url, content=b"\x00" * 4_800_000, headers=binary, timeout=30).status_code == 413
+    emulator.settle()
+    assert emulator.refused == refused + 2 and len(emulator.outcomes) == calls + 1
+    assert len(runtime.records()) == before + 1  # refused before relaylog ran: no record
+
+
+def test_on_lambda_relaylog_takes_any_body_a_function_url_can_carry(runtime: LambdaRuntime) -> None:
+    # Straight to the runtime (no Function URL in front): relaylog's default limit on Lambda is the
+    # largest body that can arrive, so it never refuses one that did.
+    for size, status in ((LAMBDA_MAX_REQUEST_BYTES, 200), (LAMBDA_MAX_REQUEST_BYTES + 1, 413)):
+        request_id = str(uuid.uuid4())
+        text = "x" * (size - len(json.dumps(_chat(False, messages=[{"role": "user", "content": ""}]))))
+        body = json.dumps(_chat(False, messages=[{"role": "user", "content": text}]))
+        assert len(body) == size
+        event = _event("function_url_stream_chat.json", body=body)
+        event["headers"] = {**event["headers"], "helicone-request-id": request_id}
+        outcome = runtime.emulator.invoke(event)
+        assert outcome.prelude is not None and outcome.prelude["statusCode"] == status
+        runtime.emulator.settle()
+        record = runtime.record(request_id)
+        assert record["error_type"] == (None if status == 200 else "body_too_large")
+
+
+def test_the_lambda_default_request_limit_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RELAYLOG_MAX_REQUEST_BYTES", raising=False)
+    monkeypatch.delenv("AWS_LAMBDA_RUNTIME_API", raising=False)
+    assert Settings.from_env().max_request_bytes == 64 * 1024 * 1024
+    monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")
+    assert Settings.from_env().max_request_bytes == 6 * 1024 * 1024 - 1024
+    monkeypatch.setenv("RELAYLOG_MAX_REQUEST_BYTES", "1000")
+    assert Settings.from_env().max_request_bytes == 1000
+
+
 # These start runtimes of their own, so each gets an emulator of its own: two runtimes polling one
 # emulator would share its invocations.
+
+
+@pytest.mark.parametrize("front", [Front(), Front(binary="always", cookie_header=True)], ids=["by-type", "always"])
+def test_the_provider_sees_the_clients_request_not_the_function_urls(
+    front: Front, standin: StandIn, tmp_path: Path
+) -> None:
+    # Undocumented: which bodies are base64-encoded, and whether `cookie` stays among the headers
+    # beside the `cookies` array. Either way the provider gets what a direct call sends.
+    fn = lambda c: c.chat.completions.create(**_chat(True))  # noqa: E731
+    headers = {"Cookie": "session=abc; theme=dark", "X-Trace": "t-1"}
+    standin.fault = None
+    with LambdaEmulator(front=front) as emulator, LambdaRuntime(emulator, tmp_path, standin.url):
+        emulator.wait_polled(1)
+        standin.clear()
+        direct = call("sync", standin.url + "/v1", fn, headers)
+        relayed = call("sync", emulator.url + "/v1", fn, headers)
+        assert [c.model_dump() for c in relayed.result] == [c.model_dump() for c in direct.result]
+        sent_direct, sent_relayed = standin.requests[-2:]
+    asked = json.loads(sent_relayed.body)
+    assert asked.pop("stream_options") == {"include_usage": True}  # relaylog asks for usage
+    assert asked == json.loads(sent_direct.body)
+    names = [name.lower() for name, _ in sent_relayed.headers]
+    assert not [n for n in names if n.startswith(("x-forwarded-", "x-amzn-"))]
+    assert names.count("cookie") == 1 and sent_relayed.header("cookie") == "session=abc; theme=dark"
+    assert sent_relayed.header("x-trace") == "t-1"
+    # Connection is hop-by-hop; Accept-Encoding relaylog narrows to what it can decode.
+    own = {"connection", "accept-encoding"}
+    assert set(names) - own == {name.lower() for name, _ in sent_direct.headers} - own
+
+
+def test_a_runtime_frozen_past_the_deadline_is_reset_and_its_client_cut(standin: StandIn, tmp_path: Path) -> None:
+    headers = {"x-standin-fault": "chunk-delay-ms=100", "helicone-request-id": str(uuid.uuid4())}
+    with LambdaEmulator(timeout_s=3.0) as emulator, LambdaRuntime(emulator, tmp_path, standin.url) as runtime:
+        emulator.wait_polled(1)
+        assert runtime.process is not None
+        frozen = runtime.process
+        with pytest.raises(httpx.RemoteProtocolError):
+            with httpx.stream("POST", emulator.url + "/v1/chat/completions", json=_chat(True), headers=headers) as r:
+                body = r.iter_raw()
+                next(body)
+                # Frozen, it cannot stop the call itself a second before the deadline as it would.
+                frozen.send_signal(signal.SIGSTOP)
+                for _ in body:
+                    pass
+        assert emulator.outcomes[-1].timed_out and runtime.resets == 1 and frozen.poll() is not None
+        # Lambda starts the runtime again for the next invocation.
+        fn = lambda c: c.chat.completions.create(**_chat(False))  # noqa: E731
+        assert call("sync", emulator.url + "/v1", fn).result.object == "chat.completion"
+        emulator.settle()
+    # The frozen call's record died with its process: only the next call's is there.
+    recorded = [r["request_id"] for r in runtime.records()]
+    assert len(recorded) == 1 and headers["helicone-request-id"] not in recorded
 
 
 def test_sigterm_flushes_and_exits(standin: StandIn, tmp_path: Path) -> None:

@@ -47,6 +47,26 @@ def test_base64_bodies_cookies_query_strings_and_joined_headers() -> None:
     assert [name for name, _ in headers].count(b"x-trace") == 1
 
 
+def test_the_function_urls_own_headers_are_not_the_clients() -> None:
+    event = _event("function_url_stream_chat.json")
+    event["headers"] |= {"x-amzn-tls-version": "TLSv1.3", "x-amzn-tls-cipher-suite": "TLS_AES_128_GCM_SHA256"}
+    names = {name for name, _ in to_asgi(event)[0]["headers"]}
+    assert names.isdisjoint(
+        {b"x-amzn-trace-id", b"x-forwarded-for", b"x-forwarded-port", b"x-forwarded-proto", b"x-amzn-tls-version",
+         b"x-amzn-tls-cipher-suite"}
+    )  # fmt: skip
+    assert b"authorization" in names and b"helicone-session-path" in names
+
+
+@pytest.mark.parametrize("cookie_header", [False, True])
+def test_cookies_reach_the_app_once_whether_or_not_the_header_stays_beside_the_array(cookie_header: bool) -> None:
+    event = _event("function_url_base64.json")
+    if cookie_header:
+        event["headers"]["cookie"] = "session=abc123; theme=dark"
+    cookies = [value for name, value in to_asgi(event)[0]["headers"] if name == b"cookie"]
+    assert cookies == [b"session=abc123; theme=dark"]
+
+
 def test_paths_are_decoded_for_routing_and_kept_raw_for_relaying() -> None:
     event = _event("function_url_stream_chat.json")
     event["rawPath"] = "/azure/my%20res/openai/deployments/x/chat/completions"

@@ -20,6 +20,8 @@ import pytest
 from tests.support.lambda_emulator import LambdaEmulator, Outcome
 from tests.support.lambda_runtime import InProcessRuntime
 
+MIB = 1024 * 1024
+
 
 class ToySink:
     """Sends what was submitted only when given time to, like a sink whose transport is slow."""
@@ -104,12 +106,43 @@ class ToyApp:
         await send({"type": "http.response.body", "body": b"tick", "more_body": True})
         self.seen[scope["path"]] = (await receive())["type"]
 
+    async def ticks(self, scope: Any, receive: Any, send: Any) -> None:
+        """Ten paced ticks, listening all along for the client leaving."""
+        await receive()
+        listener = asyncio.ensure_future(receive())
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        for n in range(10):
+            await send({"type": "http.response.body", "body": b"tick %d;" % n, "more_body": True})
+            await asyncio.sleep(0.02)
+        await send({"type": "http.response.body", "body": b"end", "more_body": False})
+        self.seen[scope["path"]] = listener.result()["type"] if listener.done() else "nothing"
+        listener.cancel()
+
     async def late_start(self, scope: Any, receive: Any, send: Any) -> None:
         await receive()
+        listener = asyncio.ensure_future(receive())
         await asyncio.sleep(0.3)  # the client leaves meanwhile
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": b"late", "more_body": True})
-        self.seen[scope["path"]] = (await receive())["type"]
+        await send({"type": "http.response.body", "body": b"late", "more_body": False})
+        self.seen[scope["path"]] = listener.result()["type"] if listener.done() else "nothing"
+        listener.cancel()
+
+    async def seven_mb(self, scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        for n in range(7):
+            await send({"type": "http.response.body", "body": bytes([65 + n]) * MIB, "more_body": n < 6})
+
+    async def unacknowledged(self, scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"all of it", "more_body": True})
+        try:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except Exception as exc:
+            self.seen[scope["path"]] = type(exc).__name__
+        else:
+            self.seen[scope["path"]] = "accepted"
 
 
 def _event(path: str, body: bytes = b"", **changes: Any) -> dict[str, Any]:
@@ -215,25 +248,87 @@ def test_an_event_that_is_not_json_is_an_invocation_error(toy: tuple[LambdaEmula
     assert emulator.invoke(_event("/echo")).prelude is not None  # and the loop goes on
 
 
-def test_the_app_hears_http_disconnect_when_the_client_leaves_mid_stream(toy: tuple[LambdaEmulator, ToyApp]) -> None:
+def test_a_client_leaving_mid_stream_is_not_heard_and_the_response_runs_to_its_end(
+    toy: tuple[LambdaEmulator, ToyApp],
+) -> None:
     emulator, app = toy
-    with httpx.stream("POST", emulator.url + "/wait-disconnect") as response:
-        assert next(response.iter_raw()) == b"tick"
+    with httpx.stream("POST", emulator.url + "/ticks") as response:
+        assert next(response.iter_raw()) == b"tick 0;"
     emulator.settle()
-    assert app.seen["/wait-disconnect"] == "http.disconnect"
-    assert emulator.outcomes[-1].client_gone
+    outcome = emulator.outcomes[-1]
+    # AWS: a streamed response is not interrupted when the Function URL's client disconnects. The
+    # runtime's stream stays open, takes every byte, and is accepted; the app never hears of it.
+    assert outcome.client_gone and outcome.trailers == {}
+    assert outcome.body == b"".join(b"tick %d;" % n for n in range(10)) + b"end"
+    assert app.seen["/ticks"] == "nothing"
 
 
-def test_a_client_gone_before_the_response_starts_is_heard_once_it_does(toy: tuple[LambdaEmulator, ToyApp]) -> None:
+def test_a_client_gone_before_the_response_starts_is_not_heard_either(toy: tuple[LambdaEmulator, ToyApp]) -> None:
     emulator, app = toy
     with socket.create_connection(("127.0.0.1", emulator.front_port)) as client:
         client.sendall(b"POST /late-start HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
     while not emulator.outcomes:
         time.sleep(0.005)  # the front has yet to read the request
     emulator.settle()
-    assert emulator.outcomes[-1].client_gone and emulator.outcomes[-1].prelude is None
-    assert app.seen["/late-start"] == "http.disconnect"
+    outcome = emulator.outcomes[-1]
+    assert outcome.client_gone and outcome.prelude is not None and outcome.body == b"late"
+    assert app.seen["/late-start"] == "nothing"
     assert emulator.invoke(_event("/echo")).prelude is not None
+
+
+def test_the_runtime_api_breaking_mid_response_is_heard_as_a_disconnect(toy: tuple[LambdaEmulator, ToyApp]) -> None:
+    emulator, app = toy
+    outcome = emulator.invoke(_event("/wait-disconnect"), wait=False)
+    deadline = time.monotonic() + 10
+    while not outcome.chunks and time.monotonic() < deadline:
+        time.sleep(0.005)
+    emulator.break_runtime(outcome)
+    emulator.settle()
+    assert app.seen["/wait-disconnect"] == "http.disconnect"
+    # Through the Function URL, the client sees its response cut short.
+    with pytest.raises(httpx.RemoteProtocolError):
+        with httpx.stream("POST", emulator.url + "/wait-disconnect") as response:
+            body = response.iter_raw()
+            assert next(body) == b"tick"
+            emulator.break_runtime(emulator.outcomes[-1])
+            for _ in body:
+                pass
+    emulator.settle()
+
+
+def test_no_answer_after_the_whole_body_is_a_broken_runtime_api(toy: tuple[LambdaEmulator, ToyApp]) -> None:
+    emulator, app = toy
+    outcome = emulator.invoke(_event("/unacknowledged"), acknowledge=False)
+    assert outcome.body == b"all of it"
+    emulator.settle()
+    # Whether the end reached the client is unknown: the relay is told the receiving end is gone.
+    assert app.seen["/unacknowledged"] == "ClientGone"
+    assert emulator.invoke(_event("/unacknowledged")).body == b"all of it"
+    emulator.settle()
+    assert app.seen["/unacknowledged"] == "accepted"
+
+
+def test_the_deadline_counts_from_when_the_runtime_receives_the_event() -> None:
+    app = ToyApp()
+    with LambdaEmulator() as emulator:
+        outcome = emulator.invoke(_event("/echo"), timeout_s=5.0, wait=False)
+        time.sleep(0.5)  # queued, no runtime yet: Lambda has not invoked anything
+        handed_out = time.time()
+        with InProcessRuntime(emulator, app):
+            assert outcome.done.wait(10)
+    assert handed_out + 5.0 <= outcome.deadline_ms / 1000 + 0.001 <= time.time() + 5.0
+
+
+def test_past_6_mb_a_stream_reaches_its_client_at_2_mb_per_second(toy: tuple[LambdaEmulator, ToyApp]) -> None:
+    emulator, _ = toy
+    received = 0
+    with httpx.stream("POST", emulator.url + "/seven-mb") as response:
+        for piece in response.iter_raw():
+            received += len(piece)
+            if received <= 6 * MIB:
+                paced_from = time.monotonic()
+    # The last MB cannot take less than half a second: the documented cap, a lower bound only.
+    assert received == 7 * MIB and time.monotonic() - paced_from >= 0.5 - 0.05
 
 
 def test_the_flush_gets_the_time_left_before_the_deadline(toy: tuple[LambdaEmulator, ToyApp]) -> None:

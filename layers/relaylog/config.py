@@ -9,6 +9,15 @@ from pathlib import Path
 from .providers.registry import PROVIDERS
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
+# On Lambda a request arrives as one Function URL event of at most 6 MB, Lambda's MB being 1,024 KB
+# (docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html); the Function URL refuses a
+# larger one before relaylog runs. The event's context and headers take at least ~1 KB of that (968
+# bytes for a bare POST in the tests' emulator), so no larger body can arrive: the default there.
+# Binary bodies arrive base64-encoded (4/3 the size) and JSON bodies with their quotes escaped, so
+# theirs is lower still, and only the Function URL can tell: it answers 413 and relaylog sees nothing.
+FUNCTION_URL_PAYLOAD_BYTES = 6 * 1024 * 1024
+FUNCTION_URL_ENVELOPE_BYTES = 1024
+LAMBDA_MAX_REQUEST_BYTES = FUNCTION_URL_PAYLOAD_BYTES - FUNCTION_URL_ENVELOPE_BYTES
 BODY_INLINE_MAX = 256 * 1024
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 600.0
@@ -63,6 +72,8 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         env = os.environ
+        # Lambda sets AWS_LAMBDA_RUNTIME_API for every runtime (the streaming loop connects to it).
+        on_lambda = bool(env.get("AWS_LAMBDA_RUNTIME_API"))
         overrides = {
             name: env[f"RELAYLOG_UPSTREAM_{name.upper()}"].rstrip("/")
             for name in PROVIDERS
@@ -83,7 +94,9 @@ class Settings:
                 if stream_usage is not None
                 else None
             ),
-            max_request_bytes=_env_int("RELAYLOG_MAX_REQUEST_BYTES", MAX_REQUEST_BYTES),
+            max_request_bytes=_env_int(
+                "RELAYLOG_MAX_REQUEST_BYTES", LAMBDA_MAX_REQUEST_BYTES if on_lambda else MAX_REQUEST_BYTES
+            ),
             body_inline_max=_env_int("RELAYLOG_BODY_INLINE_MAX", BODY_INLINE_MAX),
             connect_timeout_s=_env_float("RELAYLOG_CONNECT_TIMEOUT", CONNECT_TIMEOUT_S),
             read_timeout_s=_env_float("RELAYLOG_READ_TIMEOUT", READ_TIMEOUT_S),

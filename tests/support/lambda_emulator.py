@@ -1,11 +1,37 @@
-"""A Lambda Runtime API emulator with a Function URL in front, on real loopback sockets.
+"""A Lambda Runtime API emulator with a Function URL in front, on real loopback sockets, doing
+what AWS documents rather than what is convenient. Each behaviour names its page:
 
-The runtime side speaks what AWS's Runtime API speaks (GET next; streamed responses in chunked
-encoding with a JSON prelude, 8 NUL bytes and optional error trailers; invocation and init error
-reports), parsed with h11 so chunk boundaries and trailers are read exactly as sent. Events go out
-framed as the real Runtime API (Go's net/http) frames them: with Content-Length up to 2 KiB, chunked
-above. The front turns each HTTP request into a payload 2.0 event and streams the runtime's body back
-as it arrives; error trailers cut the client's connection, as AWS does.
+- Runtime API (https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html): `GET next` answers
+  the event with `Lambda-Runtime-Aws-Request-Id`, `Lambda-Runtime-Deadline-Ms` (when the function
+  times out, Unix milliseconds: counted from the moment the runtime receives the event),
+  `Lambda-Runtime-Invoked-Function-Arn` and `Lambda-Runtime-Trace-Id` (`Root=...;Parent=...;Sampled=`,
+  the same Root the Function URL put in `x-amzn-trace-id`). `Lambda-Runtime-Client-Context` and
+  `-Cognito-Identity` are documented for AWS Mobile SDK invocations only, so a Function URL event
+  has neither. Invocation and init errors are `POST .../error` reports. Events go out framed as the
+  real Runtime API (Go's net/http) frames them: with Content-Length up to 2 KiB, chunked above.
+- Streamed responses (https://docs.aws.amazon.com/lambda/latest/dg/runtimes-custom.html#runtimes-custom-response-streaming):
+  `Lambda-Runtime-Function-Response-Mode: streaming`, chunked, a JSON prelude, 8 NUL bytes, the
+  body; a failure after the first byte in the trailers `Lambda-Runtime-Function-Error-Type` and
+  `-Body`. Parsed with h11, so chunk boundaries and trailers are read exactly as sent. The front
+  cuts the client's connection when the trailers report an error.
+- The client leaving (https://docs.aws.amazon.com/lambda/latest/dg/configuration-response-streaming.html):
+  "streamed responses are not interrupted or stopped when the invoking client connection is
+  broken", and the function is billed for its full duration. So when the Function URL's client
+  goes away the runtime is told nothing: its response connection stays open and every byte is
+  accepted to the end (`Outcome.client_gone` says it happened).
+- Bandwidth (same page): the first 6 MB of a streamed response are uncapped, the rest reaches the
+  client at most 2 MB/s. The front paces its writes to the client that way. Streamed responses
+  are limited in size (200 MB today, 20 MB when streaming launched); what a client sees beyond the
+  limit is not documented, and nothing here sends that much: not emulated.
+- The deadline (https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtime-environment.html): the
+  function timeout bounds the Invoke phase; a function that times out gets its execution
+  environment reset, the runtime shut down. At the deadline the emulator drops the runtime's
+  response connection, answers nothing more for that invocation, and calls `on_reset` (a runtime
+  process is then killed and started again by its owner, `lambda_runtime.LambdaRuntime`). What
+  the Function URL's client sees then is not documented: the same as for a runtime that broke (a
+  502 before the prelude, a cut connection after it). 900 s is the longest timeout
+  (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html).
+- The event, the headers the Function URL adds and the 6 MB request limit: `function_url.py`.
 
 Use: `with LambdaEmulator() as emulator:` start a runtime with `AWS_LAMBDA_RUNTIME_API=
 emulator.runtime_api`, then `emulator.invoke(event)` returns its `Outcome` (or call `emulator.url`
@@ -22,16 +48,20 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import h11
 import orjson
+
+from tests.support.function_url import PAYLOAD_LIMIT, Front, event_for, payload_size, too_large_body, trace_root
 
 PRELUDE_END = b"\0" * 8
 _PATH = "/2018-06-01/runtime"
 # Go's net/http buffers this much of a response before it must choose its framing: a body that
 # fits goes out with Content-Length, a larger one chunked.
 _GO_BUFFER = 2048
+# Streamed response bandwidth: this much uncapped, then at most this many bytes a second.
+UNCAPPED_BYTES = 6 * 1024 * 1024
+CAPPED_RATE = 2 * 1024 * 1024
 
 
 @dataclass
@@ -40,8 +70,9 @@ class Outcome:
 
     request_id: str
     event: Any
-    deadline_ms: int
+    timeout_s: float
     trace_id: str
+    deadline_ms: int = 0  # set when the runtime receives the event
     headers: dict[str, str] = field(default_factory=dict)  # of the response POST
     prelude: dict[str, Any] | None = None
     chunks: list[bytes] = field(default_factory=list)  # body chunks after the prelude, as framed
@@ -50,7 +81,9 @@ class Outcome:
     error: dict[str, Any] | None = None  # an /invocation/{id}/error report
     error_type: str | None = None
     buffered: bytes | None = None  # a non-streamed response body
-    client_gone: bool = False
+    client_gone: bool = False  # the Function URL's client left (the runtime is not told)
+    timed_out: bool = False  # the deadline came first: the environment was reset
+    acknowledge: bool = True  # False: the Runtime API breaks after the body, before its 202
     done: threading.Event = field(default_factory=threading.Event)
     # Internal: front ↔ runtime hand-over, used on the emulator's loop only.
     _updates: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
@@ -66,10 +99,12 @@ class Outcome:
 
 
 class LambdaEmulator:
-    def __init__(self, timeout_s: float = 30.0) -> None:
+    def __init__(self, timeout_s: float = 30.0, front: Front | None = None) -> None:
         self.timeout_s = timeout_s
+        self.front = front or Front()
         self.outcomes: list[Outcome] = []
         self.init_errors: list[dict[str, Any]] = []
+        self.refused = 0  # Function URL requests refused as too large (never invoked)
         self.next_calls = 0
         # What the runtime did, in order: ("next", None, p) when it asked for an event,
         # ("response", request_id, p) when a response body had fully arrived (before the runtime
@@ -78,6 +113,9 @@ class LambdaEmulator:
         # test wants to know about that moment (how many records were on disk, say).
         self.timeline: list[tuple[str, str | None, Any]] = []
         self.probe: Callable[[], Any] | None = None
+        # Called (on the emulator's thread) when an invocation's deadline passed: Lambda resets
+        # the execution environment, shutting the runtime down.
+        self.on_reset: Callable[[Outcome], None] | None = None
         self._loop = asyncio.new_event_loop()
         self._pending: asyncio.Queue[Outcome] | None = None
         self._ready = threading.Event()
@@ -126,17 +164,29 @@ class LambdaEmulator:
         """Wait until the runtime is back asking for work after every invocation so far."""
         self.wait_polled(len(self.outcomes) + 1)
 
-    def invoke(self, event: Any, timeout_s: float | None = None, wait: bool = True) -> Outcome:
+    def invoke(
+        self, event: Any, timeout_s: float | None = None, wait: bool = True, acknowledge: bool = True
+    ) -> Outcome:
         """Queue one invocation directly (no Function URL) and wait for its outcome."""
-        outcome = self._new_outcome(event, timeout_s)
+        outcome = self._new_outcome(event, timeout_s, acknowledge=acknowledge)
         if wait and not outcome.done.wait(30):
             raise TimeoutError("the runtime did not answer the invocation")
         return outcome
 
-    def _new_outcome(self, event: Any, timeout_s: float | None) -> Outcome:
-        deadline_ms = int((time.time() + (timeout_s or self.timeout_s)) * 1000)
-        trace_id = f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Sampled=0"
-        outcome = Outcome(str(uuid.uuid4()), event, deadline_ms, trace_id)
+    def break_runtime(self, outcome: Outcome) -> None:
+        """The Runtime API itself fails: the runtime's response connection drops mid-response."""
+
+        def drop() -> None:
+            if outcome._runtime_writer is not None:
+                outcome._runtime_writer.transport.abort()
+
+        self._loop.call_soon_threadsafe(drop)
+
+    def _new_outcome(
+        self, event: Any, timeout_s: float | None, root: str | None = None, acknowledge: bool = True
+    ) -> Outcome:
+        trace_id = f"{root or trace_root()};Parent={uuid.uuid4().hex[:16]};Sampled=0"
+        outcome = Outcome(str(uuid.uuid4()), event, timeout_s or self.timeout_s, trace_id, acknowledge=acknowledge)
         self.outcomes.append(outcome)
 
         assert self._pending is not None
@@ -175,11 +225,12 @@ class LambdaEmulator:
                     await self._answer_next(conn, reader, writer)
                 elif target.endswith("/response"):
                     outcome = self._find(target.split("/")[-2])
-                    if outcome.client_gone:
-                        self._settle(outcome, ("broken", None))
-                        return  # the Function URL client left before the response began
+                    if outcome.timed_out:
+                        return  # the environment was reset: nothing answers any more
                     outcome._runtime_writer = writer
                     await self._read_response(conn, reader, outcome, headers)
+                    if not outcome.acknowledge:
+                        return
                     _send(writer, conn, h11.Response(status_code=202, headers=[("content-length", "16")]))
                     _send(writer, conn, h11.Data(data=b'{"status":"OK"}\n'), h11.EndOfMessage())
                 elif target.endswith("/error"):
@@ -189,6 +240,8 @@ class LambdaEmulator:
                         self.init_errors.append({"type": headers.get("lambda-runtime-function-error-type"), **report})
                     else:
                         outcome = self._find(target.split("/")[-2])
+                        if outcome.timed_out:
+                            return
                         outcome.error, outcome.error_type = report, headers.get("lambda-runtime-function-error-type")
                         self._mark("error", outcome.request_id)
                         self._settle(outcome, ("error", report))
@@ -229,6 +282,9 @@ class LambdaEmulator:
         hangup.cancel()
         await asyncio.gather(hangup, return_exceptions=True)
         outcome = getter.result()
+        # The invocation starts now: its timeout runs from here.
+        outcome.deadline_ms = int((time.time() + outcome.timeout_s) * 1000)
+        asyncio.get_running_loop().call_later(outcome.timeout_s, self._expire, outcome)
         body = outcome.event if isinstance(outcome.event, bytes) else orjson.dumps(outcome.event)
         # Without Content-Length h11 frames the body chunked, as Go does for a body this large.
         length = [("content-length", str(len(body)))] if len(body) <= _GO_BUFFER else []
@@ -242,6 +298,16 @@ class LambdaEmulator:
         ]
         _send(writer, conn, h11.Response(status_code=200, headers=headers), h11.Data(data=body), h11.EndOfMessage())
 
+    def _expire(self, outcome: Outcome) -> None:
+        if outcome.done.is_set():
+            return
+        outcome.timed_out = True
+        if outcome._runtime_writer is not None:
+            outcome._runtime_writer.transport.abort()
+        self._settle(outcome, ("timeout", None))
+        if self.on_reset is not None:
+            self.on_reset(outcome)
+
     async def _read_response(
         self, conn: h11.Connection, reader: asyncio.StreamReader, outcome: Outcome, headers: dict[str, str]
     ) -> None:
@@ -250,7 +316,11 @@ class LambdaEmulator:
         head = piece = b""
         buffered: list[bytes] = []
         while True:
-            event = await _next_event(conn, reader)
+            try:
+                event = await _next_event(conn, reader)
+            except (ConnectionError, h11.RemoteProtocolError):
+                self._settle(outcome, ("broken", None))  # the runtime died, or its connection was dropped
+                raise
             if isinstance(event, h11.Data):
                 # h11 hands over what each read brought; the chunk_end flag marks the HTTP chunk's end.
                 piece += bytes(event.data)
@@ -286,11 +356,13 @@ class LambdaEmulator:
         self._update(outcome, ("chunk", data))
 
     def _update(self, outcome: Outcome, update: tuple[str, Any]) -> None:
-        outcome._updates.put_nowait(update)
+        if not outcome.client_gone:  # else nobody is reading them
+            outcome._updates.put_nowait(update)
 
     def _settle(self, outcome: Outcome, update: tuple[str, Any]) -> None:
-        self._update(outcome, update)
-        outcome.done.set()
+        if not outcome.done.is_set():
+            self._update(outcome, update)
+            outcome.done.set()
 
     def _find(self, request_id: str) -> Outcome:
         for outcome in self.outcomes:
@@ -302,14 +374,23 @@ class LambdaEmulator:
 
     async def _serve_front(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER)
+        peer = writer.get_extra_info("peername")[0]
         try:
             while True:
                 request = await _next_event(conn, reader)
                 if not isinstance(request, h11.Request):
                     return
                 body = await _drain_request(conn, reader)
-                outcome = self._new_outcome(_function_url_event(request, body), None)
-                kept = await self._relay_to_client(conn, reader, writer, outcome)
+                root = trace_root()
+                event = event_for(request, body, root, self.front, peer)
+                if payload_size(event) > PAYLOAD_LIMIT:
+                    self.refused += 1
+                    _json_answer(writer, conn, 413, too_large_body())
+                    await writer.drain()
+                    kept = True
+                else:
+                    outcome = self._new_outcome(event, None, root)
+                    kept = await self._relay_to_client(conn, reader, writer, outcome)
                 if not kept or conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                     return
                 conn.start_next_cycle()
@@ -323,6 +404,7 @@ class LambdaEmulator:
     ) -> bool:
         # EOF on the client's side while its response is under way: the client went away.
         watch: asyncio.Future[bytes] | None = asyncio.ensure_future(reader.read(1))
+        sent = 0
         try:
             while True:
                 getter = asyncio.ensure_future(outcome._updates.get())
@@ -332,10 +414,10 @@ class LambdaEmulator:
                     early = b"" if watch.exception() is not None else watch.result()
                     watch = None
                     if not early:
+                        # Documented: the stream is not interrupted. The runtime goes on writing
+                        # into a response nobody reads, to its end.
                         getter.cancel()
                         outcome.client_gone = True
-                        if outcome._runtime_writer is not None:
-                            outcome._runtime_writer.transport.abort()
                         return False
                     conn.receive_data(early)  # the client's next request, sent ahead: h11 keeps it
                 if getter not in done:
@@ -347,6 +429,10 @@ class LambdaEmulator:
                     headers += [("set-cookie", c) for c in value.get("cookies") or []]
                     _send(writer, conn, h11.Response(status_code=int(value.get("statusCode", 200)), headers=headers))
                 elif kind == "chunk":
+                    sent += len(value)
+                    capped = min(len(value), sent - UNCAPPED_BYTES)
+                    if capped > 0:  # the bytes past the first 6 MB take their time to arrive
+                        await asyncio.sleep(capped / CAPPED_RATE)
                     _send(writer, conn, h11.Data(data=value))
                 elif kind == "end":
                     if "lambda-runtime-function-error-type" in value or outcome.prelude is None:
@@ -358,7 +444,7 @@ class LambdaEmulator:
                     _send(writer, conn, h11.EndOfMessage())
                     await writer.drain()
                     return True
-                else:  # an invocation error report, or the runtime's connection broke
+                else:  # an invocation error report, the runtime's connection broke, the deadline
                     if outcome.prelude is None:
                         _internal_error(writer, conn)
                         await writer.drain()
@@ -376,54 +462,12 @@ class LambdaEmulator:
 
 
 def _internal_error(writer: asyncio.StreamWriter, conn: h11.Connection) -> None:
-    body = b'{"Message":"Internal Server Error"}'
+    _json_answer(writer, conn, 502, b'{"Message":"Internal Server Error"}')
+
+
+def _json_answer(writer: asyncio.StreamWriter, conn: h11.Connection, status: int, body: bytes) -> None:
     headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
-    _send(writer, conn, h11.Response(status_code=502, headers=headers), h11.Data(data=body), h11.EndOfMessage())
-
-
-def _function_url_event(request: h11.Request, body: bytes) -> dict[str, Any]:
-    target = urlsplit(request.target.decode("latin-1"))
-    headers: dict[str, str] = {}
-    cookies: list[str] = []
-    for name_raw, value_raw in request.headers:
-        name, value = name_raw.decode("latin-1").lower(), value_raw.decode("latin-1")
-        if name == "cookie":
-            cookies += [c.strip() for c in value.split(";") if c.strip()]
-        else:
-            headers[name] = f"{headers[name]},{value}" if name in headers else value
-    text_body = headers.get("content-type", "").startswith(("application/json", "text/"))
-    now = time.time()
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": target.path,
-        "rawQueryString": target.query,
-        "headers": headers,
-        "requestContext": {
-            "accountId": "anonymous",
-            "apiId": "emulator",
-            "domainName": "emulator.lambda-url.us-east-1.on.aws",
-            "domainPrefix": "emulator",
-            "http": {
-                "method": request.method.decode(),
-                "path": target.path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": "127.0.0.1",
-                "userAgent": headers.get("user-agent", ""),
-            },
-            "requestId": str(uuid.uuid4()),
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
-            "timeEpoch": int(now * 1000),
-        },
-        "isBase64Encoded": not text_body,
-    }
-    if cookies:
-        event["cookies"] = cookies
-    if body:
-        event["body"] = body.decode("utf-8") if text_body else base64.b64encode(body).decode()
-    return event
+    _send(writer, conn, h11.Response(status_code=status, headers=headers), h11.Data(data=body), h11.EndOfMessage())
 
 
 def _send(writer: asyncio.StreamWriter, conn: h11.Connection, *events: Any) -> None:

@@ -40,13 +40,27 @@ class LambdaRuntime:
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None
+        self.resets = 0
 
     def __enter__(self) -> LambdaRuntime:
+        self._start()
+        # An invocation past its deadline resets the execution environment: Lambda shuts the
+        # runtime down (records it had not sent are gone) and starts it again for the next one.
+        self.emulator.on_reset = lambda _outcome: self._reset()
+        return self
+
+    def _start(self) -> None:
         # Lambda passes the managed runtime's own start command; the wrapper must ignore it.
         self.process = subprocess.Popen(
             [str(BOOTSTRAP), "/var/runtime/bootstrap"], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
-        return self
+
+    def _reset(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.communicate(timeout=15)
+        self.resets += 1
+        self._start()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> tuple[int, str]:
         assert self.process is not None
@@ -56,6 +70,7 @@ class LambdaRuntime:
         return self.process.returncode, out.decode(errors="replace")
 
     def __exit__(self, *exc: object) -> None:
+        self.emulator.on_reset = None
         if self.process is not None and self.process.poll() is None:
             self.stop()
 

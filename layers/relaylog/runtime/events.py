@@ -1,4 +1,5 @@
-"""Function URL events (payload format 2.0) as ASGI HTTP requests."""
+"""Function URL events (payload format 2.0) as ASGI HTTP requests: the client's request, without
+what the Function URL itself added to it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,19 @@ from typing import Any
 from urllib.parse import unquote
 
 from ..relay.app import Scope
+
+# Headers the Function URL adds for its own hop (AWS's sample events show them on every request):
+# the provider must see the client's request, not relaylog's front door, nor the client's address.
+_ADDED_BY_FUNCTION_URL = frozenset(
+    {
+        "x-amzn-trace-id",
+        "x-amzn-tls-version",
+        "x-amzn-tls-cipher-suite",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+    }
+)
 
 
 class EventError(ValueError):
@@ -20,9 +34,15 @@ def to_asgi(event: dict[str, Any]) -> tuple[Scope, bytes]:
         http = context["http"]
         method = str(http["method"]).upper()
         raw_path = str(event.get("rawPath") or http.get("path") or "/")
-        # Lambda joins repeated request headers with commas; HTTP says that is the same header.
-        headers = [(_wire(name.lower()), _wire(value)) for name, value in (event.get("headers") or {}).items()]
         cookies = event.get("cookies")
+        # Lambda joins repeated request headers with commas; HTTP says that is the same header.
+        # The cookies come as their own array; whether a `cookie` header stays beside it is not
+        # documented, so the array is the one copy used.
+        headers = [
+            (_wire(name.lower()), _wire(value))
+            for name, value in (event.get("headers") or {}).items()
+            if name.lower() not in _ADDED_BY_FUNCTION_URL and not (cookies and name.lower() == "cookie")
+        ]
         if cookies:
             headers.append((b"cookie", _wire("; ".join(cookies))))
         body = event.get("body") or ""

@@ -24,7 +24,9 @@ _HOP_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"connection"
 class ResponseStream(Protocol):
     @property
     def closed(self) -> asyncio.Event:
-        """Set when the receiving end went away: the client left, or the transport broke."""
+        """Set when the receiving end went away. On Lambda that is the Runtime API breaking, never
+        the Function URL's client leaving: AWS documents that a streamed response runs on to its
+        end when the client disconnects, so the runtime cannot see it."""
 
     async def start(self, status: int, headers: dict[str, str], cookies: list[str]) -> None: ...
 

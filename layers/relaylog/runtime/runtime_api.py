@@ -156,7 +156,7 @@ class StreamedResponse:
         prelude = orjson.dumps({"statusCode": status, "headers": headers, "cookies": cookies}) + PRELUDE_END
         self._writer.write(head + _chunk(prelude))
         await self._writer.drain()
-        # The answer comes once the body is complete; earlier, or no answer, means the far end left.
+        # The answer comes once the body is complete; earlier, or none, means the Runtime API broke.
         self._answer = asyncio.get_running_loop().create_task(self._await_answer(reader))
 
     async def write(self, chunk: bytes) -> None:
@@ -185,10 +185,12 @@ class StreamedResponse:
             await writer.drain()
             if self._answer is not None:
                 status = await self._answer
-                if status >= 300:
-                    # Nothing more can reach the client: the same outcome as a broken connection.
+                if not 200 <= status < 300:
+                    # Refused, or no answer at all (0): the Runtime API broke, and whether the end
+                    # reached the client is unknown. A Function URL client that leaves is not
+                    # this: Lambda lets the response run on to its end and accepts it.
                     self._closed.set()
-                    raise ConnectionError(f"the Runtime API refused the response: {status}")
+                    raise ConnectionError(f"the Runtime API did not accept the response: {status}")
         finally:
             writer.close()
 
