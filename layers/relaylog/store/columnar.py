@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,7 +82,9 @@ def parquet_select(files: Sequence[Path]) -> str:
 
 def _write_copy(con: duckdb.DuckDBPyConnection, sources: Sequence[Path], target: Path, stale: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    # One scratch file per thread: the API's worker threads of one process may make the same copy at
+    # once, and with a name per process only, one would rename the other's half-written file.
+    scratch = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     # Sorted by time in small row groups, so a query over a time range skips the groups outside it.
     target_sql = sql_string(str(scratch))
     options = "FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 8192"
