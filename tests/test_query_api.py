@@ -5,8 +5,11 @@ scores; lists page without gaps in every sort order; and every bad input gets a 
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import re
 import time
+import tomllib
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +23,7 @@ import httpx
 import openai
 import orjson
 import pytest
+import relaylog
 from relaylog.aggregate import histogram
 from relaylog.query.params import MAX_PAGE, Query, parse_stats
 from relaylog.query.preview import PREVIEW_CHARS
@@ -546,8 +550,23 @@ def test_dashboard_files_and_redirects(served: RunningProxy) -> None:
         assert "default-src 'self'" in page.headers["content-security-policy"]
         assert "<script" in page.text and "http://" not in page.text and "https://" not in page.text
         assert client.get("/dashboard/app.js").headers["content-type"].startswith("text/javascript")
+        # Every script and style the page loads is the package's own: uPlot too, no CDN.
+        for name in re.findall(r'(?:src|rel="(?:stylesheet|icon)" href)="([^"]+)"', page.text):
+            assert "/" not in name and client.get("/dashboard/" + name).status_code == 200, name
+        assert "uPlot.iife.min.js" in page.text
         assert client.get("/dashboard/nope.js").status_code == 404
         assert client.post("/dashboard/").status_code == 405
+
+
+def test_the_package_ships_every_dashboard_file() -> None:
+    """pyproject's package-data globs cover the dashboard's files, uPlot's licence included."""
+    config = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["relaylog"]
+    folder = Path(relaylog.__file__).parent / "dashboard"
+    names = sorted(p.name for p in folder.iterdir())
+    assert {"uPlot.iife.min.js", "uPlot.min.css", "uPlot.LICENSE"} <= set(names)
+    for name in names:
+        assert any(fnmatch.fnmatch(f"dashboard/{name}", pattern) for pattern in patterns), name
 
 
 def test_columnar_copies_follow_the_files(tmp_path: Path) -> None:
