@@ -5,8 +5,11 @@ scores; lists page without gaps in every sort order; and every bad input gets a 
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import re
 import time
+import tomllib
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,11 +18,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import anthropic
 import httpx
 import openai
+import orjson
 import pytest
+import relaylog
 from relaylog.aggregate import histogram
-from relaylog.query.params import MAX_PAGE
+from relaylog.query.params import MAX_PAGE, Query, parse_stats
+from relaylog.query.preview import PREVIEW_CHARS
 from relaylog.store import columnar
 from relaylog.store.local import LocalStore
 
@@ -171,6 +178,138 @@ def test_prompt_versions_and_diffs(api: httpx.Client, calls: dict[str, str]) -> 
     assert api.get("/prompts/weather/diff", params={"from": 1, "to": 9}).status_code == 404
 
 
+# -- previews: the last message sent and the start of the answer, for every wire format -----------
+
+
+def one_line(text: str) -> str:
+    """What the API promises of a preview: whitespace collapsed, at most PREVIEW_CHARS, '…' when cut."""
+    text = " ".join(text.split())
+    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1].rstrip() + "…"
+
+
+PIXEL = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+}
+
+
+def test_list_rows_preview_the_prompt_and_the_answer(api: httpx.Client, served: RunningProxy) -> None:
+    """Each answer is taken as the provider's own SDK puts it together: the preview must say the same."""
+    oai = openai.OpenAI(base_url=served.url + "/v1", api_key=API_KEY, max_retries=0)
+    claude = anthropic.Anthropic(base_url=served.url + "/anthropic", api_key=API_KEY, max_retries=0)
+    expected: dict[str, tuple[str | None, str | None]] = {}
+
+    def tagged(**headers: str) -> tuple[str, dict[str, str]]:
+        request_id = str(uuid.uuid4())
+        return request_id, {"Helicone-Request-Id": request_id, **headers}
+
+    system = {"role": "system", "content": "You are terse."}
+    request_id, extra = tagged()
+    answer = oai.chat.completions.create(
+        model="gpt-4o-mini", messages=[system, {"role": "user", "content": "Name a\n  fruit"}], extra_headers=extra
+    )
+    expected[request_id] = ("Name a fruit", answer.choices[0].message.content)
+
+    request_id, extra = tagged(**{"x-standin-scenario": "long"})
+    chunks = oai.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "Tell a long story"}],
+        stream=True,
+        extra_headers=extra,
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(text) > PREVIEW_CHARS  # cut, with the ellipsis
+    expected[request_id] = ("Tell a long story", text)
+
+    request_id, extra = tagged()
+    question = [
+        {"type": "text", "text": "Weather where this was taken?"},
+        {"type": "image_url", "image_url": {"url": PIXEL}},
+    ]
+    calls: dict[int, list[str]] = {}
+    for chunk in oai.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": question}],
+        tools=[WEATHER_TOOL],
+        stream=True,
+        extra_headers=extra,
+    ):  # type: ignore[call-overload]
+        for delta in chunk.choices[0].delta.tool_calls or [] if chunk.choices else []:
+            call = calls.setdefault(delta.index, ["", ""])
+            call[0] += (delta.function and delta.function.name) or ""
+            call[1] += (delta.function and delta.function.arguments) or ""
+    expected[request_id] = ("Weather where this was taken? [image]", " ".join(f"{n}({a})" for n, a in calls.values()))
+
+    request_id, extra = tagged()
+    message = claude.messages.create(
+        model="claude-sonnet-4-5",
+        max_tokens=200,
+        system="Be brief.",
+        messages=[{"role": "user", "content": "Hello Claude"}],
+        extra_headers=extra,
+    )
+    expected[request_id] = ("Hello Claude", "".join(b.text for b in message.content if b.type == "text"))
+
+    request_id, extra = tagged()
+    with claude.messages.stream(
+        model="claude-sonnet-4-5",
+        max_tokens=200,
+        messages=[{"role": "user", "content": "Stream to me"}],
+        extra_headers=extra,
+    ) as events:
+        expected[request_id] = ("Stream to me", events.get_final_text())
+
+    request_id, extra = tagged()
+    response = oai.responses.create(
+        model="gpt-4o-mini", input="Say hello", instructions="Be brief.", extra_headers=extra
+    )
+    expected[request_id] = ("Say hello", response.output_text)
+
+    request_id, extra = tagged()
+    streamed = "".join(
+        e.delta
+        for e in oai.responses.create(model="gpt-4o-mini", input="Stream hello", stream=True, extra_headers=extra)
+        if e.type == "response.output_text.delta"
+    )
+    expected[request_id] = ("Stream hello", streamed)
+
+    request_id, extra = tagged()
+    gemini = httpx.post(
+        served.url + "/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+        json={"contents": [{"role": "user", "parts": [{"text": "Hi Gemini"}]}]},
+        headers={"x-goog-api-key": API_KEY, **extra},
+    )
+    parts = [p.get("text", "") for line in gemini.text.splitlines() if line.startswith("data: ")
+             for c in orjson.loads(line[6:])["candidates"] for p in c["content"]["parts"]]  # fmt: skip
+    expected[request_id] = ("Hi Gemini", "".join(parts))
+
+    request_id, extra = tagged(**{"x-standin-fault": "status=500"})
+    with pytest.raises(openai.InternalServerError) as failed:
+        oai.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Fail"}], extra_headers=extra
+        )
+    expected[request_id] = ("Fail", failed.value.body["message"])  # type: ignore[index]
+
+    for omit, kept in (("Request", 1), ("Response", 0)):
+        request_id, extra = tagged(**{f"Helicone-Omit-{omit}": "true"})
+        answer = oai.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Secret"}], extra_headers=extra
+        )
+        pair = ["Secret", answer.choices[0].message.content]
+        pair[1 - kept] = None
+        expected[request_id] = (pair[0], pair[1])
+
+    for request_id in expected:
+        served.record(request_id)
+    rows = {r["request_id"]: r for r in api.get("/requests", params={"limit": 500}).json()["data"]}
+    for request_id, (prompt, completion) in expected.items():
+        row = rows[request_id]
+        want = (prompt and one_line(prompt), completion and one_line(completion))
+        assert (row["request_preview"], row["response_preview"]) == want, request_id
+        assert want[1] != "" and (completion is None or len(want[1] or "") <= PREVIEW_CHARS)
+
+
 def test_stats_match_the_records(api: httpx.Client, served: RunningProxy, calls: dict[str, str]) -> None:
     records = [r for r in served.records() if r["request_id"] in set(calls.values())]
     data = api.get("/stats", params={"since": "1h", "by": "user", "bucket": "minute"}).json()["data"]
@@ -184,6 +323,32 @@ def test_stats_match_the_records(api: httpx.Client, served: RunningProxy, calls:
     assert {s["key"] for s in data["group_series"]} <= {g["key"] for g in data["groups"]}
 
 
+def test_stats_histograms_hold_every_call_in_its_bucket(api: httpx.Client, served: RunningProxy) -> None:
+    ids = [chat(served, f"Histogram {i}", **{"Helicone-User-Id": "hist"}) for i in range(3)]
+    records = [served.record(request_id) for request_id in ids]
+    data = api.get("/stats", params={"since": "1h", "user": "hist"}).json()["data"]
+    for field, column in (("latency_ms", "latency_ms"), ("ttft_ms", "ttft_ms")):
+        found = data["histograms"][field]
+        assert sum(b["count"] for b in found) == len(records)
+        for record in records:
+            value = record[column]
+            assert any(b["from_ms"] <= value < b["to_ms"] for b in found), (field, value, found)
+        # Every listed bucket is non-empty, in order, and its bounds are 2^(1/4) apart.
+        assert all(b["count"] > 0 for b in found) and found == sorted(found, key=lambda b: b["from_ms"])
+        assert all(b["to_ms"] == pytest.approx(b["from_ms"] * 2**0.25) for b in found if b["from_ms"] >= 1)
+
+
+def test_the_default_bucket_fits_the_span_and_the_back_end() -> None:
+    now = datetime(2026, 11, 26, 12, tzinfo=UTC)
+
+    def bucket(since: str, finest: Any = "minute") -> str:
+        return parse_stats(Query([("since", since)]), now, finest).bucket
+
+    assert [bucket(s) for s in ("15m", "3h", "4h", "7d", "8d")] == ["minute", "minute", "hour", "hour", "day"]
+    # On AWS the rollups are hourly at the finest: a short span gets hours, not a refusal.
+    assert [bucket(s, "hour") for s in ("15m", "7d", "30d")] == ["hour", "hour", "day"]
+
+
 def _counts(records: list[dict[str, Any]]) -> dict[int, int]:
     counts: dict[int, int] = {}
     for record in records:
@@ -192,7 +357,7 @@ def _counts(records: list[dict[str, Any]]) -> dict[int, int]:
     return counts
 
 
-def test_openapi_documents_every_route(api: httpx.Client) -> None:
+def test_openapi_documents_every_route(api: httpx.Client, calls: dict[str, str]) -> None:
     document = api.get("/openapi.json").json()
     assert document["openapi"].startswith("3.1")
     paths = document["paths"]
@@ -215,6 +380,14 @@ def test_openapi_documents_every_route(api: httpx.Client) -> None:
         assert ref.removeprefix("#/components/schemas/") in schemas
     assert "cost_usd" in schemas["RequestSummary"]["properties"]
     assert "request_body" not in schemas["RequestSummary"]["properties"]
+    # Every field a list row and a stats answer carry is documented, and nothing else.
+    row = api.get("/requests", params={"limit": 1}).json()["data"][0]
+    assert set(row) == set(schemas["RequestListRow"]["properties"])
+    stats = api.get("/stats", params={"since": "1h"}).json()["data"]
+    documented = schemas["Stats"]["properties"]["data"]["properties"]
+    assert set(stats) == set(documented)
+    bucket = documented["histograms"]["properties"]["latency_ms"]["items"]
+    assert set(stats["histograms"]["latency_ms"][0]) == set(bucket["properties"])
 
 
 @pytest.mark.parametrize(
@@ -377,8 +550,23 @@ def test_dashboard_files_and_redirects(served: RunningProxy) -> None:
         assert "default-src 'self'" in page.headers["content-security-policy"]
         assert "<script" in page.text and "http://" not in page.text and "https://" not in page.text
         assert client.get("/dashboard/app.js").headers["content-type"].startswith("text/javascript")
+        # Every script and style the page loads is the package's own: uPlot too, no CDN.
+        for name in re.findall(r'(?:src|rel="(?:stylesheet|icon)" href)="([^"]+)"', page.text):
+            assert "/" not in name and client.get("/dashboard/" + name).status_code == 200, name
+        assert "uPlot.iife.min.js" in page.text
         assert client.get("/dashboard/nope.js").status_code == 404
         assert client.post("/dashboard/").status_code == 405
+
+
+def test_the_package_ships_every_dashboard_file() -> None:
+    """pyproject's package-data globs cover the dashboard's files, uPlot's licence included."""
+    config = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["relaylog"]
+    folder = Path(relaylog.__file__).parent / "dashboard"
+    names = sorted(p.name for p in folder.iterdir())
+    assert {"uPlot.iife.min.js", "uPlot.min.css", "uPlot.LICENSE"} <= set(names)
+    for name in names:
+        assert any(fnmatch.fnmatch(f"dashboard/{name}", pattern) for pattern in patterns), name
 
 
 def test_columnar_copies_follow_the_files(tmp_path: Path) -> None:

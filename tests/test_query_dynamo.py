@@ -209,6 +209,32 @@ def test_pages_by_cost_and_latency_are_the_local_ones(pair: Pair, sort: Any, ord
     assert _all_pages(pair.aws, params) == _approx(_all_pages(pair.local, params))
 
 
+def test_list_rows_have_the_previews_of_their_bodies(pair: Pair) -> None:
+    """Previews come from the bodies in the record: on AWS from the records in S3, read once per object."""
+    params = ListParams(filters=Filters(), limit=500)
+    local = {row["request_id"]: row for row in pair.local.list_requests(params)["data"]}
+    fresh = DynamoBackend(pair.aws.table, pair.aws.bucket, pair.aws.dynamodb, pair.aws.s3)
+    reads: list[str] = []
+    real = fresh.s3.get_object
+
+    def counted(**kwargs: Any) -> Any:
+        reads.append(kwargs["Key"])
+        return real(**kwargs)
+
+    fresh.s3 = type("S3", (), {"get_object": staticmethod(counted)})()
+    aws = {row["request_id"]: row for row in fresh.list_requests(params)["data"]}
+    assert aws == _approx(local)
+    assert sorted(reads) == sorted(set(reads)) and len(reads) == 3  # the three objects, once each
+    fresh.list_requests(params)
+    assert len(reads) == 3  # kept: records never change
+    previews = {(row["request_preview"], row["response_preview"]) for row in aws.values()}
+    assert ("hi", "hello") in previews
+    prompt = 'Say <helicone-prompt-input key="q">question 11</helicone-prompt-input>'
+    assert (aws[_id(pair, 11)]["request_preview"], aws[_id(pair, 11)]["response_preview"]) == (prompt, "hello")
+    # A body kept apart from its record (here in S3 under bodies/) is not read for a preview.
+    assert aws[_id(pair, OFFLOADED)]["request_preview"] is None
+
+
 def test_a_page_cut_short_carries_on_where_it_stopped(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
     """One Query call a page: pages come back part full (or empty) with a cursor, and all of them
     together are the local list."""
@@ -335,6 +361,9 @@ def test_stats_are_the_local_ones(pair: Pair, bucket: Any, by: str | None, filte
     assert aws == _approx(pair.local.stats(params))
     if filters == WHOLE_DAYS:
         assert aws["total"]["requests"] == len(pair.records)
+        histograms = aws["histograms"]
+        assert sum(b["count"] for b in histograms["latency_ms"]) == len(pair.records)
+        assert sum(b["count"] for b in histograms["ttft_ms"]) == 40 - 7  # ttft is null for i % 6 == 0
 
 
 @pytest.mark.parametrize(

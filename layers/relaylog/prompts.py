@@ -75,7 +75,7 @@ def _message(message: Any) -> tuple[str, str]:
     return role, text
 
 
-def _messages(body: Mapping[str, Any]) -> list[tuple[str, str]]:
+def messages(body: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(role, text) for every message of an OpenAI, Anthropic, Gemini or Responses API body."""
     blocks: list[tuple[str, str]] = []
     system = body.get("system", body.get("instructions"))
@@ -106,7 +106,7 @@ def template_of(request_body: str | None) -> str | None:
     if not isinstance(body, Mapping):
         return None
     lines: list[str] = []
-    for role, text in _messages(body):
+    for role, text in messages(body):
         lines.append(f"[{role}]")
         lines.extend(abstract_inputs(text).splitlines() or [""])
     tools = body.get("tools")

@@ -158,7 +158,7 @@ def add_feedback(backend: Backend, request: Request) -> Any:
 
 
 def stats(backend: Backend, request: Request) -> Any:
-    return {"data": backend.stats(parse_stats(request.query))}
+    return {"data": backend.stats(parse_stats(request.query, finest=backend.finest_bucket))}
 
 
 def sessions(backend: Backend, request: Request) -> Any:

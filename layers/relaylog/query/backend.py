@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from relaylog.prompts import DiffLine, Version, diff_lines
-from relaylog.query.params import ListParams, PageParams, StatsParams
+from relaylog.query.params import Bucket, ListParams, PageParams, StatsParams
 
 
 class NotFound(LookupError):
@@ -22,9 +22,10 @@ class Unsupported(ValueError):
 
 class Backend(Protocol):
     name: str
+    finest_bucket: Bucket  # the shortest stats bucket it keeps: what `bucket` defaults to for short spans
 
     def list_requests(self, params: ListParams) -> dict[str, Any]:
-        """{"data": [request summary + "scores"], "next_cursor": str | None}"""
+        """{"data": [request summary + "scores", "request_preview", "response_preview"], "next_cursor": str | None}"""
         ...
 
     def get_request(self, request_id: str) -> dict[str, Any]:

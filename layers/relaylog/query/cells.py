@@ -52,6 +52,19 @@ def _sum(cells: Iterable[Cell]) -> Cell:
     return total
 
 
+def _histogram(counts: Mapping[int, int]) -> list[dict[str, Any]]:
+    """The non-empty buckets of a histogram, fastest first; the top bucket has no upper bound."""
+    return [
+        {
+            "from_ms": histogram.lower_bound(index),
+            "to_ms": None if index == histogram.TOP else histogram.upper_bound(index),
+            "count": count,
+        }
+        for index, count in sorted(counts.items())
+        if count
+    ]
+
+
 def shape(params: StatsParams, cells: Mapping[tuple[str, str | None], Cell]) -> dict[str, Any]:
     """The stats response from cells keyed by (bucket start, group key or None)."""
     by_group: dict[str | None, list[Cell]] = {}
@@ -74,12 +87,14 @@ def shape(params: StatsParams, cells: Mapping[tuple[str, str | None], Cell]) -> 
         else []
     )
     filters = params.filters
+    total = _sum(cells.values())
     return {
         "bucket": params.bucket,
         "by": params.by,
         "since": record_time(filters.since) if filters.since else None,
         "until": record_time(filters.until) if filters.until else None,
-        "total": _sum(cells.values()).metrics(),
+        "total": total.metrics(),
+        "histograms": {"latency_ms": _histogram(total.latency), "ttft_ms": _histogram(total.ttft)},
         "groups": groups,
         "series": [{"t": t, **_sum(members).metrics()} for t, members in sorted(by_time.items())],
         "group_series": group_series,

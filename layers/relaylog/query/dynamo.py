@@ -13,6 +13,7 @@ import gzip
 import io
 import operator
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,7 @@ from relaylog.query.cells import Cell
 from relaylog.query.params import (
     PROPERTY_PREFIX,
     BadRequest,
+    Bucket,
     Cursor,
     Filters,
     ListParams,
@@ -44,6 +46,7 @@ from relaylog.query.params import (
     encode_cursor,
     record_time,
 )
+from relaylog.query.preview import previews
 from relaylog.record import BODY_FIELDS, FIELDS, SUMMARY_FIELDS
 from relaylog.store.schema import COLUMNS
 from relaylog.store.stats import is_error
@@ -68,6 +71,8 @@ MAX_RANGE_ITEMS = 20_000
 MAX_LOOKUPS = 2_000
 BATCH_GET_KEYS = 100  # DynamoDB's limit per BatchGetItem
 BATCH_GET_ATTEMPTS = 8
+# Previews kept by request id (a few hundred bytes each): what a dashboard pages through in a while.
+MAX_CACHED_PREVIEWS = 20_000
 READERS = 16  # Queries at once; botocore pools 10 connections a client, more wait their turn
 _END = "~"  # sorts after every created_at (they start with a digit)
 _GONE = frozenset({"NoSuchKey", "AccessDenied", "404", "403"})
@@ -274,6 +279,7 @@ class Scan:
 
 class DynamoBackend:
     name = "aws"
+    finest_bucket: Bucket = "hour"  # rollups are hourly and daily
 
     def __init__(self, table: str, bucket: str, dynamodb: Any = None, s3: Any = None) -> None:
         self.table = table
@@ -282,6 +288,8 @@ class DynamoBackend:
         self.s3 = s3 or make_client("s3")
         self.index_days = int(os.environ.get(layout.ENV_INDEX_DAYS) or layout.DEFAULT_INDEX_DAYS)
         self.hourly_days = int(os.environ.get(layout.ENV_HOURLY_TTL_DAYS) or DEFAULT_HOURLY_TTL_DAYS)
+        self._preview_cache: dict[str, dict[str, str | None]] = {}  # oldest first
+        self._cache_lock = threading.Lock()
 
     # -- DynamoDB and S3 reads ------------------------------------------------------------------
 
@@ -336,18 +344,35 @@ class DynamoBackend:
             raise NotFound(f"no request with id {request_id!r}")
         return plain(found[0])
 
-    def _full_record(self, item: Mapping[str, Any]) -> dict[str, Any]:
-        """The record an index item points at: line `line` of the S3 object `source`, bodies included."""
-        request_id = item["request_id"]
-        data = self._read_object(item["source"])
+    def _lines(self, source: str, wanted: Iterable[int]) -> dict[int, Any] | None:
+        """The decoded JSON of these 0-based lines of an S3 object of records (read once, up to the
+        last line wanted); None when the object is gone."""
+        data = self._read_object(source)
         if data is None:
-            raise NotFound(f"the record of request {request_id!r} is no longer in S3 ({item['source']})")
+            return None
         lines = gzip.GzipFile(fileobj=io.BytesIO(data)) if data[:2] == b"\x1f\x8b" else io.BytesIO(data)
-        wanted = int(item["line"])
-        raw = next((orjson.loads(text) for number, text in enumerate(lines) if number == wanted), None)
+        wanted = set(wanted)
+        found: dict[int, Any] = {}
+        for number, text in enumerate(lines):
+            if number in wanted:
+                found[number] = orjson.loads(text)
+                if len(found) == len(wanted):
+                    break
+        return found
+
+    def _raw_record(self, item: Mapping[str, Any], lines: Mapping[int, Any] | None) -> dict[str, Any]:
+        """The record of an index item among the lines read from its object; NotFound when it is not there."""
+        request_id = item["request_id"]
+        if lines is None:
+            raise NotFound(f"the record of request {request_id!r} is no longer in S3 ({item['source']})")
+        raw = lines.get(int(item["line"]))
         if not isinstance(raw, dict) or raw.get("request_id") != request_id:
             raise NotFound(f"the record of request {request_id!r} is not where the index says ({item['source']})")
-        record = _record(raw)
+        return raw
+
+    def _full_record(self, item: Mapping[str, Any]) -> dict[str, Any]:
+        """The record an index item points at: line `line` of the S3 object `source`, bodies included."""
+        record = _record(self._raw_record(item, self._lines(item["source"], [int(item["line"])])))
         for body in BODY_FIELDS:
             record[f"{body}_url"] = None
             ref = record[f"{body}_ref"]
@@ -425,11 +450,42 @@ class DynamoBackend:
             row["scores"] = scores.get(row["request_id"], {})
         return [row for row in rows if _scored(row["scores"], filters)]
 
-    def _with_scores(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _list_rows(self, rows: list[dict[str, Any]], items: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Request list rows with their scores and previews; `items`: their index items by request id."""
         scores = self._scores_for(row["request_id"] for row in rows if "scores" not in row)
+        found = self._previews_of([items[row["request_id"]] for row in rows])
         for row in rows:
             row.setdefault("scores", scores.get(row["request_id"], {}))
+            row.update(found[row["request_id"]])
         return rows
+
+    def _previews_of(self, items: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, str | None]]:
+        """Previews by request id. The index holds no bodies, so the records are read from S3, each
+        object once, and kept: records never change, and the dashboard asks for its first page every
+        two seconds. A record gone from S3 has no previews."""
+        found: dict[str, dict[str, str | None]] = {}
+        by_source: dict[str, list[Mapping[str, Any]]] = {}
+        with self._cache_lock:
+            for item in items:
+                cached = self._preview_cache.get(item["request_id"])
+                if cached is not None:
+                    found[item["request_id"]] = cached
+                else:
+                    by_source.setdefault(item["source"], []).append(item)
+        sources = list(by_source)
+        read = _parallel(lambda source: self._lines(source, (int(i["line"]) for i in by_source[source])), sources)
+        made: dict[str, dict[str, str | None]] = {}
+        for source, lines in zip(sources, read, strict=True):
+            for item in by_source[source]:
+                try:
+                    made[item["request_id"]] = previews(self._raw_record(item, lines))
+                except NotFound:
+                    found[item["request_id"]] = dict.fromkeys(("request_preview", "response_preview"))
+        with self._cache_lock:
+            self._preview_cache.update(made)
+            while len(self._preview_cache) > MAX_CACHED_PREVIEWS:
+                del self._preview_cache[next(iter(self._preview_cache))]
+        return {**found, **made}
 
     def list_requests(self, params: ListParams) -> dict[str, Any]:
         filters = params.filters
@@ -451,8 +507,10 @@ class DynamoBackend:
             page_size=params.limit + 1 if unfiltered else None,
         )
         rows: list[dict[str, Any]] = []
+        items: dict[str, Mapping[str, Any]] = {}
         for page in scan.pages():
             rows.extend(self._matching(page, filters))
+            items.update((item["request_id"], item) for item in page)
             if len(rows) > params.limit:
                 break
         next_cursor = None
@@ -464,7 +522,7 @@ class DynamoBackend:
             # Cut short: the page so far, and a cursor at the last item read.
             created_at, _, request_id = scan.position.partition("#")
             next_cursor = encode_cursor(Cursor("time", params.order, None, created_at, request_id))
-        return {"data": self._with_scores(rows), "next_cursor": next_cursor}
+        return {"data": self._list_rows(rows, items), "next_cursor": next_cursor}
 
     def _by_value(self, params: ListParams) -> dict[str, Any]:
         """A page by cost or latency: every matching item of the range, sorted here, as local sorts
@@ -474,6 +532,7 @@ class DynamoBackend:
         span = self._span(filters)
         scan = Scan(self, self._streams(filters, span, descending), span)
         rows: list[dict[str, Any]] = []
+        items: dict[str, Mapping[str, Any]] = {}
         for page in scan.pages():
             if scan.read > MAX_RANGE_ITEMS:
                 raise Unsupported(
@@ -481,6 +540,7 @@ class DynamoBackend:
                     f" {MAX_RANGE_ITEMS}: narrow since/until or filter by session, prompt or user"
                 )
             rows.extend(self._matching(page, filters))
+            items.update((item["request_id"], item) for item in page)
 
         def value(row: Mapping[str, Any]) -> float | None:
             if params.sort == "cost":
@@ -504,7 +564,7 @@ class DynamoBackend:
             next_cursor = encode_cursor(
                 Cursor(params.sort, params.order, value(last), last["created_at"], last["request_id"])
             )
-        return {"data": self._with_scores(page), "next_cursor": next_cursor}
+        return {"data": self._list_rows(page, items), "next_cursor": next_cursor}
 
     # -- one request ------------------------------------------------------------------------------
 

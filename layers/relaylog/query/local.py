@@ -20,6 +20,7 @@ from relaylog.query.cells import COUNTS, Cell
 from relaylog.query.params import (
     PROPERTY_PREFIX,
     BadRequest,
+    Bucket,
     Cursor,
     Filters,
     ListParams,
@@ -28,6 +29,7 @@ from relaylog.query.params import (
     encode_cursor,
     record_time,
 )
+from relaylog.query.preview import previews
 from relaylog.record import SUMMARY_FIELDS
 from relaylog.store import StoreError
 from relaylog.store.local import AmbiguousId, LocalStore
@@ -119,6 +121,7 @@ def _bucket_time(label: str) -> str:
 
 class LocalBackend:
     name = "local"
+    finest_bucket: Bucket = "minute"
 
     def __init__(self, store: LocalStore) -> None:
         self.store = store
@@ -226,8 +229,10 @@ class LocalBackend:
     def _page_rows(
         self, clause: str, order: str, values: dict[str, Any], since: datetime | None
     ) -> list[dict[str, Any]]:
-        """A page's rows: first the ids in order (few columns to sort), then their summary columns
-        alone, found by id within the page's time span (so only the row groups holding them are read)."""
+        """A page's rows: first the ids in order (few columns to sort), then their summary columns and
+        bodies, found by id within the page's time span (so only the row groups holding them are
+        read); the bodies only to make the previews (measured on 100,000 records with 3 KB bodies:
+        36-50 ms a page either way)."""
         try:
             with self.store.connect(since) as con:
                 create_scores_view(con, self.store.data_dir)
@@ -238,7 +243,8 @@ class LocalBackend:
                 times = [created_at for _, created_at in keys]
                 found = _dicts(
                     con.execute(
-                        f"SELECT {_SUMMARY} FROM requests WHERE created_at BETWEEN $low AND $high"
+                        f"SELECT {_SUMMARY}, request_body, response_body FROM requests"
+                        " WHERE created_at BETWEEN $low AND $high"
                         " AND request_id IN (SELECT unnest($ids))",
                         {"low": min(times), "high": max(times), "ids": [request_id for request_id, _ in keys]},
                     )
@@ -246,7 +252,11 @@ class LocalBackend:
         except duckdb.Error as exc:
             raise StoreError(str(exc)) from None
         by_key = {(row["request_id"], row["created_at"]): row for row in found}
-        return [by_key[key] for key in keys]
+        rows = [by_key[key] for key in keys]
+        for row in rows:
+            row.update(previews(row))
+            del row["request_body"], row["response_body"]
+        return rows
 
     def get_request(self, request_id: str) -> dict[str, Any]:
         try:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from relaylog import __version__
 from relaylog.prompts import DiffLine, Version
 from relaylog.query.params import BUCKETS, GROUP_DIMENSIONS, MAX_PAGE, ORDERS, SORTS, USER_SORTS
+from relaylog.query.preview import PREVIEW_CHARS
 from relaylog.query.sessions import Totals
 from relaylog.record import Record
 from relaylog.store.stats import Metrics
@@ -69,7 +70,14 @@ PARAMETERS: dict[str, list[dict[str, Any]]] = {
         {"name": "cursor", "schema": _string("next_cursor of the previous page")},
     ],
     "stats": [
-        {"name": "bucket", "schema": {"type": "string", "enum": list(BUCKETS), "description": "default from the span"}},
+        {
+            "name": "bucket",
+            "schema": {
+                "type": "string",
+                "enum": list(BUCKETS),
+                "description": "default from the span: minute up to 3 h (hour on AWS), hour up to 7 d, else day",
+            },
+        },
         {"name": "by", "schema": _string(f"{', '.join(GROUP_DIMENSIONS)} or property:NAME")},
         {"name": "top", "schema": {"type": "integer", "minimum": 1, "maximum": 50, "default": 10}},
     ],
@@ -142,6 +150,27 @@ def _with(base: dict[str, Any], **extra: dict[str, Any]) -> dict[str, Any]:
 _BODY_URL = {"type": ["string", "null"], "description": "on AWS, a link to a body too large to include"}
 SCORES = {"type": "object", "additionalProperties": {"type": ["number", "boolean"]}}
 SUMMARY = _with(_object(Record, drop=("request_body", "response_body")), scores=SCORES)
+_PREVIEW = {
+    "type": ["string", "null"],
+    "maxLength": PREVIEW_CHARS,
+    "description": "one line from the body kept in the record; null when omitted, stored apart or unreadable",
+}
+LIST_ROW = _with(SUMMARY, request_preview=_PREVIEW, response_preview=_PREVIEW)
+_BUCKET = {
+    "type": "object",
+    "properties": {
+        "from_ms": {"type": "number"},
+        "to_ms": {"type": ["number", "null"], "description": "null for the open top bucket"},
+        "count": {"type": "integer"},
+    },
+    "required": ["from_ms", "to_ms", "count"],
+}
+HISTOGRAMS = {
+    "type": "object",
+    "description": "non-empty log-scale buckets (four per doubling) over the whole range",
+    "properties": {name: {"type": "array", "items": _BUCKET} for name in ("latency_ms", "ttft_ms")},
+    "required": ["latency_ms", "ttft_ms"],
+}
 METRICS = _object(Metrics)
 NODE = _with(
     {
@@ -183,7 +212,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "Record": _object(Record),
     "RequestSummary": SUMMARY,
-    "RequestPage": _page("RequestSummary"),
+    "RequestListRow": LIST_ROW,
+    "RequestPage": _page("RequestListRow"),
     "RequestDetail": _data(
         _with(
             _object(Record),
@@ -221,6 +251,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "since": {"type": ["string", "null"]},
                 "until": {"type": ["string", "null"]},
                 "total": _ref("Metrics"),
+                "histograms": HISTOGRAMS,
                 "groups": {"type": "array", "items": _with(METRICS, key={"type": ["string", "null"]})},
                 "series": {"type": "array", "items": _with(METRICS, t={"type": "string"})},
                 "group_series": {

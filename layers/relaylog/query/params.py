@@ -284,16 +284,14 @@ def parse_group_by(text: str | None) -> str | None:
     raise BadRequest(f"by must be one of {', '.join(GROUP_DIMENSIONS)} or property:NAME, got {text!r}")
 
 
-def auto_bucket(since: datetime, until: datetime) -> Bucket:
+def auto_bucket(since: datetime, until: datetime, finest: Bucket = "minute") -> Bucket:
+    """At most 180 minutes or 168 hours, else days; never finer than the back end keeps (`finest`)."""
     span = until - since
-    if span <= timedelta(hours=3):
-        return "minute"
-    if span <= timedelta(days=7):
-        return "hour"
-    return "day"
+    bucket: Bucket = "minute" if span <= timedelta(hours=3) else "hour" if span <= timedelta(days=7) else "day"
+    return max(bucket, finest, key=BUCKETS.index)
 
 
-def parse_stats(query: Query, now: datetime | None = None) -> StatsParams:
+def parse_stats(query: Query, now: datetime | None = None, finest: Bucket = "minute") -> StatsParams:
     query.check_known([*FILTER_NAMES, "bucket", "by", "top"])
     now = now or datetime.now(UTC)
     filters = parse_filters(query, now)
@@ -302,7 +300,9 @@ def parse_stats(query: Query, now: datetime | None = None) -> StatsParams:
     filters = Filters(**{**{f: getattr(filters, f) for f in Filters.__dataclass_fields__}, "since": since})
     until = filters.until or now
     bucket_text = query.one("bucket")
-    bucket: Bucket = auto_bucket(since, until) if bucket_text is None else _choice(bucket_text, "bucket", BUCKETS, "")
+    bucket: Bucket = (
+        auto_bucket(since, until, finest) if bucket_text is None else _choice(bucket_text, "bucket", BUCKETS, "")
+    )
     points = (until - since).total_seconds() / _BUCKET_SECONDS[bucket]
     if points > MAX_BUCKETS:
         raise BadRequest(f"{int(points)} {bucket} buckets is more than {MAX_BUCKETS}; use a coarser bucket")
