@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -31,6 +32,9 @@ from ..exchange import Exchange
 from ..record import Record
 from ..recording import build_record
 from ..store.files import DAMAGED_DIR, seal_dead_writers, seal_tail
+
+if TYPE_CHECKING:
+    from ..otel.export import SpanShipper
 
 log = logging.getLogger("relaylog.sink")
 
@@ -60,11 +64,12 @@ def _fsync_interval() -> float | None:
 
 
 class _Line:
-    __slots__ = ("partition", "data")
+    __slots__ = ("partition", "data", "record")
 
-    def __init__(self, partition: str, data: bytes) -> None:
+    def __init__(self, partition: str, data: bytes, record: Record) -> None:
         self.partition = partition
         self.data = data
+        self.record = record
 
 
 class _Body:
@@ -93,8 +98,10 @@ class _QueuedBodyStore:
 
 
 class LocalSink:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, spans: SpanShipper | None = None) -> None:
         self.settings = settings
+        # Records go on to the OpenTelemetry exporter's own thread once written (None: not configured).
+        self.spans = spans
         self.data_dir = settings.data_dir
         self._hostname = socket.gethostname()
         self.writer_id = f"{self._hostname}-{os.getpid()}-{int(time.time())}"
@@ -118,7 +125,7 @@ class LocalSink:
             # One bad exchange must not break the relay; the id says which call to look at.
             log.exception("could not build the record for request %s", exchange.request_id)
             return None
-        self._queue.put(_Line(f"dt={record['dt']}/hour={record['hour']}", line))
+        self._queue.put(_Line(f"dt={record['dt']}/hour={record['hour']}", line, record))
         return record
 
     def flush(self, timeout_s: float) -> None:
@@ -131,6 +138,8 @@ class LocalSink:
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join()
+        if self.spans is not None:
+            self.spans.close()
 
     def _run(self) -> None:
         try:
@@ -158,10 +167,12 @@ class LocalSink:
         """Write a batch; False once the stop marker has been reached."""
         running = True
         lines: dict[str, list[bytes]] = {}
+        records: list[Record] = []
         flushed: list[threading.Event] = []
         for item in batch:
             if isinstance(item, _Line):
                 lines.setdefault(item.partition, []).append(item.data)
+                records.append(item.record)
             elif isinstance(item, _Body):
                 self._write_body(item)
             elif isinstance(item, threading.Event):
@@ -176,6 +187,9 @@ class LocalSink:
                 # may succeed. The descriptor is dropped so the next open repairs a partial write.
                 log.exception("could not write %d record(s) to %s", len(chunk), partition)
                 self._close_file()
+        if self.spans is not None and records:
+            # A span describes the call, whether or not its line reached the disk.
+            self.spans.offer(records)
         for event in flushed:
             event.set()
         return running
