@@ -194,9 +194,9 @@ def otel_from_env(env: Mapping[str, str]) -> OtelSettings | None:
         resource=tuple((k, v) for k, v in resource if k != "service.name"),
         capture_content=capture in _CAPTURE_ON,
         max_value_chars=int(limit) if limit else None,
-        queue_size=_env_int("OTEL_BSP_MAX_QUEUE_SIZE", 2048),
-        batch_size=_env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512),
-        schedule_delay_s=_env_int("OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000.0,
+        queue_size=int(env.get("OTEL_BSP_MAX_QUEUE_SIZE") or 2048),
+        batch_size=int(env.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 512),
+        schedule_delay_s=float(env.get("OTEL_BSP_SCHEDULE_DELAY") or 5000) / 1000.0,
         follow_parent_sampling=sampler == "parentbased_always_on",
     )
 

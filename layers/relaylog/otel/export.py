@@ -75,6 +75,7 @@ class SpanShipper:
         self._reported_at = time.monotonic() - _REPORT_EVERY_S
         self._unreported = 0
         self._last_problem = _LastProblem()
+        self._closed = False
         # The exporter logs every failed batch itself; those lines are folded into ours instead.
         _LIBRARY_LOG.addHandler(self._last_problem)
         _LIBRARY_LOG.propagate = False
@@ -120,7 +121,11 @@ class SpanShipper:
         return accepted
 
     def close(self, timeout_s: float | None = None) -> None:
-        """Export what is queued, waiting at most `timeout_s` (default: the exporter's timeout)."""
+        """Export what is queued, waiting at most `timeout_s` (default: the exporter's timeout);
+        what is still queued then is counted as failed. Later calls do nothing."""
+        if self._closed:
+            return
+        self._closed = True
         wait = self.settings.timeout_s if timeout_s is None else timeout_s
         try:
             self._queue.put(_STOP, timeout=wait)
