@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import time
 import sys
 import uuid
 from collections.abc import Iterator
@@ -182,3 +183,29 @@ def test_an_endpoint_without_the_otel_extra_says_what_to_install(tmp_path: Path,
     settings = replace(Settings(data_dir=tmp_path), otel=OtelSettings(endpoint="http://127.0.0.1:1/v1/traces"))
     with pytest.raises(RuntimeError, match=r"pip install 'relaylog\[otel\]'"):
         span_shipper(settings)
+
+
+def test_after_a_failed_export_nothing_is_built_or_sent_for_a_pause() -> None:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from relaylog.otel.export import SpanShipper
+
+    class Counting(OTLPSpanExporter):
+        calls = 0
+
+        def export(self, spans: Any) -> Any:
+            Counting.calls += 1
+            return super().export(spans)
+
+    endpoint = f"http://127.0.0.1:{closed_port()}/v1/traces"
+    created = datetime(2026, 11, 25, 22, 10, tzinfo=UTC)
+    records: list[Any] = [make_record(created, request_id=str(uuid.uuid4())) for _ in range(5)]
+    shipper = SpanShipper(OtelSettings(endpoint=endpoint, timeout_s=0.5), {}, exporter=Counting(endpoint=endpoint, timeout=0.5))
+    try:
+        assert shipper.export(records[:1]) == 0 and Counting.calls == 1
+        assert shipper.export(records) == 0 and Counting.calls == 1  # paused: not even encoded
+        shipper.offer(records)
+        assert shipper.stats.failed == 11 and shipper.stats.queue_full == 0
+        time.sleep(1.1)  # the first pause is one second
+        assert shipper.export(records[:1]) == 0 and Counting.calls == 2
+    finally:
+        shipper.close(0.1)

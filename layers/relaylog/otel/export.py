@@ -3,8 +3,9 @@
 `SpanShipper.offer` puts records on a bounded queue and returns at once; when the queue is full
 the records are dropped and counted. The worker sends batches with the official OTLP exporter
 (HTTP/protobuf or gRPC), which retries a failing collector only within its timeout; a batch that
-still fails is counted as dropped and reported in a warning at most once a minute, never retried
-after that. `export` is the same step without the thread, for a caller that has a batch of
+still fails is counted as dropped, never retried after that, and the records that come during a
+pause after it (1 s, doubling up to 60 s while failures go on) are dropped without being turned
+into spans. Drops are reported in a warning at most once a minute. `export` is the same step without the thread, for a caller that has a batch of
 records in hand (the AWS aggregator).
 
 Imports the OpenTelemetry SDK: import this module only once spans are configured.
@@ -37,6 +38,11 @@ _LIBRARY_LOG = logging.getLogger("opentelemetry.exporter")
 
 # Failures are reported at most this often; what happened in between is summed into the next line.
 _REPORT_EVERY_S = 60.0
+# After a failed export nothing is sent (and no span is even built: the encoding is most of the
+# cost) for a pause that doubles from the first to the last value while the collector keeps
+# failing; then one batch tries again. A collector that is down costs the relay almost nothing.
+_FIRST_PAUSE_S = 1.0
+_LONGEST_PAUSE_S = 60.0
 # A batch is split so one export request stays well under the 4 MiB a gRPC receiver accepts by
 # default (prompt content makes spans large).
 _MAX_BATCH_CHARS = 3_000_000
@@ -76,6 +82,8 @@ class SpanShipper:
         self._unreported = 0
         self._last_problem = _LastProblem()
         self._closed = False
+        self._paused_until = 0.0
+        self._pause_s = 0.0
         # The exporter logs every failed batch itself; those lines are folded into ours instead.
         _LIBRARY_LOG.addHandler(self._last_problem)
         _LIBRARY_LOG.propagate = False
@@ -83,7 +91,11 @@ class SpanShipper:
         self._thread.start()
 
     def offer(self, records: Iterable[Record]) -> None:
-        """Queue records for export; never blocks (a full queue drops and counts them)."""
+        """Queue records for export; never blocks (a full queue drops and counts them, and so does
+        a pause after a failed export)."""
+        if time.monotonic() < self._paused_until:
+            self._failed(sum(1 for _ in records))
+            return
         for record in records:
             try:
                 self._queue.put_nowait(record)
@@ -92,6 +104,9 @@ class SpanShipper:
 
     def export(self, records: Sequence[Record]) -> int:
         """Export now, on the caller's thread; returns how many spans the collector accepted."""
+        if time.monotonic() < self._paused_until:
+            self._failed(len(records))
+            return 0
         spans = []
         for record in records:
             try:
@@ -107,6 +122,9 @@ class SpanShipper:
             spans.append(self._readable(data))
         accepted = 0
         for batch in _batches(spans):
+            if time.monotonic() < self._paused_until:
+                self._failed(len(batch))
+                continue
             try:
                 result = self._exporter.export(batch)
             except Exception as error:  # an exporter bug is one more failed batch
@@ -114,9 +132,12 @@ class SpanShipper:
                 result = SpanExportResult.FAILURE
             if result is SpanExportResult.SUCCESS:
                 accepted += len(batch)
+                self._pause_s = 0.0
                 with self._lock:
                     self.stats.exported += len(batch)
             else:
+                self._pause_s = min(max(self._pause_s * 2, _FIRST_PAUSE_S), _LONGEST_PAUSE_S)
+                self._paused_until = time.monotonic() + self._pause_s
                 self._failed(len(batch))
         return accepted
 

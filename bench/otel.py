@@ -1,0 +1,133 @@
+"""OpenTelemetry export off the hot path: relaylog with span export off, to a collector that is
+down, to one that never answers, and to a live receiver, under the same load, in one run.
+
+    python bench/otel.py                  # about 3 minutes; --help for options
+    python bench/otel.py --seconds 5 --rounds 1
+
+It starts `python -m tests.standin` and one `relaylog serve` per setting (records to a temporary
+data dir, the OTLP variables set in its environment), and drives non-streamed and streamed chat
+completions at 16 connections. Settings are measured in turn, `--rounds` times, and each cell is
+the median over rounds. "live" sends to tests.support.otlp's receiver running in this process, so
+its decoding competes for the same cores as the relay and the load generator. Everything shares
+this machine's cores: compare the rows with each other, not with another machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(REPO))
+
+from load import Call, LoadResult, run_load  # noqa: E402
+from procs import Proc, kill_all, machine_busy_seconds, start_relaylog, start_standin  # noqa: E402
+from relay import LONG, PATH, SDK_HEADERS, SMALL, STREAM  # noqa: E402
+
+from tests.support.otlp import BlackHole, OtlpReceiver, closed_port  # noqa: E402
+
+SETTINGS = ("off", "down", "no answer", "live")
+
+
+def otel_env(setting: str, receiver: OtlpReceiver, hole: BlackHole) -> dict[str, str]:
+    if setting == "off":
+        return {}
+    endpoint = {
+        "down": f"http://127.0.0.1:{closed_port()}",
+        "no answer": hole.url,
+        "live": receiver.http_url,
+    }[setting]
+    # A short schedule delay: spans leave within 50 ms, the busiest the exporter thread gets.
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_EXPORTER_OTLP_TIMEOUT": "2000"}
+
+
+@dataclass
+class Run:
+    load: LoadResult
+    # relaylog's CPU time (every thread, the exporter's included) per completed request.
+    cpu_us: float
+
+
+def measured(proc: Proc, call: Call, seconds: int) -> Run:
+    before = proc.cpu_seconds()
+    load = run_load(call, 16, seconds)
+    used = proc.cpu_seconds() - before
+    return Run(load, used / load.requests * 1e6 if load.requests else 0.0)
+
+
+def run_setting(setting: str, env: dict[str, str], standin_url: str, work: Path, seconds: int) -> dict[str, Run]:
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # start_relaylog copies this process's environment for the child
+    try:
+        proc, url = start_relaylog(work, standin_url, work / f"data-{setting.replace(' ', '-')}-{time.time_ns()}", 1)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    try:
+        plain = Call(url + PATH, SMALL, SDK_HEADERS)
+        stream = Call(url + PATH, STREAM, SDK_HEADERS + LONG)
+        run_load(plain, 16, 1)  # warm-up: upstream pool, first records, the exporter's first batch
+        return {"plain": measured(proc, plain, seconds), "stream": measured(proc, stream, seconds)}
+    finally:
+        proc.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=10, help="length of each load run")
+    parser.add_argument("--rounds", type=int, default=2, help="times each setting is measured, in turn")
+    opts = parser.parse_args(argv)
+    for key in [k for k in os.environ if k.startswith("OTEL_")]:
+        del os.environ[key]
+    work = Path(tempfile.mkdtemp(prefix="relaylog-bench-otel-"))
+    results: dict[str, list[dict[str, Run]]] = {s: [] for s in SETTINGS}
+    busy_before, started = machine_busy_seconds(), time.monotonic()
+    try:
+        standin, standin_url = start_standin(work)
+        with OtlpReceiver() as receiver, BlackHole() as hole:
+            for _ in range(opts.rounds):
+                for setting in SETTINGS:
+                    results[setting].append(run_setting(setting, otel_env(setting, receiver, hole), standin_url, work, opts.seconds))
+            spans_received = len(receiver.spans)
+        standin.stop()
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    finally:
+        kill_all()
+    busy = (machine_busy_seconds() - busy_before) / (time.monotonic() - started)
+    print(f"\nrelaylog serve --workers 1, 16 connections, {opts.seconds}s runs, median of {opts.rounds} round(s);"
+          f" machine busy {busy:.2f} of {os.cpu_count()} cores on average\n")
+    print(f"{'OTel export':<12} {'plain req/s':>11} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>10}   "
+          f"{'stream req/s':>12} {'p50 ms':>7} {'CPU us/req':>10}")
+    for setting in SETTINGS:
+        runs = results[setting]
+        row = []
+        for kind in ("plain", "stream"):
+            row.append((
+                statistics.median(r[kind].load.rps for r in runs),
+                statistics.median(r[kind].load.p50_ms for r in runs),
+                statistics.median(r[kind].load.p99_ms for r in runs),
+                statistics.median(r[kind].cpu_us for r in runs),
+                sum(r[kind].load.non2xx + r[kind].load.socket_errors for r in runs),
+            ))
+        (prps, pp50, pp99, pcpu, perr), (srps, sp50, _, scpu, serr) = row
+        errors = f"   errors: {perr + serr}" if perr + serr else ""
+        print(f"{setting:<12} {prps:>11.0f} {pp50:>7.2f} {pp99:>7.2f} {pcpu:>10.0f}   "
+              f"{srps:>12.0f} {sp50:>7.2f} {scpu:>10.0f}{errors}")
+    print(f"\nspans received by the live receiver: {spans_received}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
