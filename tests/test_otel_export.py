@@ -98,7 +98,7 @@ def test_a_chat_completion_is_a_genai_client_span(http_proxy: RunningProxy, rece
     assert mine["relaylog.user_id"] == "alice" and mine["relaylog.session_path"] == "/plan"
     assert mine["relaylog.properties.team"] == "search"
     assert mine["relaylog.cost_usd"] == record["cost_usd"] and mine["relaylog.cost_source"] == record["cost_source"]
-    assert mine["relaylog.latency_ms"] == record["latency_ms"]
+    assert mine["relaylog.upstream_ms"] == record["upstream_ms"]
     assert not any("body" in k or "messages" in k for k in span.attributes)  # no content unless asked for
     # The call's real times: inside the client's own clock readings, exactly the record's.
     assert before <= span.start_ns <= span.end_ns <= after

@@ -7,18 +7,24 @@ is dropped on its own (https://www.w3.org/TR/trace-context/#processing-model).
 
 from __future__ import annotations
 
+import functools
 import re
 
 # version "-" trace-id "-" parent-id "-" trace-flags, lower-case hex only (W3C 3.2.2).
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE = "0" * 32
 _ZERO_PARENT = "0" * 16
-# list-member = key "=" value (W3C 3.3.1.3); a key is a simple key or tenant@system.
-_MEMBER = re.compile(
-    r"(?:[a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13})"
-    r"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
-)
 _MAX_MEMBERS = 32
+
+
+@functools.cache
+def _member() -> re.Pattern[str]:
+    """list-member = key "=" value (W3C 3.3.1.3); a key is a simple key or tenant@system.
+    Compiled on first use: a few ms that a Lambda cold start without trace headers never pays."""
+    return re.compile(
+        r"(?:[a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13})"
+        r"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
+    )
 
 
 def parse_traceparent(value: str | None) -> str | None:
@@ -50,7 +56,7 @@ def parse_tracestate(value: str | None) -> str | None:
         return None
     keys: set[str] = set()
     for member in members:
-        if _MEMBER.fullmatch(member) is None:
+        if _member().fullmatch(member) is None:
             return None
         key = member.split("=", 1)[0]
         if key in keys:
