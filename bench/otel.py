@@ -45,7 +45,11 @@ def otel_env(setting: str, receiver: OtlpReceiver, hole: BlackHole) -> dict[str,
         "live": receiver.http_url,
     }[setting]
     # A short schedule delay: spans leave within 50 ms, the busiest the exporter thread gets.
-    return {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_EXPORTER_OTLP_TIMEOUT": "2000"}
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "2000",
+    }
 
 
 @dataclass
@@ -97,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         with OtlpReceiver() as receiver, BlackHole() as hole:
             for _ in range(opts.rounds):
                 for setting in SETTINGS:
-                    results[setting].append(run_setting(setting, otel_env(setting, receiver, hole), standin_url, work, opts.seconds))
+                    env = otel_env(setting, receiver, hole)
+                    results[setting].append(run_setting(setting, env, standin_url, work, opts.seconds))
             spans_received = len(receiver.spans)
         standin.stop()
     except KeyboardInterrupt:

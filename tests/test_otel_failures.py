@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import time
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace

@@ -5,8 +5,8 @@ the records are dropped and counted. The worker sends batches with the official 
 (HTTP/protobuf or gRPC), which retries a failing collector only within its timeout; a batch that
 still fails is counted as dropped, never retried after that, and the records that come during a
 pause after it (1 s, doubling up to 60 s while failures go on) are dropped without being turned
-into spans. Drops are reported in a warning at most once a minute. `export` is the same step without the thread, for a caller that has a batch of
-records in hand (the AWS aggregator).
+into spans. Drops are reported in a warning at most once a minute. `export` is the same step
+without the thread, for a caller that has a batch of records in hand (the AWS aggregator).
 
 Imports the OpenTelemetry SDK: import this module only once spans are configured.
 """
@@ -34,7 +34,6 @@ from ..record import Record
 from .spans import SCHEMA_URL, SpanData, span_data
 
 log = logging.getLogger("relaylog.otel")
-_LIBRARY_LOG = logging.getLogger("opentelemetry.exporter")
 
 # Failures are reported at most this often; what happened in between is summed into the next line.
 _REPORT_EVERY_S = 60.0
@@ -84,9 +83,15 @@ class SpanShipper:
         self._closed = False
         self._paused_until = 0.0
         self._pause_s = 0.0
-        # The exporter logs every failed batch itself; those lines are folded into ours instead.
-        _LIBRARY_LOG.addHandler(self._last_problem)
-        _LIBRARY_LOG.propagate = False
+        # The exporter logs every failed batch itself, from its modules' own loggers (all created by
+        # now): those lines are kept out of the server's log and folded into our rate-limited one.
+        self._library_logs = [
+            logger
+            for name, logger in logging.root.manager.loggerDict.items()
+            if name.startswith("opentelemetry.exporter") and isinstance(logger, logging.Logger)
+        ]
+        for logger in self._library_logs:
+            logger.addFilter(self._last_problem)
         self._thread = threading.Thread(target=self._run, name="relaylog-otel", daemon=True)
         self._thread.start()
 
@@ -158,8 +163,8 @@ class SpanShipper:
             self._failed(left)
         self._report(force=True)
         self._exporter.shutdown()
-        _LIBRARY_LOG.removeHandler(self._last_problem)
-        _LIBRARY_LOG.propagate = not _LIBRARY_LOG.handlers
+        for logger in self._library_logs:
+            logger.removeFilter(self._last_problem)
 
     def _run(self) -> None:
         delay, size = self.settings.schedule_delay_s, self.settings.batch_size
@@ -193,7 +198,9 @@ class SpanShipper:
         parent = None
         if data.parent_span_id is not None:
             state = TraceState.from_header([data.tracestate]) if data.tracestate else TraceState()
-            parent = SpanContext(data.trace_id, data.parent_span_id, is_remote=True, trace_flags=flags, trace_state=state)
+            parent = SpanContext(
+                data.trace_id, data.parent_span_id, is_remote=True, trace_flags=flags, trace_state=state
+            )
         context = SpanContext(
             data.trace_id, data.span_id, is_remote=False, trace_flags=flags,
             trace_state=parent.trace_state if parent is not None else TraceState(),
@@ -237,18 +244,17 @@ class SpanShipper:
         )
 
 
-class _LastProblem(logging.Handler):
-    """Keeps the exporter library's last complaint, for the next rate-limited warning."""
+class _LastProblem(logging.Filter):
+    """Keeps the exporter library's last complaint for the next rate-limited warning, and drops it."""
 
     def __init__(self) -> None:
-        super().__init__(logging.WARNING)
+        super().__init__()
         self._text: str | None = None
 
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
             self.note(record.getMessage())
-        except Exception:
-            self.handleError(record)
+        return False
 
     def note(self, text: str) -> None:
         self._text = text[:300]
@@ -275,8 +281,8 @@ def _batches(spans: list[ReadableSpan]) -> Iterable[list[ReadableSpan]]:
 def _exporter(settings: OtelSettings) -> SpanExporter:
     headers = dict(settings.headers)
     if settings.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
         from opentelemetry.exporter.otlp.proto.grpc.exporter import Compression as GrpcCompression
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
         return GrpcExporter(
             endpoint=settings.endpoint,

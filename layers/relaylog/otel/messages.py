@@ -20,7 +20,18 @@ from ..providers.parsing import wire_family
 from ..providers.registry import PROVIDERS, Family
 from ..record import Record
 from .outputs import output_messages
-from .parts import Message, Part, anthropic_part, dicts, gemini_part, openai_part, text_parts, tool_call
+from .parts import (
+    Message,
+    Part,
+    anthropic_part,
+    dicts,
+    gemini_part,
+    object_at,
+    openai_part,
+    text_parts,
+    tool_call,
+    tool_response,
+)
 
 
 def content_attributes(record: Record) -> dict[str, str]:
@@ -81,13 +92,11 @@ def _openai_chat(body: dict[str, Any]) -> tuple[list[Part], list[Message]]:
             system.extend(_openai_content(message.get("content")))
             continue
         if role == "tool":
-            parts: list[Part] = [
-                {"type": "tool_call_response", "id": message.get("tool_call_id"), "response": message.get("content")}
-            ]
+            parts: list[Part] = [tool_response(message.get("tool_call_id"), message.get("content"))]
         else:
             parts = _openai_content(message.get("content"))
             for call in dicts(message.get("tool_calls")):
-                function = call.get("function") if isinstance(call.get("function"), dict) else {}
+                function = object_at(call, "function")
                 parts.append(tool_call(call.get("id"), function.get("name"), function.get("arguments")))
         entry: Message = {"role": role if isinstance(role, str) else "user", "parts": parts}
         if isinstance(message.get("name"), str):
@@ -111,9 +120,10 @@ def _openai_responses(body: dict[str, Any]) -> tuple[list[Part], list[Message]]:
     for item in dicts(items):
         kind = item.get("type")
         if kind == "function_call":
-            messages.append({"role": "assistant", "parts": [tool_call(item.get("call_id"), item.get("name"), item.get("arguments"))]})
+            call = tool_call(item.get("call_id"), item.get("name"), item.get("arguments"))
+            messages.append({"role": "assistant", "parts": [call]})
         elif kind == "function_call_output":
-            messages.append({"role": "tool", "parts": [{"type": "tool_call_response", "id": item.get("call_id"), "response": item.get("output")}]})
+            messages.append({"role": "tool", "parts": [tool_response(item.get("call_id"), item.get("output"))]})
         elif "role" in item:
             role = item["role"]
             if role in ("system", "developer"):

@@ -9,7 +9,18 @@ import orjson
 
 from ..providers.parsing import sse_events
 from ..providers.registry import Family
-from .parts import Message, Part, anthropic_part, dicts, gemini_part, openai_part, text_parts, tool_call
+from .parts import (
+    Message,
+    Part,
+    anthropic_part,
+    dicts,
+    gemini_part,
+    index_of,
+    object_at,
+    openai_part,
+    text_parts,
+    tool_call,
+)
 
 
 def output_messages(family: Family, endpoint: str, body: bytes) -> list[Message]:
@@ -42,8 +53,7 @@ def _openai_choices(chunks: list[dict[str, Any]]) -> list[Message]:
     built: dict[int, dict[str, Any]] = {}
     for chunk in chunks:
         for choice in dicts(chunk.get("choices")):
-            index = choice.get("index") if isinstance(choice.get("index"), int) else 0
-            state = built.setdefault(index, {"text": [], "parts": [], "calls": {}, "finish": None})
+            state = built.setdefault(index_of(choice, 0), {"text": [], "parts": [], "calls": {}, "finish": None})
             if isinstance(choice.get("text"), str):
                 state["text"].append(choice["text"])
             message = choice.get("message") or choice.get("delta")
@@ -54,8 +64,9 @@ def _openai_choices(chunks: list[dict[str, Any]]) -> list[Message]:
                     elif isinstance(message.get(key), list):
                         state["parts"].extend(openai_part(p) for p in dicts(message[key]))
                 for position, call in enumerate(dicts(message.get("tool_calls"))):
-                    slot = state["calls"].setdefault(call.get("index", position), {"id": None, "name": None, "arguments": ""})
-                    function = call.get("function") if isinstance(call.get("function"), dict) else {}
+                    empty = {"id": None, "name": None, "arguments": ""}
+                    slot = state["calls"].setdefault(index_of(call, position), empty)
+                    function = object_at(call, "function")
                     slot["id"] = call.get("id") or slot["id"]
                     slot["name"] = function.get("name") or slot["name"]
                     if isinstance(function.get("arguments"), str):
@@ -100,7 +111,7 @@ def _anthropic(chunks: list[dict[str, Any]]) -> list[Message]:
     finish = None
     for event in chunks:
         kind = event.get("type")
-        index = event.get("index") if isinstance(event.get("index"), int) else 0
+        index = index_of(event, 0)
         if kind == "content_block_start" and isinstance(event.get("content_block"), dict):
             blocks[index] = dict(event["content_block"], _json="")
         elif kind == "content_block_delta" and index in blocks and isinstance(event.get("delta"), dict):
@@ -124,8 +135,7 @@ def _gemini(chunks: list[dict[str, Any]]) -> list[Message]:
     built: dict[int, dict[str, Any]] = {}
     for chunk in chunks:
         for position, candidate in enumerate(dicts(chunk.get("candidates"))):
-            index = candidate.get("index") if isinstance(candidate.get("index"), int) else position
-            state = built.setdefault(index, {"parts": [], "finish": None})
+            state = built.setdefault(index_of(candidate, position), {"parts": [], "finish": None})
             content = candidate.get("content")
             for part in dicts(content.get("parts") if isinstance(content, dict) else None):
                 converted = gemini_part(part)

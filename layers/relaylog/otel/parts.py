@@ -17,6 +17,17 @@ def dicts(value: Any) -> list[dict[str, Any]]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
+def index_of(item: dict[str, Any], position: int) -> int:
+    """A choice's or candidate's own index, else its position in the list."""
+    index = item.get("index")
+    return index if isinstance(index, int) else position
+
+
+def object_at(item: dict[str, Any], key: str) -> dict[str, Any]:
+    value = item.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def tool_call(call_id: Any, name: Any, arguments: Any) -> Part:
     """A tool call; arguments sent as JSON text are decoded, text that is not JSON kept as written."""
     if isinstance(arguments, str):
@@ -27,6 +38,14 @@ def tool_call(call_id: Any, name: Any, arguments: Any) -> Part:
     return {"type": "tool_call", "id": call_id, "name": name, "arguments": arguments}
 
 
+def tool_response(call_id: Any, response: Any) -> Part:
+    return {"type": "tool_call_response", "id": call_id, "response": response}
+
+
+def _blob(modality: str, mime_type: Any, content: Any) -> Part:
+    return {"type": "blob", "modality": modality, "mime_type": mime_type, "content": content}
+
+
 def text_parts(value: Any) -> list[Part]:
     return [{"type": "text", "content": value}] if isinstance(value, str) and value else []
 
@@ -35,7 +54,7 @@ def _data_url(url: str, modality: str) -> Part:
     """A `data:` URL as a blob part, any other URL as a uri part."""
     if url.startswith("data:") and ";base64," in url:
         head, data = url[5:].split(";base64,", 1)
-        return {"type": "blob", "modality": modality, "mime_type": head or None, "content": data}
+        return _blob(modality, head or None, data)
     return {"type": "uri", "modality": modality, "uri": url}
 
 
@@ -52,7 +71,7 @@ def openai_part(item: dict[str, Any]) -> Part:
             return _data_url(url, "image")
     if kind == "input_audio" and isinstance(item.get("input_audio"), dict):
         audio = item["input_audio"]
-        return {"type": "blob", "modality": "audio", "mime_type": f"audio/{audio.get('format')}", "content": audio.get("data")}
+        return _blob("audio", f"audio/{audio.get('format')}", audio.get("data"))
     return {"type": str(kind)}  # a part kind the conventions have no schema for: named, not copied
 
 
@@ -65,12 +84,12 @@ def anthropic_part(block: dict[str, Any]) -> Part:
     if kind == "tool_use":
         return tool_call(block.get("id"), block.get("name"), block.get("input"))
     if kind == "tool_result":
-        return {"type": "tool_call_response", "id": block.get("tool_use_id"), "response": block.get("content")}
+        return tool_response(block.get("tool_use_id"), block.get("content"))
     if kind in ("image", "document") and isinstance(block.get("source"), dict):
         source = block["source"]
         modality = "image" if kind == "image" else "document"
         if source.get("type") == "base64":
-            return {"type": "blob", "modality": modality, "mime_type": source.get("media_type"), "content": source.get("data")}
+            return _blob(modality, source.get("media_type"), source.get("data"))
         if source.get("type") == "url":
             return {"type": "uri", "modality": modality, "uri": source.get("url")}
     return {"type": str(kind)}
@@ -84,11 +103,11 @@ def gemini_part(part: dict[str, Any]) -> Part:
         return tool_call(call.get("id"), call.get("name"), call.get("args"))
     answer = part.get("functionResponse")
     if isinstance(answer, dict):
-        return {"type": "tool_call_response", "id": answer.get("id") or answer.get("name"), "response": answer.get("response")}
+        return tool_response(answer.get("id") or answer.get("name"), answer.get("response"))
     inline = part.get("inlineData")
     if isinstance(inline, dict):
         mime = inline.get("mimeType") or ""
-        return {"type": "blob", "modality": _modality(mime), "mime_type": mime or None, "content": inline.get("data")}
+        return _blob(_modality(mime), mime or None, inline.get("data"))
     file = part.get("fileData")
     if isinstance(file, dict):
         mime = file.get("mimeType") or ""
