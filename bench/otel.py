@@ -86,6 +86,42 @@ def run_setting(setting: str, env: dict[str, str], standin_url: str, work: Path,
         proc.stop()
 
 
+def per_record_costs(count: int = 1000, repeats: int = 7) -> dict[str, float]:
+    """Microseconds per record of each step the exporter thread takes, best of `repeats` (the
+    minimum is the least disturbed by other processes on a shared machine)."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from relaylog.config import OtelSettings
+    from relaylog.otel.export import SpanShipper
+    from relaylog.otel.spans import span_data
+
+    from tests.support.records import make_record
+
+    created = datetime(2026, 11, 25, 22, 10, tzinfo=UTC)
+    records = [make_record(created, request_id=str(uuid.uuid4())) for _ in range(count)]
+    shipper = SpanShipper(OtelSettings(endpoint=f"http://127.0.0.1:{closed_port()}/v1/traces", timeout_s=0.2), {})
+    best: dict[str, float] = {}
+
+    def timed(name: str, step: object) -> object:
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            result = step()  # type: ignore[operator]
+            times.append(time.perf_counter() - started)
+        best[name] = min(times) / count * 1e6
+        return result
+
+    data = timed("record -> span attributes (relaylog)", lambda: [span_data(r, {}, False) for r in records])
+    spans = timed("span data -> SDK span", lambda: [shipper._readable(d) for d in data])  # type: ignore[attr-defined]
+    timed("SDK OTLP protobuf encoding", lambda: encode_spans(spans).SerializePartialToString())
+    shipper.export(records[:1])  # fails: the collector is down, the pause begins
+    timed("offer() during the pause after a failure", lambda: shipper.offer(records))
+    shipper.close(0.1)
+    return best
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=10, help="length of each load run")
@@ -131,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{setting:<12} {prps:>11.0f} {pp50:>7.2f} {pp99:>7.2f} {pcpu:>10.0f}   "
               f"{srps:>12.0f} {sp50:>7.2f} {scpu:>10.0f}{errors}")
     print(f"\nspans received by the live receiver: {spans_received}")
+    print("\nCPU per record on the exporter thread (in relaylog's process), best of 7 x 1000 records:")
+    for step, micros in per_record_costs().items():
+        print(f"  {step:<44} {micros:>8.1f} us")
     return 0
 
 
