@@ -1,27 +1,43 @@
 """Every call as an OpenTelemetry GenAI span, exported over OTLP off the hot path.
 
-Importing this package costs nothing: the OpenTelemetry SDK is imported only by `export`, and
-only once an endpoint is configured (the `otel` extra).
+Importing this package costs nothing, and the relay process never imports the OpenTelemetry SDK:
+locally, spans are built and sent by an exporter process (`pipe`, `worker`); `export` is what that
+process (and, on AWS, the aggregator) runs.
 """
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from .export import SpanShipper
+    from .pipe import SpanPipe
 
 
-def span_shipper(settings: Settings) -> SpanShipper | None:
-    """The span exporter `settings` ask for, started; None when no OTLP endpoint is configured."""
+# Looked up as installed distributions: finding a module's spec would import its parent packages.
+_NEEDED = ("opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http", "opentelemetry-exporter-otlp-proto-grpc")
+
+
+def span_shipper(settings: Settings) -> SpanPipe | None:
+    """The exporter process `settings` ask for, started; None when no OTLP endpoint is configured."""
     if settings.otel is None:
         return None
-    try:
-        from .export import SpanShipper
-    except ImportError as error:
+    # Checked here, so a missing extra stops the start with a clear line instead of an exporter
+    # process that dies at once.
+    missing = [name for name in _NEEDED if not _installed(name)]
+    if missing:
         raise RuntimeError(
-            f"an OTLP endpoint is set but the OpenTelemetry packages are missing ({error.name}):"
-            " pip install 'relaylog[otel]'"
-        ) from error
-    return SpanShipper(settings.otel, settings.upstream_overrides)
+            f"an OTLP endpoint is set but {', '.join(missing)} is not installed: pip install 'relaylog[otel]'"
+        )
+    from .pipe import SpanPipe
+
+    return SpanPipe(settings.otel, settings.upstream_overrides)
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return False
+    return True

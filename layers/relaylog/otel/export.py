@@ -1,14 +1,15 @@
-"""Records out as OTLP spans, on a thread of their own: the relay hands records over and never waits.
+"""Records out as OTLP spans: `SpanShipper`, run by the exporter process (`worker`) locally and,
+on AWS, by the aggregator.
 
-`SpanShipper.offer` puts records on a bounded queue and returns at once; when the queue is full
-the records are dropped and counted. The worker sends batches with the official OTLP exporter
-(HTTP/protobuf or gRPC), which retries a failing collector only within its timeout; a batch that
-still fails is counted as dropped, never retried after that, and the records that come during a
-pause after it (1 s, doubling up to 60 s while failures go on) are dropped without being turned
-into spans. Drops are reported in a warning at most once a minute. `export` is the same step
-without the thread, for a caller that has a batch of records in hand (the AWS aggregator).
+`offer` puts records on a bounded queue and returns at once (a full queue drops and counts them);
+a thread sends batches with the official OTLP exporter (HTTP/protobuf or gRPC), which retries a
+failing collector only within its timeout. A batch that still fails is counted as dropped, never
+retried after that, and the records that come during a pause after it (1 s, doubling up to 60 s
+while failures go on) are dropped without being turned into spans. Drops are reported in a
+warning at most once a minute. `export` is the same step without the thread, for a caller that
+has a batch of records in hand.
 
-Imports the OpenTelemetry SDK: import this module only once spans are configured.
+Imports the OpenTelemetry SDK: the relay's own process never imports this module.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -32,6 +32,7 @@ from .. import __version__
 from ..config import OtelSettings
 from ..record import Record
 from .spans import SCHEMA_URL, SpanData, span_data
+from .stats import ExportStats
 
 log = logging.getLogger("relaylog.otel")
 
@@ -48,21 +49,10 @@ _MAX_BATCH_CHARS = 3_000_000
 _STOP = object()
 
 
-@dataclass(slots=True)
-class ShipperStats:
-    exported: int = 0
-    # Dropped because the queue was full (the collector is slower than the traffic).
-    queue_full: int = 0
-    # Sent and refused, or not delivered within the exporter's timeout.
-    failed: int = 0
-    # Left out on purpose: the caller's trace is not sampled.
-    unsampled: int = 0
-
-
 class SpanShipper:
     def __init__(self, settings: OtelSettings, overrides: dict[str, str], exporter: SpanExporter | None = None) -> None:
         self.settings = settings
-        self.stats = ShipperStats()
+        self.stats = ExportStats()
         self._overrides = overrides
         self._exporter = exporter if exporter is not None else _exporter(settings)
         self._resource = Resource(
@@ -236,10 +226,11 @@ class SpanShipper:
                 return
             count, self._unreported, self._reported_at = self._unreported, 0, now
             stats = dataclasses.replace(self.stats)
+        problem = self._last_problem.take()
         log.warning(
-            "OpenTelemetry: %d span(s) not exported to %s since the last report (%s); so far %d exported,"
+            "OpenTelemetry: %d span(s) not exported to %s since the last report%s; so far %d exported,"
             " %d dropped with the queue full, %d failed",
-            count, self.settings.endpoint, self._last_problem.take() or "queue full",
+            count, self.settings.endpoint, f" (last error: {problem})" if problem else "",
             stats.exported, stats.queue_full, stats.failed,
         )
 

@@ -34,7 +34,7 @@ from ..recording import build_record
 from ..store.files import DAMAGED_DIR, seal_dead_writers, seal_tail
 
 if TYPE_CHECKING:
-    from ..otel.export import SpanShipper
+    from ..otel.pipe import SpanPipe
 
 log = logging.getLogger("relaylog.sink")
 
@@ -64,12 +64,11 @@ def _fsync_interval() -> float | None:
 
 
 class _Line:
-    __slots__ = ("partition", "data", "record")
+    __slots__ = ("partition", "data")
 
-    def __init__(self, partition: str, data: bytes, record: Record) -> None:
+    def __init__(self, partition: str, data: bytes) -> None:
         self.partition = partition
         self.data = data
-        self.record = record
 
 
 class _Body:
@@ -98,9 +97,9 @@ class _QueuedBodyStore:
 
 
 class LocalSink:
-    def __init__(self, settings: Settings, spans: SpanShipper | None = None) -> None:
+    def __init__(self, settings: Settings, spans: SpanPipe | None = None) -> None:
         self.settings = settings
-        # Records go on to the OpenTelemetry exporter's own thread once written (None: not configured).
+        # Written lines go on to the OpenTelemetry exporter process (None: not configured).
         self.spans = spans
         self.data_dir = settings.data_dir
         self._hostname = socket.gethostname()
@@ -125,7 +124,7 @@ class LocalSink:
             # One bad exchange must not break the relay; the id says which call to look at.
             log.exception("could not build the record for request %s", exchange.request_id)
             return None
-        self._queue.put(_Line(f"dt={record['dt']}/hour={record['hour']}", line, record))
+        self._queue.put(_Line(f"dt={record['dt']}/hour={record['hour']}", line))
         return record
 
     def flush(self, timeout_s: float) -> None:
@@ -167,12 +166,12 @@ class LocalSink:
         """Write a batch; False once the stop marker has been reached."""
         running = True
         lines: dict[str, list[bytes]] = {}
-        records: list[Record] = []
+        written: list[bytes] = []
         flushed: list[threading.Event] = []
         for item in batch:
             if isinstance(item, _Line):
                 lines.setdefault(item.partition, []).append(item.data)
-                records.append(item.record)
+                written.append(item.data)
             elif isinstance(item, _Body):
                 self._write_body(item)
             elif isinstance(item, threading.Event):
@@ -187,9 +186,9 @@ class LocalSink:
                 # may succeed. The descriptor is dropped so the next open repairs a partial write.
                 log.exception("could not write %d record(s) to %s", len(chunk), partition)
                 self._close_file()
-        if self.spans is not None and records:
+        if self.spans is not None and written:
             # A span describes the call, whether or not its line reached the disk.
-            self.spans.offer(records)
+            self.spans.offer(b"".join(written), len(written))
         for event in flushed:
             event.set()
         return running
