@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from relaylog.config import OtelSettings, otel_from_env
-from relaylog.otel import span_shipper
+from relaylog.otel import shown, span_shipper
 from relaylog.otel.stats import ExportStats
 
 from tests.standin import StandIn
@@ -183,6 +183,8 @@ def test_header_values_never_reach_a_repr_or_an_error() -> None:
     assert "s3cret" not in str(error.value) and "bad" not in str(error.value)
     ok = otel_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c", "OTEL_EXPORTER_OTLP_HEADERS": "k=s3cret"})
     assert ok is not None and "s3cret" not in repr(ok)
+    # Collector URLs are printed (start-up line, warnings) without the credentials they may carry.
+    assert shown("https://user:s3cret@collector.example:4318/v1/traces") == "https://collector.example:4318/v1/traces"
 
 
 def test_the_relay_process_never_imports_opentelemetry(tmp_path: Path) -> None:

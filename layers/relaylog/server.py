@@ -22,7 +22,7 @@ from .gateway.counters_sqlite import SqliteCounters
 from .gateway.services import Services
 from .http_guard import GuardedHttpToolsProtocol
 from .keys import KeyStore
-from .otel import span_shipper
+from .otel import shown, span_shipper
 from .query.api import QueryApp, is_query_path
 from .query.backend import Backend
 from .relay.app import Receive, RelayApp, Scope, Send
@@ -139,6 +139,10 @@ def run(host: str = "127.0.0.1", port: int = 8787, data_dir: Path = Path("relayl
         )
     grace = float(os.environ.get("RELAYLOG_SHUTDOWN_GRACE", "30"))
     settings = Settings.from_env()
+    if settings.otel is not None:
+        otel = settings.otel
+        content = ", with prompt content" if otel.capture_content else ""
+        print(f"OpenTelemetry: spans to {shown(otel.endpoint)} ({otel.protocol}{content})", file=sys.stderr)
     log_config = copy.deepcopy(LOGGING_CONFIG)
     log_config["loggers"]["relaylog"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     uvicorn.run(

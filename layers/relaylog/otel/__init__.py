@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from importlib import metadata
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -41,3 +42,10 @@ def _installed(distribution: str) -> bool:
     except metadata.PackageNotFoundError:
         return False
     return True
+
+
+def shown(url: str) -> str:
+    """A collector URL as it may be printed: without any user or password it carries."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"

@@ -31,6 +31,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from .. import __version__
 from ..config import OtelSettings
 from ..record import Record
+from . import shown
 from .spans import SCHEMA_URL, SpanData, span_data
 from .stats import ExportStats
 
@@ -230,7 +231,7 @@ class SpanShipper:
         log.warning(
             "OpenTelemetry: %d span(s) not exported to %s since the last report%s; so far %d exported,"
             " %d dropped with the queue full, %d failed",
-            count, self.settings.endpoint, f" (last error: {problem})" if problem else "",
+            count, shown(self.settings.endpoint), f" (last error: {problem})" if problem else "",
             stats.exported, stats.queue_full, stats.failed,
         )
 

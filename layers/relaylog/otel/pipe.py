@@ -12,7 +12,6 @@ the relay.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import logging
 import os
 import subprocess
@@ -54,10 +53,7 @@ class SpanPipe:
         # The settings (exporter headers are secrets) travel down the pipe, not in argv or the env.
         config = {"settings": dataclasses.asdict(settings), "overrides": overrides}
         os.write(self._fd, orjson.dumps(config) + b"\n")
-        try:
-            fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
-        except OSError:
-            pass  # the system's limit is lower: the default size still works
+        _enlarge(self._fd)
         os.set_blocking(self._fd, False)
         # Part of a line the pipe could not take; written first next time, so no line is torn.
         self._rest = b""
@@ -131,3 +127,13 @@ class SpanPipe:
                 return
             count, self._unreported, self._reported_at = self._unreported, 0, now
         log.warning("OpenTelemetry: %d record(s) dropped before export: the exporter process is behind", count)
+
+
+def _enlarge(fd: int) -> None:
+    """Ask for a 1 MiB pipe (Linux only; elsewhere, or above the system's limit, the default stays)."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)  # type: ignore[attr-defined]
+    except (ImportError, AttributeError, OSError):
+        pass

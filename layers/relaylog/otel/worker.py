@@ -42,7 +42,11 @@ def main() -> int:
     shipper.close()
     stats = dataclasses.asdict(shipper.stats)
     stats["failed"] += unreadable
-    sys.stdout.buffer.write(orjson.dumps(stats) + b"\n")
+    try:
+        sys.stdout.buffer.write(orjson.dumps(stats) + b"\n")
+        sys.stdout.flush()
+    except OSError:
+        pass  # the relay is gone (killed): nobody is left to read the counts
     return 0
 
 
