@@ -93,7 +93,10 @@ class SpanPipe:
 
     def close(self, timeout_s: float | None = None) -> None:
         """Close the pipe, let the exporter send what it holds (at most `timeout_s`, default twice
-        the exporter's timeout and 5 s), then read its final counts into `stats`."""
+        the exporter's timeout and 5 s), then read its final counts into `stats`. Later calls do
+        nothing."""
+        if self._proc.returncode is not None:
+            return
         wait = self.settings.timeout_s * 2 + 5 if timeout_s is None else timeout_s
         # A line cut short in the pipe (its rest in self._rest) reaches the exporter torn: it
         # counts it as failed, so every record is still accounted for once.
