@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote
 
 from .providers.registry import PROVIDERS
 
@@ -68,6 +71,8 @@ class Settings:
     body_timeout_s: float = BODY_TIMEOUT_S
     max_header_bytes: int = MAX_HEADER_BYTES
     max_header_count: int = MAX_HEADER_COUNT
+    # Spans to an OpenTelemetry collector; None (the default) unless an OTLP endpoint is set.
+    otel: OtelSettings | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -104,6 +109,7 @@ class Settings:
             body_timeout_s=_env_float("RELAYLOG_BODY_TIMEOUT", BODY_TIMEOUT_S),
             max_header_bytes=_env_int("RELAYLOG_MAX_HEADER_BYTES", MAX_HEADER_BYTES),
             max_header_count=_env_int("RELAYLOG_MAX_HEADER_COUNT", MAX_HEADER_COUNT),
+            otel=otel_from_env(env),
         )
 
     def injects_stream_usage(self, provider: str) -> bool:
@@ -111,3 +117,118 @@ class Settings:
             return provider in self.stream_usage_providers
         known = PROVIDERS.get(provider)
         return known is not None and known.stream_usage
+
+
+# -- OpenTelemetry export (relaylog.otel) ----------------------------------------------------------
+# The standard OTel SDK variables (https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/
+# and https://opentelemetry.io/docs/specs/otel/protocol/exporter/), read here and nowhere else.
+
+OtlpProtocol = Literal["http/protobuf", "grpc"]
+OtlpCompression = Literal["gzip", "none"]
+_PROTOCOLS: tuple[OtlpProtocol, ...] = ("http/protobuf", "grpc")
+_COMPRESSIONS: tuple[OtlpCompression, ...] = ("gzip", "none")
+# OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT values that put content on spans (the GenAI
+# instrumentations' switch; relaylog records content on span attributes, never as log events).
+_CAPTURE_ON = frozenset({"true", "1", "span_only", "span_and_event"})
+_CAPTURE_OFF = frozenset({"", "false", "0", "no_content", "event_only"})
+
+
+@dataclass(frozen=True, slots=True)
+class OtelSettings:
+    # http/protobuf: the URL spans are POSTed to (…/v1/traces); grpc: the collector's URL.
+    endpoint: str
+    protocol: OtlpProtocol = "http/protobuf"
+    # Sent with every export (API keys of hosted backends): never logged.
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    timeout_s: float = 10.0
+    compression: OtlpCompression = "none"
+    # gRPC without TLS; None lets the endpoint's scheme decide (http:// is plain text).
+    insecure: bool | None = None
+    service_name: str = "relaylog"
+    resource: tuple[tuple[str, str], ...] = ()
+    # Prompt and completion text as gen_ai.input.messages / gen_ai.output.messages (opt-in).
+    capture_content: bool = False
+    # Longest string attribute value; longer ones are cut (None: no limit, the spec's default).
+    max_value_chars: int | None = None
+    # Spans waiting for export; more are dropped (counted), the relay never waits.
+    queue_size: int = 2048
+    batch_size: int = 512
+    # Longest a span waits for its batch to fill before being sent anyway.
+    schedule_delay_s: float = 5.0
+    # parentbased_always_on: a caller's unsampled trace stays unsampled; always_on: every call.
+    follow_parent_sampling: bool = True
+
+
+def otel_from_env(env: Mapping[str, str]) -> OtelSettings | None:
+    """Span export settings, or None when no OTLP endpoint is set (or the SDK is disabled)."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    exporter = env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
+    if exporter == "none":
+        return None
+    if exporter != "otlp":
+        raise ValueError(f"OTEL_TRACES_EXPORTER={exporter!r}: relaylog exports spans only over OTLP (otlp, none)")
+    protocol = _signal(env, "PROTOCOL") or "http/protobuf"
+    if protocol not in _PROTOCOLS:
+        raise ValueError(f"OTLP protocol {protocol!r} is not supported: use one of {', '.join(_PROTOCOLS)}")
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    if not endpoint:
+        base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+        if not base:
+            return None
+        # The signal path is appended to the generic endpoint for HTTP only; gRPC takes it as it is.
+        endpoint = f"{base.rstrip('/')}/v1/traces" if protocol == "http/protobuf" else base
+    compression = _signal(env, "COMPRESSION") or "none"
+    if compression not in _COMPRESSIONS:
+        raise ValueError(f"OTLP compression {compression!r} is not supported: use gzip or none")
+    insecure = _signal(env, "INSECURE")
+    sampler = env.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
+    if sampler not in ("parentbased_always_on", "always_on"):
+        raise ValueError(f"OTEL_TRACES_SAMPLER={sampler!r}: relaylog supports parentbased_always_on, always_on")
+    capture = env.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "").strip().lower()
+    if capture not in _CAPTURE_ON | _CAPTURE_OFF:
+        raise ValueError(f"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT={capture!r}: use true or false")
+    resource = _key_values(env, "OTEL_RESOURCE_ATTRIBUTES")
+    # OTEL_SERVICE_NAME wins over a service.name in OTEL_RESOURCE_ATTRIBUTES.
+    service = env.get("OTEL_SERVICE_NAME", "").strip() or dict(resource).get("service.name") or "relaylog"
+    limit = env.get("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT") or env.get("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT")
+    # Generic headers first, the traces-only ones override them name by name.
+    headers = dict(_key_values(env, "OTEL_EXPORTER_OTLP_HEADERS"))
+    headers.update(_key_values(env, "OTEL_EXPORTER_OTLP_TRACES_HEADERS"))
+    return OtelSettings(
+        endpoint=endpoint,
+        protocol=protocol,  # type: ignore[arg-type]
+        headers=tuple(headers.items()),
+        # The spec gives OTLP timeouts in milliseconds.
+        timeout_s=float(_signal(env, "TIMEOUT") or 10_000) / 1000.0,
+        compression=compression,  # type: ignore[arg-type]
+        insecure=None if not insecure else insecure == "true",
+        service_name=service,
+        resource=tuple((k, v) for k, v in resource if k != "service.name"),
+        capture_content=capture in _CAPTURE_ON,
+        max_value_chars=int(limit) if limit else None,
+        queue_size=int(env.get("OTEL_BSP_MAX_QUEUE_SIZE") or 2048),
+        batch_size=int(env.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 512),
+        schedule_delay_s=float(env.get("OTEL_BSP_SCHEDULE_DELAY") or 5000) / 1000.0,
+        follow_parent_sampling=sampler == "parentbased_always_on",
+    )
+
+
+def _signal(env: Mapping[str, str], name: str) -> str:
+    """OTEL_EXPORTER_OTLP_TRACES_<name>, else OTEL_EXPORTER_OTLP_<name>, lower-cased."""
+    value = env.get(f"OTEL_EXPORTER_OTLP_TRACES_{name}") or env.get(f"OTEL_EXPORTER_OTLP_{name}") or ""
+    return value.strip().lower()
+
+
+def _key_values(env: Mapping[str, str], name: str) -> list[tuple[str, str]]:
+    """`k1=v1,k2=v2` with percent-encoded values (the W3C Baggage format the spec uses)."""
+    pairs: list[tuple[str, str]] = []
+    for number, item in enumerate(env.get(name, "").split(","), start=1):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            # The entry itself is not quoted: header values are often API keys.
+            raise ValueError(f"{name}: entry {number} is not key=value")
+        pairs.append((unquote(key.strip()), unquote(value.strip())))
+    return pairs

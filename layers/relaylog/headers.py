@@ -48,6 +48,10 @@ class HeliconeMeta:
     # Gateway headers (cache, rate limit, retries, fallbacks), read by relaylog.gateway.options:
     # lower-cased name without the "helicone-" prefix -> raw value.
     gateway: dict[str, str] = field(default_factory=dict)
+    # W3C trace context as received (not helicone-*: forwarded upstream unchanged as well). Read
+    # for the record's link to the caller's trace; validated off the hot path (relaylog.otel.context).
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 # Helicone header -> HeliconeMeta attribute.
@@ -67,6 +71,7 @@ _FLAG_HEADERS = {
     "helicone-omit-response": "omit_response",
 }
 _GATEWAY_PREFIXES = ("helicone-cache-", "helicone-retry-", "helicone-ratelimit-", "helicone-fallbacks")
+_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
 
 
 def truthy(value: str) -> bool:
@@ -91,6 +96,8 @@ def split_headers(raw: list[tuple[bytes, bytes]]) -> tuple[HeliconeMeta, list[tu
             accept_encoding = value
         elif name not in dropped:
             upstream.append((name.decode("latin-1"), text))
+            if name in _TRACE_HEADERS:
+                _read_trace(meta, name, text)
     return meta, upstream, accept_encoding
 
 
@@ -116,6 +123,15 @@ def _read_helicone(meta: HeliconeMeta, name: str, value: str) -> None:
         setattr(meta, attribute, truthy(value))
     elif name.startswith(_GATEWAY_PREFIXES):
         meta.gateway[name[len("helicone-"):]] = value
+
+
+def _read_trace(meta: HeliconeMeta, name: bytes, value: str) -> None:
+    if name == b"traceparent":
+        # Two traceparent headers cannot both be the caller: "" keeps neither (it never validates).
+        meta.traceparent = value if meta.traceparent is None else ""
+    else:
+        # tracestate may be split over several header lines, joined as one list (RFC 9110 5.3).
+        meta.tracestate = value if meta.tracestate is None else f"{meta.tracestate},{value}"
 
 
 def request_id(candidate: str | None) -> str:

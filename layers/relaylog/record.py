@@ -58,6 +58,14 @@ class Record(TypedDict):
     response_body_ref: str | None
     request_bytes: int
     response_bytes: int
+    # -- added within schema v1 (absent from older records: readers take missing as null) ------
+    # The provider's id for the response (`chatcmpl-...`, `msg_...`, Gemini's responseId).
+    response_id: str | None
+    # JSON array of why each choice/candidate stopped, in the provider's words (["stop"]).
+    finish_reasons: str | None
+    # The caller's W3C trace context, when its request carried a valid one (never a malformed one).
+    traceparent: str | None
+    tracestate: str | None
 
 
 FIELDS: tuple[str, ...] = tuple(Record.__annotations__)

@@ -10,6 +10,8 @@ import orjson
 
 from .config import Settings
 from .exchange import Attempt, Exchange
+from .otel.context import trace_context
+from .providers.outcome import read_outcome
 from .providers.parsing import parse_response
 from .record import SCHEMA_VERSION, Record
 from .usage import EMPTY_FIELDS, Observed
@@ -55,6 +57,11 @@ def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> R
         )
         if observed.parse_error and exchange.status < 400:
             problems.append(f"response: {observed.parse_error}")
+    response_id, finish_reasons = (
+        read_outcome(provider.family, exchange.endpoint or exchange.path, response_plain)
+        if provider is not None and answered and response_plain
+        else (None, None)
+    )
     error_type = exchange.error_type
     if error_type is None and observed.stream_error:
         error_type = "upstream_stream_error"
@@ -108,6 +115,7 @@ def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> R
         settings,
         bodies,
     )
+    traceparent, tracestate = trace_context(meta.traceparent, meta.tracestate)
     record: Record = {
         "schema_version": SCHEMA_VERSION,
         "request_id": exchange.request_id,
@@ -148,6 +156,10 @@ def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> R
         "response_body_ref": response_ref,
         "request_bytes": len(exchange.request_body),
         "response_bytes": exchange.response_bytes,
+        "response_id": response_id,
+        "finish_reasons": orjson.dumps(finish_reasons).decode() if finish_reasons else None,
+        "traceparent": traceparent,
+        "tracestate": tracestate,
     }
     return record
 

@@ -22,6 +22,7 @@ from .gateway.counters_sqlite import SqliteCounters
 from .gateway.services import Services
 from .http_guard import GuardedHttpToolsProtocol
 from .keys import KeyStore
+from .otel import shown, span_shipper
 from .query.api import QueryApp, is_query_path
 from .query.backend import Backend
 from .relay.app import Receive, RelayApp, Scope, Send
@@ -98,7 +99,8 @@ def local_app(settings: Settings) -> LocalApp:
     keys = KeyStore.in_data_dir(settings.data_dir)
     query = QueryApp(functools.partial(_local_backend, settings.data_dir), keys)
     # Cache entries and rate-limit counters live in the data dir, shared by every worker process.
-    return LocalApp(settings, keys, LocalSink(settings), query, FileCacheStore(settings.data_dir / "cache"))
+    sink = LocalSink(settings, span_shipper(settings))
+    return LocalApp(settings, keys, sink, query, FileCacheStore(settings.data_dir / "cache"))
 
 
 def create_app() -> LocalApp:
@@ -137,6 +139,10 @@ def run(host: str = "127.0.0.1", port: int = 8787, data_dir: Path = Path("relayl
         )
     grace = float(os.environ.get("RELAYLOG_SHUTDOWN_GRACE", "30"))
     settings = Settings.from_env()
+    if settings.otel is not None:
+        otel = settings.otel
+        content = ", with prompt content" if otel.capture_content else ""
+        print(f"OpenTelemetry: spans to {shown(otel.endpoint)} ({otel.protocol}{content})", file=sys.stderr)
     log_config = copy.deepcopy(LOGGING_CONFIG)
     log_config["loggers"]["relaylog"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     uvicorn.run(

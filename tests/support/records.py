@@ -68,6 +68,10 @@ def make_record(created: datetime, **overrides: Any) -> dict[str, Any]:
         "response_body_ref": None,
         "request_bytes": len(request_body),
         "response_bytes": len(response_body),
+        "response_id": "chatcmpl-1",
+        "finish_reasons": None,
+        "traceparent": None,
+        "tracestate": None,
     }
     record.update(overrides)
     assert list(record) == list(FIELDS), "helper out of date with record.FIELDS"

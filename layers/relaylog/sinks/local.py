@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -31,6 +32,9 @@ from ..exchange import Exchange
 from ..record import Record
 from ..recording import build_record
 from ..store.files import DAMAGED_DIR, seal_dead_writers, seal_tail
+
+if TYPE_CHECKING:
+    from ..otel.pipe import SpanPipe
 
 log = logging.getLogger("relaylog.sink")
 
@@ -93,8 +97,10 @@ class _QueuedBodyStore:
 
 
 class LocalSink:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, spans: SpanPipe | None = None) -> None:
         self.settings = settings
+        # Written lines go on to the OpenTelemetry exporter process (None: not configured).
+        self.spans = spans
         self.data_dir = settings.data_dir
         self._hostname = socket.gethostname()
         self.writer_id = f"{self._hostname}-{os.getpid()}-{int(time.time())}"
@@ -131,6 +137,8 @@ class LocalSink:
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join()
+        if self.spans is not None:
+            self.spans.close()
 
     def _run(self) -> None:
         try:
@@ -158,10 +166,12 @@ class LocalSink:
         """Write a batch; False once the stop marker has been reached."""
         running = True
         lines: dict[str, list[bytes]] = {}
+        written: list[bytes] = []
         flushed: list[threading.Event] = []
         for item in batch:
             if isinstance(item, _Line):
                 lines.setdefault(item.partition, []).append(item.data)
+                written.append(item.data)
             elif isinstance(item, _Body):
                 self._write_body(item)
             elif isinstance(item, threading.Event):
@@ -176,6 +186,9 @@ class LocalSink:
                 # may succeed. The descriptor is dropped so the next open repairs a partial write.
                 log.exception("could not write %d record(s) to %s", len(chunk), partition)
                 self._close_file()
+        if self.spans is not None and written:
+            # A span describes the call, whether or not its line reached the disk.
+            self.spans.offer(b"".join(written), len(written))
         for event in flushed:
             event.set()
         return running
