@@ -10,7 +10,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import orjson
@@ -26,9 +26,10 @@ from ..gateway.retry import RetryPolicy, retry_after_s, retryable
 from ..gateway.services import Services
 from ..headers import bearer, narrow_accept_encoding, request_id, response_headers, split_headers
 from ..keys import KeyVerifier
-from ..providers.parsing import parse_request
+from ..providers.parsing import parse_request, stream_ended
 from ..providers.routing import RouteError, resolve
 from ..record import Record
+from ..recording import decode
 from ..sinks import Sink
 from .caching import entry_from
 from .deadlines import Deadlines
@@ -46,6 +47,10 @@ Send = Callable[[Message], Awaitable[None]]
 _JSON = b"application/json"
 # Non-streamed bodies up to this size are read whole and sent in one write.
 _READ_WHOLE_MAX = 4 * 1024 * 1024
+# A client that hung up after the provider's terminal event has the whole response; the provider
+# is read on this long at most for what it still sends (usage, the end of the body, which also
+# lets the connection go back to the pool), then let go. The record waits for it, the client not.
+_READ_ON_S = 5.0
 
 
 class ClientGone(Exception):
@@ -124,10 +129,13 @@ class RelayApp:
         try:
             await self._relay(exchange, scope, receive, send, upstream_headers, accept_encoding)
         except ClientGone:
-            exchange.error_type = "client_disconnect"
+            # A send found the client gone (the Lambda runtime says so there).
+            if not _ended(exchange):
+                exchange.error_type = "client_disconnect"
         except asyncio.CancelledError:
             # Not the client leaving (that is handled inside): the server is stopping this call.
-            exchange.error_type = exchange.error_type or "cancelled"
+            if not exchange.client_done:
+                exchange.error_type = exchange.error_type or "cancelled"
             raise
         except Exception:
             exchange.error_type = "internal_error"
@@ -306,9 +314,10 @@ class RelayApp:
         exchange.response_content_type = entry.content_type
         exchange.response_content_encoding = entry.content_encoding
         exchange.usage_injected = entry.usage_injected
-        exchange.withheld = entry.withheld
+        exchange.withheld = list(entry.withheld)  # the entry's own list stays as stored
         headers = [*entry.headers, (b"helicone-id", exchange.request_id.encode()), *exchange.extra_headers]
-        watcher = _DisconnectWatcher(receive) if original_timing else None
+        # Nothing to read on after the end: a client that leaves then stops the replay at once.
+        watcher = _DisconnectWatcher(receive, exchange, read_on_s=0.0) if original_timing else None
         try:
             await self._start(exchange, send, entry.status, headers)
             began = time.perf_counter()
@@ -321,10 +330,9 @@ class RelayApp:
                 await self._send_chunk(exchange, send, chunk, capture_limit)
             await self._send_last(exchange, send, watcher, b"")
         except asyncio.CancelledError:
-            if watcher is None or not watcher.gone:
+            if watcher is None or not watcher.stopped_us():
                 raise
             _uncancel()
-            exchange.error_type = "client_disconnect"
         finally:
             if watcher is not None:
                 watcher.stop()
@@ -338,7 +346,7 @@ class RelayApp:
         retry: RetryPolicy | None,
         accept_encoding: bytes | None,
     ) -> None:
-        watcher = _DisconnectWatcher(receive)
+        watcher = _DisconnectWatcher(receive, exchange, read_on_s=min(_READ_ON_S, self.settings.read_timeout_s))
         response: aiohttp.ClientResponse | None = None
         try:
             exchange.upstream_started = time.perf_counter()
@@ -386,24 +394,21 @@ class RelayApp:
                     await self._respond(exchange, response, send, watcher, preread)
                     return
         except asyncio.CancelledError:
-            if not watcher.gone:
+            if not watcher.stopped_us():
                 raise
             _uncancel()
-            exchange.error_type = "client_disconnect"
         except TimeoutError:
-            exchange.upstream_finished = time.perf_counter()
             if exchange.status == 0:
+                exchange.upstream_finished = time.perf_counter()
                 await self._refuse(exchange, send, 504, "upstream_timeout", "The provider did not answer in time")
             else:
-                exchange.error_type = "upstream_timeout"
-                _log_cut(exchange, "the provider went silent mid-response")
+                _cut(exchange, "upstream_timeout", "the provider went silent mid-response")
         except (aiohttp.ClientError, OSError) as error:
-            exchange.upstream_finished = time.perf_counter()
             if exchange.status == 0:
+                exchange.upstream_finished = time.perf_counter()
                 await self._refuse(exchange, send, 502, "upstream_unreachable", _describe(error))
             else:
-                exchange.error_type = "upstream_disconnect"
-                _log_cut(exchange, "the provider closed the connection mid-response")
+                _cut(exchange, "upstream_disconnect", "the provider closed the connection mid-response")
         finally:
             watcher.stop()
             if exchange.upstream_finished is None:
@@ -414,15 +419,15 @@ class RelayApp:
 
     async def _open(
         self, exchange: Exchange, target: Target, accept_encoding: bytes | None
-    ) -> tuple[aiohttp.ClientResponse, bytes | None]:
+    ) -> tuple[aiohttp.ClientResponse, _Whole | None]:
         """The provider's response to one attempt, with its body already read when relaylog had to
         look at it (a 400 that may be about the stream usage it asked for)."""
         exchange.usage_injected = target.usage_injected
         response = await self._request(exchange, target, accept_encoding, target.upstream_body)
         if exchange.usage_injected and response.status == 400:
             # A provider that turned out not to accept stream_options: ask again as the client did.
-            preread = await response.read()
-            if b"stream_options" not in preread:
+            preread = await _read_whole(response)
+            if preread.failure is not None or b"stream_options" not in preread.data:
                 return response, preread
             response.release()
             exchange.usage_injected = False
@@ -452,7 +457,7 @@ class RelayApp:
         response: aiohttp.ClientResponse,
         send: Send,
         watcher: _DisconnectWatcher,
-        preread: bytes | None,
+        preread: _Whole | None,
     ) -> None:
         content_type = response.headers.get("Content-Type", "")
         exchange.response_content_type = content_type
@@ -469,22 +474,20 @@ class RelayApp:
         headers += exchange.extra_headers
 
         length = response.content_length
+        capture_limit = self.settings.max_request_bytes
         if preread is not None or (not event_stream and length is not None and length <= _READ_WHOLE_MAX):
-            try:
-                data = preread if preread is not None else await response.read()
-            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, ConnectionError):
-                # Nothing has reached the client yet: relaylog answers for the unfinished body.
-                exchange.upstream_finished = time.perf_counter()
-                return await self._refuse(
-                    exchange, send, 502, "upstream_disconnect", "The provider closed the connection mid-answer"
-                )
+            whole = preread if preread is not None else await _read_whole(response)
             exchange.upstream_finished = time.perf_counter()
             await self._start(exchange, send, response.status, headers)
-            await self._send_last(exchange, send, watcher, data)
-            return
+            if whole.failure is None:
+                return await self._send_last(exchange, send, watcher, whole.data)
+            # Cut (or silent) mid-body: the client gets the provider's status, headers and bytes,
+            # then its connection is cut the same way, as it would be calling the provider directly.
+            if whole.data:
+                await self._send_chunk(exchange, send, whole.data, capture_limit)
+            raise whole.failure
 
         await self._start(exchange, send, response.status, headers)
-        capture_limit = self.settings.max_request_bytes
         try:
             async for chunk in response.content.iter_any():
                 out = stripper.feed(chunk) if stripper is not None else chunk
@@ -497,7 +500,8 @@ class RelayApp:
             if out:
                 await self._send_chunk(exchange, send, out, capture_limit)
             raise
-        exchange.upstream_finished = time.perf_counter()
+        if not exchange.client_done:
+            exchange.upstream_finished = time.perf_counter()
         tail = stripper.finish() if stripper is not None else b""
         await self._send_last(exchange, send, watcher, tail)
 
@@ -510,6 +514,9 @@ class RelayApp:
         await send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def _send_chunk(self, exchange: Exchange, send: Send, data: bytes, capture_limit: int) -> None:
+        if exchange.client_done:
+            exchange.withheld.append(data)  # read on for usage; the client has all it wanted
+            return
         _count_sent(exchange, data)
         if exchange.response_bytes <= capture_limit:
             exchange.response_chunks.append(data)
@@ -518,12 +525,16 @@ class RelayApp:
     async def _send_last(
         self, exchange: Exchange, send: Send, watcher: _DisconnectWatcher | None, data: bytes
     ) -> None:
-        if data:
-            _count_sent(exchange, data)
-            exchange.response_chunks.append(data)
         # From here on a disconnect notice only means the response is complete.
         if watcher is not None:
             watcher.stop()
+        if exchange.client_done:
+            if data:
+                exchange.withheld.append(data)
+            return
+        if data:
+            _count_sent(exchange, data)
+            exchange.response_chunks.append(data)
         await send({"type": "http.response.body", "body": data, "more_body": False})
         exchange.finished = time.perf_counter()
 
@@ -549,26 +560,96 @@ class RelayApp:
 
 
 class _DisconnectWatcher:
-    """Cancels the relaying task when the client goes away, so the provider stops being read."""
+    """Hears the client go away while the relay waits on the provider. Before the provider's
+    terminal event has reached the client, that cancels the relaying task (the provider stops
+    being read) and the call is `client_disconnect`. After it, the response is complete: the relay
+    reads on for at most `read_on_s` (sending nothing), then is cancelled the same way."""
 
-    __slots__ = ("_task", "_watch", "gone")
+    __slots__ = ("_exchange", "_read_on_s", "_task", "_timer", "_watch", "gone", "read_on_over")
 
-    def __init__(self, receive: Receive) -> None:
-        self.gone = False
+    def __init__(self, receive: Receive, exchange: Exchange, read_on_s: float) -> None:
+        self.gone = False  # the client left before the end
+        self.read_on_over = False
+        self._exchange = exchange
+        self._read_on_s = read_on_s
         self._task = asyncio.current_task()
+        self._timer: asyncio.TimerHandle | None = None
         self._watch: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(self._wait(receive))
 
     async def _wait(self, receive: Receive) -> None:
         message = await receive()
-        if message["type"] == "http.disconnect" and self._watch is not None and self._task is not None:
+        if message["type"] != "http.disconnect" or self._watch is None or self._task is None:
+            return
+        exchange = self._exchange
+        if not _ended(exchange):
             self.gone = True
+            exchange.error_type = "client_disconnect"
             self._task.cancel()
+            return
+        exchange.client_done = True
+        exchange.finished = exchange.upstream_finished = time.perf_counter()
+        self._timer = asyncio.get_running_loop().call_later(self._read_on_s, self._read_on_ends)
+
+    def _read_on_ends(self) -> None:
+        if self._task is not None:
+            self.read_on_over = True
+            self._task.cancel()
+
+    def stopped_us(self) -> bool:
+        """Whether a cancellation of the relaying task was this watcher's doing."""
+        return self.gone or self.read_on_over
 
     def stop(self) -> None:
         if self._watch is not None:
             watch, self._watch = self._watch, None
             if not watch.done():
                 watch.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class _Whole(NamedTuple):
+    """A body read whole, or what arrived of it before the provider cut it or went silent."""
+
+    data: bytes
+    failure: BaseException | None  # what ended the read early; None for a whole body
+
+
+async def _read_whole(response: aiohttp.ClientResponse) -> _Whole:
+    """Like `response.read()`, keeping the bytes that arrived before a failure (read() drops them)."""
+    content = response.content
+    blocks: list[bytes] = []
+    try:
+        while block := await content.readany():
+            blocks.append(block)
+    except (aiohttp.ClientError, OSError, TimeoutError) as error:
+        blocks.append(_received_before_the_cut(content))
+        return _Whole(b"".join(blocks), error)
+    await response.wait_for_close()  # the connection goes back to the pool, as read() leaves it
+    return _Whole(blocks[0] if len(blocks) == 1 else b"".join(blocks), None)
+
+
+def _ended(exchange: Exchange) -> bool:
+    """Whether the provider's terminal event has been sent to the client: from then on the call is
+    complete, whatever becomes of either connection. Asked only when one ends early, never per
+    chunk. A stream sent past the capture limit is not all kept, and counts as not ended."""
+    provider = exchange.provider
+    if not exchange.stream or provider is None or exchange.response_bytes > sum(map(len, exchange.response_chunks)):
+        return False
+    body, _ = decode(b"".join(exchange.response_chunks), exchange.response_content_encoding)
+    return body is not None and stream_ended(provider.family, exchange.endpoint or exchange.path, body)
+
+
+def _cut(exchange: Exchange, error_type: str, what: str) -> None:
+    """The provider failed after the answer began; the client's response is cut the same way (the
+    app returns without completing it). A stream that already ended for the client is a success."""
+    if exchange.upstream_finished is None:
+        exchange.upstream_finished = time.perf_counter()
+    if exchange.client_done or _ended(exchange):
+        return
+    exchange.error_type = error_type
+    _log_cut(exchange, what)
 
 
 def _count_sent(exchange: Exchange, data: bytes) -> None:
