@@ -18,7 +18,8 @@ Grammar: items separated by `;` or `,`, each `name` or `name=value`, combinable:
                       bodies: the first N bytes), then close the TCP connection (FIN) without
                       ending the body: the client sees a body cut short mid-stream
     stall-after=N     like drop-after, but keep the connection open and send nothing more
-                      (until the client gives up or the stand-in stops)
+                      (until the client gives up or the stand-in stops); a non-streamed body of
+                      at most N bytes is whole, and the connection serves the next request
     reset             after reading the request (and any delay-ms), close the connection with a
                       TCP RST before sending a single byte
     truncate          end a stream cleanly at the HTTP level (final zero-length chunk) but leave

@@ -221,7 +221,7 @@ class _Conn(asyncio.Protocol):
                 transport.write(_LAST_CHUNK)
         if fault.drop_after is not None:
             transport.close()  # FIN once the buffered bytes are out: the body ends short
-        elif fault.stall_after is not None:
+        elif fault.stall_after is not None and (reply.events is not None or fault.stall_after < len(reply.body)):
             await self.lost  # silent until the client gives up or the stand-in stops
         elif not keep_alive:
             transport.close()
