@@ -26,6 +26,7 @@ from aiohttp import web
 
 from tests.standin import StandIn
 from tests.support.proxy import RunningProxy, module_proxy
+from tests.support.upstream import AiohttpUpstream
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 GEMINI = {"contents": [{"role": "user", "parts": [{"text": "Say hello"}]}]}
@@ -217,31 +218,6 @@ def test_clients_that_leave_one_event_before_the_end_are_client_disconnects(
         assert record["response_bytes"] > 0
 
 
-class _Upstream:
-    """A one-route provider whose stream the test writes by hand, on its own loop and thread."""
-
-    def __init__(self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
-        self._handler = handler
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    def __enter__(self) -> str:
-        self._thread.start()
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handler)
-        self._runner = web.AppRunner(app)
-        asyncio.run_coroutine_threadsafe(self._runner.setup(), self._loop).result()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        asyncio.run_coroutine_threadsafe(site.start(), self._loop).result()
-        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.shutdown(), self._loop).result()
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-
-
 CHUNK = b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\n'
 LATE_USAGE = b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":1,"total_tokens":8}}\n\n'
 
@@ -260,7 +236,7 @@ def test_usage_the_provider_sends_after_its_terminal_event_is_still_read(
         await response.write(LATE_USAGE)
         return response
 
-    with _Upstream(chat_stream) as upstream:
+    with AiohttpUpstream(chat_stream) as upstream:
         proxy = make_proxy(upstream)
         request_id = str(uuid.uuid4())
         client = openai.OpenAI(base_url=proxy.url + "/mistral/v1", api_key="sk-test", max_retries=0)
@@ -298,7 +274,7 @@ def test_a_provider_that_never_ends_after_its_terminal_event_is_let_go(
             raise
         return response
 
-    with _Upstream(chat_stream) as upstream:
+    with AiohttpUpstream(chat_stream) as upstream:
         proxy = make_proxy(upstream)
         request_id = str(uuid.uuid4())
         client = openai.OpenAI(base_url=proxy.url + "/mistral/v1", api_key="sk-test", max_retries=0)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import aiohttp
 import httpx
@@ -17,6 +16,7 @@ from aiohttp import web
 
 from tests.standin import StandIn
 from tests.support.proxy import RunningProxy
+from tests.support.upstream import AiohttpUpstream
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}
 STREAM = {**CHAT, "stream": True}
@@ -184,38 +184,13 @@ def test_provider_rejecting_stream_options_is_asked_again_as_the_client_asked(
             return web.json_response(error, status=400)
         return web.Response(body=events, content_type="text/event-stream")
 
-    with _AiohttpUpstream(chat) as upstream:
+    with AiohttpUpstream(chat) as upstream:
         proxy = make_proxy(upstream)
         response = _post(proxy.url + "/groq/openai/v1/chat/completions", {**STREAM, "model": "llama-3.3-70b"})
     assert response.status_code == 200 and response.content == events
     assert ["stream_options" in body for body in seen] == [True, False]
     record = proxy.record(response.headers["helicone-id"])
     assert record["status"] == 200 and record["usage_source"] == "absent"
-
-
-class _AiohttpUpstream:
-    """A one-route provider for behaviours the stand-in has no reason to know."""
-
-    def __init__(self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
-        self._handler = handler
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    def __enter__(self) -> str:
-        self._thread.start()
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handler)
-        self._runner = web.AppRunner(app)
-        asyncio.run_coroutine_threadsafe(self._runner.setup(), self._loop).result()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        asyncio.run_coroutine_threadsafe(site.start(), self._loop).result()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
 
 
 def test_gzip_responses_pass_compressed_and_are_read(proxy: RunningProxy, standin: StandIn) -> None:
