@@ -370,7 +370,7 @@ def test_bytes_aiohttp_buffered_before_a_cut_are_still_read() -> None:
     reads those bytes through its private `_read_nowait`. This fails loudly if aiohttp changes."""
     from aiohttp.base_protocol import BaseProtocol
     from aiohttp.streams import StreamReader
-    from relaylog.relay.app import _received_before_the_cut
+    from relaylog.relay.upstream import received_before_the_cut
 
     async def cut() -> tuple[bytes, bytes]:
         reader = StreamReader(BaseProtocol(asyncio.get_running_loop()), 2**16, loop=asyncio.get_running_loop())
@@ -378,7 +378,7 @@ def test_bytes_aiohttp_buffered_before_a_cut_are_still_read() -> None:
         reader.set_exception(aiohttp.ClientPayloadError("cut"))
         with pytest.raises(aiohttp.ClientPayloadError):
             await reader.readany()
-        return _received_before_the_cut(reader), _received_before_the_cut(reader)
+        return received_before_the_cut(reader), received_before_the_cut(reader)
 
     assert asyncio.run(cut()) == (b"data: [DONE]\n\n", b"")
 

@@ -10,7 +10,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import aiohttp
 import orjson
@@ -26,16 +26,16 @@ from ..gateway.retry import RetryPolicy, retry_after_s, retryable
 from ..gateway.services import Services
 from ..headers import bearer, narrow_accept_encoding, request_id, response_headers, split_headers
 from ..keys import KeyVerifier
-from ..providers.parsing import parse_request, stream_ended
+from ..providers.parsing import parse_request
 from ..providers.routing import RouteError, resolve
 from ..record import Record
-from ..recording import decode
 from ..sinks import Sink
 from .caching import entry_from
+from .client import DisconnectWatcher, ended
 from .deadlines import Deadlines
 from .stream_usage import UsageStripper
 from .targets import Target, plan
-from .upstream import create_session, forbidden
+from .upstream import Whole, create_session, forbidden, read_whole, received_before_the_cut
 
 log = logging.getLogger("relaylog.relay")
 
@@ -130,7 +130,7 @@ class RelayApp:
             await self._relay(exchange, scope, receive, send, upstream_headers, accept_encoding)
         except ClientGone:
             # A send found the client gone (the Lambda runtime says so there).
-            if not _ended(exchange):
+            if not ended(exchange):
                 exchange.error_type = "client_disconnect"
         except asyncio.CancelledError:
             # Not the client leaving (that is handled inside): the server is stopping this call.
@@ -317,7 +317,7 @@ class RelayApp:
         exchange.withheld = list(entry.withheld)  # the entry's own list stays as stored
         headers = [*entry.headers, (b"helicone-id", exchange.request_id.encode()), *exchange.extra_headers]
         # Nothing to read on after the end: a client that leaves then stops the replay at once.
-        watcher = _DisconnectWatcher(receive, exchange, read_on_s=0.0) if original_timing else None
+        watcher = DisconnectWatcher(receive, exchange, read_on_s=0.0) if original_timing else None
         try:
             await self._start(exchange, send, entry.status, headers)
             began = time.perf_counter()
@@ -346,7 +346,7 @@ class RelayApp:
         retry: RetryPolicy | None,
         accept_encoding: bytes | None,
     ) -> None:
-        watcher = _DisconnectWatcher(receive, exchange, read_on_s=min(_READ_ON_S, self.settings.read_timeout_s))
+        watcher = DisconnectWatcher(receive, exchange, read_on_s=min(_READ_ON_S, self.settings.read_timeout_s))
         response: aiohttp.ClientResponse | None = None
         try:
             exchange.upstream_started = time.perf_counter()
@@ -419,14 +419,14 @@ class RelayApp:
 
     async def _open(
         self, exchange: Exchange, target: Target, accept_encoding: bytes | None
-    ) -> tuple[aiohttp.ClientResponse, _Whole | None]:
+    ) -> tuple[aiohttp.ClientResponse, Whole | None]:
         """The provider's response to one attempt, with its body already read when relaylog had to
         look at it (a 400 that may be about the stream usage it asked for)."""
         exchange.usage_injected = target.usage_injected
         response = await self._request(exchange, target, accept_encoding, target.upstream_body)
         if exchange.usage_injected and response.status == 400:
             # A provider that turned out not to accept stream_options: ask again as the client did.
-            preread = await _read_whole(response)
+            preread = await read_whole(response)
             if preread.failure is not None or b"stream_options" not in preread.data:
                 return response, preread
             response.release()
@@ -456,8 +456,8 @@ class RelayApp:
         exchange: Exchange,
         response: aiohttp.ClientResponse,
         send: Send,
-        watcher: _DisconnectWatcher,
-        preread: _Whole | None,
+        watcher: DisconnectWatcher,
+        preread: Whole | None,
     ) -> None:
         content_type = response.headers.get("Content-Type", "")
         exchange.response_content_type = content_type
@@ -476,7 +476,7 @@ class RelayApp:
         length = response.content_length
         capture_limit = self.settings.max_request_bytes
         if preread is not None or (not event_stream and length is not None and length <= _READ_WHOLE_MAX):
-            whole = preread if preread is not None else await _read_whole(response)
+            whole = preread if preread is not None else await read_whole(response)
             exchange.upstream_finished = time.perf_counter()
             await self._start(exchange, send, response.status, headers)
             if whole.failure is None:
@@ -495,7 +495,7 @@ class RelayApp:
                     await self._send_chunk(exchange, send, out, capture_limit)
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, ConnectionError):
             # The client gets every byte the provider sent before it hung up, as it would directly.
-            tail = _received_before_the_cut(response.content)
+            tail = received_before_the_cut(response.content)
             out = stripper.feed(tail) if stripper is not None and tail else tail
             if out:
                 await self._send_chunk(exchange, send, out, capture_limit)
@@ -523,7 +523,7 @@ class RelayApp:
         await send({"type": "http.response.body", "body": data, "more_body": True})
 
     async def _send_last(
-        self, exchange: Exchange, send: Send, watcher: _DisconnectWatcher | None, data: bytes
+        self, exchange: Exchange, send: Send, watcher: DisconnectWatcher | None, data: bytes
     ) -> None:
         # From here on a disconnect notice only means the response is complete.
         if watcher is not None:
@@ -559,96 +559,12 @@ class RelayApp:
         exchange.finished = time.perf_counter()
 
 
-class _DisconnectWatcher:
-    """Hears the client go away while the relay waits on the provider. Before the provider's
-    terminal event has reached the client, that cancels the relaying task (the provider stops
-    being read) and the call is `client_disconnect`. After it, the response is complete: the relay
-    reads on for at most `read_on_s` (sending nothing), then is cancelled the same way."""
-
-    __slots__ = ("_exchange", "_read_on_s", "_task", "_timer", "_watch", "gone", "read_on_over")
-
-    def __init__(self, receive: Receive, exchange: Exchange, read_on_s: float) -> None:
-        self.gone = False  # the client left before the end
-        self.read_on_over = False
-        self._exchange = exchange
-        self._read_on_s = read_on_s
-        self._task = asyncio.current_task()
-        self._timer: asyncio.TimerHandle | None = None
-        self._watch: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(self._wait(receive))
-
-    async def _wait(self, receive: Receive) -> None:
-        message = await receive()
-        if message["type"] != "http.disconnect" or self._watch is None or self._task is None:
-            return
-        exchange = self._exchange
-        if not _ended(exchange):
-            self.gone = True
-            exchange.error_type = "client_disconnect"
-            self._task.cancel()
-            return
-        exchange.client_done = True
-        exchange.finished = exchange.upstream_finished = time.perf_counter()
-        self._timer = asyncio.get_running_loop().call_later(self._read_on_s, self._read_on_ends)
-
-    def _read_on_ends(self) -> None:
-        if self._task is not None:
-            self.read_on_over = True
-            self._task.cancel()
-
-    def stopped_us(self) -> bool:
-        """Whether a cancellation of the relaying task was this watcher's doing."""
-        return self.gone or self.read_on_over
-
-    def stop(self) -> None:
-        if self._watch is not None:
-            watch, self._watch = self._watch, None
-            if not watch.done():
-                watch.cancel()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-
-class _Whole(NamedTuple):
-    """A body read whole, or what arrived of it before the provider cut it or went silent."""
-
-    data: bytes
-    failure: BaseException | None  # what ended the read early; None for a whole body
-
-
-async def _read_whole(response: aiohttp.ClientResponse) -> _Whole:
-    """Like `response.read()`, keeping the bytes that arrived before a failure (read() drops them).
-    At the end of the body aiohttp hands the connection back to the pool by itself. Measured side by
-    side on a small chat completion: 13-15 us a call, as read() (waiting for the release as well,
-    as read() does, cost 6 us more)."""
-    content = response.content
-    blocks: list[bytes] = []
-    try:
-        while block := await content.readany():
-            blocks.append(block)
-    except (aiohttp.ClientError, OSError, TimeoutError) as error:
-        blocks.append(_received_before_the_cut(content))
-        return _Whole(b"".join(blocks), error)
-    return _Whole(blocks[0] if len(blocks) == 1 else b"".join(blocks), None)
-
-
-def _ended(exchange: Exchange) -> bool:
-    """Whether the provider's terminal event has been sent to the client: from then on the call is
-    complete, whatever becomes of either connection. Asked only when one ends early, never per
-    chunk. A stream sent past the capture limit is not all kept, and counts as not ended."""
-    provider = exchange.provider
-    if not exchange.stream or provider is None or exchange.response_bytes > sum(map(len, exchange.response_chunks)):
-        return False
-    body, _ = decode(b"".join(exchange.response_chunks), exchange.response_content_encoding)
-    return body is not None and stream_ended(provider.family, exchange.endpoint or exchange.path, body)
-
-
 def _cut(exchange: Exchange, error_type: str, what: str) -> None:
     """The provider failed after the answer began; the client's response is cut the same way (the
     app returns without completing it). A stream that already ended for the client is a success."""
     if exchange.upstream_finished is None:
         exchange.upstream_finished = time.perf_counter()
-    if exchange.client_done or _ended(exchange):
+    if exchange.client_done or ended(exchange):
         return
     exchange.error_type = error_type
     _log_cut(exchange, what)
@@ -681,20 +597,6 @@ async def _wait(attempt: Attempt, seconds: float | None) -> None:
     if seconds:
         attempt.wait_ms = round(seconds * 1000.0, 3)
         await asyncio.sleep(seconds)
-
-
-def _received_before_the_cut(content: aiohttp.StreamReader) -> bytes:
-    """Bytes aiohttp had buffered when the connection broke. Its public reads raise the stored
-    error before handing them out (aiohttp 3.x `readany`), which would drop the provider's last
-    chunk, often the one carrying usage."""
-    read = getattr(content, "_read_nowait", None)
-    if read is None:
-        return b""
-    try:
-        data = read(-1)
-    except Exception:  # noqa: BLE001 - a private method of another version: relay what we can
-        return b""
-    return data if isinstance(data, bytes) else b""
 
 
 def _log_cut(exchange: Exchange, what: str) -> None:
