@@ -1406,3 +1406,70 @@ def test_anthropic_one_hour_cache_writes_are_read_for_pricing() -> None:
     usage = parse_response("anthropic", "/v1/messages", orjson.dumps(body), JSON).usage
     assert usage is not None and (usage.cache_write_tokens, usage.cache_write_1h_tokens) == (900, 600)
     assert "cache_write_1h_tokens" not in usage.as_fields()  # priced, not a record column
+
+
+# =============================================================================================
+# Completeness: has the terminal event been sent?
+
+from relaylog.providers.parsing import stream_ended  # noqa: E402
+
+from tests.standin.app import App  # noqa: E402
+from tests.standin.wire import Request  # noqa: E402
+
+_MSGS = [{"role": "user", "content": "Say hello"}]
+# (family, endpoint, body, extra headers): one stream of each format the stand-in speaks.
+STREAMS: dict[str, tuple[str, str, dict[str, Any], dict[str, str]]] = {
+    "chat": ("openai", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": _MSGS, "stream": True}, {}),
+    "chat+usage": ("openai", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": _MSGS, "stream": True, "stream_options": {"include_usage": True}}, {}),
+    "chat-error": ("openai", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": _MSGS, "stream": True}, {"x-standin-scenario": "stream-error"}),
+    "responses": ("openai", "/v1/responses", {"model": "gpt-4o-mini", "input": "Say hello", "stream": True}, {}),
+    "responses-cut-short": ("openai", "/v1/responses", {"model": "gpt-4o-mini", "input": "Say hello", "stream": True, "max_output_tokens": 2}, {}),
+    "responses-failed": ("openai", "/v1/responses", {"model": "gpt-4o-mini", "input": "Say hello", "stream": True}, {"x-standin-scenario": "stream-error"}),
+    "anthropic": ("anthropic", "/v1/messages", {"model": "claude-haiku-4-5", "max_tokens": 64, "messages": _MSGS, "stream": True}, {}),
+    "anthropic-error": ("anthropic", "/v1/messages", {"model": "claude-haiku-4-5", "max_tokens": 64, "messages": _MSGS, "stream": True}, {"x-standin-scenario": "stream-error"}),
+    "anthropic-openai-compatible": ("anthropic", "/v1/chat/completions", {"model": "claude-haiku-4-5", "messages": _MSGS, "stream": True}, {}),
+    "gemini": ("gemini", "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse", {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]}, {}),
+    "gemini-refusal": ("gemini", "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse", {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]}, {"x-standin-scenario": "refusal"}),
+    "gemini-error": ("gemini", "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse", {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]}, {"x-standin-scenario": "stream-error"}),
+    "gemini-array": ("gemini", "/v1beta/models/gemini-2.0-flash:streamGenerateContent", {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]}, {}),
+}
+
+
+def _events(name: str) -> tuple[str, str, list[bytes]]:
+    """The stand-in's events for that stream: its last one is the terminal event (or, for a JSON
+    array, the closing bracket)."""
+    family, endpoint, body, headers = STREAMS[name]
+    request = Request("POST", endpoint, [("content-type", "application/json"), *headers.items()], orjson.dumps(body))
+    reply, _ = App(gzip=False).handle(request)
+    assert reply.status == 200 and reply.events, name
+    return family, endpoint, reply.events
+
+
+@pytest.mark.parametrize("name", list(STREAMS))
+def test_a_stream_has_ended_exactly_once_its_terminal_event_is_whole(name: str) -> None:
+    family, endpoint, events = _events(name)
+    whole = b"".join(events)
+    assert stream_ended(family, endpoint, whole)
+    last = events[-1]
+    for kept in range(len(events)):  # every event boundary before the terminal event
+        assert not stream_ended(family, endpoint, b"".join(events[:kept])), kept
+    for cut in range(1, len(last)):  # inside the terminal event, its blank line not yet sent
+        assert not stream_ended(family, endpoint, whole[: len(whole) - cut]), cut
+
+
+@pytest.mark.parametrize("name", ["chat", "responses", "anthropic", "gemini"])
+def test_a_stream_has_ended_with_a_little_after_its_terminal_event(name: str) -> None:
+    family, endpoint, events = _events(name)
+    crlf = family == "gemini"
+    comment = b": keep-alive\r\n\r\n" if crlf else b": keep-alive\n\n"
+    late_usage = b'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}\n\n'
+    assert stream_ended(family, endpoint, b"".join(events) + comment)
+    assert stream_ended(family, endpoint, b"".join(events) + late_usage + late_usage[:10])
+
+
+def test_stream_ended_never_raises_and_is_false_for_what_is_not_a_stream() -> None:
+    for family in ("openai", "anthropic", "gemini"):
+        for body in (b"", b"{", b'{"id": "x"}', b"data: [DON", b"\xff\xfe\n\n", b"[1, 2", b"data: {\n\n" * 3):
+            assert stream_ended(family, "/v1/chat/completions", body) is False  # type: ignore[arg-type]
+    assert stream_ended("openai", "/v1/chat/completions", b"data: [DONE]\r\n\r\n")
+    assert stream_ended("anthropic", "/v1/messages", b'data: {"type":"message_stop"}\n\n')  # no `event:` lines

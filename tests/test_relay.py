@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
+import aiohttp
 import httpx
 import orjson
 import pytest
@@ -16,6 +16,7 @@ from aiohttp import web
 
 from tests.standin import StandIn
 from tests.support.proxy import RunningProxy
+from tests.support.upstream import AiohttpUpstream
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}
 STREAM = {**CHAT, "stream": True}
@@ -183,38 +184,13 @@ def test_provider_rejecting_stream_options_is_asked_again_as_the_client_asked(
             return web.json_response(error, status=400)
         return web.Response(body=events, content_type="text/event-stream")
 
-    with _AiohttpUpstream(chat) as upstream:
+    with AiohttpUpstream(chat) as upstream:
         proxy = make_proxy(upstream)
         response = _post(proxy.url + "/groq/openai/v1/chat/completions", {**STREAM, "model": "llama-3.3-70b"})
     assert response.status_code == 200 and response.content == events
     assert ["stream_options" in body for body in seen] == [True, False]
     record = proxy.record(response.headers["helicone-id"])
     assert record["status"] == 200 and record["usage_source"] == "absent"
-
-
-class _AiohttpUpstream:
-    """A one-route provider for behaviours the stand-in has no reason to know."""
-
-    def __init__(self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
-        self._handler = handler
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    def __enter__(self) -> str:
-        self._thread.start()
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handler)
-        self._runner = web.AppRunner(app)
-        asyncio.run_coroutine_threadsafe(self._runner.setup(), self._loop).result()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        asyncio.run_coroutine_threadsafe(site.start(), self._loop).result()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
 
 
 def test_gzip_responses_pass_compressed_and_are_read(proxy: RunningProxy, standin: StandIn) -> None:
@@ -346,6 +322,65 @@ def test_provider_dropping_mid_stream_cuts_the_client_stream(proxy: RunningProxy
     assert record["status"] == 200 and record["error_type"] == "upstream_disconnect"
     assert record["usage_source"] == "absent" and record["input_tokens"] is None
     assert record["response_body"] == received.decode()
+
+
+def _read_raw(url: str, body: object, headers: dict[str, str]) -> tuple[int, httpx.Headers, bytes, type | None]:
+    """(status, headers, the raw body bytes received, the exception that ended the read)."""
+    received = b""
+    with httpx.stream("POST", url, json=body, headers={"accept-encoding": "gzip", **headers}) as response:
+        try:
+            for chunk in response.iter_raw():
+                received += chunk
+        except httpx.HTTPError as error:
+            return response.status_code, response.headers, received, type(error)
+        return response.status_code, response.headers, received, None
+
+
+def test_provider_cutting_a_non_streamed_answer_cuts_the_client_the_same_way(
+    proxy: RunningProxy, standin: StandIn
+) -> None:
+    """200 with a content-length, then the connection closes after 40 bytes: the client gets the
+    provider's status, headers and those bytes, and the same broken body it would get directly."""
+    fault = {"x-standin-fault": "drop-after=40"}
+    status, headers, received, error = _read_raw(standin.url + "/v1/chat/completions", CHAT, fault)
+    r_status, r_headers, r_received, r_error = _read_raw(proxy.url + "/v1/chat/completions", CHAT, fault)
+    assert (r_status, r_received, r_error) == (status, received, error) == (200, received, httpx.RemoteProtocolError)
+    assert len(received) == 40
+    for name in ("content-length", "content-encoding", "content-type", "x-request-id"):
+        assert r_headers[name] == headers[name], name
+    record = proxy.record(r_headers["helicone-id"])
+    assert (record["status"], record["error_type"], record["response_bytes"]) == (200, "upstream_disconnect", 40)
+    assert record["usage_source"] == "absent"
+
+
+def test_provider_going_silent_mid_answer_is_cut_after_the_read_timeout(
+    make_proxy: Callable[..., RunningProxy],
+) -> None:
+    proxy = make_proxy(read_timeout_s=0.3)
+    status, headers, received, error = _read_raw(
+        proxy.url + "/v1/chat/completions", CHAT, {"x-standin-fault": "stall-after=40"}
+    )
+    assert (status, len(received), error) == (200, 40, httpx.RemoteProtocolError)
+    record = proxy.record(headers["helicone-id"])
+    assert (record["status"], record["error_type"], record["response_bytes"]) == (200, "upstream_timeout", 40)
+
+
+def test_bytes_aiohttp_buffered_before_a_cut_are_still_read() -> None:
+    """aiohttp's public reads raise a stored error before handing out what is buffered; relaylog
+    reads those bytes through its private `_read_nowait`. This fails loudly if aiohttp changes."""
+    from aiohttp.base_protocol import BaseProtocol
+    from aiohttp.streams import StreamReader
+    from relaylog.relay.upstream import received_before_the_cut
+
+    async def cut() -> tuple[bytes, bytes]:
+        reader = StreamReader(BaseProtocol(asyncio.get_running_loop()), 2**16, loop=asyncio.get_running_loop())
+        reader.feed_data(b"data: [DONE]\n\n")
+        reader.set_exception(aiohttp.ClientPayloadError("cut"))
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await reader.readany()
+        return received_before_the_cut(reader), received_before_the_cut(reader)
+
+    assert asyncio.run(cut()) == (b"data: [DONE]\n\n", b"")
 
 
 def test_provider_stalling_mid_stream_times_out(make_proxy: Callable[..., RunningProxy]) -> None:

@@ -460,6 +460,26 @@ def test_fault_delays(s: StandIn) -> None:
         assert len(arrivals) >= 5  # the events really arrived one by one
 
 
+def test_fault_end_delay_holds_back_the_end_of_the_body(s: StandIn) -> None:
+    streamed = {**CHAT, "stream": True}
+    fault = {"x-standin-fault": "end-delay-ms=300"}
+    with httpx.Client(base_url=s.url) as http:
+        whole = http.post("/v1/chat/completions", json=streamed).content
+        with http.stream("POST", "/v1/chat/completions", json=streamed, headers=fault) as response:
+            got = b""
+            for piece in response.iter_raw():
+                got += piece
+                if got.endswith(b"data: [DONE]\n\n"):
+                    done_at = time.monotonic()
+            ended_at = time.monotonic()
+        assert got == whole and ended_at - done_at >= 0.25  # every event, then the end of the body late
+        plain = http.post("/v1/chat/completions", json=CHAT, headers={"accept-encoding": "identity"}).content
+        with http.stream("POST", "/v1/chat/completions", json=CHAT, headers={"accept-encoding": "identity", **fault}) as response:
+            pieces = [(time.monotonic(), piece) for piece in response.iter_raw()]
+        assert b"".join(piece for _, piece in pieces) == plain
+        assert pieces[-1][1] == plain[-1:] and pieces[-1][0] - pieces[0][0] >= 0.25  # the last byte, late
+
+
 def test_fault_drop_reset_stall_truncate(s: StandIn) -> None:
     streamed = {**CHAT, "stream": True}
     with httpx.Client(base_url=s.url, timeout=httpx.Timeout(5, read=0.5)) as http:

@@ -57,6 +57,10 @@ class Exchange:
     upstream_started: float | None = None
     upstream_finished: float | None = None
     error_type: str | None = None
+    # The client hung up after the provider's terminal event reached it (the OpenAI SDK closes at
+    # `[DONE]`): the response is complete, and what the provider still sends is read into
+    # `withheld` for usage, never sent.
+    client_done: bool = False
     # -- gateway (Helicone-Cache-*, -RateLimit-*, -Retry-*, -Fallbacks) ------------------------
     # Response headers relaylog adds (rate-limit state, cache status, fallback index).
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)

@@ -179,21 +179,27 @@ def _ms(start: float, end: float | None) -> float:
 
 def _decode(raw: bytes, encoding: str | None, problems: list[str]) -> bytes | None:
     """The response as the client's SDK reads it, or None when relaylog cannot decode it."""
+    plain, problem = decode(raw, encoding)
+    if problem is not None:
+        problems.append(f"response: {problem}")
+    return plain
+
+
+def decode(raw: bytes, encoding: str | None) -> tuple[bytes | None, str | None]:
+    """(the body as the client's SDK reads it, None), or (None, why relaylog cannot decode it)."""
     if not encoding or not raw:
-        return raw
+        return raw, None
     name = encoding.strip().lower()
     try:
         if name == "gzip":
-            return zlib.decompressobj(wbits=47).decompress(raw)
+            return zlib.decompressobj(wbits=47).decompress(raw), None
         if name == "deflate":
-            return zlib.decompress(raw)
+            return zlib.decompress(raw), None
         if name == "identity":
-            return raw
+            return raw, None
     except zlib.error:
-        problems.append(f"response: could not decode {name} body")
-        return None
-    problems.append(f"response: unsupported content-encoding {name}")
-    return None
+        return None, f"could not decode {name} body"
+    return None, f"unsupported content-encoding {name}"
 
 
 def _is_text(content_type: str | None) -> bool:

@@ -9,11 +9,17 @@ Grammar: items separated by `;` or `,`, each `name` or `name=value`, combinable:
     retry-after-ms=M  add `retry-after-ms: M` (the OpenAI SDKs honour it)
     delay-ms=M        wait M ms before sending the status line and headers
     chunk-delay-ms=M  wait M ms between the HTTP chunks (events) of a streamed body
+    end-delay-ms=M    wait M ms before ending the body: a stream's final zero-length chunk comes
+                      M ms after its last event (`[DONE]`, `message_stop`, ...), a non-streamed
+                      body's last byte M ms after the rest. Over a real network the end of a body
+                      often arrives in a read of its own: clients that stop at the terminal event
+                      (the OpenAI SDK at `[DONE]`) hang up before it
     drop-after=N      send the headers and N body chunks (streams: N SSE events; non-streamed
                       bodies: the first N bytes), then close the TCP connection (FIN) without
                       ending the body: the client sees a body cut short mid-stream
     stall-after=N     like drop-after, but keep the connection open and send nothing more
-                      (until the client gives up or the stand-in stops)
+                      (until the client gives up or the stand-in stops); a non-streamed body of
+                      at most N bytes is whole, and the connection serves the next request
     reset             after reading the request (and any delay-ms), close the connection with a
                       TCP RST before sending a single byte
     truncate          end a stream cleanly at the HTTP level (final zero-length chunk) but leave
@@ -50,6 +56,7 @@ class Fault:
     retry_after_ms: str | None = None
     delay_ms: float = 0.0
     chunk_delay_ms: float = 0.0
+    end_delay_ms: float = 0.0
     drop_after: int | None = None
     stall_after: int | None = None
     reset: bool = False
@@ -64,6 +71,7 @@ class Fault:
         return bool(
             self.delay_ms
             or self.chunk_delay_ms
+            or self.end_delay_ms
             or self.reset
             or self.drop_after is not None
             or self.stall_after is not None
@@ -71,7 +79,7 @@ class Fault:
 
 
 _INT_FIELDS = {"status": "status", "drop-after": "drop_after", "stall-after": "stall_after", "times": "times"}
-_MS_FIELDS = {"delay-ms": "delay_ms", "chunk-delay-ms": "chunk_delay_ms"}
+_MS_FIELDS = {"delay-ms": "delay_ms", "chunk-delay-ms": "chunk_delay_ms", "end-delay-ms": "end_delay_ms"}
 
 
 def parse_fault(spec: str | None) -> Fault | None:

@@ -201,7 +201,11 @@ class _Conn(asyncio.Protocol):
         cut = fault.drop_after if fault.drop_after is not None else fault.stall_after
         head = encode_head(reply, keep_alive)
         if reply.events is None:
-            transport.write(head + (reply.body if cut is None else reply.body[:cut]))
+            body = reply.body if cut is None else reply.body[:cut]
+            last = body[-1:] if cut is None and fault.end_delay_ms else b""
+            transport.write(head + body[: len(body) - len(last)])
+            if last and await self._ends_late(fault):
+                transport.write(last)
         else:
             events = reply.events if cut is None else reply.events[:cut]
             transport.write(head)
@@ -213,14 +217,21 @@ class _Conn(asyncio.Protocol):
                 transport.write(frame(event))
                 if self.writable is not None:
                     await self.writable
-            if cut is None:
+            if cut is None and await self._ends_late(fault):
                 transport.write(_LAST_CHUNK)
         if fault.drop_after is not None:
             transport.close()  # FIN once the buffered bytes are out: the body ends short
-        elif fault.stall_after is not None:
+        elif fault.stall_after is not None and (reply.events is not None or fault.stall_after < len(reply.body)):
             await self.lost  # silent until the client gives up or the stand-in stops
         elif not keep_alive:
             transport.close()
+
+
+    async def _ends_late(self, fault: Fault) -> bool:
+        """Wait out `end-delay-ms` before the end of a body; False when the client left meanwhile."""
+        if fault.end_delay_ms:
+            await asyncio.sleep(fault.end_delay_ms / 1000)
+        return not self.lost.done()
 
 
 def _reset(transport: asyncio.Transport) -> None:

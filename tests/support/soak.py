@@ -337,12 +337,13 @@ def truth(call: Call, seen: Seen, target: str) -> Expect:
     if kind == "slow":
         return Expect(504, "upstream_timeout")
     if kind in ("drop", "stall"):
-        failure = "upstream_disconnect" if kind == "drop" else "upstream_timeout"
-        if call.stream:  # the answer began: its status stands, and usage is what the events carried
-            return Expect(200, failure, *_usage(call))
-        # A non-streamed body is read whole before relaylog answers: the client gets relaylog's
-        # error instead, 502 for a provider that hung up mid-body, 504 for one that went silent.
-        return Expect(502 if kind == "drop" else 504, failure)
+        # The answer began: its status stands (the client gets it and the bytes before the cut,
+        # then its connection is cut too), and usage is what the events carried. A stream cut
+        # after its last event, the terminal one, was complete.
+        assert call.reply is not None
+        ended = call.stream and call.reply.events is not None and call.cut == len(call.reply.events)
+        failure = None if ended else "upstream_disconnect" if kind == "drop" else "upstream_timeout"
+        return Expect(200, failure, *_usage(call))
     if kind in ("client_early", "client_mid") and target == "aws":
         # AWS documents that a Function URL does not interrupt a streamed response when its client
         # leaves (configuration-response-streaming): relaylog cannot know, reads the provider to
@@ -419,7 +420,7 @@ def client_problems(call: Call, seen: Seen, target: str) -> list[tuple[str, Any,
         out.append(("client status", expected.status, seen.status))
     elif seen.helicone_id != call.request_id:
         out.append(("client helicone-id", call.request_id, seen.helicone_id))
-    cut = kind in ("drop", "stall") and call.stream
+    cut = kind in ("drop", "stall")
     if kind == "client_mid" or cut:
         if seen.complete:
             out.append(("client body complete", False, True))
@@ -576,10 +577,12 @@ def record_problems(call: Call, seen: Seen, record: dict[str, Any], target: str)
 
 
 def _sent_before_cut(call: Call) -> int | None:
-    """Bytes of a cut stream the client should get: what the stand-in sent before the cut, as
-    relaylog passes it on (None when not a cut stream)."""
-    if call.cut is None or not call.stream or call.reply is None or call.reply.events is None:
+    """Bytes of a cut answer the client should get: what the stand-in sent before the cut, as
+    relaylog passes it on (None when not a cut answer)."""
+    if call.cut is None or call.reply is None:
         return None
+    if call.reply.events is None:
+        return call.cut  # the first bytes of the body as sent, compressed or not
     return len(_direct_part(call, call.cut))
 
 

@@ -116,3 +116,11 @@ def from_sse(
             merged[key] = value
     usage = usage_from(merged) if merged else None
     return stream_observed(usage, model, ended=stopped, errored=errored, bad_event=bad)
+
+
+def terminal(name: bytes, data: bytes) -> bool:
+    """Whether one stream event ends the stream: `message_stop`, or an `error` event."""
+    if name:
+        return name == b"message_stop" or name == b"error"
+    obj = _loads(data) if b"message_stop" in data or b"error" in data else None
+    return obj is not None and obj.get("type") in ("message_stop", "error")

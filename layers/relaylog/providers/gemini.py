@@ -116,6 +116,18 @@ def _finished(obj: dict[str, Any]) -> bool:
     return False
 
 
+def terminal(data: bytes) -> bool:
+    """Whether one stream chunk ends the stream: Gemini sends no end marker, its last chunk is the
+    one with a finish reason (or a blocked prompt) and the final usageMetadata; or an error."""
+    if b"finishReason" not in data and b"blockReason" not in data and b'"error"' not in data:
+        return False
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(obj, dict) and (bool(obj.get("error")) or _finished(obj))
+
+
 def from_sse(newest_first: Iterable[tuple[bytes, bytes]]) -> Observed:
     """streamGenerateContent with alt=sse: one GenerateContentResponse per event.
 

@@ -19,6 +19,7 @@ from relaylog.usage import Observed, Usage, stream_observed
 
 # Responses API stream events that carry the final `response` object with its usage.
 _TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_TERMINAL_NAMES = frozenset(name.encode() for name in _TERMINAL_EVENTS)
 
 
 def request_fields(obj: dict[str, Any], endpoint: str) -> tuple[str | None, bool, str | None]:
@@ -201,3 +202,16 @@ def from_sse(newest_first: Iterable[tuple[bytes, bytes]]) -> Observed:
     # last), a final Responses event, or an error. A finish_reason is not enough: the usage chunk
     # comes after it.
     return stream_observed(usage, model, ended=done or finished, errored=errored, bad_event=bad)
+
+
+def terminal(name: bytes, data: bytes) -> bool:
+    """Whether one stream event ends the stream: Chat Completions' `[DONE]` or error chunk, or a
+    final Responses event (its `error` event is not one: `response.failed` follows it)."""
+    if data == b"[DONE]" or name in _TERMINAL_NAMES:
+        return True
+    if b'"error"' not in data and b'"response.' not in data:
+        return False  # most events: no JSON decoded
+    obj = _loads(data)
+    if not isinstance(obj, dict):
+        return False
+    return obj.get("type") in _TERMINAL_EVENTS or bool(obj.get("error") and "choices" not in obj)

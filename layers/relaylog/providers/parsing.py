@@ -25,6 +25,7 @@ __all__ = [
     "parse_request",
     "parse_response",
     "sse_events",
+    "stream_ended",
     "wire_family",
 ]
 
@@ -362,3 +363,50 @@ def _parse_sse(family: Family, body: bytes) -> Observed:
     if family == "anthropic":
         return anthropic.from_sse(events.backward(), events.forward())
     return gemini.from_sse(events.backward())
+
+
+# ---------------------------------------------------------------------------------------------
+# Completeness
+
+# Blank lines in the SSE spec's three line-end styles (and their mixes), which end an event.
+_BLANK_LINES = (b"\n\n", b"\r\n\r\n", b"\r\r", b"\n\r\n", b"\r\n\n")
+# Events looked at from the end for the terminal one: a provider may send a little after it (a
+# comment, a late usage chunk).
+_TERMINAL_LOOKBACK = 4
+
+
+def stream_ended(family: Family, endpoint: str, body: bytes) -> bool:
+    """Whether `body`, a streamed response as far as it reached the client (decoded), holds the
+    provider's terminal event: `[DONE]`, `message_stop`, a final Responses event, Gemini's chunk
+    with a finish reason, an in-stream error, or the closing `]` of a Gemini JSON-array stream.
+
+    The relay asks only when a connection ends before the body does (never per chunk), so it
+    costs nothing on the hot path. Never raises."""
+    try:
+        return _stream_ended(wire_family(family, endpoint), body)
+    except Exception:  # a parser bug must not turn into a failed call
+        return False
+
+
+def _stream_ended(family: Family, body: bytes) -> bool:
+    m = _LEADING_WS.match(body)
+    if family == "gemini" and body.startswith(b"[", m.end() if m else 0):
+        # streamGenerateContent without alt=sse: one JSON array, complete once it parses.
+        try:
+            orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return False
+        return True
+    # An event has reached the client once its blank line has: later bytes are an unfinished one.
+    end = max((i + len(blank) for blank in _BLANK_LINES if (i := body.rfind(blank)) >= 0), default=0)
+    events = SSEBody(body[:end]).backward()
+    for _, (name, data) in zip(range(_TERMINAL_LOOKBACK), events, strict=False):
+        if family == "openai":
+            found = openai.terminal(name, data)
+        elif family == "anthropic":
+            found = anthropic.terminal(name, data)
+        else:
+            found = gemini.terminal(data)
+        if found:
+            return True
+    return False

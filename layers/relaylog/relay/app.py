@@ -32,10 +32,11 @@ from ..record import Record
 from ..sinks import Sink
 from . import echo
 from .caching import entry_from
+from .client import DisconnectWatcher, ended
 from .deadlines import Deadlines
 from .stream_usage import UsageStripper
 from .targets import Target, plan
-from .upstream import create_session, forbidden
+from .upstream import Whole, create_session, forbidden, read_whole, received_before_the_cut
 
 log = logging.getLogger("relaylog.relay")
 
@@ -47,6 +48,10 @@ Send = Callable[[Message], Awaitable[None]]
 _JSON = b"application/json"
 # Non-streamed bodies up to this size are read whole and sent in one write.
 _READ_WHOLE_MAX = 4 * 1024 * 1024
+# A client that hung up after the provider's terminal event has the whole response; the provider
+# is read on this long at most for what it still sends (usage, the end of the body, which also
+# lets the connection go back to the pool), then let go. The record waits for it, the client not.
+_READ_ON_S = 5.0
 
 
 class ClientGone(Exception):
@@ -125,10 +130,13 @@ class RelayApp:
         try:
             await self._relay(exchange, scope, receive, send, upstream_headers, accept_encoding)
         except ClientGone:
-            exchange.error_type = "client_disconnect"
+            # A send found the client gone (the Lambda runtime says so there).
+            if not ended(exchange):
+                exchange.error_type = "client_disconnect"
         except asyncio.CancelledError:
             # Not the client leaving (that is handled inside): the server is stopping this call.
-            exchange.error_type = exchange.error_type or "cancelled"
+            if not exchange.client_done:
+                exchange.error_type = exchange.error_type or "cancelled"
             raise
         except Exception:
             exchange.error_type = "internal_error"
@@ -309,9 +317,10 @@ class RelayApp:
         exchange.response_content_type = entry.content_type
         exchange.response_content_encoding = entry.content_encoding
         exchange.usage_injected = entry.usage_injected
-        exchange.withheld = entry.withheld
+        exchange.withheld = list(entry.withheld)  # the entry's own list stays as stored
         headers = [*entry.headers, (b"helicone-id", exchange.request_id.encode()), *exchange.extra_headers]
-        watcher = _DisconnectWatcher(receive) if original_timing else None
+        # Nothing to read on after the end: a client that leaves then stops the replay at once.
+        watcher = DisconnectWatcher(receive, exchange, read_on_s=0.0) if original_timing else None
         try:
             await self._start(exchange, send, entry.status, headers)
             began = time.perf_counter()
@@ -324,10 +333,9 @@ class RelayApp:
                 await self._send_chunk(exchange, send, chunk, capture_limit)
             await self._send_last(exchange, send, watcher, b"")
         except asyncio.CancelledError:
-            if watcher is None or not watcher.gone:
+            if watcher is None or not watcher.stopped_us():
                 raise
             _uncancel()
-            exchange.error_type = "client_disconnect"
         finally:
             if watcher is not None:
                 watcher.stop()
@@ -341,7 +349,7 @@ class RelayApp:
         retry: RetryPolicy | None,
         accept_encoding: bytes | None,
     ) -> None:
-        watcher = _DisconnectWatcher(receive)
+        watcher = DisconnectWatcher(receive, exchange, read_on_s=min(_READ_ON_S, self.settings.read_timeout_s))
         response: aiohttp.ClientResponse | None = None
         try:
             exchange.upstream_started = time.perf_counter()
@@ -389,24 +397,21 @@ class RelayApp:
                     await self._respond(exchange, response, send, watcher, preread)
                     return
         except asyncio.CancelledError:
-            if not watcher.gone:
+            if not watcher.stopped_us():
                 raise
             _uncancel()
-            exchange.error_type = "client_disconnect"
         except TimeoutError:
-            exchange.upstream_finished = time.perf_counter()
             if exchange.status == 0:
+                exchange.upstream_finished = time.perf_counter()
                 await self._refuse(exchange, send, 504, "upstream_timeout", "The provider did not answer in time")
             else:
-                exchange.error_type = "upstream_timeout"
-                _log_cut(exchange, "the provider went silent mid-response")
+                _cut(exchange, "upstream_timeout", "the provider went silent mid-response")
         except (aiohttp.ClientError, OSError) as error:
-            exchange.upstream_finished = time.perf_counter()
             if exchange.status == 0:
+                exchange.upstream_finished = time.perf_counter()
                 await self._refuse(exchange, send, 502, "upstream_unreachable", _describe(error))
             else:
-                exchange.error_type = "upstream_disconnect"
-                _log_cut(exchange, "the provider closed the connection mid-response")
+                _cut(exchange, "upstream_disconnect", "the provider closed the connection mid-response")
         finally:
             watcher.stop()
             if exchange.upstream_finished is None:
@@ -417,15 +422,15 @@ class RelayApp:
 
     async def _open(
         self, exchange: Exchange, target: Target, accept_encoding: bytes | None
-    ) -> tuple[aiohttp.ClientResponse, bytes | None]:
+    ) -> tuple[aiohttp.ClientResponse, Whole | None]:
         """The provider's response to one attempt, with its body already read when relaylog had to
         look at it (a 400 that may be about the stream usage it asked for)."""
         exchange.usage_injected = target.usage_injected
         response = await self._request(exchange, target, accept_encoding, target.upstream_body)
         if exchange.usage_injected and response.status == 400:
             # A provider that turned out not to accept stream_options: ask again as the client did.
-            preread = await response.read()
-            if b"stream_options" not in preread:
+            preread = await read_whole(response)
+            if preread.failure is not None or b"stream_options" not in preread.data:
                 return response, preread
             response.release()
             exchange.usage_injected = False
@@ -454,8 +459,8 @@ class RelayApp:
         exchange: Exchange,
         response: aiohttp.ClientResponse,
         send: Send,
-        watcher: _DisconnectWatcher,
-        preread: bytes | None,
+        watcher: DisconnectWatcher,
+        preread: Whole | None,
     ) -> None:
         content_type = response.headers.get("Content-Type", "")
         exchange.response_content_type = content_type
@@ -472,22 +477,20 @@ class RelayApp:
         headers += exchange.extra_headers
 
         length = response.content_length
+        capture_limit = self.settings.max_request_bytes
         if preread is not None or (not event_stream and length is not None and length <= _READ_WHOLE_MAX):
-            try:
-                data = preread if preread is not None else await response.read()
-            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, ConnectionError):
-                # Nothing has reached the client yet: relaylog answers for the unfinished body.
-                exchange.upstream_finished = time.perf_counter()
-                return await self._refuse(
-                    exchange, send, 502, "upstream_disconnect", "The provider closed the connection mid-answer"
-                )
+            whole = preread if preread is not None else await read_whole(response)
             exchange.upstream_finished = time.perf_counter()
             await self._start(exchange, send, response.status, headers)
-            await self._send_last(exchange, send, watcher, data)
-            return
+            if whole.failure is None:
+                return await self._send_last(exchange, send, watcher, whole.data)
+            # Cut (or silent) mid-body: the client gets the provider's status, headers and bytes,
+            # then its connection is cut the same way, as it would be calling the provider directly.
+            if whole.data:
+                await self._send_chunk(exchange, send, whole.data, capture_limit)
+            raise whole.failure
 
         await self._start(exchange, send, response.status, headers)
-        capture_limit = self.settings.max_request_bytes
         try:
             async for chunk in response.content.iter_any():
                 out = stripper.feed(chunk) if stripper is not None else chunk
@@ -495,12 +498,13 @@ class RelayApp:
                     await self._send_chunk(exchange, send, out, capture_limit)
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, ConnectionError):
             # The client gets every byte the provider sent before it hung up, as it would directly.
-            tail = _received_before_the_cut(response.content)
+            tail = received_before_the_cut(response.content)
             out = stripper.feed(tail) if stripper is not None and tail else tail
             if out:
                 await self._send_chunk(exchange, send, out, capture_limit)
             raise
-        exchange.upstream_finished = time.perf_counter()
+        if not exchange.client_done:
+            exchange.upstream_finished = time.perf_counter()
         tail = stripper.finish() if stripper is not None else b""
         await self._send_last(exchange, send, watcher, tail)
 
@@ -513,20 +517,27 @@ class RelayApp:
         await send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def _send_chunk(self, exchange: Exchange, send: Send, data: bytes, capture_limit: int) -> None:
+        if exchange.client_done:
+            exchange.withheld.append(data)  # read on for usage; the client has all it wanted
+            return
         _count_sent(exchange, data)
         if exchange.response_bytes <= capture_limit:
             exchange.response_chunks.append(data)
         await send({"type": "http.response.body", "body": data, "more_body": True})
 
     async def _send_last(
-        self, exchange: Exchange, send: Send, watcher: _DisconnectWatcher | None, data: bytes
+        self, exchange: Exchange, send: Send, watcher: DisconnectWatcher | None, data: bytes
     ) -> None:
-        if data:
-            _count_sent(exchange, data)
-            exchange.response_chunks.append(data)
         # From here on a disconnect notice only means the response is complete.
         if watcher is not None:
             watcher.stop()
+        if exchange.client_done:
+            if data:
+                exchange.withheld.append(data)
+            return
+        if data:
+            _count_sent(exchange, data)
+            exchange.response_chunks.append(data)
         await send({"type": "http.response.body", "body": data, "more_body": False})
         exchange.finished = time.perf_counter()
 
@@ -551,27 +562,15 @@ class RelayApp:
         exchange.finished = time.perf_counter()
 
 
-class _DisconnectWatcher:
-    """Cancels the relaying task when the client goes away, so the provider stops being read."""
-
-    __slots__ = ("_task", "_watch", "gone")
-
-    def __init__(self, receive: Receive) -> None:
-        self.gone = False
-        self._task = asyncio.current_task()
-        self._watch: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(self._wait(receive))
-
-    async def _wait(self, receive: Receive) -> None:
-        message = await receive()
-        if message["type"] == "http.disconnect" and self._watch is not None and self._task is not None:
-            self.gone = True
-            self._task.cancel()
-
-    def stop(self) -> None:
-        if self._watch is not None:
-            watch, self._watch = self._watch, None
-            if not watch.done():
-                watch.cancel()
+def _cut(exchange: Exchange, error_type: str, what: str) -> None:
+    """The provider failed after the answer began; the client's response is cut the same way (the
+    app returns without completing it). A stream that already ended for the client is a success."""
+    if exchange.upstream_finished is None:
+        exchange.upstream_finished = time.perf_counter()
+    if exchange.client_done or ended(exchange):
+        return
+    exchange.error_type = error_type
+    _log_cut(exchange, what)
 
 
 def _count_sent(exchange: Exchange, data: bytes) -> None:
@@ -601,20 +600,6 @@ async def _wait(attempt: Attempt, seconds: float | None) -> None:
     if seconds:
         attempt.wait_ms = round(seconds * 1000.0, 3)
         await asyncio.sleep(seconds)
-
-
-def _received_before_the_cut(content: aiohttp.StreamReader) -> bytes:
-    """Bytes aiohttp had buffered when the connection broke. Its public reads raise the stored
-    error before handing them out (aiohttp 3.x `readany`), which would drop the provider's last
-    chunk, often the one carrying usage."""
-    read = getattr(content, "_read_nowait", None)
-    if read is None:
-        return b""
-    try:
-        data = read(-1)
-    except Exception:  # noqa: BLE001 - a private method of another version: relay what we can
-        return b""
-    return data if isinstance(data, bytes) else b""
 
 
 def _log_cut(exchange: Exchange, what: str) -> None:

@@ -1,0 +1,82 @@
+"""The client's side of a relayed call: whether the response has ended for it, and hearing it leave.
+
+A response has ended for the client once the provider's terminal event has been sent to it (what
+that event is comes from the wire format, `providers.parsing.stream_ended`), or its whole body.
+From then on the call is complete, whatever becomes of either connection: the OpenAI SDK, for one,
+hangs up at `[DONE]` without reading the end of the HTTP body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from ..exchange import Exchange
+from ..providers.parsing import stream_ended
+from ..recording import decode
+
+if TYPE_CHECKING:
+    from .app import Receive
+
+
+def ended(exchange: Exchange) -> bool:
+    """Whether the provider's terminal event has been sent to the client. Asked only when a
+    connection ends early, never per chunk. A stream sent past the capture limit is not all kept,
+    and counts as not ended."""
+    provider = exchange.provider
+    if not exchange.stream or provider is None or exchange.response_bytes > sum(map(len, exchange.response_chunks)):
+        return False
+    body, _ = decode(b"".join(exchange.response_chunks), exchange.response_content_encoding)
+    return body is not None and stream_ended(provider.family, exchange.endpoint or exchange.path, body)
+
+
+class DisconnectWatcher:
+    """Hears the client go away while the relay waits on the provider. Before the response has
+    ended for the client, that cancels the relaying task (the provider stops being read) and the
+    call is `client_disconnect`. After, the call is complete (`exchange.client_done`): the relay reads
+    on for at most `read_on_s`, sending nothing, then is cancelled the same way."""
+
+    __slots__ = ("_exchange", "_read_on_s", "_task", "_timer", "_watch", "gone", "read_on_over")
+
+    def __init__(self, receive: Receive, exchange: Exchange, read_on_s: float) -> None:
+        self.gone = False  # the client left before the end
+        self.read_on_over = False
+        self._exchange = exchange
+        self._read_on_s = read_on_s
+        self._task = asyncio.current_task()
+        self._timer: asyncio.TimerHandle | None = None
+        self._watch: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(self._wait(receive))
+
+    async def _wait(self, receive: Receive) -> None:
+        message = await receive()
+        if message["type"] != "http.disconnect" or self._watch is None or self._task is None:
+            return
+        exchange = self._exchange
+        if not ended(exchange):
+            self.gone = True
+            exchange.error_type = "client_disconnect"
+            self._task.cancel()
+            return
+        exchange.client_done = True
+        # The client's latency ends here; what is read on is for the record only.
+        exchange.finished = exchange.upstream_finished = time.perf_counter()
+        self._timer = asyncio.get_running_loop().call_later(self._read_on_s, self._read_on_ends)
+
+    def _read_on_ends(self) -> None:
+        if self._task is not None:
+            self.read_on_over = True
+            self._task.cancel()
+
+    def stopped_us(self) -> bool:
+        """Whether a cancellation of the relaying task was this watcher's doing."""
+        return self.gone or self.read_on_over
+
+    def stop(self) -> None:
+        if self._watch is not None:
+            watch, self._watch = self._watch, None
+            if not watch.done():
+                watch.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
