@@ -34,8 +34,8 @@ from .retry import MAX_ATTEMPTS, RETRY_ERRORS, backoff, error_code
 log = logging.getLogger("relaylog.aggregate")
 
 BATCH_ITEMS = 25  # DynamoDB's limit per BatchWriteItem
-# Batches written at once: an object of 100,000 records is 4,000 calls, minutes one after another.
-# Below botocore's 10 pooled connections per client.
+# Calls made at once (batches here, claims in claims.py): an object of 100,000 records is 4,000
+# batches or 100,000 claims, minutes one after another. Below botocore's 10 pooled connections.
 WRITERS = 8
 BODY_READERS = 8  # offloaded bodies read at once: each is one S3 round trip
 # An offloaded body larger than this is not read for its template (Lambda takes requests of at
@@ -235,7 +235,7 @@ def request_items(
     a request_id/created_at to key it by.
 
     A request found twice in the object (a retried delivery) is yielded once, at its first line:
-    its later lines are the same request, and BatchWriteItem refuses a call that names a key twice.
+    its later lines are the same request, which the object's own claim would let it count again.
     """
     seen: set[tuple[str, str]] = set()
     skipped = 0
