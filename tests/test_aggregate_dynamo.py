@@ -11,7 +11,8 @@ import boto3
 import pytest
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
-from relaylog.aggregate.dynamo import MARKER_TTL_S, MAX_ATTEMPTS, apply_once
+from relaylog.aggregate.dynamo import MARKER_TTL_S, apply_once
+from relaylog.aggregate.retry import MAX_ATTEMPTS
 from relaylog.aggregate.rollup import rollup
 from relaylog.aws import layout
 

@@ -168,7 +168,7 @@ def test_the_same_message_delivered_twice_counts_once(aws_stack: Stack, capsys: 
 
 
 class _CrashAfter:
-    """A DynamoDB client whose Lambda is killed after `n` transactions."""
+    """A DynamoDB client whose Lambda is killed after `n` transactions (its other calls go through)."""
 
     def __init__(self, real: Any, n: int) -> None:
         self.real, self.left = real, n
@@ -178,6 +178,9 @@ class _CrashAfter:
             raise RuntimeError("Lambda timed out")
         self.left -= 1
         return self.real.transact_write_items(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
 
 
 def test_a_crash_halfway_then_redelivery_counts_every_record_once(aws_stack: Stack) -> None:
@@ -190,6 +193,7 @@ def test_a_crash_halfway_then_redelivery_counts_every_record_once(aws_stack: Sta
     module.dynamodb = _CrashAfter(real, 1)
     assert len(invoke(module, event)["batchItemFailures"]) == 1
     assert aws_stack.objects(layout.CURATED_PREFIX) == []  # it died before writing Parquet
+    assert aws_stack.rollup(layout.rollup_pk("d", DAY), "all#") is not None  # and after the first chunk
     module.dynamodb = real
     assert invoke(module, event) == {"batchItemFailures": []}
     _check(aws_stack, layout.rollup_pk("d", DAY), "all#", {"requests": 60, "input_tokens": sum(range(60))})

@@ -1,12 +1,14 @@
 """The request index the aggregator writes into DynamoDB (moto): keys, attributes, TTL, GSIs, prompt
-texts, `source`/`line` pointing at the full record, redelivery, and BatchWriteItem retries."""
+texts, `source`/`source_version`/`line` pointing at the full record, redelivery, and BatchWriteItem
+retries (prompt texts; request items are put on condition, tests/test_aggregate_claims.py)."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import threading
-from datetime import datetime, timedelta
+import time
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -15,10 +17,12 @@ import orjson
 import pytest
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
-from relaylog.aggregate import index
-from relaylog.aggregate.index import MAX_ATTEMPTS, IndexWriteError, index_item, write_index
+from relaylog.aggregate import index, retry
+from relaylog.aggregate.dynamo import MARKER_TTL_S
+from relaylog.aggregate.index import IndexWriteError, Source, index_item, write_index
 from relaylog.aggregate.objects import decode
 from relaylog.aggregate.process import Processed, process_object
+from relaylog.aggregate.retry import MAX_ATTEMPTS
 from relaylog.aggregate.rollup import REQUIRED
 from relaylog.aws import layout
 from relaylog.prompts import template_hash, template_of
@@ -154,10 +158,17 @@ def test_the_test_stack_has_the_same_indexes(aws_stack: Stack) -> None:
 # -- items ---------------------------------------------------------------------------------------
 
 
+def _version(stack: Stack, key: str = RAW_KEY) -> str:
+    """What S3 answers for the object's version: moto's bucket keeps none, so its ETag."""
+    return str(stack.client("s3").head_object(Bucket=stack.bucket, Key=key)["ETag"].strip('"'))
+
+
 def test_one_item_per_record_with_its_summary_ttl_source_and_line(aws_stack: Stack) -> None:
     records = _records()
     aws_stack.put_raw_object(RAW_KEY, records)
+    started = int(time.time())
     done = _process(aws_stack)
+    finished = int(time.time())
     assert done.indexed == 3 and done.records == 3
     for line, record in enumerate(records):
         raw = _get(aws_stack, record)
@@ -173,9 +184,15 @@ def test_one_item_per_record_with_its_summary_ttl_source_and_line(aws_stack: Sta
             else:
                 assert item[name] == value, name
         assert "request_body" not in item and "response_body" not in item
-        assert (item["source"], item["line"]) == (RAW_KEY, line)
+        assert (item["source"], item["source_version"], item["line"]) == (RAW_KEY, _version(aws_stack), line)
         created = datetime.fromisoformat(record["created_at"])
-        assert item[layout.TTL_ATTRIBUTE] == int((created + timedelta(days=layout.DEFAULT_INDEX_DAYS)).timestamp())
+        # The index's retention, or the marker's life if that is longer (these records are a few days old).
+        retained = int((created + timedelta(days=layout.DEFAULT_INDEX_DAYS)).timestamp())
+        assert (
+            max(retained, started + MARKER_TTL_S)
+            <= item[layout.TTL_ATTRIBUTE]
+            <= max(retained, finished + MARKER_TTL_S)
+        )
         # Low-level types: numbers in fixed point, bools as BOOL, properties as a map of strings.
         assert all("E" not in v["N"] and "e" not in v["N"] for v in raw.values() if "N" in v)
         assert raw["stream"] == {"BOOL": record["stream"]}
@@ -187,13 +204,23 @@ def test_one_item_per_record_with_its_summary_ttl_source_and_line(aws_stack: Sta
     assert first["template"] == third["template"] == template_hash(template_of(PROMPT_BODY) or "")
 
 
-def test_retention_comes_from_the_environment(aws_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(layout.ENV_INDEX_DAYS, "3")
-    record = make_record(BASE)
-    aws_stack.put_raw_object(RAW_KEY, [record])
+@pytest.mark.parametrize("days", [20, 3])
+def test_retention_comes_from_the_environment_and_lasts_as_long_as_a_redelivery_can_come(
+    aws_stack: Stack, monkeypatch: pytest.MonkeyPatch, days: int
+) -> None:
+    monkeypatch.setenv(layout.ENV_INDEX_DAYS, str(days))
+    now = datetime.now(UTC)
+    fresh, old = make_record(now), make_record(now - timedelta(days=40))  # the old one spooled, delivered late
+    aws_stack.put_raw_object(RAW_KEY, [fresh, old])
+    started = int(time.time())
     _process(aws_stack)
-    item = _plain(_get(aws_stack, record) or {})
-    assert item[layout.TTL_ATTRIBUTE] == int((BASE + timedelta(days=3)).timestamp())
+    floor = (started, int(time.time()))
+    expires = {r["request_id"]: _plain(_get(aws_stack, r) or {})[layout.TTL_ATTRIBUTE] for r in (fresh, old)}
+    if days * 86_400 > MARKER_TTL_S:
+        assert expires[fresh["request_id"]] == int((now + timedelta(days=days)).timestamp())
+    else:  # an item is the request's marker too (claims.py): it lives as long as its object's redeliveries can come
+        assert floor[0] + MARKER_TTL_S <= expires[fresh["request_id"]] <= floor[1] + MARKER_TTL_S
+    assert floor[0] + MARKER_TTL_S <= expires[old["request_id"]] <= floor[1] + MARKER_TTL_S
 
 
 def test_each_prompt_version_text_is_written_once(aws_stack: Stack) -> None:
@@ -328,9 +355,15 @@ def test_a_redelivery_writes_the_same_items_again(aws_stack: Stack) -> None:
     aws_stack.put_raw_object(RAW_KEY, records)
     event = aws_stack.sqs_event()
     assert invoke(load_aggregator(), event) == {"batchItemFailures": []}
-    first = _scan(aws_stack, layout.REQUESTS_PK) + _scan(aws_stack, layout.PROMPT_PK)
+
+    def items() -> list[dict[str, Any]]:
+        # Without the TTL, which may move later (it is at least the marker's life from the last put).
+        found = _scan(aws_stack, layout.REQUESTS_PK) + _scan(aws_stack, layout.PROMPT_PK)
+        return [{k: v for k, v in item.items() if k != layout.TTL_ATTRIBUTE} for item in found]
+
+    first = items()
     assert invoke(load_aggregator(), event) == {"batchItemFailures": []}  # SQS delivers it again
-    assert _scan(aws_stack, layout.REQUESTS_PK) + _scan(aws_stack, layout.PROMPT_PK) == first
+    assert items() == first
     assert len(first) == 3 + 1
     assert _plain(_get(aws_stack, records[1]) or {})["line"] == 1  # the first of the two lines
 
@@ -367,7 +400,7 @@ class _Unprocessing:
 
 def _items(n: int) -> list[dict[str, Any]]:
     records = [make_record(BASE + timedelta(seconds=i)) for i in range(n)]
-    return [item for i, r in enumerate(records) if (item := index_item(r, RAW_KEY, i, 30)) is not None]
+    return [item for i, r in enumerate(records) if (item := index_item(r, Source(RAW_KEY, "v1", 30), i)) is not None]
 
 
 def test_unprocessed_items_are_retried_with_backoff(aws_stack: Stack) -> None:
@@ -377,7 +410,7 @@ def test_unprocessed_items_are_retried_with_backoff(aws_stack: Stack) -> None:
     assert write_index(client, aws_stack.table, items, sleep=slept.append, writers=1) == 30
     # Batch one: 25, then 3 left three times (the third call writes none), then written; batch two: 5.
     assert client.sizes == [25, 3, 3, 3, 5]
-    assert len(slept) == 3 and all(0 <= s <= index.BACKOFF_MAX_S for s in slept)
+    assert len(slept) == 3 and all(0 <= s <= retry.BACKOFF_MAX_S for s in slept)
     assert len(_scan(aws_stack, layout.REQUESTS_PK)) == 30
 
 
@@ -432,18 +465,20 @@ def test_items_left_unprocessed_after_every_attempt_raise(aws_stack: Stack) -> N
     assert refused.calls == 1  # not retried: it would fail the same way
 
 
-def test_a_failed_index_write_fails_the_message_and_the_redelivery_completes_it(
+def test_a_failed_prompt_text_write_fails_the_message_and_the_redelivery_completes_it(
     aws_stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(index, "BACKOFF_MAX_S", 0.0)  # no real sleeping between attempts
+    monkeypatch.setattr(retry, "BACKOFF_MAX_S", 0.0)  # no real sleeping between attempts
     records = _records()
     aws_stack.put_raw_object(RAW_KEY, records)
     event = aws_stack.sqs_event()
     module = load_aggregator()
     real = module.dynamodb
-    module.dynamodb = _Unprocessing(real, times=10**6, keep=25)
+    module.dynamodb = _Unprocessing(real, times=10**6, keep=25)  # the prompt texts' batch never goes through
     assert len(invoke(module, event)["batchItemFailures"]) == 1
+    # Nothing claimed or counted before the texts that index items point at are in.
     assert _scan(aws_stack, layout.REQUESTS_PK) == [] and aws_stack.objects(layout.CURATED_PREFIX) == []
+    assert aws_stack.rollup(layout.rollup_pk("d", DAY), "all#") is None
     module.dynamodb = real
     assert invoke(module, event) == {"batchItemFailures": []}
     assert len(_scan(aws_stack, layout.REQUESTS_PK)) == 3

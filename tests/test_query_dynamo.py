@@ -112,11 +112,16 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         s3, dynamodb = stack.client("s3"), stack.client("dynamodb")
         s3.put_object(Bucket=stack.bucket, Key=offloaded["request_body_ref"], Body=LARGE_BODY.encode())
         # Three objects (moto copies the whole table for each rollup transaction): gzip as Firehose
-        # writes them, and the last hours plain under spool/, as the proxy writes them.
+        # writes them, and the last hours plain under spool/, as the proxy writes them. Two more
+        # hold copies of records, as a resent PutRecordBatch or a spooled batch Firehose took after
+        # all leave them: one read before the objects it repeats, one after, across both days.
+        # The local side holds each record once: every answer must still be the same.
         objects = [
             (layout.RAW_PREFIX, records[:20]),
+            (layout.SPOOL_PREFIX, records[30:36]),
             (layout.RAW_PREFIX, records[20:32]),
             (layout.SPOOL_PREFIX, records[32:]),
+            (layout.RAW_PREFIX, records[15:25]),
         ]
         for number, (prefix, members) in enumerate(objects):
             key = f"{layout.partition_path(prefix, members[0]['dt'], members[0]['hour'])}records-{number}"

@@ -1,6 +1,6 @@
 """The aggregator function: SQS messages carrying S3 ObjectCreated notifications for raw/ and spool/
-objects; each object is rolled up into DynamoDB exactly once, its requests indexed in DynamoDB, and
-written as Parquet under curated/.
+objects; each request is rolled up into DynamoDB exactly once, whichever objects hold it and however
+often they are delivered, indexed in DynamoDB, and written once as Parquet under curated/.
 
 A message that fails is reported alone in batchItemFailures and comes back later (after the queue's
 maxReceiveCount it goes to the dead-letter queue); the other messages of its batch are done.
@@ -53,6 +53,8 @@ def record_handler(record: SQSRecord) -> None:
             extra={
                 "key": key,
                 "records": done.records,
+                "counted": done.counted,
+                "duplicates": done.duplicates,
                 "bad_lines": done.bad_lines,
                 "chunks_applied": done.chunks_applied,
                 "chunks_skipped": done.chunks_skipped,
@@ -65,7 +67,10 @@ def record_handler(record: SQSRecord) -> None:
         if done.duplicate:
             metrics.add_metric(name="ObjectsSkippedDuplicate", unit=MetricUnit.Count, value=1)
         else:
-            metrics.add_metric(name="RecordsAggregated", unit=MetricUnit.Count, value=done.records)
+            metrics.add_metric(name="RecordsAggregated", unit=MetricUnit.Count, value=done.counted)
+        if done.duplicates:
+            # Copies of requests counted from another object (or an earlier line of this one).
+            metrics.add_metric(name="RecordsSkippedDuplicate", unit=MetricUnit.Count, value=done.duplicates)
         if done.bad_lines:
             metrics.add_metric(name="BadLines", unit=MetricUnit.Count, value=done.bad_lines)
 

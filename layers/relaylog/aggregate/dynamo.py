@@ -11,7 +11,6 @@ the deltas are a function of its bytes and their order is fixed.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,28 +21,16 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ..aws import layout
+from .retry import MAX_ATTEMPTS, RETRY_ERRORS, backoff, error_code
 from .rollup import Delta
 
 log = logging.getLogger("relaylog.aggregate")
 
 CHUNK_UPDATES = 99  # + 1 marker = DynamoDB's limit of 100 actions per transaction
 MARKER_TTL_S = 14 * 24 * 3600  # SQS keeps a message at most 14 days: no redelivery comes later
-MAX_ATTEMPTS = 8
-BACKOFF_BASE_S = 0.05
-BACKOFF_MAX_S = 2.0
 
-# Why a transaction was cancelled (per action) or refused (whole call) that a later try can fix.
+# Why a transaction was cancelled (per action) that a later try can fix.
 _RETRY_REASONS = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
-_RETRY_ERRORS = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "TransactionConflictException",
-        "TransactionInProgressException",
-        "InternalServerError",
-    }
-)
 _DESCRIPTIVE = (("#g", "grain"), ("#p", "period"), ("#d", "dim"), ("#v", "value"))
 _key = itemgetter(0, 1)  # a Delta's (pk, sk)
 
@@ -129,16 +116,16 @@ def _transact(client: Any, actions: list[dict[str, Any]], sleep: Callable[[float
             client.transact_write_items(TransactItems=actions)
             return True
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
+            code = error_code(exc)
             reasons = [reason.get("Code") or "None" for reason in exc.response.get("CancellationReasons", [])]
             if code == "TransactionCanceledException" and reasons and reasons[-1] == "ConditionalCheckFailed":
                 return False
-            retry = code in _RETRY_ERRORS or (
+            retry = code in RETRY_ERRORS or (
                 code == "TransactionCanceledException" and any(reason in _RETRY_REASONS for reason in reasons)
             )
             if not retry or attempt == MAX_ATTEMPTS:
                 raise
-            delay = random.uniform(0, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt))  # full jitter
+            delay = backoff(attempt)
             log.info("DynamoDB transaction retried after %s (%s), in %.2f s", code, ",".join(reasons), delay)
             sleep(delay)
     raise AssertionError("unreachable: the last attempt returns or raises")

@@ -1,20 +1,20 @@
 """The request index: one DynamoDB item per record, plus one item per prompt template text (aws/layout.py).
 
 An index item holds the record's summary columns (never its bodies), the hash of its prompt
-template, and `source` and `line`: the S3 object and the 0-based line (of the decompressed object
-split on b"\\n") that hold the full record. Its GSI attributes (request_id, session_id, prompt_id,
-user_id) are left out when absent, so each index holds only the items it is about.
+template, and `source`, `source_version` and `line`: the S3 object (and its version id or ETag)
+and the 0-based line (of the decompressed object split on b"\\n") that hold the full record. Its
+GSI attributes (request_id, session_id, prompt_id, user_id) are left out when absent, so each
+index holds only the items it is about.
 
-No markers, unlike the rollups: every item is a function of the record, its object and its line,
-so writing it again on a redelivery, or after a crash halfway, puts back the same item. Plain puts
-in BatchWriteItem calls are then exactly-once enough.
+A request's index item is also the marker that gives the request to one object: claims.py puts it
+on condition. Prompt texts need no marker: each is a function of its own key, so plain puts in
+BatchWriteItem calls, repeated on a redelivery, put back the same item.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -29,16 +29,14 @@ from botocore.exceptions import ClientError
 from ..aws import layout
 from ..prompts import template_hash, template_of
 from ..record import SUMMARY_FIELDS
+from .retry import MAX_ATTEMPTS, RETRY_ERRORS, backoff, error_code
 
 log = logging.getLogger("relaylog.aggregate")
 
 BATCH_ITEMS = 25  # DynamoDB's limit per BatchWriteItem
-# Batches written at once: an object of 100,000 records is 4,000 calls, minutes one after another.
-# Below botocore's 10 pooled connections per client.
+# Calls made at once (batches here, claims in claims.py): an object of 100,000 records is 4,000
+# batches or 100,000 claims, minutes one after another. Below botocore's 10 pooled connections.
 WRITERS = 8
-MAX_ATTEMPTS = 8
-BACKOFF_BASE_S = 0.05
-BACKOFF_MAX_S = 2.0
 BODY_READERS = 8  # offloaded bodies read at once: each is one S3 round trip
 # An offloaded body larger than this is not read for its template (Lambda takes requests of at
 # most 6 MB, so only a body from elsewhere is this large).
@@ -53,9 +51,6 @@ MAX_SORT_KEY_BYTES = 1024
 
 
 _GSI_KEYS = frozenset(partition for partition, _ in layout.INDEXES.values())
-_RETRY_ERRORS = frozenset(
-    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded", "InternalServerError"}
-)
 # What S3 answers for a body that is gone: AccessDenied rather than NoSuchKey to a caller that may
 # not list the bucket, as the aggregator may not.
 _GONE = frozenset({"NoSuchKey", "AccessDenied", "404", "403"})
@@ -115,11 +110,24 @@ def expires_at(record: Mapping[str, Any], days: int) -> int:
     return int((created + timedelta(days=days)).timestamp())
 
 
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where index items point: an S3 object, the version of it that was read, and how long items live."""
+
+    key: str
+    version: str  # version id, or ETag (objects.Fetched.version)
+    expires_days: int  # after the record's created_at
+    # Epoch seconds before which no item expires: an item is also a marker (claims.py), and must
+    # outlive every redelivery of its object, whatever the record's age and RELAYLOG_INDEX_DAYS.
+    kept_until: int = 0
+
+
 def index_item(
-    record: Mapping[str, Any], source: str, line: int, expires_days: int, template: str | None = None
+    record: Mapping[str, Any], source: Source, line: int, template: str | None = None
 ) -> dict[str, Any] | None:
-    """The request index item of `record` (low-level attribute values), `template` being its template's
-    hash; None when the record has no request_id and created_at to key it by."""
+    """The request index item of `record` (low-level attribute values), found at `line` of `source`,
+    `template` being its template's hash; None when the record has no request_id and created_at to
+    key it by."""
     request_id, created_at = record.get("request_id"), record.get("created_at")
     if not (_indexable(request_id) and isinstance(created_at, str) and created_at):
         return None
@@ -136,9 +144,10 @@ def index_item(
             item[name] = attribute
     if template is not None:
         item["template"] = {"S": template}
-    item["source"] = {"S": source}
+    item["source"] = {"S": source.key}
+    item["source_version"] = {"S": source.version}
     item["line"] = {"N": str(line)}
-    item[layout.TTL_ATTRIBUTE] = {"N": str(expires_at(record, expires_days))}
+    item[layout.TTL_ATTRIBUTE] = {"N": str(max(expires_at(record, source.expires_days), source.kept_until))}
     return item
 
 
@@ -218,27 +227,28 @@ def prompt_items(texts: Mapping[tuple[str, str], str]) -> list[dict[str, Any]]:
 def request_items(
     records: Sequence[Mapping[str, Any]],
     lines: Sequence[int],
-    source: str,
-    expires_days: int,
+    source: Source,
     hashes: Sequence[str | None],
-) -> Iterator[dict[str, Any]]:
-    """The index item of each record, made as they are written (all at once would double the memory
-    the records take).
+) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    """(position in `records`, index item) for each record but repeats, made as they are consumed
+    (all at once would double the memory the records take); the item is None for a record without
+    a request_id/created_at to key it by.
 
-    A request found twice in the object (a retried delivery) gives one item, from its first line:
-    BatchWriteItem refuses a call that names the same key twice.
+    A request found twice in the object (a retried delivery) is yielded once, at its first line:
+    its later lines are the same request, which the object's own claim would let it count again.
     """
     seen: set[tuple[str, str]] = set()
     skipped = 0
-    for record, line, hashed in zip(records, lines, hashes, strict=True):
-        item = index_item(record, source, line, expires_days, hashed)
+    for position, (record, line, hashed) in enumerate(zip(records, lines, hashes, strict=True)):
+        item = index_item(record, source, line, hashed)
         if item is None:
             skipped += 1
+            yield position, None
         elif (key := (item["pk"]["S"], item["sk"]["S"])) not in seen:
             seen.add(key)
-            yield item
+            yield position, item
     if skipped:
-        log.warning("%d records of %s have no request_id/created_at to index them by", skipped, source)
+        log.warning("%d records of %s have no request_id/created_at to index them by", skipped, source.key)
 
 
 def _batches(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -294,8 +304,8 @@ def _write_batch(client: Any, table: str, pending: list[dict[str, Any]], sleep: 
         try:
             answer = client.batch_write_item(RequestItems={table: pending})
         except ClientError as exc:
-            reason = exc.response.get("Error", {}).get("Code", "")
-            if reason not in _RETRY_ERRORS or attempt == MAX_ATTEMPTS:
+            reason = error_code(exc)
+            if reason not in RETRY_ERRORS or attempt == MAX_ATTEMPTS:
                 raise
         else:
             pending = answer.get("UnprocessedItems", {}).get(table, [])
@@ -304,7 +314,7 @@ def _write_batch(client: Any, table: str, pending: list[dict[str, Any]], sleep: 
             if attempt == MAX_ATTEMPTS:
                 raise IndexWriteError(f"{len(pending)} index items unprocessed after {MAX_ATTEMPTS} attempts")
             reason = f"{len(pending)} unprocessed"
-        delay = random.uniform(0, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt))  # full jitter
+        delay = backoff(attempt)
         log.info("DynamoDB batch write retried after %s, in %.2f s", reason, delay)
         sleep(delay)
     raise AssertionError("unreachable: the last attempt returns or raises")

@@ -1,18 +1,20 @@
-"""One delivered S3 object, end to end: read it, apply its rollups exactly once, index its requests,
-write its Parquet."""
+"""One delivered S3 object, end to end: read it, claim its requests (indexing them), apply the rollups
+of those it owns exactly once, write them as Parquet. Why in that order: claims.py."""
 
 from __future__ import annotations
 
 import gc
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..aws import layout
-from .dynamo import apply_once
-from .index import prompt_items, request_items, templates, write_index
+from .claims import claim
+from .dynamo import MARKER_TTL_S, apply_once
+from .index import Source, prompt_items, request_items, templates, write_index
 from .objects import decode, fetch
 from .parquet import curated_key, write_parquet
 from .rollup import DEFAULT_HOURLY_TTL_DAYS, REQUIRED, rollup
@@ -21,11 +23,13 @@ from .rollup import DEFAULT_HOURLY_TTL_DAYS, REQUIRED, rollup
 @dataclass(frozen=True, slots=True)
 class Processed:
     records: int
+    counted: int  # records this object counts: the others' requests were counted from elsewhere
+    duplicates: int  # records whose request another object owns, or an earlier line of this one
     bad_lines: int
     chunks_applied: int
     chunks_skipped: int  # applied by an earlier delivery of the same object
     parquet_keys: tuple[str, ...]
-    indexed: int  # request index items written (again, on a redelivery)
+    indexed: int  # request index items put (again, on a redelivery): the requests this object owns
 
     @property
     def duplicate(self) -> bool:
@@ -59,20 +63,24 @@ def index_days() -> int:
 def process_object(s3: Any, dynamodb: Any, table: str, bucket: str, key: str) -> Processed:
     fetched = fetch(s3, bucket, key)
     decoded = decode(fetched.data, f"s3://{bucket}/{key}", REQUIRED)
-    deltas = rollup(decoded.records, hourly_ttl_days())
-    applied = apply_once(dynamodb, table, layout.object_pk(bucket, key, fetched.version), deltas)
-    # The index on every delivery, even when the rollups were all applied before: its puts are
-    # idempotent, and a crash after the rollups may have left it unwritten.
+    source = Source(key, fetched.version, index_days(), int(time.time()) + MARKER_TTL_S)
     found = templates(s3, bucket, decoded.records)
     # Prompt texts first, so that a template hash read from an index item always finds its text.
     write_index(dynamodb, table, prompt_items(found.texts))
-    indexed = write_index(
-        dynamodb, table, request_items(decoded.records, decoded.lines, key, index_days(), found.hashes)
+    claims = claim(
+        dynamodb,
+        table,
+        source,
+        len(decoded.records),
+        request_items(decoded.records, decoded.lines, source, found.hashes),
     )
-    # Parquet after the rollups: if writing it fails, the message comes back, the rollups are then
-    # skipped (their markers exist) and these files, named from the object, are written again.
+    counted = [record for record, mine in zip(decoded.records, claims.counted, strict=True) if mine]
+    deltas = rollup(counted, hourly_ttl_days())
+    applied = apply_once(dynamodb, table, layout.object_pk(bucket, key, fetched.version), deltas)
+    # Parquet after the rollups: if writing it fails, the message comes back, finds its claims, skips
+    # the rollups (their markers exist) and writes these files, named from the object, again.
     by_day: dict[str, list[dict[str, Any]]] = {}
-    for record in decoded.records:
+    for record in counted:
         by_day.setdefault(record["dt"], []).append(record)
     written = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -82,4 +90,13 @@ def process_object(s3: Any, dynamodb: Any, table: str, bucket: str, key: str) ->
             target = curated_key(bucket, key, fetched.version, dt)
             s3.put_object(Bucket=bucket, Key=target, Body=local.read_bytes())
             written.append(target)
-    return Processed(len(decoded.records), decoded.bad_lines, applied.chunks, applied.skipped, tuple(written), indexed)
+    return Processed(
+        records=len(decoded.records),
+        counted=len(counted),
+        duplicates=claims.duplicates,
+        bad_lines=decoded.bad_lines,
+        chunks_applied=applied.chunks,
+        chunks_skipped=applied.skipped,
+        parquet_keys=tuple(written),
+        indexed=claims.claimed,
+    )
