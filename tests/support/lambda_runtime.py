@@ -30,8 +30,6 @@ class LambdaRuntime:
         self.data_dir = data_dir
         self.env = {
             **os.environ,
-            # The wrapper runs `python3`: ours, as /var/lang/bin is first on Lambda's PATH.
-            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
             "AWS_LAMBDA_RUNTIME_API": emulator.runtime_api,
             "LAMBDA_TASK_ROOT": str(BOOTSTRAP.parent),
             "RELAYLOG_APP_FACTORY": "relaylog.server:create_app",
@@ -42,9 +40,12 @@ class LambdaRuntime:
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> LambdaRuntime:
-        # Lambda passes the managed runtime's own start command; the wrapper must ignore it.
+        # Lambda passes the managed runtime's start command: its interpreter (ours here), then its script.
         self.process = subprocess.Popen(
-            [str(BOOTSTRAP), "/var/runtime/bootstrap"], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            [str(BOOTSTRAP), sys.executable, "/var/runtime/bootstrap.py"],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         return self
 
