@@ -36,7 +36,7 @@ def python312_dir() -> str:
     raise AssertionError("python3.12 is needed for `sam build` (the functions' runtime)")
 
 
-def run(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run(args: list[str], timeout: float = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "SAM_CLI_TELEMETRY": "0",
@@ -45,7 +45,7 @@ def run(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess[st
         "AWS_DEFAULT_REGION": "us-east-1",
         "PATH": f"{python312_dir()}:{os.environ['PATH']}",
     }
-    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 _TRANSFORM = """
