@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +67,17 @@ print(json.dumps(transform(template, {}, NoManagedPolicies())))
 """
 
 
-def transformed() -> dict[str, Any]:
-    """The template as CloudFormation receives it after the SAM transform (the SAM CLI's own translator)."""
+@cache
+def _transformed_json(template: str) -> str:
     result = run([str(TOOLS / "python"), "-c", _TRANSFORM, str(TEMPLATE)])
     assert result.returncode == 0, result.stderr
-    loaded: dict[str, Any] = json.loads(result.stdout)
+    return result.stdout
+
+
+def transformed() -> dict[str, Any]:
+    """The template as CloudFormation receives it after the SAM transform (the SAM CLI's own
+    translator); translated once per version of the template, a fresh copy each call."""
+    loaded: dict[str, Any] = json.loads(_transformed_json(TEMPLATE.read_text()))
     return loaded
 
 
