@@ -80,6 +80,12 @@ def test_sam_build_from_a_clone_named_relaylog_keeps_all_third_party_code(built:
     missing = [path for path in installed if not (layer / path).with_suffix(".pyc").is_file()]
     assert not missing, f"{len(missing)} modules lost, e.g. {missing[:5]}"
     assert not [path for path in installed if (layer / path).exists()]  # no source beside them
+    # All bytecode is hash-based and never checked (flags 0b01: what survives SAM's redating), and
+    # names its file where Lambda puts it, not where it was built (tracebacks; reproducible bytes).
+    for pyc in layer.rglob("*.pyc"):
+        data = pyc.read_bytes()
+        assert int.from_bytes(data[4:8], "little") == 0b01, pyc
+        assert str(built).encode() not in data and f"{LAYER_MOUNT}/".encode() in data, pyc
     # relaylog keeps its sources for readable tracebacks, with bytecode in __pycache__.
     assert (layer / "relaylog" / "runtime" / "loop.py").exists()
     assert (layer / "relaylog" / "runtime" / "__pycache__" / "loop.cpython-312.pyc").exists()
