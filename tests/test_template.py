@@ -1,15 +1,26 @@
-"""template.yaml: lints clean, validates, builds without Docker, and matches the code's names."""
+"""template.yaml: lints clean, validates, and matches the code's names (its build: test_artifacts.py)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import asyncio
+import re
+import time
+import uuid
+from fnmatch import fnmatchcase
+from typing import Any
 
 import pytest
 from relaylog.aws import layout
+from relaylog.aws.cache import DynamoCacheStore
+from relaylog.aws.counters import DynamoCounters
+from relaylog.aws.keys import DynamoKeyStore
+from relaylog.query.dynamo import DynamoBackend
+from relaylog.runtime.loop import DEADLINE_MARGIN_S
 from relaylog.store.schema import COLUMNS
 
+from tests.support.aws import Stack
 from tests.support.sam import ROOT, load_template, run, tool, transformed
+from tests.test_gateway_aws import _entry
 
 GLUE_TYPES = {"VARCHAR": "string", "BIGINT": "bigint", "DOUBLE": "double", "BOOLEAN": "boolean",
               "MAP(VARCHAR, VARCHAR)": "map<string,string>"}  # fmt: skip
@@ -23,30 +34,6 @@ def test_cfn_lint_passes() -> None:
 def test_sam_validate_lint_passes() -> None:
     result = run([tool("sam"), "validate", "--lint"])
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def _size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def test_sam_build_without_docker_gives_a_small_proxy(tmp_path: Path) -> None:
-    build = tmp_path / "build"
-    result = run([tool("sam"), "build", "--build-dir", str(build)])
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    wrapper = build / "ProxyFunction" / "relaylog-bootstrap"
-    assert os.access(wrapper, os.X_OK)
-    layer = build / "SharedLayer" / "python"
-    assert (layer / "relaylog" / "runtime" / "loop.py").exists()
-    assert (layer / "relaylog" / "queries" / "errors.sql").exists()
-    assert (layer / "relaylog" / "dashboard" / "index.html").exists()  # the query function serves it
-    # Bytecode is built in (Lambda cannot write it, so it would be compiled on every cold start).
-    assert (layer / "relaylog" / "runtime" / "__pycache__" / "loop.cpython-312.pyc").exists()
-    assert (layer / "aiohttp" / "client.pyc").exists() and not (layer / "aiohttp" / "client.py").exists()
-    assert not list(layer.glob("duckdb*")) and not list(layer.glob("uvicorn*"))  # aggregator-only / local-only
-    assert list((build / "AggregatorFunction").glob("duckdb*"))
-    assert list((build / "QueryFunction").glob("mangum*")) and not list((build / "QueryFunction").glob("duckdb*"))
-    proxy_mb = (_size(build / "ProxyFunction") + _size(build / "SharedLayer")) / 2**20
-    assert proxy_mb < 40, f"proxy function + layer is {proxy_mb:.1f} MB unzipped"
 
 
 def test_the_transform_makes_the_url_public_and_streaming() -> None:
@@ -173,10 +160,276 @@ def test_cache_objects_outlive_the_longest_cache_ttl_and_no_more() -> None:
     from relaylog.gateway.cache_policy import MAX_TTL_S
 
     rules = load_template()["Resources"]["DataBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
-    (cache,) = [rule for rule in rules if rule["Prefix"] == layout.CACHE_PREFIX]
+    (cache,) = [rule for rule in rules if rule.get("Prefix") == layout.CACHE_PREFIX]
     assert cache["Status"] == "Enabled"
     # An entry is served until its item's TTL (at most MAX_TTL_S); its object must still be there.
     assert cache["ExpirationInDays"] * 86400 > MAX_TTL_S
     assert cache["ExpirationInDays"] == MAX_TTL_S // 86400 + 1
     # No other rule reaches into cache/ and removes entries early.
-    assert not [r for r in rules if r is not cache and layout.CACHE_PREFIX.startswith(r["Prefix"])]
+    expiring = [r for r in rules if r is not cache and "ExpirationInDays" in r]
+    assert not [r for r in expiring if layout.CACHE_PREFIX.startswith(r.get("Prefix", ""))]
+
+
+# -- what a careful operator asks of the stack ---------------------------------------------------
+
+NO_VALUE = object()  # a property left out (AWS::NoValue)
+
+
+def _resolve(node: Any, parameters: dict[str, str], conditions: dict[str, Any]) -> Any:
+    """A template value with these parameter values: Ref to a parameter, If, Equals, Not and Or
+    resolved (the intrinsics the parameters' conditions use); other values as they are."""
+    if isinstance(node, list):
+        return [_resolve(item, parameters, conditions) for item in node]
+    if not isinstance(node, dict) or len(node) != 1:
+        return node
+    ((name, args),) = node.items()
+    if name == "Ref":
+        return parameters.get(args, NO_VALUE if args == "AWS::NoValue" else node)
+    if name == "Condition":
+        return _resolve(conditions[args], parameters, conditions)
+    if name == "If":
+        chosen = args[1] if _resolve(conditions[args[0]], parameters, conditions) else args[2]
+        return _resolve(chosen, parameters, conditions)
+    if name == "Equals":
+        first, second = _resolve(args, parameters, conditions)
+        return str(first) == str(second)
+    if name == "Not":
+        return not _resolve(args[0], parameters, conditions)
+    if name == "Or":
+        return any(_resolve(args, parameters, conditions))
+    return node
+
+
+def _rendered(resource: str, prop: str, **values: str) -> Any:
+    """`prop` of `resource` (a dotted path) as CloudFormation would set it with these parameter values
+    (the others at their defaults)."""
+    template = load_template()
+    parameters = {name: str(p.get("Default", "")) for name, p in template["Parameters"].items()} | values
+    node: Any = template["Resources"][resource]
+    for step in prop.split("."):
+        node = node.get(step, NO_VALUE) if isinstance(node, dict) else NO_VALUE
+    return _resolve(node, parameters, template.get("Conditions", {}))
+
+
+def _accepts(parameter: str, value: str) -> bool:
+    """Whether CloudFormation takes `value` for `parameter` (AllowedPattern: a whole-value match)."""
+    spec = load_template()["Parameters"][parameter]
+    return re.fullmatch(spec["AllowedPattern"], value) is not None
+
+
+@pytest.mark.parametrize(("function", "parameter"), [("ProxyFunction", "ProxyReservedConcurrency"),
+                                                     ("QueryFunction", "QueryReservedConcurrency")])  # fmt: skip
+def test_concurrency_caps_are_reserved_only_when_set(function: str, parameter: str) -> None:
+    prop = "Properties.ReservedConcurrentExecutions"
+    # Reserved concurrency 0 throttles every call: 0, like the empty default, reserves nothing.
+    assert _rendered(function, prop) is NO_VALUE
+    assert _rendered(function, prop, **{parameter: "0"}) is NO_VALUE
+    assert _rendered(function, prop, **{parameter: "25"}) == "25"
+    assert [v for v in ("", "0", "1", "25", "1000") if _accepts(parameter, v)] == ["", "0", "1", "25", "1000"]
+    assert not [v for v in ("00", "025", "-1", "x", "2.5", " 5") if _accepts(parameter, v)]
+    # The SAM transform hands the choice to CloudFormation as it is.
+    assert transformed()["Resources"][function]["Properties"]["ReservedConcurrentExecutions"] == {
+        "Fn::If": [f"{function.removesuffix('Function')}ConcurrencyCapped", {"Ref": parameter}, {"Ref": "AWS::NoValue"}]
+    }
+
+
+def test_the_aggregator_reads_the_queue_with_bounded_concurrency() -> None:
+    parameter = load_template()["Parameters"]["AggregatorMaxConcurrency"]
+    assert parameter["MinValue"] == 2  # the least SQS event sources take
+    assert 2 <= parameter["Default"] <= parameter["MaxValue"] <= 1000
+    mapping = transformed()["Resources"]["AggregatorFunctionObjects"]["Properties"]
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "AggregatorMaxConcurrency"}}
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_the_proxy_timeout_is_a_parameter_that_bounds_a_call() -> None:
+    parameter = load_template()["Parameters"]["ProxyTimeout"]
+    assert parameter["MaxValue"] == 900 and 60 <= parameter["Default"] <= 900
+    assert _rendered("ProxyFunction", "Properties.Timeout") == str(parameter["Default"])
+    assert _rendered("ProxyFunction", "Properties.Timeout", ProxyTimeout="120") == "120"
+    # The runtime stops a call this long before the deadline; the smallest timeout leaves room.
+    assert parameter["MinValue"] > 10 * DEADLINE_MARGIN_S
+
+
+def test_the_data_outlives_the_stack_and_the_bucket_takes_only_https() -> None:
+    resources = load_template()["Resources"]
+    for name in ("DataBucket", "Table"):
+        assert (resources[name]["DeletionPolicy"], resources[name]["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    (statement,) = resources["DataBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert resources["DataBucketPolicy"]["Properties"]["Bucket"] == {"Ref": "DataBucket"}
+    assert (statement["Effect"], statement["Principal"], statement["Action"]) == ("Deny", "*", "s3:*")
+    assert statement["Resource"] == [{"GetAtt": "DataBucket.Arn"}, {"Sub": "${DataBucket.Arn}/*"}]
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    rules = resources["DataBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    (abort,) = [rule for rule in rules if "AbortIncompleteMultipartUpload" in rule]
+    assert abort["Status"] == "Enabled" and "Prefix" not in abort and "Filter" not in abort  # the whole bucket
+    assert abort["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] >= 1
+
+
+def test_every_function_and_firehose_log_to_groups_with_a_retention() -> None:
+    resources = transformed()["Resources"]
+    functions = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::Lambda::Function"}
+    assert set(functions) == {"ProxyFunction", "AggregatorFunction", "QueryFunction"}
+    groups = set()
+    for properties in functions.values():
+        group = properties["LoggingConfig"]["LogGroup"]["Ref"]
+        assert resources[group]["Type"] == "AWS::Logs::LogGroup"
+        assert resources[group]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+        groups.add(group)
+    assert len(groups) == 3  # one each
+    firehose = resources["DeliveryStream"]["Properties"]["ExtendedS3DestinationConfiguration"]
+    logging = firehose["CloudWatchLoggingOptions"]
+    assert logging["Enabled"] is True
+    stream = resources[logging["LogStreamName"]["Ref"]]["Properties"]
+    assert logging["LogGroupName"] == stream["LogGroupName"] == {"Ref": "DeliveryLogGroup"}
+    assert resources["DeliveryLogGroup"]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    statements = resources["DeliveryRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    assert {"Effect": "Allow", "Action": "logs:PutLogEvents", "Resource": {"Fn::GetAtt": ["DeliveryLogGroup", "Arn"]}} in statements  # fmt: skip
+
+
+def test_dead_letters_raise_an_alarm_that_mails_only_when_an_address_is_given() -> None:
+    template = load_template()
+    alarm = template["Resources"]["DeadLettersAlarm"]["Properties"]
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"GetAtt": "ObjectsDeadLetterQueue.QueueName"}}]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)  # one message is enough
+    assert alarm["TreatMissingData"] == "notBreaching"
+    assert _rendered("DeadLettersAlarm", "Properties.AlarmActions") is NO_VALUE
+    assert _rendered("DeadLettersAlarm", "Properties.AlarmActions", AlarmEmail="ops@example.com") == [
+        {"Ref": "AlarmTopic"}
+    ]
+    conditions = template["Conditions"]
+    for name in ("AlarmTopic", "AlarmSubscription"):
+        condition = {"Condition": template["Resources"][name]["Condition"]}
+        assert _resolve(condition, {"AlarmEmail": ""}, conditions) is False
+        assert _resolve(condition, {"AlarmEmail": "ops@example.com"}, conditions) is True
+    subscription = template["Resources"]["AlarmSubscription"]["Properties"]
+    assert (subscription["Protocol"], subscription["Endpoint"]) == ("email", {"Ref": "AlarmEmail"})
+    assert _accepts("AlarmEmail", "") and _accepts("AlarmEmail", "ops@example.com")
+    assert not _accepts("AlarmEmail", "not an address")
+
+
+# -- DynamoDB: each internet-facing role writes only its own item kinds ----------------------------
+
+# The item kinds each role may touch, from the code's own names (relaylog/aws/layout.py).
+PROXY_ITEMS = {
+    "Query": {layout.KEY_PK},  # the relaylog keys
+    "GetItem": {layout.cache_pk("*"), layout.rate_pk("*")},
+    "PutItem": {layout.cache_pk("*")},
+    "UpdateItem": {layout.rate_pk("*")},
+}
+QUERY_WRITES = {"UpdateItem": {layout.score_pk("*")}}
+DYNAMODB_WRITES = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "PartiQLInsert", "PartiQLUpdate",
+                   "PartiQLDelete", "ImportTable", "RestoreTableToPointInTime")  # fmt: skip
+
+
+def _statements(function: str) -> list[dict[str, Any]]:
+    statements: list[dict[str, Any]] = load_template()["Resources"][function]["Properties"]["Policies"][0]["Statement"]
+    return statements
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _leading_key_patterns(statement: dict[str, Any]) -> set[str] | None:
+    """The dynamodb:LeadingKeys values a statement allows (IAM wildcards), None without a condition."""
+    if "Condition" not in statement:
+        return None
+    ((operator, tests),) = statement["Condition"].items()
+    # ForAllValues: every key the request names must match. Only these two forms are understood here.
+    assert operator in ("ForAllValues:StringLike", "ForAllValues:StringEquals"), operator
+    ((name, values),) = tests.items()
+    assert name == "dynamodb:LeadingKeys"
+    return set(values) if operator.endswith("Like") else {v.replace("*", "[*]") for v in values}
+
+
+def _allows(function: str, operation: str, resource: str, leading_keys: list[str]) -> bool:
+    """Whether the function's policy lets it call `operation` on `resource` ("Table.Arn" or the
+    indexes) for items with these partition keys."""
+    for statement in _statements(function):
+        if statement["Effect"] != "Allow" or f"dynamodb:{operation}" not in _as_list(statement["Action"]):
+            continue
+        if resource not in [str(r.get("Sub", r.get("GetAtt"))) for r in _as_list(statement["Resource"])]:
+            continue
+        patterns = _leading_key_patterns(statement)
+        if patterns is None:
+            return True
+        if leading_keys and all(any(fnmatchcase(k, p) for p in patterns) for k in leading_keys):
+            return True
+    return False
+
+
+@pytest.mark.parametrize(("function", "expected"), [("ProxyFunction", PROXY_ITEMS), ("QueryFunction", QUERY_WRITES)])
+def test_internet_facing_roles_write_only_their_own_item_kinds(function: str, expected: dict[str, set[str]]) -> None:
+    conditioned: dict[str, set[str]] = {}
+    for statement in _statements(function):
+        for action in _as_list(statement["Action"]):
+            operation = action.removeprefix("dynamodb:")
+            if operation in DYNAMODB_WRITES:
+                patterns = _leading_key_patterns(statement)
+                assert patterns is not None, f"{function} may {operation} any item"
+            if (patterns := _leading_key_patterns(statement)) is not None:
+                conditioned[operation] = conditioned.get(operation, set()) | patterns
+    assert conditioned == expected
+    for operation in DYNAMODB_WRITES:  # a key item is the way in: neither function may make one
+        assert not _allows(function, operation, "Table.Arn", [layout.KEY_PK])
+
+
+class _Recorder:
+    """Every DynamoDB call a client makes: (operation, resource, partition keys named)."""
+
+    def __init__(self, client: Any) -> None:
+        self.calls: list[tuple[str, str, list[str]]] = []
+        client.meta.events.register("provide-client-params.dynamodb", self._record)
+
+    def _record(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        operation = model.name
+        if operation == "Query":
+            placeholder = params["KeyConditionExpression"].split(" AND ")[0].split("=")[1].strip()
+            keys = [params["ExpressionAttributeValues"][placeholder]["S"]]
+        elif operation == "BatchGetItem":
+            keys = [key["pk"]["S"] for wanted in params["RequestItems"].values() for key in wanted["Keys"]]
+        else:
+            keys = [(params.get("Key") or params["Item"])["pk"]["S"]]
+        self.calls.append((operation, "${Table.Arn}/index/*" if "IndexName" in params else "Table.Arn", keys))
+
+    def take(self) -> list[tuple[str, str, list[str]]]:
+        calls, self.calls = self.calls, []
+        return calls
+
+
+def test_the_calls_the_code_makes_are_the_calls_its_role_allows(aws_stack: Stack) -> None:
+    """The stores each function runs, under moto, with every DynamoDB call checked against the policy."""
+    dynamodb, s3 = aws_stack.client("dynamodb"), aws_stack.client("s3")
+    recorder = _Recorder(dynamodb)
+    table = aws_stack.table
+    # The proxy: keys, the response cache (one entry in its item, one in S3), the rate-limit counters.
+    DynamoKeyStore(table, dynamodb).verify("rl-not-a-key")
+    cache = DynamoCacheStore(table, aws_stack.bucket, dynamodb, s3, inline_max=1000)
+    asyncio.run(cache.put("small", 0, _entry(size=100)))
+    asyncio.run(cache.put("large", 0, _entry(size=5000)))
+    assert asyncio.run(cache.get("small", 0)) is not None and asyncio.run(cache.get("large", 0)) is not None
+    counters = DynamoCounters(table, dynamodb)
+    asyncio.run(counters.take("key_1:requests", 1, 10, time.time() + 60))
+    asyncio.run(counters.take("key_1:requests", 20, 10, time.time() + 60))  # more than the limit: a read
+    counters.add("key_1:cents", 3, time.time() + 60)
+    proxy_calls = recorder.take()
+    assert {operation for operation, _, _ in proxy_calls} == set(PROXY_ITEMS)
+    assert [call for call in proxy_calls if not _allows("ProxyFunction", *call)] == []
+    # The query function: reading a request and storing a score on it.
+    request_id = str(uuid.uuid4())
+    item = {"pk": {"S": layout.requests_pk("2026-01-02")}, "request_id": {"S": request_id},
+            "sk": {"S": layout.requests_sk("2026-01-02T03:04:05.000000Z", request_id)}}  # fmt: skip
+    aws_stack.client("dynamodb").put_item(TableName=table, Item=item)
+    DynamoBackend(table, aws_stack.bucket, dynamodb, s3).add_scores(request_id, {"helpful": True}, None)
+    query_calls = recorder.take()
+    assert "UpdateItem" in {operation for operation, _, _ in query_calls}
+    assert [call for call in query_calls if not _allows("QueryFunction", *call)] == []
+    # `relaylog keys create` and `revoke`: an operator's calls, which neither function may make.
+    store = DynamoKeyStore(table, dynamodb)
+    _, info = store.create("ops")
+    store.revoke(info.key_id)
+    writes = [call for call in recorder.take() if call[0] in DYNAMODB_WRITES]
+    assert {operation for operation, _, _ in writes} == {"PutItem", "UpdateItem"}
+    assert [call for call in writes if _allows("ProxyFunction", *call) or _allows("QueryFunction", *call)] == []

@@ -30,8 +30,6 @@ class LambdaRuntime:
         self.data_dir = data_dir
         self.env = {
             **os.environ,
-            # The wrapper runs `python3`: ours, as /var/lang/bin is first on Lambda's PATH.
-            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
             "AWS_LAMBDA_RUNTIME_API": emulator.runtime_api,
             "LAMBDA_TASK_ROOT": str(BOOTSTRAP.parent),
             "RELAYLOG_APP_FACTORY": "relaylog.server:create_app",
@@ -50,9 +48,12 @@ class LambdaRuntime:
         return self
 
     def _start(self) -> None:
-        # Lambda passes the managed runtime's own start command; the wrapper must ignore it.
+        # Lambda passes the managed runtime's start command: its interpreter (ours here), then its script.
         self.process = subprocess.Popen(
-            [str(BOOTSTRAP), "/var/runtime/bootstrap"], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            [str(BOOTSTRAP), sys.executable, "/var/runtime/bootstrap.py"],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
 
     def _reset(self) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ def python312_dir() -> str:
     raise AssertionError("python3.12 is needed for `sam build` (the functions' runtime)")
 
 
-def run(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run(args: list[str], timeout: float = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "SAM_CLI_TELEMETRY": "0",
@@ -45,7 +46,7 @@ def run(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess[st
         "AWS_DEFAULT_REGION": "us-east-1",
         "PATH": f"{python312_dir()}:{os.environ['PATH']}",
     }
-    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 _TRANSFORM = """
@@ -66,11 +67,17 @@ print(json.dumps(transform(template, {}, NoManagedPolicies())))
 """
 
 
-def transformed() -> dict[str, Any]:
-    """The template as CloudFormation receives it after the SAM transform (the SAM CLI's own translator)."""
+@cache
+def _transformed_json(template: str) -> str:
     result = run([str(TOOLS / "python"), "-c", _TRANSFORM, str(TEMPLATE)])
     assert result.returncode == 0, result.stderr
-    loaded: dict[str, Any] = json.loads(result.stdout)
+    return result.stdout
+
+
+def transformed() -> dict[str, Any]:
+    """The template as CloudFormation receives it after the SAM transform (the SAM CLI's own
+    translator); translated once per version of the template, a fresh copy each call."""
+    loaded: dict[str, Any] = json.loads(_transformed_json(TEMPLATE.read_text()))
     return loaded
 
 
