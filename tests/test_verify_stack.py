@@ -36,6 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 STACK = "relaylog-prod"
 # Functions as CloudFormation names them: stack name, logical id, a random suffix.
 FUNCTIONS = {f: f"{STACK}-{f}-AbC123" for f in ("ProxyFunction", "AggregatorFunction", "QueryFunction")}
+# The template gives each function a log group of its own, named as the template names it.
+LOG_GROUPS = {"ProxyLogGroup": f"/aws/lambda/{STACK}-proxy", "AggregatorLogGroup": f"/aws/lambda/{STACK}-aggregator",
+              "QueryLogGroup": f"/aws/lambda/{STACK}-query"}  # fmt: skip
 # Short waits: under moto Firehose delivers at once and the event source polls every 50 ms.
 FAST = ["--timeout", "delivery=20", "--timeout", "aggregator=20", "--timeout", "athena=20"]
 
@@ -83,7 +86,7 @@ def deployed(aws_stack: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
             "AthenaWorkGroup": f"{STACK}-relaylog",
         }
         resources = {"ObjectsQueue": aws_stack.queue_url, "ObjectsDeadLetterQueue": aws_stack.dead_letter_url,
-                     "DataBucket": aws_stack.bucket, **FUNCTIONS}  # fmt: skip
+                     "DataBucket": aws_stack.bucket, **FUNCTIONS, **LOG_GROUPS}  # fmt: skip
         athena = DuckDBAthena(aws_stack, tmp_path)
         cloudformation = CloudFormation(STACK, outputs, resources)
         real = clients.make_client
@@ -164,7 +167,7 @@ def test_a_stopped_aggregator_is_named_with_the_queue_depth_and_its_log_group(
     assert lines["query_api"].startswith("not run") and lines["dashboard"].startswith("not run")
     # The S3 notification (and S3's test event) wait in the queue: nobody takes them.
     assert re.search(r"check: the queue \S+: [1-9]\d* message\(s\) waiting, 0 in flight \(waiting and none taken", out)
-    assert f"/aws/lambda/{FUNCTIONS['AggregatorFunction']}" in out
+    assert LOG_GROUPS["AggregatorLogGroup"] in out
     assert err.strip().endswith("verify failed at stage aggregator")
     assert deployed.key not in out + err
 
@@ -198,7 +201,7 @@ def test_firehose_refusing_records_is_named_and_the_spooled_object_shown(
     assert line.startswith("FAILED") and "Firehose did not take the record" in line
     assert f"s3://{deployed.stack.bucket}/spool/dt=" in line
     assert f"firehose:PutRecordBatch on {deployed.stack.stream}" in out
-    assert f"/aws/lambda/{FUNCTIONS['ProxyFunction']}" in out
+    assert LOG_GROUPS["ProxyLogGroup"] in out
 
 
 class _Accepts:
@@ -229,7 +232,7 @@ def test_a_query_api_that_does_not_answer_is_named(deployed: Deployed, capsys: p
     lines = _lines(out)
     assert [lines[s].split()[0] for s in ("proxy", "delivery", "aggregator")] == ["ok"] * 3
     assert lines["query_api"].startswith("FAILED") and "no answer from http://127.0.0.1:9/api/v1" in lines["query_api"]
-    assert f"/aws/lambda/{FUNCTIONS['QueryFunction']}" in out
+    assert LOG_GROUPS["QueryLogGroup"] in out
 
 
 def test_without_a_key_the_proxy_refuses_and_says_how_to_pass_one(
@@ -267,6 +270,11 @@ def test_the_names_verify_reads_are_the_templates() -> None:
     assert types[verify_aws.QUEUE] == types[verify_aws.DEAD_LETTER_QUEUE] == "AWS::SQS::Queue"
     for function in (verify_aws.PROXY_FUNCTION, verify_aws.AGGREGATOR_FUNCTION, verify_aws.QUERY_FUNCTION):
         assert types[function] == "AWS::Serverless::Function"
+        # The log group verify names in its hints is the one the function logs to.
+        group = function.removesuffix("Function") + "LogGroup"
+        assert types[group] == "AWS::Logs::LogGroup"
+        assert template["Resources"][function]["Properties"]["LoggingConfig"]["LogGroup"] == {"Ref": group}
+        assert template["Resources"][group]["Properties"]["LogGroupName"] == {"Sub": LOG_GROUPS[group].replace(STACK, "${AWS::StackName}")}
     read = {"ProxyUrl", "QueryApiUrl", "DashboardUrl", "BucketName", "TableName", "DeliveryStreamName",
             "DatabaseName", "AthenaWorkGroup"}  # fmt: skip
     assert read <= set(template["Outputs"])

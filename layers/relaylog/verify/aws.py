@@ -28,6 +28,11 @@ from .stages import DELIVERY_MARGIN_S, StageFailed, Trail, poll
 # template.yaml's logical ids of what the checks name (tests/test_verify_stack.py holds them to it).
 QUEUE, DEAD_LETTER_QUEUE = "ObjectsQueue", "ObjectsDeadLetterQueue"
 PROXY_FUNCTION, AGGREGATOR_FUNCTION, QUERY_FUNCTION = "ProxyFunction", "AggregatorFunction", "QueryFunction"
+_FUNCTIONS = (PROXY_FUNCTION, AGGREGATOR_FUNCTION, QUERY_FUNCTION)
+
+
+def _log_group(function: str) -> str:
+    return function.removesuffix("Function") + "LogGroup"
 # Clocks differ and Firehose stamps its arrival time, not ours: hours this far around the call are read.
 _CLOCK_SLACK = timedelta(minutes=5)
 # A Firehose prefix without a timestamp expression gets this one appended (Firehose developer guide,
@@ -62,6 +67,9 @@ class StackView:
     queue_url: str | None
     dead_letter_url: str | None
     functions: dict[str, str]  # logical id -> function name
+    # logical id of a function -> its own log group (the template's <Name>LogGroup, set through the
+    # function's LoggingConfig); Lambda's default name when the stack has none.
+    log_groups: dict[str, str]
 
     @classmethod
     def load(cls, stack: str, client: Client = make_client) -> StackView:
@@ -91,14 +99,17 @@ class StackView:
             interval_s=int(s3.get("BufferingHints", {}).get("IntervalInSeconds", 300)),  # Firehose's default
             queue_url=physical.get(QUEUE),
             dead_letter_url=physical.get(DEAD_LETTER_QUEUE),
-            functions={f: physical[f] for f in (PROXY_FUNCTION, AGGREGATOR_FUNCTION, QUERY_FUNCTION) if f in physical},
+            functions={f: physical[f] for f in _FUNCTIONS if f in physical},
+            log_groups={f: physical[_log_group(f)] for f in _FUNCTIONS if _log_group(f) in physical},
         )
 
     def delivery_timeout_s(self) -> float:
         return self.interval_s + DELIVERY_MARGIN_S
 
     def logs(self, function: str) -> str | None:
-        """The function's log group: Lambda's default name for it."""
+        """The function's log group: the stack's own, else Lambda's default name for it."""
+        if function in self.log_groups:
+            return self.log_groups[function]
         name = self.functions.get(function)
         return f"/aws/lambda/{name}" if name else None
 
@@ -226,7 +237,7 @@ class Delivery:
 
 class Aggregation:
     """The aggregator applied the object: the record's index item exists, and so does its hour's rollup
-    for the echo's provider (the index is written after the rollups, in aggregate/process.py)."""
+    for the echo's provider (the index item is the request's claim, written before the rollups)."""
 
     def __init__(self, view: StackView, client: Client = make_client) -> None:
         self.view = view
@@ -245,11 +256,10 @@ class Aggregation:
             "pk": {"S": layout.rollup_pk("h", f"{dt}T{hour}")},
             "sk": {"S": layout.rollup_sk("provider", echo.PROVIDER.name)},
         }
-        try:
-            rollup = self.dynamodb.get_item(TableName=self.view.table, Key=key, ConsistentRead=True).get("Item")
-        except (ClientError, BotoCoreError) as exc:
-            raise _aws(f"reading the rollup {key['pk']['S']}", exc) from None
-        if rollup is None or int(rollup["requests"]["N"]) < 1:
+        # The index item is the request's claim, written before the rollups (aggregate/claims.py):
+        # the rollup may still be on its way.
+        rollup = poll(deadline, lambda: self._rolled_up(key))
+        if rollup is None:
             raise StageFailed(
                 f"the record is indexed but the rollup {key['pk']['S']} {key['sk']['S']} is missing", self._checks()
             )
@@ -257,6 +267,15 @@ class Aggregation:
             f"indexed ({item['pk']['S']}) and rolled up: {rollup['requests']['N']} {echo.PROVIDER.name} "
             f"request(s) in hour {dt}T{hour}"
         )
+
+    def _rolled_up(self, key: dict[str, dict[str, str]]) -> dict[str, Any] | None:
+        try:
+            rollup: dict[str, Any] | None = self.dynamodb.get_item(
+                TableName=self.view.table, Key=key, ConsistentRead=True
+            ).get("Item")
+        except (ClientError, BotoCoreError) as exc:
+            raise _aws(f"reading the rollup {key['pk']['S']}", exc) from None
+        return rollup if rollup is not None and int(rollup["requests"]["N"]) >= 1 else None
 
     def _indexed(self, request_id: str) -> dict[str, Any] | None:
         try:
