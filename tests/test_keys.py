@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 from relaylog import keys as keys_module
-from relaylog.keys import KeyFileError, KeyStore
+from relaylog.keys import KeyFileError, KeysUnavailable, KeyStore
 
 
 class Clock:
@@ -143,6 +143,27 @@ def test_unreadable_file_keeps_previous_keys_on_hot_path(
         store.list()
     with pytest.raises(KeyFileError):
         store.create()
+
+
+def test_a_file_unreadable_from_the_start_refuses_every_check_until_it_can_be_read(
+    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fail closed: a store that has never been read must not look like a store without keys."""
+    path = tmp_path / "keys.json"
+    secret, info = KeyStore(path).create()
+    good = path.read_bytes()
+    path.write_text("{ not json")
+    store = KeyStore(path)
+    with caplog.at_level(logging.WARNING, logger="relaylog"):
+        with pytest.raises(KeysUnavailable):
+            store.active_count()
+        with pytest.raises(KeysUnavailable):
+            store.verify(secret)
+    path.write_bytes(good)
+    with pytest.raises(KeysUnavailable):  # not read again before the retry interval
+        store.active_count()
+    clock.now += 1.0
+    assert store.active_count() == 1 and store.verify(secret) == info.key_id
 
 
 def _create_many(path: str, count: int) -> list[str]:

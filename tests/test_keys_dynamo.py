@@ -9,7 +9,7 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 from relaylog.aws import layout
 from relaylog.aws.keys import DynamoKeyStore
-from relaylog.keys import hash_key
+from relaylog.keys import KeysUnavailable, hash_key
 
 from tests.support.aws import REGION, Stack
 
@@ -70,6 +70,20 @@ def test_dynamodb_unreachable_keeps_the_keys_already_loaded(aws_stack: Stack, ca
     client.down = True
     assert store.verify(secret) == info.key_id
     assert "keeping previously loaded keys" in caplog.text and secret not in caplog.text
+
+
+def test_dynamodb_unreadable_at_start_refuses_every_check_until_a_read_succeeds(aws_stack: Stack) -> None:
+    """A throttled table or a permission mistake at cold start must not open the proxy to everyone."""
+    secret, info = _store(aws_stack).create("ci")
+    client = _Unreachable(boto3.client("dynamodb", region_name=REGION))
+    client.down = True
+    store = DynamoKeyStore(aws_stack.table, client, reload_interval_s=0)
+    with pytest.raises(KeysUnavailable):
+        store.active_count()
+    with pytest.raises(KeysUnavailable):
+        store.verify(secret)
+    client.down = False
+    assert store.active_count() == 1 and store.verify(secret) == info.key_id
 
 
 def test_limit_is_stored_on_the_item_and_looked_up_by_key_id(aws_stack: Stack) -> None:

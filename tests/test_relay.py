@@ -7,6 +7,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 import httpx
@@ -259,6 +260,24 @@ def test_relaylog_keys_gate_the_proxy(proxy: RunningProxy, standin: StandIn) -> 
     assert proxy.record(missing.headers["helicone-id"])["error_type"] == "unauthorized"
     everything = b"".join(p.read_bytes() for p in proxy.data_dir.rglob("*") if p.is_file())
     assert secret.encode() not in everything
+
+
+def test_keys_that_cannot_be_read_at_start_close_the_proxy_and_the_api(
+    tmp_path: Path, make_proxy: Callable[..., RunningProxy], standin: StandIn
+) -> None:
+    """Fail closed: a damaged keys.json at start is not 'no keys' (which would open both to anyone)."""
+    data_dir = tmp_path / "data0"  # the directory make_proxy gives its first proxy
+    data_dir.mkdir()
+    (data_dir / "keys.json").write_text("{ damaged")
+    standin.clear()
+    proxy = make_proxy()
+    response = _post(proxy.url + "/v1/chat/completions", CHAT)
+    assert response.status_code == 503
+    assert response.json()["error"]["type"] == "keys_unavailable"
+    assert standin.requests == []
+    assert proxy.record(response.headers["helicone-id"])["error_type"] == "keys_unavailable"
+    api = httpx.get(proxy.url + "/api/v1/requests")
+    assert api.status_code == 503 and api.json()["error"]["type"] == "keys_unavailable"
 
 
 @pytest.mark.parametrize("status", [400, 401, 429, 500, 503])

@@ -130,16 +130,30 @@ def _serialise(entries: _Entries) -> bytes:
     return orjson.dumps({"version": FILE_VERSION, "keys": keys}, option=orjson.OPT_INDENT_2) + b"\n"
 
 
+class KeysUnavailable(Exception):
+    """The key store has never been read successfully: nobody can say whether keys exist, so no
+    call may pass (relaylog answers 503 until a read succeeds)."""
+
+
+# A store that could not be read at start is tried again this soon, not a whole interval later.
+_FIRST_LOAD_RETRY_S = 1.0
+
+
 class CachedKeys:
     """The hot path every key store shares: active keys by hash, so `verify` is a dict lookup,
     and their limits by key id, so `limit` is one too; both re-read by `_load_active` at most
-    once per interval (None from it keeps the keys held)."""
+    once per interval (None from it keeps the keys held).
+
+    Until the first read succeeds every check raises KeysUnavailable: a store that cannot be read
+    at start (DynamoDB throttled, a permission mistake, a damaged file) must not look like a store
+    with no keys, which would open the proxy to everyone. Later failures keep the keys last read."""
 
     def __init__(self, reload_interval_s: float) -> None:
         self._reload_interval_s = reload_interval_s
         self._active: dict[str, str] = {}
         self._limits: dict[str, str] = {}
         self._checked_at = float("-inf")
+        self._loaded = False
 
     def verify(self, presented: str) -> str | None:
         """The key_id of an active key matching `presented`, else None.
@@ -161,11 +175,17 @@ class CachedKeys:
 
     def _refresh(self) -> None:
         now_ = monotonic()
-        if now_ - self._checked_at < self._reload_interval_s:
-            return
-        self._checked_at = now_
+        interval = self._reload_interval_s if self._loaded else min(self._reload_interval_s, _FIRST_LOAD_RETRY_S)
+        if now_ - self._checked_at >= interval:
+            self._checked_at = now_
+            self._reload()
+        if not self._loaded:
+            raise KeysUnavailable("relaylog has not been able to read its keys yet")
+
+    def _reload(self) -> None:
         loaded = self._load_active()
         if loaded is not None:
+            self._loaded = True
             # Both maps are built first and swapped in together, so a reader never pairs a new
             # key with an old limit.
             active = {sha256: info.key_id for sha256, info in loaded}
@@ -173,7 +193,8 @@ class CachedKeys:
             self._active, self._limits = active, limits
 
     def _load_active(self) -> list[tuple[str, KeyInfo]] | None:
-        """(sha256, info) of every active key, or None to keep the keys already held."""
+        """(sha256, info) of every active key, or None to keep the keys already held (none, and
+        refusing every call, before a first successful read)."""
         raise NotImplementedError
 
 

@@ -21,7 +21,7 @@ from .gateway.cache_files import FileCacheStore
 from .gateway.counters_sqlite import SqliteCounters
 from .gateway.services import Services
 from .http_guard import GuardedHttpToolsProtocol
-from .keys import KeyStore
+from .keys import KeyStore, KeysUnavailable
 from .otel import shown, span_shipper
 from .query.api import QueryApp, is_query_path
 from .query.backend import Backend
@@ -124,12 +124,20 @@ def create_app() -> LocalApp:
 def run(host: str = "127.0.0.1", port: int = 8787, data_dir: Path = Path("relaylog-data"), workers: int = 1) -> None:
     os.environ["RELAYLOG_DATA_DIR"] = str(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    keys = KeyStore.in_data_dir(data_dir).active_count()
+    try:
+        keys: int | None = KeyStore.in_data_dir(data_dir).active_count()
+    except KeysUnavailable:
+        keys = None
     url = f"http://{host}:{port}"
     print(f"relaylog proxy on {url}  (OpenAI: {url}/v1, Anthropic: {url}/anthropic, ...)", file=sys.stderr)
     print(f"dashboard: {url}/dashboard/   query API: {url}/api/v1/ (openapi.json)", file=sys.stderr)
     print(f"records: {data_dir.resolve()}/raw  (relaylog requests --data-dir {data_dir})", file=sys.stderr)
-    if keys:
+    if keys is None:
+        print(
+            f"cannot read {data_dir / 'keys.json'}: every call is refused (503) until it can be read",
+            file=sys.stderr,
+        )
+    elif keys:
         print(f"{keys} relaylog key(s) active: calls need 'Helicone-Auth: Bearer <key>'", file=sys.stderr)
     else:
         print(

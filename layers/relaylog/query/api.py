@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, unquote
 import orjson
 
 from relaylog.headers import bearer
-from relaylog.keys import KeyVerifier
+from relaylog.keys import KeysUnavailable, KeyVerifier
 from relaylog.prompts import diff_lines
 from relaylog.query import dashboard
 from relaylog.query.backend import Backend, NotFound, Unsupported, version_diff
@@ -330,8 +330,11 @@ class QueryApp:
     def _authorize(self, scope: Scope) -> None:
         if self.keys is None:
             return
-        if not self.require_key and not self.keys.active_count():
-            return
+        try:
+            if not self.require_key and not self.keys.active_count():
+                return
+        except KeysUnavailable:
+            raise Refused(503, "keys_unavailable", "relaylog cannot read its keys yet; try again shortly") from None
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         presented = bearer(headers.get("authorization") or headers.get("helicone-auth") or "")
         if not presented or self.keys.verify(presented) is None:

@@ -25,7 +25,7 @@ from ..gateway.ratelimit import RateLimiter, RatePolicy, segment_value
 from ..gateway.retry import RetryPolicy, retry_after_s, retryable
 from ..gateway.services import Services
 from ..headers import bearer, narrow_accept_encoding, request_id, response_headers, split_headers
-from ..keys import KeyVerifier
+from ..keys import KeysUnavailable, KeyVerifier
 from ..providers.parsing import parse_request
 from ..providers.routing import RouteError, resolve
 from ..record import Record
@@ -165,7 +165,13 @@ class RelayApp:
         exchange.provider = route.provider
         exchange.endpoint = route.endpoint
 
-        if self.keys.active_count():
+        try:
+            required = self.keys.active_count() > 0
+        except KeysUnavailable:
+            return await self._refuse(
+                exchange, send, 503, "keys_unavailable", "relaylog cannot read its keys yet; try again shortly"
+            )
+        if required:
             exchange.key_id = self.keys.verify(bearer(meta.auth) or "")
             if exchange.key_id is None:
                 return await self._refuse(
