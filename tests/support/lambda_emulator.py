@@ -267,8 +267,10 @@ class LambdaEmulator:
     async def _answer_next(
         self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        self.next_calls += 1
+        # Marked first, counted second: wait_polled() returns on the count, and the timeline entry
+        # (with its probe) must already be there when it does.
         self._mark("next", None)
+        self.next_calls += 1
         assert self._pending is not None
         getter = asyncio.ensure_future(self._pending.get())
         # A runtime that stops hangs up while it waits: its event must go to the next runtime.
