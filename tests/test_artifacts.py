@@ -17,9 +17,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+import boto3
 import pytest
+from moto.server import ThreadedMotoServer
+from relaylog.aws import layout
 
 from tests.standin import StandIn
 from tests.support.lambda_artifacts import (
@@ -185,6 +188,12 @@ def wrapped_proxy(
     task = unzipped.task("ProxyFunction")
     template = load_template()["Resources"]["ProxyFunction"]["Properties"]
     wrapper = template["Environment"]["Variables"]["AWS_LAMBDA_EXEC_WRAPPER"].replace("/var/task", str(task))
+    # The proxy reads its relaylog keys from DynamoDB before it relays anything, and refuses every
+    # call while it cannot (keys fail closed): it gets a table, on a moto server of its own.
+    aws = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    aws.start()
+    endpoint = "http://127.0.0.1:%d" % aws._server.server_port  # noqa: SLF001 - moto exposes no getter
+    resources = _resources(endpoint)
     with LambdaEmulator() as emulator:
         env = lambda_env(
             "ProxyFunction",
@@ -195,6 +204,8 @@ def wrapped_proxy(
             PATH=f"{decoy}:/usr/bin:/bin",
             AWS_LAMBDA_RUNTIME_API=emulator.runtime_api,
             RELAYLOG_UPSTREAM_OPENAI=standin.url,
+            AWS_ENDPOINT_URL=endpoint,
+            **resources,
         )
         process = subprocess.Popen(
             [wrapper, str(python), "/var/runtime/bootstrap.py"],
@@ -213,6 +224,38 @@ def wrapped_proxy(
                 process.send_signal(signal.SIGTERM)
             process.wait(30)
             reader.join(5)
+            aws.stop()
+
+
+def _resources(endpoint: str) -> dict[str, str]:
+    """The proxy's table, bucket and delivery stream, as the template declares them, on the moto
+    server at `endpoint`: the proxy's environment variables naming them."""
+
+    def client(service: str) -> Any:
+        return boto3.client(
+            service, endpoint_url=endpoint, region_name="us-east-1",
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )  # fmt: skip
+
+    names = {"RELAYLOG_TABLE": "relaylog-artifact", "RELAYLOG_BUCKET": "relaylog-artifact-data",
+             "RELAYLOG_FIREHOSE_STREAM": "relaylog-artifact-records"}  # fmt: skip
+    client("dynamodb").create_table(
+        TableName=names["RELAYLOG_TABLE"],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk")],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client("s3").create_bucket(Bucket=names["RELAYLOG_BUCKET"])
+    client("firehose").create_delivery_stream(
+        DeliveryStreamName=names["RELAYLOG_FIREHOSE_STREAM"],
+        DeliveryStreamType="DirectPut",
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": "arn:aws:iam::123456789012:role/firehose",
+            "BucketARN": f"arn:aws:s3:::{names['RELAYLOG_BUCKET']}",
+            "Prefix": layout.RAW_PREFIX,
+        },
+    )
+    return names
 
 
 def test_the_exec_wrapper_starts_the_interpreter_it_is_given_and_streams(
@@ -227,10 +270,11 @@ def test_the_exec_wrapper_starts_the_interpreter_it_is_given_and_streams(
     assert [c.model_dump() for c in relayed.result] == [c.model_dump() for c in direct.result], "".join(output)
     assert len(relayed.result) > 3
     assert "started python3 from PATH" not in "".join(output)
-    # The record cannot reach AWS here; the metrics saying so (Powertools' EMF, printed to stdout)
-    # are out before the runtime asks for its next event, not held in a buffer until it exits.
+    # The record went to Firehose (moto's), and the metrics saying so (Powertools' EMF, printed to
+    # stdout) are out before the runtime asks for its next event, not held in a buffer until it exits.
     emulator.settle()
     deadline = time.monotonic() + 10
     while not any(line.startswith('{"_aws"') for line in output) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert any(line.startswith('{"_aws"') for line in output), "".join(output)
+    metrics = [line for line in output if line.startswith('{"_aws"')]
+    assert metrics and '"RecordsSent":[1.0]' in metrics[0], "".join(output)

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 from relaylog import keys as keys_module
-from relaylog.keys import KeyFileError, KeysUnavailable, KeyStore
+from relaylog.keys import KeyFileError, KeyStore, KeysUnavailable
 
 
 class Clock:

@@ -33,6 +33,8 @@ _FUNCTIONS = (PROXY_FUNCTION, AGGREGATOR_FUNCTION, QUERY_FUNCTION)
 
 def _log_group(function: str) -> str:
     return function.removesuffix("Function") + "LogGroup"
+
+
 # Clocks differ and Firehose stamps its arrival time, not ours: hours this far around the call are read.
 _CLOCK_SLACK = timedelta(minutes=5)
 # A Firehose prefix without a timestamp expression gets this one appended (Firehose developer guide,
