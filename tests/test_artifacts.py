@@ -192,7 +192,7 @@ def wrapped_proxy(
     # call while it cannot (keys fail closed): it gets a table, on a moto server of its own.
     aws = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     aws.start()
-    endpoint = "http://127.0.0.1:%d" % aws._server.server_port  # noqa: SLF001 - moto exposes no getter
+    endpoint = f"http://127.0.0.1:{aws._server.server_port}"  # moto exposes no getter for the port
     resources = _resources(endpoint)
     with LambdaEmulator() as emulator:
         env = lambda_env(
