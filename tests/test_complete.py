@@ -258,7 +258,7 @@ def test_a_provider_that_never_ends_after_its_terminal_event_is_let_go(
 ) -> None:
     """A provider that keeps the stream open after [DONE] (comments, forever): once the client has
     left, relaylog reads on only so long, then writes the record as the success it was."""
-    monkeypatch.setattr("relaylog.relay.app._READ_ON_S", 0.3)
+    monkeypatch.setattr("relaylog.relay.attempts._READ_ON_S", 0.3)
     stopped = threading.Event()
 
     async def chat_stream(request: web.Request) -> web.StreamResponse:

@@ -259,7 +259,7 @@ def test_the_client_sees_what_it_sees_directly(
 ) -> None:
     # A client that leaves after the terminal event of a provider that then stays silent: relaylog
     # reads on (for usage) before it writes the record; not the default 5 s here.
-    monkeypatch.setattr("relaylog.relay.app._READ_ON_S", 0.5)
+    monkeypatch.setattr("relaylog.relay.attempts._READ_ON_S", 0.5)
     row = SAME[name]
     mine = call(api, standin.url, stream, _headers(api, row), row.timeout)
     request_id = str(uuid.uuid4())

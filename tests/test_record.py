@@ -7,7 +7,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from relaylog.config import Settings
-from relaylog.exchange import Exchange
+from relaylog.observe import Exchange
 from relaylog.headers import HeliconeMeta
 from relaylog.providers.registry import PROVIDERS
 from relaylog.record import FIELDS

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 from relaylog.config import Settings
-from relaylog.exchange import Exchange
+from relaylog.observe import Exchange
 from relaylog.headers import HeliconeMeta
 from relaylog.providers.registry import PROVIDERS
 from relaylog.sinks.local import LocalSink

@@ -15,6 +15,7 @@ from pathlib import Path
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
+from .asgi import Receive, Scope, Send
 from .config import Settings
 from .cost import load_prices
 from .gateway.cache_files import FileCacheStore
@@ -25,7 +26,7 @@ from .keys import KeyStore, KeysUnavailable
 from .otel import shown, span_shipper
 from .query.api import QueryApp, is_query_path
 from .query.backend import Backend
-from .relay.app import Receive, RelayApp, Scope, Send
+from .relay.app import RelayApp
 from .sinks.local import LocalSink
 
 log = logging.getLogger("relaylog")
