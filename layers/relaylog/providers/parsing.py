@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -36,7 +36,13 @@ class RequestInfo:
 # JSON
 
 
-def _json_error(exc: orjson.JSONDecodeError) -> str:
+# What parse_error says of a body orjson refused.
+JsonError = Literal[
+    "JSON too deeply nested", "invalid UTF-8", "number out of range", "truncated JSON", "empty body", "invalid JSON"
+]
+
+
+def _json_error(exc: orjson.JSONDecodeError) -> JsonError:
     """A short reason for a body orjson refused; never any of the body itself."""
     msg = exc.msg
     if "depth limit" in msg or "recursion" in msg:
