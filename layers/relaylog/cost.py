@@ -122,9 +122,7 @@ def _price(usage: Usage, model: str, prices_id: str, at: datetime) -> tuple[floa
     if plan is not None and plan.accepts(values):
         total = plan.total(values)
     else:
-        calc = info.calc_price(
-            genai_prices.Usage(**values), gp_provider, genai_request_timestamp=at
-        )
+        calc = info.calc_price(genai_prices.Usage(**values), gp_provider, genai_request_timestamp=at)
         total = calc.total_price
     cost = round(float(total), 10)
     _results.put(key, (model_price, cost))

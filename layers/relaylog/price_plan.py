@@ -155,9 +155,7 @@ def _build(model_price: gp.ModelPrice) -> Plan | None:
     # Everything but "requests" is counted from the usage (a request counts once).
     counted = [unit for unit, _ in priced if unit.usage_key != "requests"]
     ordered = sorted(counted, key=lambda u: (-len(u.dimensions), u.usage_key))
-    leaves = tuple(
-        (unit.usage_key, tuple(d.usage_key for d in ordered if _is_below(unit, d))) for unit in ordered
-    )
+    leaves = tuple((unit.usage_key, tuple(d.usage_key for d in ordered if _is_below(unit, d))) for unit in ordered)
     reportable = [_REGISTRY.units[key] for key in _REPORTABLE]
     inferred = []
     for unit in counted:  # any of them may be unreported in a given usage

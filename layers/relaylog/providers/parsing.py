@@ -183,9 +183,7 @@ def _parse_json(family: Family, body: bytes, is_array: bool) -> Observed:
         error = _json_error(exc)
         if family == "gemini" and is_array:
             # streamGenerateContent without alt=sse streams one JSON array progressively.
-            return gemini.from_partial_array(
-                body, "truncated stream" if error == "truncated JSON" else error
-            )
+            return gemini.from_partial_array(body, "truncated stream" if error == "truncated JSON" else error)
         m = _MODEL_KEY.search(body) if family != "gemini" else None
         return Observed(response_model=_text(m.group(1) if m else None), parse_error=error)
     if family == "openai":

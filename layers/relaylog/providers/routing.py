@@ -208,8 +208,6 @@ def _refuse_dot_segments(path: str) -> None:
 def _provider_for_host(host: str) -> Provider:
     for provider in PROVIDERS.values():
         origin_host = provider.origin.split("://", 1)[1]
-        if origin_host == host or (
-            "{resource}" in origin_host and host.endswith(origin_host.split("}", 1)[1])
-        ):
+        if origin_host == host or ("{resource}" in origin_host and host.endswith(origin_host.split("}", 1)[1])):
             return provider
     return CUSTOM
