@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import cast
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
@@ -27,7 +26,6 @@ from ..keys import KeyVerifier
 from ..observe import Exchange
 from ..providers.parsing import parse_request
 from ..providers.routing import RouteError, resolve
-from ..record import ErrorType
 from ..sinks import Sink
 from . import echo, respond
 from .admission import Refusal, admit, authenticate, charge, key_policy, read_body
@@ -166,9 +164,7 @@ class RelayApp:
                 tenant = tenant_of(exchange.key_id, upstream_headers, query)
                 await admit(self.limiter, exchange, tenant, gateway.rate_limit, own_limit)
         except RouteError as error:
-            # providers.routing names its refusals with ErrorType values (tests/test_record.py).
-            error_type = cast(ErrorType, error.error_type)
-            return await respond.refuse(exchange, send, error.status, error_type, error.message)
+            return await respond.refuse(exchange, send, error.status, error.error_type, error.message)
         except Refusal as refusal:
             return await respond.refuse(
                 exchange, send, refusal.status, refusal.error_type, refusal.message, refusal.headers
