@@ -14,7 +14,7 @@ from relaylog.aws import layout
 from relaylog.aws.cache import DynamoCacheStore
 from relaylog.aws.counters import DynamoCounters
 from relaylog.aws.keys import DynamoKeyStore
-from relaylog.query.dynamo import DynamoBackend
+from relaylog.query.dynamo.backend import DynamoBackend
 from relaylog.runtime.loop import DEADLINE_MARGIN_S
 from relaylog.store.schema import COLUMNS
 
