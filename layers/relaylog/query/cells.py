@@ -140,7 +140,7 @@ def shape(
     )
     filters = params.filters
     total = _sum(cells.values())
-    # None where none were made (exact percentiles without buckets).
+    # None where the back end made none (exact percentiles without buckets).
     histograms = (
         None
         if exact and params.bucket is None
@@ -152,10 +152,7 @@ def shape(
         "since": record_time(filters.since) if filters.since else None,
         "until": record_time(filters.until) if filters.until else None,
         "total": total.metrics(exact.total if exact else None),
-        # None where the back end made none (exact percentiles without buckets).
-        "histograms": None
-        if exact and params.bucket is None
-        else {"latency_ms": _histogram(total.latency), "ttft_ms": _histogram(total.ttft)},
+        "histograms": histograms,
         "groups": groups,
         "series": [{"t": t, **_sum(members).metrics()} for t, members in sorted(by_time.items())],
         "group_series": group_series,

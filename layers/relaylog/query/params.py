@@ -39,7 +39,7 @@ MAX_VALUE = 512
 SCORE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # The longer operators first, so `>=` is not read as `>` and a value starting with `=`.
 _OPERATORS = "|".join(sorted(SCORE_OPERATORS, key=len, reverse=True))
-_SCORE_FILTER = re.compile(rf"([A-Za-z0-9_.-]{{1,64}})({_OPERATORS})(.{{1,64}})")
+_SCORE_FILTER = re.compile(rf"({SCORE_NAME.pattern})({_OPERATORS})(.{{1,64}})")
 
 Sort = Literal["time", "cost", "latency"]
 Order = Literal["desc", "asc"]
