@@ -10,7 +10,8 @@ from typing import Any
 
 from relaylog.cli import output, sources
 from relaylog.cli.errors import CommandError
-from relaylog.keys import KeyFileError, KeyStore, normalise_limit
+from relaylog.keys import normalise_limit
+from relaylog.keys.file import KeyFileError, KeyStore
 
 
 def limit_policy(text: str) -> str:
@@ -21,7 +22,7 @@ def limit_policy(text: str) -> str:
 def key_store(args: argparse.Namespace) -> Any:
     if not args.stack:
         return KeyStore.in_data_dir(args.data_dir)
-    from relaylog.aws.keys import DynamoKeyStore
+    from relaylog.keys.dynamo import DynamoKeyStore
 
     (table,) = sources.stack_output(args, "TableName")
     return DynamoKeyStore(table)
