@@ -11,7 +11,7 @@ from urllib.parse import quote_plus
 
 import pytest
 from botocore.exceptions import ClientError
-from relaylog.aggregate import histogram
+from relaylog import histogram
 from relaylog.aws import layout
 
 from tests.support.aggregator import invoke, load_aggregator

@@ -102,7 +102,7 @@ def test_records_near_midnight_go_to_their_own_day(aws_stack: Stack, tmp_path: P
 def test_duckdb_stays_out_of_the_modules_the_other_functions_share() -> None:
     code = (
         "import sys\n"
-        "import relaylog.aggregate.rollup, relaylog.aggregate.histogram, relaylog.aggregate.dynamo\n"
+        "import relaylog.aggregate.rollup, relaylog.histogram, relaylog.aggregate.dynamo\n"
         "import relaylog.aggregate.objects\n"
         "assert 'duckdb' not in sys.modules, 'duckdb imported'\n"
     )

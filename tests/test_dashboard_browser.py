@@ -31,8 +31,8 @@ from relaylog.aggregate.process import process_object
 from relaylog.aws import layout
 from relaylog.keys.dynamo import DynamoKeyStore
 from relaylog.query.api import QueryApp
-from relaylog.query.dynamo import DynamoBackend
-from relaylog.store.stats import is_error
+from relaylog.query.dynamo.backend import DynamoBackend
+from relaylog.query.filters import is_error
 
 from tests.support.aws import Stack
 from tests.support.proxy import RunningProxy, ServedApp

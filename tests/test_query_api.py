@@ -24,7 +24,7 @@ import openai
 import orjson
 import pytest
 import relaylog
-from relaylog.aggregate import histogram
+from relaylog import histogram
 from relaylog.query.params import MAX_PAGE, Query, parse_stats
 from relaylog.query.preview import PREVIEW_CHARS
 from relaylog.store import columnar

@@ -14,7 +14,7 @@ from relaylog.aws import layout
 from relaylog.gateway.cache.dynamo import DynamoCacheStore
 from relaylog.gateway.counters.dynamo import DynamoCounters
 from relaylog.keys.dynamo import DynamoKeyStore
-from relaylog.query.dynamo import DynamoBackend
+from relaylog.query.dynamo.backend import DynamoBackend
 from relaylog.runtime.loop import DEADLINE_MARGIN_S
 from relaylog.store.schema import COLUMNS
 

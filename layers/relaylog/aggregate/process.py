@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from ..aws import layout
+from ..rollups import DEFAULT_HOURLY_TTL_DAYS
 from .claims import claim
 from .dynamo import MARKER_TTL_S, apply_once
 from .index import Source, prompt_items, request_items, templates, write_index
 from .objects import decode, fetch
 from .parquet import curated_key, write_parquet
-from .rollup import DEFAULT_HOURLY_TTL_DAYS, REQUIRED, rollup
+from .rollup import REQUIRED, rollup
 
 
 @dataclass(frozen=True, slots=True)
