@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote
 
+from .keys import RELOAD_INTERVAL_S
 from .providers.registry import PROVIDERS
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
@@ -71,6 +72,8 @@ class Settings:
     body_timeout_s: float = BODY_TIMEOUT_S
     max_header_bytes: int = MAX_HEADER_BYTES
     max_header_count: int = MAX_HEADER_COUNT
+    # How often a running server looks at keys.json for keys created or revoked by another process.
+    key_reload_s: float = RELOAD_INTERVAL_S
     # Spans to an OpenTelemetry collector; None (the default) unless an OTLP endpoint is set.
     otel: OtelSettings | None = None
 

@@ -199,8 +199,8 @@ class CachedKeys:
 
 
 class KeyStore(CachedKeys):
-    def __init__(self, path: Path) -> None:
-        super().__init__(RELOAD_INTERVAL_S)
+    def __init__(self, path: Path, reload_interval_s: float = RELOAD_INTERVAL_S) -> None:
+        super().__init__(reload_interval_s)
         self.path = path
         self._lock_path = path.with_name(path.name + ".lock")
         # (inode, mtime_ns, size) of the file last loaded; None when it did not exist. Writers
@@ -208,9 +208,9 @@ class KeyStore(CachedKeys):
         self._signature: tuple[int, int, int] | None = None
 
     @classmethod
-    def in_data_dir(cls, data_dir: Path) -> KeyStore:
+    def in_data_dir(cls, data_dir: Path, reload_interval_s: float = RELOAD_INTERVAL_S) -> KeyStore:
         """The key store every relaylog process on this data dir shares."""
-        return cls(data_dir / "keys.json")
+        return cls(data_dir / "keys.json", reload_interval_s)
 
     def _load_active(self) -> list[tuple[str, KeyInfo]] | None:
         try:
