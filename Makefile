@@ -10,7 +10,7 @@ TOOLS_STAMP := $(TOOLS)/.installed
 # The dashboard tests drive Debian's Chromium (no browser download): installed here when we are root.
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: serve test bench bench-gateway bench-soak clean
+.PHONY: serve test test-fast bench bench-gateway bench-soak clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -38,8 +38,14 @@ $(CHROMIUM):
 serve: $(STAMP)
 	$(BIN)/relaylog serve
 
+# The whole suite; the slowest 25 tests listed at the end, to see where the time goes.
 test: $(STAMP) $(TOOLS_STAMP) tests/node/node_modules/.installed $(CHROMIUM)
-	RELAYLOG_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q
+	RELAYLOG_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q --durations=25
+
+# The unit tests, while working: no AWS (moto), SAM, Chromium, Node, soak, crash or slow tests.
+FAST := not (aws or sam or browser or node or soak or crash or slow)
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "$(FAST)" --durations=10
 
 bench: $(STAMP)
 	$(BIN)/python bench/relay.py

@@ -40,6 +40,8 @@ from tests.support.lambda_emulator import LambdaEmulator
 from tests.support.sam import load_template
 from tests.support.sdk import OPENAI
 
+pytestmark = [pytest.mark.sam, pytest.mark.aws]
+
 FUNCTIONS = ("ProxyFunction", "AggregatorFunction", "QueryFunction")
 # What the proxy imports before its first response, and what it imports after it (prices, metrics).
 PROXY_START = (

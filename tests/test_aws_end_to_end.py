@@ -28,6 +28,8 @@ from tests.support.sdk import OPENAI
 from tests.test_queries import QUERIES
 from tests.test_sink_firehose import Flaky, _error
 
+pytestmark = pytest.mark.aws
+
 
 @pytest.fixture
 def deployed(

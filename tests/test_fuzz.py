@@ -29,6 +29,8 @@ from relaylog.providers.routing import RouteError, resolve, resolve_target
 from relaylog.relay.stream_usage import UsageStripper, inject, remove_top_level_key
 from relaylog.usage import Observed
 
+pytestmark = pytest.mark.slow
+
 DEADLINE = timedelta(seconds=2)
 FUZZ = settings(
     derandomize=True,

@@ -23,6 +23,8 @@ from tests.standin import StandIn
 from tests.support.pricing import genai_cost
 from tests.support.proxy import RunningProxy, module_proxy
 
+pytestmark = pytest.mark.node
+
 NODE_DIR = Path(__file__).resolve().parent / "node"
 PACKAGES = ("ai", "@ai-sdk/openai", "openai")
 API_KEY = "sk-test-provider-key"

@@ -25,6 +25,8 @@ from tests.support.lambda_emulator import LambdaEmulator
 from tests.support.lambda_runtime import LambdaRuntime
 from tests.support.sdk import OPENAI
 
+pytestmark = pytest.mark.aws
+
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 
 
