@@ -65,7 +65,7 @@ def finish(process: subprocess.Popen[bytes], *, ok: bool = True) -> Any:
     if not ok:
         assert process.returncode == 1, f"the script was expected to fail:\n{err.decode()}"
         return orjson.loads(out)["error"]
-    assert process.returncode == 0, f"{process.args} exited with {process.returncode}:\n{err.decode()}"
+    assert process.returncode == 0, f"{process.args!r} exited with {process.returncode}:\n{err.decode()}"
     return orjson.loads(out)
 
 

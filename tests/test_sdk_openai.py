@@ -27,7 +27,7 @@ from tests.support.sdk import MODES, OPENAI, RELAY_STREAM_HEADERS, Call, chat_us
 from tests.support.sdk import check_record as check_any_record
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
-WEATHER_TOOL = {
+WEATHER_TOOL: dict[str, Any] = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -520,6 +520,7 @@ def test_sdk_generated_request_id_comes_back(mode: str, standin: StandIn, proxy:
         proxy.url + "/v1",
         lambda c: c.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES),
     )
+    assert through.headers is not None
     request_id = through.headers["helicone-id"]
     assert str(uuid.UUID(request_id)) == request_id
     record = proxy.record(request_id)

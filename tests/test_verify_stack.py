@@ -61,7 +61,7 @@ class Deployed:
     runtime: InProcessRuntime
     outputs: dict[str, str]
     athena: DuckDBAthena
-    aggregator: ModuleType
+    aggregator: Any  # the loaded function module: tests replace its clients
 
 
 @pytest.fixture

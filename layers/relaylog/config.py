@@ -200,11 +200,11 @@ def otel_from_env(env: Mapping[str, str]) -> OtelSettings | None:
     headers.update(_key_values(env, "OTEL_EXPORTER_OTLP_TRACES_HEADERS"))
     return OtelSettings(
         endpoint=endpoint,
-        protocol=protocol,  # type: ignore[arg-type]
+        protocol=protocol,
         headers=tuple(headers.items()),
         # The spec gives OTLP timeouts in milliseconds.
         timeout_s=float(_signal(env, "TIMEOUT") or 10_000) / 1000.0,
-        compression=compression,  # type: ignore[arg-type]
+        compression=compression,
         insecure=None if not insecure else insecure == "true",
         service_name=service,
         resource=tuple((k, v) for k, v in resource if k != "service.name"),

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import orjson
 import pytest
@@ -24,15 +24,21 @@ from relaylog.sinks.local import LocalSink
 class ServedApp:
     """An ASGI app under uvicorn in a background thread, on a real loopback socket."""
 
-    def __init__(self, app: Any, lifespan: str = "on") -> None:
+    def __init__(self, app: Any, lifespan: Literal["auto", "on", "off"] = "on") -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            app, loop="asyncio", http="httptools", lifespan=lifespan, access_log=False, log_level="warning",
-            server_header=False, date_header=False,
+            app,
+            loop="asyncio",
+            http="httptools",
+            lifespan=lifespan,
+            access_log=False,
+            log_level="warning",
+            server_header=False,
+            date_header=False,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, daemon=True)
