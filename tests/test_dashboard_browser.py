@@ -29,7 +29,7 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 from relaylog.aggregate.process import process_object
 from relaylog.aws import layout
-from relaylog.aws.keys import DynamoKeyStore
+from relaylog.keys.dynamo import DynamoKeyStore
 from relaylog.query.api import QueryApp
 from relaylog.query.dynamo import DynamoBackend
 from relaylog.store.stats import is_error

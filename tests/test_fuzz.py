@@ -24,8 +24,9 @@ from relaylog.gateway.fallbacks import override_body, read_fallbacks
 from relaylog.gateway.ratelimit import parse_policy
 from relaylog.gateway.retry import read_retry
 from relaylog.headers import bearer, narrow_accept_encoding, request_id, split_headers
-from relaylog.providers.parsing import SSEBody, SSESplitter, parse_request, parse_response
+from relaylog.providers.parsing import parse_request, parse_response
 from relaylog.providers.routing import RouteError, resolve, resolve_target
+from relaylog.providers.sse import SSEBody, SSESplitter
 from relaylog.relay.stream_usage import UsageStripper, inject, remove_top_level_key
 from relaylog.usage import Observed
 

@@ -15,7 +15,7 @@ import openai
 import pytest
 from multidict import CIMultiDict
 from relaylog.gateway.cache import CachedResponse
-from relaylog.gateway.cache_files import FileCacheStore
+from relaylog.gateway.cache.files import FileCacheStore
 
 from tests.standin import StandIn
 from tests.support.proxy import RunningProxy

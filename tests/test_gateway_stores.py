@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from relaylog.gateway import counters_sqlite
 from relaylog.gateway.cache import CachedResponse, encode
-from relaylog.gateway.cache_files import FileCacheStore
-from relaylog.gateway.counters_sqlite import SqliteCounters
+from relaylog.gateway.cache.files import FileCacheStore
+from relaylog.gateway.counters import sqlite as counters_sqlite
+from relaylog.gateway.counters.sqlite import SqliteCounters
 
 KEY = "3f" + "a1" * 31  # a sha256 hex digest, as the relay makes cache keys
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from relaylog.aggregate.process import process_object
 from relaylog.aws import layout
-from relaylog.aws.keys import DynamoKeyStore
+from relaylog.keys.dynamo import DynamoKeyStore
 from relaylog.query import dashboard
 
 from tests.support.aggregator import LambdaContext

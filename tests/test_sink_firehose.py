@@ -333,8 +333,8 @@ def test_the_lambda_app_records_a_real_call_through_firehose(
 ) -> None:
     import asyncio
 
-    from relaylog.aws.keys import DynamoKeyStore
     from relaylog.aws.proxy import create_app
+    from relaylog.keys.dynamo import DynamoKeyStore
 
     monkeypatch.setenv("RELAYLOG_UPSTREAM_OPENAI", standin.url)
     standin.fault = None

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from relaylog.aws import layout
-from relaylog.aws.cache import DynamoCacheStore
-from relaylog.aws.counters import DynamoCounters
-from relaylog.aws.keys import DynamoKeyStore
+from relaylog.gateway.cache.dynamo import DynamoCacheStore
+from relaylog.gateway.counters.dynamo import DynamoCounters
+from relaylog.keys.dynamo import DynamoKeyStore
 from relaylog.query.dynamo import DynamoBackend
 from relaylog.runtime.loop import DEADLINE_MARGIN_S
 from relaylog.store.schema import COLUMNS

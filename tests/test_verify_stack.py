@@ -19,9 +19,9 @@ from typing import Any
 import boto3
 import pytest
 from relaylog.aws import clients, layout
-from relaylog.aws.keys import DynamoKeyStore
 from relaylog.aws.proxy import create_app
 from relaylog.cli import main
+from relaylog.keys.dynamo import DynamoKeyStore
 from relaylog.verify import aws as verify_aws
 from relaylog.verify.aws import hour_prefix
 

@@ -15,7 +15,7 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from mangum import Mangum
 from relaylog.aws import layout
 from relaylog.aws.clients import make_client
-from relaylog.aws.keys import DynamoKeyStore
+from relaylog.keys.dynamo import DynamoKeyStore
 from relaylog.query.api import QueryApp
 from relaylog.query.dynamo import DynamoBackend
 

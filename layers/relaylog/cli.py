@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import orjson
 
 from relaylog import __version__
-from relaylog.keys import KeyFileError, KeyStore, normalise_limit
+from relaylog.keys import normalise_limit
+from relaylog.keys.file import KeyFileError, KeyStore
 from relaylog.store import StoreError
 from relaylog.store.since import parse_since
 from relaylog.store.stats import Metrics, Stats, group_key
@@ -390,8 +391,8 @@ def _athena_query(args: argparse.Namespace) -> Any:
 def _keys(args: argparse.Namespace) -> Any:
     if not args.stack:
         return KeyStore.in_data_dir(args.data_dir)
-    from .aws.keys import DynamoKeyStore
     from .aws.stack import output, outputs
+    from .keys.dynamo import DynamoKeyStore
 
     return DynamoKeyStore(output(outputs(args.stack), args.stack, "TableName"))
 

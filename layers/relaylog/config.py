@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote
 
-from .keys import RELOAD_INTERVAL_S
+from .keys.file import RELOAD_INTERVAL_S
 from .providers.registry import PROVIDERS
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024

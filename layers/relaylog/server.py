@@ -17,11 +17,12 @@ from uvicorn.config import LOGGING_CONFIG
 
 from .config import Settings
 from .cost import load_prices
-from .gateway.cache_files import FileCacheStore
-from .gateway.counters_sqlite import SqliteCounters
+from .gateway.cache.files import FileCacheStore
+from .gateway.counters.sqlite import SqliteCounters
 from .gateway.services import Services
 from .http_guard import GuardedHttpToolsProtocol
-from .keys import KeyStore, KeysUnavailable
+from .keys import KeysUnavailable
+from .keys.file import KeyStore
 from .otel import shown, span_shipper
 from .query.api import QueryApp, is_query_path
 from .query.backend import Backend

@@ -15,7 +15,7 @@ import orjson
 import pytest
 import uvicorn
 from relaylog.config import Settings
-from relaylog.keys import KeyStore
+from relaylog.keys.file import KeyStore
 from relaylog.providers.registry import PROVIDERS
 from relaylog.server import local_app
 from relaylog.sinks.local import LocalSink

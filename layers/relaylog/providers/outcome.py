@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from relaylog.providers.parsing import SSEBody, wire_family
-from relaylog.providers.registry import Family
+from relaylog.providers.registry import Family, wire_family
+from relaylog.providers.sse import SSEBody
 
 Outcome = tuple[str | None, tuple[str, ...] | None]
 _NOTHING: Outcome = (None, None)

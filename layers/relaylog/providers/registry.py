@@ -42,3 +42,13 @@ PROVIDERS: dict[str, Provider] = {
 
 # A target reached through Helicone-Target-Url on a host we do not know speaks OpenAI's format.
 CUSTOM = Provider("custom", "", "openai", False, "")
+
+
+def wire_family(family: Family, endpoint: str) -> Family:
+    """The format a call actually uses: Gemini and Anthropic also serve OpenAI-compatible
+    endpoints (`/v1beta/openai/chat/completions`, `/v1/chat/completions`) with OpenAI bodies."""
+    if family == "gemini" and "/openai/" in endpoint:
+        return "openai"
+    if family == "anthropic" and endpoint.split("?", 1)[0].endswith("/chat/completions"):
+        return "openai"
+    return family

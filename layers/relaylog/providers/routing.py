@@ -7,6 +7,7 @@ import ipaddress
 import re
 import socket
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from ..config import Settings
@@ -31,8 +32,12 @@ class Route:
     guarded: bool = False
 
 
+# The record's error_type of each refusal (the README's error table).
+RouteErrorType = Literal["unknown_provider", "target_not_allowed", "invalid_path"]
+
+
 class RouteError(Exception):
-    def __init__(self, status: int, error_type: str, message: str) -> None:
+    def __init__(self, status: int, error_type: RouteErrorType, message: str) -> None:
         super().__init__(message)
         self.status = status
         self.error_type = error_type
@@ -203,8 +208,6 @@ def _refuse_dot_segments(path: str) -> None:
 def _provider_for_host(host: str) -> Provider:
     for provider in PROVIDERS.values():
         origin_host = provider.origin.split("://", 1)[1]
-        if origin_host == host or (
-            "{resource}" in origin_host and host.endswith(origin_host.split("}", 1)[1])
-        ):
+        if origin_host == host or ("{resource}" in origin_host and host.endswith(origin_host.split("}", 1)[1])):
             return provider
     return CUSTOM

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from ..providers.parsing import SSESplitter
+from ..providers.sse import SSESplitter
 
 _USAGE_KEY = b'"usage"'
 
