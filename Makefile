@@ -10,7 +10,7 @@ TOOLS_STAMP := $(TOOLS)/.installed
 # The dashboard tests drive Debian's Chromium (no browser download): installed here when we are root.
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: serve test test-fast lock lock-check bench bench-gateway bench-soak clean
+.PHONY: serve test test-fast lint lock lock-check bench bench-gateway bench-soak clean
 
 # The versions come from the lock files (`make lock` writes them from pyproject.toml), with their
 # hashes; relaylog itself is installed editable on top, without resolving anything again.
@@ -59,6 +59,12 @@ test: $(STAMP) $(TOOLS_STAMP) tests/node/node_modules/.installed $(CHROMIUM)
 FAST := not (aws or sam or browser or node or soak or crash or slow)
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "$(FAST)" --durations=10
+
+# ruff (rules and formatting) and mypy, as configured in pyproject.toml; no file is changed.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Pins every dependency from pyproject.toml's ranges into requirements/*.txt and writes the Lambda
 # artifacts' requirements files from them (requirements/lock.py says how). lock-check resolves again
