@@ -18,6 +18,8 @@ from tests.support.aggregator import invoke, load_aggregator
 from tests.support.aws import Stack
 from tests.support.records import BASE, make_record
 
+pytestmark = pytest.mark.aws
+
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 DAY = BASE.strftime("%Y-%m-%d")
 HOUR = BASE.strftime("%Y-%m-%dT%H")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
 from relaylog.aggregate.parquet import curated_key, write_parquet
 from relaylog.aws import layout
 from relaylog.record import FIELDS
@@ -74,6 +75,7 @@ def _read(directory: Path) -> list[tuple[Any, ...]]:
     ).fetchall()
 
 
+@pytest.mark.aws
 def test_records_near_midnight_go_to_their_own_day(aws_stack: Stack, tmp_path: Path) -> None:
     # BASE is 22:10 UTC: the last two records are past midnight.
     records = [

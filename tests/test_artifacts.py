@@ -38,7 +38,9 @@ from tests.support.lambda_artifacts import (
 )
 from tests.support.lambda_emulator import LambdaEmulator
 from tests.support.sam import load_template
-from tests.test_sdk_openai import call
+from tests.support.sdk import OPENAI
+
+pytestmark = [pytest.mark.sam, pytest.mark.aws]
 
 FUNCTIONS = ("ProxyFunction", "AggregatorFunction", "QueryFunction")
 # What the proxy imports before its first response, and what it imports after it (prices, metrics).
@@ -265,8 +267,8 @@ def test_the_exec_wrapper_starts_the_interpreter_it_is_given_and_streams(
     fn = lambda c: c.chat.completions.create(  # noqa: E731
         model="gpt-4o-mini", messages=[{"role": "user", "content": "Say hi"}], stream=True
     )
-    direct = call("sync", standin.url + "/v1", fn)
-    relayed = call("sync", emulator.url + "/v1", fn)
+    direct = OPENAI.call("sync", standin.url + "/v1", fn)
+    relayed = OPENAI.call("sync", emulator.url + "/v1", fn)
     assert [c.model_dump() for c in relayed.result] == [c.model_dump() for c in direct.result], "".join(output)
     assert len(relayed.result) > 3
     assert "started python3 from PATH" not in "".join(output)

@@ -38,6 +38,8 @@ from tests.support.aws import Stack
 from tests.support.proxy import RunningProxy, ServedApp
 from tests.support.records import NO_USAGE, make_record, write_records
 
+pytestmark = [pytest.mark.browser, pytest.mark.aws]
+
 CHROMIUM = os.environ.get("RELAYLOG_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parent / "artifacts" / "dashboard"
 FLAGS = [

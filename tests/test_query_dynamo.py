@@ -30,6 +30,8 @@ from relaylog.store.local import LocalStore
 from tests.support.aws import create_stack, fake_credentials
 from tests.support.records import NO_USAGE, make_record, write_records
 
+pytestmark = pytest.mark.aws
+
 TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 DAY0, DAY1 = TODAY - timedelta(days=2), TODAY - timedelta(days=1)
 MODELS = [("openai", "gpt-4o-mini"), ("openai", "gpt-4o"), ("anthropic", "claude-sonnet-4-5")]

@@ -22,6 +22,8 @@ from tests.support.aws import Stack
 from tests.support.sam import ROOT, load_template, run, tool, transformed
 from tests.test_gateway_aws import _entry
 
+pytestmark = [pytest.mark.sam, pytest.mark.aws]
+
 GLUE_TYPES = {"VARCHAR": "string", "BIGINT": "bigint", "DOUBLE": "double", "BOOLEAN": "boolean",
               "MAP(VARCHAR, VARCHAR)": "map<string,string>"}  # fmt: skip
 

@@ -10,6 +10,7 @@ from typing import Literal
 from urllib.parse import unquote
 
 from .aws.layout import DEFAULT_INDEX_DAYS, ENV_HOURLY_TTL_DAYS, ENV_INDEX_DAYS
+from .keys.file import RELOAD_INTERVAL_S
 from .providers.registry import PROVIDERS
 from .rollups import DEFAULT_HOURLY_TTL_DAYS
 
@@ -77,6 +78,8 @@ class Settings:
     body_timeout_s: float = BODY_TIMEOUT_S
     max_header_bytes: int = MAX_HEADER_BYTES
     max_header_count: int = MAX_HEADER_COUNT
+    # How often a running server looks at keys.json for keys created or revoked by another process.
+    key_reload_s: float = RELOAD_INTERVAL_S
     # Spans to an OpenTelemetry collector; None (the default) unless an OTLP endpoint is set.
     otel: OtelSettings | None = None
 

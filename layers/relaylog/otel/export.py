@@ -273,7 +273,7 @@ def _batches(spans: list[ReadableSpan]) -> Iterable[list[ReadableSpan]]:
 def _exporter(settings: OtelSettings) -> SpanExporter:
     headers = dict(settings.headers)
     if settings.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.exporter import Compression as GrpcCompression
+        from grpc import Compression as GrpcCompression  # what the exporter takes (it imports it from grpc)
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
         return GrpcExporter(
