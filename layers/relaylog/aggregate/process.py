@@ -7,7 +7,7 @@ import gc
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,9 @@ class Processed:
     chunks_skipped: int  # applied by an earlier delivery of the same object
     parquet_keys: tuple[str, ...]
     indexed: int  # request index items put (again, on a redelivery): the requests this object owns
+    # The records counted here, for the caller's own once-per-request work (span export); never in
+    # a repr, as records hold prompts.
+    owned: list[dict[str, Any]] = field(repr=False)
 
     @property
     def duplicate(self) -> bool:
@@ -99,4 +102,5 @@ def process_object(s3: Any, dynamodb: Any, table: str, bucket: str, key: str) ->
         chunks_skipped=applied.skipped,
         parquet_keys=tuple(written),
         indexed=claims.claimed,
+        owned=counted,
     )
