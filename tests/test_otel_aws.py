@@ -4,10 +4,10 @@ all under moto. The deployed proxy, in a process of its own, records the caller'
 and never imports OpenTelemetry; the aggregator's span is then a child of the caller's span.
 
 What is guaranteed, and tested here: a request is exported by the one object that owns it (a
-record delivered in two objects is one span); a redelivery of the same object exports its records
-again with the same trace and span ids; an object that failed before export is exported when it
-comes back. A collector that is down costs at most one export attempt per invocation, never fails
-an SQS message, and never keeps the aggregator past its deadline.
+record delivered in two objects is one span); the same object delivered again sends nothing again
+once the collector accepted its spans, and sends them when it did not; an object that failed
+before export is exported when it comes back. A collector that is down costs at most one export
+attempt per invocation, never fails an SQS message, and never keeps the aggregator past its deadline.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Self
 
-import boto3
 import httpx
 import openai
 import orjson
 import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from moto.server import ThreadedMotoServer
 from relaylog.aws import layout
 from relaylog.otel.aws import ENV_HEADERS_ARN, RESERVE_S
@@ -100,15 +100,13 @@ def metrics(out: str) -> list[dict[str, Any]]:
 
 def secret_headers(stack: Stack, kind: str) -> str:
     """The ARN of the collector's headers, stored as `kind` says."""
-    if kind == "secret-json":
-        client = stack.client("secretsmanager")
-        return client.create_secret(Name="relaylog/otel", SecretString=json.dumps({"x-honeycomb-team": TEAM_KEY, "x-env": "prod eu"}))["ARN"]
-    if kind == "secret-pairs":
-        client = stack.client("secretsmanager")
-        return client.create_secret(Name="relaylog/otel", SecretString=f"x-honeycomb-team={TEAM_KEY},x-env=prod%20eu")["ARN"]
+    pairs = f"x-honeycomb-team={TEAM_KEY},x-env=prod%20eu"
+    if kind.startswith("secret-"):
+        text = json.dumps({"x-honeycomb-team": TEAM_KEY, "x-env": "prod eu"}) if kind == "secret-json" else pairs
+        return str(stack.client("secretsmanager").create_secret(Name="relaylog/otel", SecretString=text)["ARN"])
     ssm = stack.client("ssm")
     kind_of = {"securestring": "SecureString", "string": "String"}[kind]
-    ssm.put_parameter(Name="/relaylog/otel-headers", Type=kind_of, Value=f"x-honeycomb-team={TEAM_KEY},x-env=prod%20eu")
+    ssm.put_parameter(Name="/relaylog/otel-headers", Type=kind_of, Value=pairs)
     return str(ssm.get_parameter(Name="/relaylog/otel-headers")["Parameter"]["ARN"])
 
 
@@ -148,7 +146,7 @@ def test_a_delivered_object_arrives_as_spans_with_the_headers_from_the_secret(
     assert spans_of(receiver, sent[0]["request_id"])[0].attributes["gen_ai.usage.input_tokens"] == 120
     out, err = capfd.readouterr()
     assert processed(caplog) == [{"key": RAW_KEY, "spans_exported": 3, "spans_failed": 0, "spans_skipped": 0,
-                               "spans_unsampled": 0}]  # fmt: skip
+                               "spans_unsampled": 0, "spans_repeated": 0}]  # fmt: skip
     (emitted,) = metrics(out)
     assert emitted["SpansExported"] == [3.0] and emitted["SpansNotExported"] == [0.0]
     assert TEAM_KEY not in out + err
@@ -179,7 +177,7 @@ def test_headers_that_cannot_be_used_stop_export_not_aggregation(
     assert f"spans are not exported (headers from {arn})" in error.getMessage()
     out, err = capfd.readouterr()
     assert processed(caplog) == [{"key": RAW_KEY, "spans_exported": 0, "spans_failed": 0, "spans_skipped": 2,
-                               "spans_unsampled": 0}]  # fmt: skip
+                               "spans_unsampled": 0, "spans_repeated": 0}]  # fmt: skip
     assert metrics(out)[0]["SpansNotExported"] == [2.0]
     assert TEAM_KEY not in out + err + caplog.text
 
@@ -218,7 +216,7 @@ def test_without_an_endpoint_no_secret_is_read_and_opentelemetry_is_never_import
 # -- which records, how often ---------------------------------------------------------------------
 
 
-def test_a_record_delivered_in_two_objects_is_one_span_and_a_redelivery_repeats_the_same_span(
+def test_a_record_delivered_in_two_objects_is_one_span_and_a_redelivered_object_sends_nothing_again(
     aws_stack: Stack, receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     module = exporting(monkeypatch, receiver.http_url)
@@ -230,14 +228,55 @@ def test_a_record_delivered_in_two_objects_is_one_span_and_a_redelivery_repeats_
     # owns neither, and exports nothing.
     aws_stack.put_raw_object(SPOOL_KEY, sent[1:])
     assert invoke(module, aws_stack.sqs_event()) == {"batchItemFailures": []}
-    assert [len(spans_of(receiver, r["request_id"])) for r in sent] == [1, 1, 1]
-    # SQS delivers the first message again: its records are exported again, as the same spans.
+    # SQS delivers the first message again: the collector has its spans already.
     assert invoke(module, first) == {"batchItemFailures": []}
-    for record in sent:
-        once, again = spans_of(receiver, record["request_id"])
-        assert (once.trace_id, once.span_id, once.start_ns, once.end_ns) == (again.trace_id, again.span_id,
-                                                                             again.start_ns, again.end_ns)  # fmt: skip
-    assert [line["spans_exported"] for line in processed(caplog)] == [3, 0, 3]
+    assert [len(spans_of(receiver, r["request_id"])) for r in sent] == [1, 1, 1]
+    assert [(line["spans_exported"], line["spans_repeated"]) for line in processed(caplog)] == [(3, 0), (0, 0), (0, 3)]
+
+
+def _one_message(*events: dict[str, Any]) -> dict[str, Any]:
+    """One SQS message whose S3 notification names the objects of all `events`, in that order (an
+    s3:TestEvent among them names none)."""
+    messages = [m for event in events for m in event["Records"]]
+    entries = [entry for m in messages for entry in json.loads(m["body"]).get("Records", [])]
+    return {"Records": [{**messages[0], "body": json.dumps({"Records": entries})}]}
+
+
+def test_a_message_that_fails_after_one_of_its_objects_does_not_send_that_objects_spans_again(
+    aws_stack: Stack, receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    module = exporting(monkeypatch, receiver.http_url)
+    exported, failing = records(2, user_id="first"), records(2, user_id="second")
+    aws_stack.put_raw_object(RAW_KEY, exported)
+    done = aws_stack.sqs_event()
+    aws_stack.put_raw_object(SPOOL_KEY, failing)
+    event = _one_message(done, aws_stack.sqs_event())
+    real = module.dynamodb
+    module.dynamodb = _CrashAfter(real, 1)  # the first object's one rollup transaction, then the Lambda dies
+    with pytest.raises(BatchProcessingError):  # the batch's only message failed: the invocation fails
+        invoke(module, event)
+    module.dynamodb = real
+    assert invoke(module, event) == {"batchItemFailures": []}
+    assert [len(spans_of(receiver, r["request_id"])) for r in exported + failing] == [1, 1, 1, 1]
+    lines = [(line["key"], line["spans_exported"], line["spans_repeated"]) for line in processed(caplog)]
+    assert lines == [(RAW_KEY, 2, 0), (RAW_KEY, 0, 2), (SPOOL_KEY, 2, 0)]
+
+
+def test_an_object_whose_spans_the_collector_did_not_take_sends_them_when_delivered_again(
+    aws_stack: Stack, receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    module = exporting(monkeypatch, f"http://127.0.0.1:{closed_port()}", OTEL_EXPORTER_OTLP_TIMEOUT=TIMEOUT_MS)
+    sent = records(2)
+    aws_stack.put_raw_object(RAW_KEY, sent)
+    event = aws_stack.sqs_event()
+    assert invoke(module, event) == {"batchItemFailures": []}
+    # The collector is back (a new execution environment: the old one's pause is gone with it), and
+    # SQS happens to deliver the message again.
+    module = exporting(monkeypatch, receiver.http_url)
+    assert invoke(module, event) == {"batchItemFailures": []}
+    assert [len(spans_of(receiver, r["request_id"])) for r in sent] == [1, 1]
+    lines = [(line["spans_exported"], line["spans_failed"], line["spans_repeated"]) for line in processed(caplog)]
+    assert lines == [(0, 2, 0), (2, 0, 0)]
 
 
 def test_an_object_that_failed_before_export_is_exported_when_it_comes_back(
@@ -410,7 +449,8 @@ def test_a_call_through_the_deployed_proxy_becomes_a_child_of_the_callers_span(
         client = openai.OpenAI(base_url=emulator.url + "/v1", api_key="sk-test", http_client=http_client,
                                default_headers={"Helicone-Request-Id": request_id})  # fmt: skip
         with provider.get_tracer("app").start_as_current_span("answer the user"):
-            completion = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+            chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+            completion = client.chat.completions.create(**chat)  # type: ignore[call-overload]
         http_client.close()
         emulator.settle()  # the record is sent before the runtime asks for its next event
         code, output = runtime.stop()
@@ -423,7 +463,8 @@ def test_a_call_through_the_deployed_proxy_becomes_a_child_of_the_callers_span(
     # Firehose delivered the record to raw/; S3 told the queue; the aggregator takes the message.
     (key,) = stack.objects(layout.RAW_PREFIX)
     body = stack.client("s3").get_object(Bucket=stack.bucket, Key=key)["Body"].read()
-    (record,) = [orjson.loads(line) for line in (gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body).splitlines()]
+    lines = (gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body).splitlines()
+    (record,) = [orjson.loads(line) for line in lines]
     assert record["request_id"] == request_id
     caller = http_span.context
     assert record["traceparent"] == f"00-{caller.trace_id:032x}-{caller.span_id:016x}-{int(caller.trace_flags):02x}"
@@ -436,7 +477,8 @@ def test_a_call_through_the_deployed_proxy_becomes_a_child_of_the_callers_span(
     assert http_span.start_time <= span.start_ns <= span.end_ns <= http_span.end_time  # inside the caller's call
     assert span.start_ns == epoch_ns(record["created_at"])
     assert span.attributes["gen_ai.response.id"] == completion.id
-    assert span.attributes["gen_ai.usage.output_tokens"] == completion.usage.completion_tokens  # type: ignore[union-attr]
+    assert completion.usage is not None
+    assert span.attributes["gen_ai.usage.output_tokens"] == completion.usage.completion_tokens
     assert span.headers["x-honeycomb-team"] == TEAM_KEY
 
 

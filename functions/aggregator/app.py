@@ -31,7 +31,7 @@ processor = BatchProcessor(event_type=EventType.SQS)
 s3 = make_client("s3")
 dynamodb = make_client("dynamodb")
 # None unless an OTLP endpoint is set; built at the cold start (its headers read from their secret).
-spans = object_spans(os.environ, make_client)
+spans = object_spans(os.environ, make_client, dynamodb)
 tune_gc()
 
 
@@ -55,7 +55,7 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
         done = process_object(s3, dynamodb, os.environ[layout.ENV_TABLE], bucket, key)
         # After the object is done: export never fails the message, and a failure before this
         # point brings the object back to be exported then.
-        exported = spans.export(done.owned, lambda_context) if spans is not None else None
+        exported = spans.export(done.owned, done.marker, lambda_context) if spans is not None else None
         fields: dict[str, Any] = {
             "key": key,
             "records": done.records,
@@ -69,7 +69,8 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
         }
         if exported is not None:
             fields.update(spans_exported=exported.spans, spans_failed=exported.failed,
-                          spans_skipped=exported.skipped, spans_unsampled=exported.unsampled)  # fmt: skip
+                          spans_skipped=exported.skipped, spans_unsampled=exported.unsampled,
+                          spans_repeated=exported.repeated)  # fmt: skip
         logger.info("object processed", extra=fields)
         metrics.add_metric(name="ObjectsProcessed", unit=MetricUnit.Count, value=1)
         metrics.add_metric(name="RequestsIndexed", unit=MetricUnit.Count, value=done.indexed)

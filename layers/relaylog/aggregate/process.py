@@ -33,6 +33,7 @@ class Processed:
     # The records counted here, for the caller's own once-per-request work (span export); never in
     # a repr, as records hold prompts.
     owned: list[dict[str, Any]] = field(repr=False)
+    marker: str  # the object's key for markers (layout.object_pk): its version included
 
     @property
     def duplicate(self) -> bool:
@@ -79,7 +80,8 @@ def process_object(s3: Any, dynamodb: Any, table: str, bucket: str, key: str) ->
     )
     counted = [record for record, mine in zip(decoded.records, claims.counted, strict=True) if mine]
     deltas = rollup(counted, hourly_ttl_days())
-    applied = apply_once(dynamodb, table, layout.object_pk(bucket, key, fetched.version), deltas)
+    marker = layout.object_pk(bucket, key, fetched.version)
+    applied = apply_once(dynamodb, table, marker, deltas)
     # Parquet after the rollups: if writing it fails, the message comes back, finds its claims, skips
     # the rollups (their markers exist) and writes these files, named from the object, again.
     by_day: dict[str, list[dict[str, Any]]] = {}
@@ -103,4 +105,5 @@ def process_object(s3: Any, dynamodb: Any, table: str, bucket: str, key: str) ->
         parquet_keys=tuple(written),
         indexed=claims.claimed,
         owned=counted,
+        marker=marker,
     )
