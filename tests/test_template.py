@@ -21,7 +21,8 @@ from relaylog.runtime.loop import DEADLINE_MARGIN_S
 from relaylog.store.schema import COLUMNS
 
 from tests.support.aws import Stack
-from tests.support.sam import ROOT, TEMPLATE as TEMPLATE_PATH, load_template, run, tool, transformed
+from tests.support.sam import ROOT, load_template, run, tool, transformed
+from tests.support.sam import TEMPLATE as TEMPLATE_PATH
 from tests.test_gateway_aws import _entry
 
 GLUE_TYPES = {"VARCHAR": "string", "BIGINT": "bigint", "DOUBLE": "double", "BOOLEAN": "boolean",
@@ -321,9 +322,9 @@ KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890
 ENDPOINT = "https://api.honeycomb.io"
 READ = {"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue", "ssm:GetParameter"],
         "Resource": {"Ref": "OtelHeadersSecretArn"}}  # fmt: skip
+VIA = [{"Sub": "secretsmanager.${AWS::Region}.amazonaws.com"}, {"Sub": "ssm.${AWS::Region}.amazonaws.com"}]
 DECRYPT = {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": {"Ref": "OtelHeadersKeyArn"},
-           "Condition": {"StringEquals": {"kms:ViaService": [{"Sub": "secretsmanager.${AWS::Region}.amazonaws.com"},
-                                                             {"Sub": "ssm.${AWS::Region}.amazonaws.com"}]}}}  # fmt: skip
+           "Condition": {"StringEquals": {"kms:ViaService": VIA}}}  # fmt: skip
 
 
 def _variables(function: str) -> dict[str, Any]:
@@ -368,7 +369,8 @@ def test_the_aggregator_may_read_exactly_the_one_secret_and_decrypt_only_with_it
         # The AWS managed keys (aws/secretsmanager, aws/ssm) let the account's principals decrypt
         # through their service: no kms grant.
         assert _otel_statements(OtelEndpoint=ENDPOINT, OtelHeadersSecretArn=arn) == [READ]
-        assert _otel_statements(OtelEndpoint=ENDPOINT, OtelHeadersSecretArn=arn, OtelHeadersKeyArn=KEY) == [READ, DECRYPT]
+        given = {"OtelEndpoint": ENDPOINT, "OtelHeadersSecretArn": arn}
+        assert _otel_statements(**given, OtelHeadersKeyArn=KEY) == [READ, DECRYPT]
         # One resource, the ARN itself (no wildcard), and of the two actions only its own service's
         # can ever match it.
         service = arn.split(":")[2]
@@ -379,16 +381,17 @@ def test_the_aggregator_may_read_exactly_the_one_secret_and_decrypt_only_with_it
 
 
 def test_the_otel_parameters_take_only_what_they_are_for() -> None:
-    assert [v for v in ("", ENDPOINT, "https://otlp-gateway.grafana.net/otlp", "https://cloud.langfuse.com/api/public/otel")
-            if _accepts("OtelEndpoint", v)] == ["", ENDPOINT, "https://otlp-gateway.grafana.net/otlp",
-                                                "https://cloud.langfuse.com/api/public/otel"]  # fmt: skip
+    urls = ("", ENDPOINT, "https://otlp-gateway.grafana.net/otlp", "https://cloud.langfuse.com/api/public/otel")
+    assert [v for v in urls if _accepts("OtelEndpoint", v)] == list(urls)
     # Plain HTTP would carry the collector's key in clear; a comma or a space is no URL.
     assert not [v for v in ("http://collector:4318", "api.honeycomb.io", "https://a b", "https://a,b")
                 if _accepts("OtelEndpoint", v)]  # fmt: skip
     gov = SECRET.replace("arn:aws:", "arn:aws-us-gov:").replace("us-east-1", "us-gov-west-1")
-    assert [v for v in ("", SECRET, PARAMETER, gov) if _accepts("OtelHeadersSecretArn", v)] == ["", SECRET, PARAMETER, gov]
-    assert not [v for v in ("relaylog/otel", "arn:aws:s3:::bucket/headers", "x-honeycomb-team=KEY",
-                            "arn:aws:ssm:us-east-1:123456789012:document/x") if _accepts("OtelHeadersSecretArn", v)]  # fmt: skip
+    arns = ("", SECRET, PARAMETER, gov)
+    assert [v for v in arns if _accepts("OtelHeadersSecretArn", v)] == list(arns)
+    others = ("relaylog/otel", "arn:aws:s3:::bucket/headers", "x-honeycomb-team=KEY",
+              "arn:aws:ssm:us-east-1:123456789012:document/x")  # fmt: skip
+    assert not [v for v in others if _accepts("OtelHeadersSecretArn", v)]
     assert _accepts("OtelHeadersKeyArn", KEY) and _accepts("OtelHeadersKeyArn", "")
     # IAM matches kms:Decrypt on the key's ARN, never on an alias's.
     assert not _accepts("OtelHeadersKeyArn", "arn:aws:kms:us-east-1:123456789012:alias/aws/ssm")
