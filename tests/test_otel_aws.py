@@ -354,13 +354,14 @@ def test_a_collector_that_is_down_costs_one_attempt_per_invocation_and_fails_no_
     out, _ = capfd.readouterr()
     tried = [(line["spans_failed"], line["spans_skipped"]) for line in processed(caplog)]
     # The first invocation tries its first object and fails; its other objects are not tried. The
-    # second tries its first object again, unless it came within the pause after the failure
-    # (1 s): then it tries nothing.
+    # second skips its objects while the pause after that failure (1 s) lasts, then tries one at
+    # most: which one depends on the clock (how long the machine took), not the rule.
     assert tried[:3] == [(2, 0), (0, 2), (0, 2)]
-    assert tried[3] in ((2, 0), (0, 2)) and tried[4:] == [(0, 2), (0, 2)]
+    second = tried[3:]
+    assert set(second) <= {(2, 0), (0, 2)} and second.count((2, 0)) <= 1
     if collector == "never answers":
         # One connection per try, held until the exporter's timeout, and no other.
-        assert connections == [1, 1 + (tried[3] == (2, 0))]
+        assert connections == [1, 1 + second.count((2, 0))]
     # One EMF line per invocation, with a value per object.
     assert [m["SpansNotExported"] for m in metrics(out)] == [[2.0, 2.0, 2.0]] * 2
     assert [m["SpansExported"] for m in metrics(out)] == [[0.0, 0.0, 0.0]] * 2
@@ -474,8 +475,11 @@ def test_a_call_through_the_deployed_proxy_becomes_a_child_of_the_callers_span(
     (span,) = spans_of(receiver, request_id)
     assert span.trace_id == f"{caller.trace_id:032x}"
     assert span.parent_span_id == f"{caller.span_id:016x}" != span.span_id
-    assert http_span.start_time <= span.start_ns <= span.end_ns <= http_span.end_time  # inside the caller's call
+    # It starts inside the caller's call. Its end is the proxy's (after its last write), which under
+    # load can come a moment after the client read that last byte: not compared with the caller's.
+    assert http_span.start_time <= span.start_ns <= http_span.end_time
     assert span.start_ns == epoch_ns(record["created_at"])
+    assert span.end_ns - span.start_ns == round(record["latency_ms"] * 1_000_000)
     assert span.attributes["gen_ai.response.id"] == completion.id
     assert completion.usage is not None
     assert span.attributes["gen_ai.usage.output_tokens"] == completion.usage.completion_tokens
