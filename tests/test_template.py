@@ -15,8 +15,8 @@ from relaylog.aws import layout
 from relaylog.gateway.cache.dynamo import DynamoCacheStore
 from relaylog.gateway.counters.dynamo import DynamoCounters
 from relaylog.keys.dynamo import DynamoKeyStore
-from relaylog.query.dynamo.backend import DynamoBackend
 from relaylog.otel.aws import ENV_HEADERS_ARN
+from relaylog.query.dynamo.backend import DynamoBackend
 from relaylog.runtime.loop import DEADLINE_MARGIN_S
 from relaylog.store.schema import COLUMNS
 
@@ -405,7 +405,7 @@ def _with_defaults(path: Path, **values: str) -> Path:
     for name, value in values.items():
         start = text.index(f"\n  {name}:\n")
         default = text.index('Default: ""', start)
-        text = text[:default] + f'Default: "{value}"' + text[default + len('Default: ""'):]
+        text = text[:default] + f'Default: "{value}"' + text[default + len('Default: ""') :]
     path.write_text(text)
     return path
 
