@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .gateway.ratelimit import Decision
 from .headers import HeliconeMeta
 from .providers.registry import Provider
+
+if TYPE_CHECKING:
+    from .providers.bedrock_auth import Signer
 
 
 @dataclass(slots=True)
@@ -75,3 +79,5 @@ class Exchange:
     fallback_index: int | None = None
     # Cents rate limits the call passed, to be charged its cost afterwards.
     rate_decisions: list[Decision] = field(default_factory=list)
+    # Signs each attempt with relaylog's AWS identity (a Bedrock call without the client's own key).
+    aws_signer: Signer | None = None

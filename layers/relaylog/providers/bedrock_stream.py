@@ -29,6 +29,7 @@ from relaylog.providers.eventstream import Frame, decode, looks_like_event_strea
 from relaylog.providers.fields import as_dict, count, text
 from relaylog.usage import Observed, Usage, stream_observed
 
+CONTENT_TYPE = "application/vnd.amazon.eventstream"
 _METRICS = "amazon-bedrock-invocationMetrics"
 _METRICS_KEY = _METRICS.encode()
 
@@ -38,6 +39,15 @@ def transcript(body: bytes) -> tuple[bytes, str | None]:
     frame), for the record's parse_error."""
     decoded = decode(body)
     return b"".join(_event(frame) for frame in decoded.frames), decoded.problem
+
+
+def as_recorded(body: bytes, withheld: list[bytes]) -> tuple[bytes, bytes, str | None]:
+    """An event stream as the record keeps it: (the SSE text of what the client received, the SSE
+    text read for usage, which includes what the client never saw, why not all could be read)."""
+    text, problem = transcript(body)
+    if withheld:
+        return text, transcript(body + b"".join(withheld))[0], problem
+    return text, text, problem
 
 
 def _event(frame: Frame) -> bytes:

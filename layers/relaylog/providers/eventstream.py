@@ -71,10 +71,7 @@ def looks_like_event_stream(body: bytes) -> bool:
 
 def decode(body: bytes) -> Decoded:
     """Every whole frame of `body`, in order, and what stopped the decoding early (if anything)."""
-    try:
-        from botocore.eventstream import EventStreamBuffer, ParserError
-    except ImportError:  # pragma: no cover - botocore is a dependency; say so rather than fail
-        return Decoded([], "botocore is not installed: event stream not read")
+    from botocore.eventstream import EventStreamBuffer, ParserError  # imported at the first stream only
     frames: list[Frame] = []
     buffer = EventStreamBuffer()
     pos, end = 0, len(body)

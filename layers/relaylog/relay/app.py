@@ -26,6 +26,7 @@ from ..gateway.retry import RetryPolicy, retry_after_s, retryable
 from ..gateway.services import Services
 from ..headers import bearer, narrow_accept_encoding, request_id, response_headers, split_headers
 from ..keys import KeysUnavailable, KeyVerifier
+from ..providers import bedrock_auth
 from ..providers.parsing import parse_request
 from ..providers.routing import RouteError, resolve
 from ..record import Record
@@ -72,6 +73,8 @@ class RelayApp:
         # The system resolver under the public-address check, unless a test replaces it.
         self.target_resolver: AbstractResolver | None = None
         self.body_deadlines = Deadlines(tick_s=min(1.0, max(settings.body_timeout_s / 4, 0.01)))
+        # relaylog's own AWS credentials, for the Bedrock calls it signs; resolved at the first one.
+        self.aws_identity = bedrock_auth.AwsIdentity()
 
     async def startup(self) -> None:
         self._session = create_session(self.settings)
@@ -177,6 +180,10 @@ class RelayApp:
                 return await self._refuse(
                     exchange, send, 401, "unauthorized", "Missing or invalid Helicone-Auth: Bearer <relaylog key>"
                 )
+        if route.provider.name == "bedrock":  # relaylog signs, unless the client sends its Bedrock API key
+            refusal = await bedrock_auth.admit(exchange, route, upstream_headers, self.keys, self.aws_identity)
+            if refusal is not None:
+                return await self._refuse(exchange, send, *refusal)
 
         try:
             body = await _read_body(
@@ -451,6 +458,8 @@ class RelayApp:
             headers.append(("accept-encoding", "identity"))  # the stripper reads the stream as text
         elif accept_encoding is not None:
             headers.append(("accept-encoding", narrow_accept_encoding(accept_encoding) or "identity"))
+        if exchange.aws_signer is not None:
+            headers += exchange.aws_signer.headers(exchange.method, target.route, target.url, body)
         session = self.target_session if target.route.guarded else self.session
         return await session.request(
             exchange.method,
