@@ -7,6 +7,7 @@ import ipaddress
 import re
 import socket
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from ..config import Settings
@@ -37,8 +38,12 @@ class Route:
     resource: str | None = None
 
 
+# The record's error_type of each refusal (the README's error table).
+RouteErrorType = Literal["unknown_provider", "target_not_allowed", "invalid_path"]
+
+
 class RouteError(Exception):
-    def __init__(self, status: int, error_type: str, message: str) -> None:
+    def __init__(self, status: int, error_type: RouteErrorType, message: str) -> None:
         super().__init__(message)
         self.status = status
         self.error_type = error_type
