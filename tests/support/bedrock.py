@@ -58,9 +58,7 @@ def boto3_client(endpoint_url: str, *, identity: Identity | None = None, headers
         aws_session_token=identity.token if identity else None,
         config=config,
     )
-    for name, value in (headers or {}).items():
-        # The README's hook, one per header.
-        client.meta.events.register(
-            "before-send.bedrock-runtime.*", lambda request, n=name, v=value, **_: request.headers.__setitem__(n, v)
-        )
+    if headers:
+        # The README's one-line hook.
+        client.meta.events.register("before-send.bedrock-runtime.*", lambda request, **_: request.headers.update(headers))
     return client
