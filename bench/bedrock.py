@@ -42,7 +42,7 @@ from procs import REPO, kill_all, machine_busy_seconds, start_relaylog, start_st
 sys.path.insert(0, str(REPO / "layers"))
 sys.path.insert(0, str(REPO))
 
-from relaylog.keys import KeyStore  # noqa: E402
+from relaylog.keys.file import KeyStore  # noqa: E402
 
 from tests.standin.bedrock_auth import TEMPORARY  # noqa: E402
 
@@ -51,10 +51,15 @@ REGION = "us-east-1"
 CONVERSE = "/model/us.amazon.nova-lite-v1%3A0/converse-stream"
 INVOKE = "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/invoke-with-response-stream"
 CONVERSE_BODY = b'{"messages":[{"role":"user","content":[{"text":"Say hi"}]}]}'
-INVOKE_BODY = b'{"anthropic_version":"bedrock-2023-05-31","max_tokens":100,"messages":[{"role":"user","content":"Say hi"}]}'
+INVOKE_BODY = (
+    b'{"anthropic_version":"bedrock-2023-05-31","max_tokens":100,"messages":[{"role":"user","content":"Say hi"}]}'
+)
 OPENAI_BODY = b'{"messages":[{"role":"user","content":"Say hi"}],"model":"gpt-4o-mini","stream":true}'
 # What boto3's bedrock-runtime client sends besides its signature.
-BOTO3_HEADERS = (("Content-Type", "application/json"), ("User-Agent", "Boto3/1.40.0 md/Botocore#1.40.0 ua/2.1 os/linux"))
+BOTO3_HEADERS = (
+    ("Content-Type", "application/json"),
+    ("User-Agent", "Boto3/1.40.0 md/Botocore#1.40.0 ua/2.1 os/linux"),
+)
 EVENT_STREAM_FRAME = b":message-type"  # a header every AWS event-stream frame carries
 API_KEY = (("Authorization", "Bearer bedrock-api-key-bench"),)
 
@@ -78,8 +83,14 @@ def signed_directly(url: str, path: str, body: bytes) -> tuple[tuple[str, str], 
     from botocore.credentials import Credentials
 
     request = AWSRequest(method="POST", url=url + path, data=body, headers=dict(BOTO3_HEADERS))
-    SigV4Auth(Credentials(TEMPORARY.access_key, TEMPORARY.secret_key, TEMPORARY.token), "bedrock", REGION).add_auth(request)
-    return tuple((k, v) for k, v in request.headers.items() if k.lower() in ("authorization", "x-amz-date", "x-amz-security-token"))
+    SigV4Auth(Credentials(TEMPORARY.access_key, TEMPORARY.secret_key, TEMPORARY.token), "bedrock", REGION).add_auth(
+        request
+    )
+    return tuple(
+        (k, v)
+        for k, v in request.headers.items()
+        if k.lower() in ("authorization", "x-amz-date", "x-amz-security-token")
+    )
 
 
 def rows(standin: str, relay: str, relaylog_key: str, pace_ms: float) -> list[Row]:
@@ -91,33 +102,52 @@ def rows(standin: str, relay: str, relaylog_key: str, pace_ms: float) -> list[Ro
         return Call(url, body, BOTO3_HEADERS + paced + headers, first_event=EVENT_STREAM_FRAME)
 
     return [
-        Row("ConverseStream, API key", frames(standin + CONVERSE, CONVERSE_BODY, *API_KEY), frames(base + CONVERSE, CONVERSE_BODY, *API_KEY, *ours)),
+        Row(
+            "ConverseStream, API key",
+            frames(standin + CONVERSE, CONVERSE_BODY, *API_KEY),
+            frames(base + CONVERSE, CONVERSE_BODY, *API_KEY, *ours),
+        ),
         Row(
             "ConverseStream, SigV4",
             frames(standin + CONVERSE, CONVERSE_BODY, *signed_directly(standin, CONVERSE, CONVERSE_BODY)),
             frames(base + CONVERSE, CONVERSE_BODY, *ours),
         ),
-        Row("InvokeModelWithResponseStream, API key", frames(standin + INVOKE, INVOKE_BODY, *API_KEY), frames(base + INVOKE, INVOKE_BODY, *API_KEY, *ours)),
+        Row(
+            "InvokeModelWithResponseStream, API key",
+            frames(standin + INVOKE, INVOKE_BODY, *API_KEY),
+            frames(base + INVOKE, INVOKE_BODY, *API_KEY, *ours),
+        ),
         Row(
             "OpenAI chat stream (SSE), API key",
-            Call(standin + "/v1/chat/completions", OPENAI_BODY, (("Content-Type", "application/json"), ("Authorization", "Bearer sk-bench"), *paced)),
-            Call(relay + "/v1/chat/completions", OPENAI_BODY, (("Content-Type", "application/json"), ("Authorization", "Bearer sk-bench"), *paced, *ours)),
+            Call(
+                standin + "/v1/chat/completions",
+                OPENAI_BODY,
+                (("Content-Type", "application/json"), ("Authorization", "Bearer sk-bench"), *paced),
+            ),
+            Call(
+                relay + "/v1/chat/completions",
+                OPENAI_BODY,
+                (("Content-Type", "application/json"), ("Authorization", "Bearer sk-bench"), *paced, *ours),
+            ),
         ),
     ]
 
 
 def report(table: list[Row], rounds: int, seconds: float, busy: float, wall: float) -> str:
     lines = [
-        f"relaylog Bedrock stream TTFB, {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"relaylog Bedrock stream TTFB, {platform.machine()} {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; "
         f"{rounds} rounds x {seconds:g} s per column, c=1, medians over the rounds",
         "",
-        f"{'stream':<40} {'direct p50':>10} {'relaylog p50':>12} {'added p50':>9} {'ratio':>6}   {'direct p99':>10} {'relaylog p99':>12} {'added p99':>9}",
+        f"{'stream':<40} {'direct p50':>10} {'relaylog p50':>12} {'added p50':>9} {'ratio':>6}   "
+        f"{'direct p99':>10} {'relaylog p99':>12} {'added p99':>9}",
     ]
     for row in table:
         d50, r50, d99, r99 = row.median(0, 50), row.median(1, 50), row.median(0, 99), row.median(1, 99)
         samples = sum(len(r[1]) for r in row.rounds)
         lines.append(
-            f"{row.label:<40} {d50:>10.3f} {r50:>12.3f} {r50 - d50:>9.3f} {r50 / d50:>6.2f}   {d99:>10.3f} {r99:>12.3f} {r99 - d99:>9.3f}"
+            f"{row.label:<40} {d50:>10.3f} {r50:>12.3f} {r50 - d50:>9.3f} {r50 / d50:>6.2f}   "
+            f"{d99:>10.3f} {r99:>12.3f} {r99 - d99:>9.3f}"
             f"   ({samples} relayed streams, {row.failures} failed)"
         )
     lines += ["", "milliseconds, request sent -> first frame (first SSE `data:` for OpenAI)"]
@@ -148,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         identity = {"AWS_ACCESS_KEY_ID": TEMPORARY.access_key, "AWS_SECRET_ACCESS_KEY": TEMPORARY.secret_key,
                     "AWS_SESSION_TOKEN": TEMPORARY.token or "", "AWS_CONFIG_FILE": os.devnull,
                     "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
-        relay, relay_url = start_relaylog(work, standin_url, data_dir, 1, {"RELAYLOG_UPSTREAM_BEDROCK": standin_url, **identity})
+        relay, relay_url = start_relaylog(
+            work, standin_url, data_dir, 1, {"RELAYLOG_UPSTREAM_BEDROCK": standin_url, **identity}
+        )
         table = rows(standin_url, relay_url, key, opts.pace_ms)
         for row in table:  # warm-up: one call of each kind each way, and fail early on a broken setup
             for call in (row.direct, row.relayed):

@@ -141,8 +141,8 @@ def check_setup(rows: dict[str, Row]) -> list[str]:
 def time_stores(work: Path, count: int) -> dict[str, tuple[float, float]]:
     """p50/p99 microseconds of SqliteCounters.take and FileCacheStore.get (a hit), in-process."""
     from relaylog.gateway.cache import CachedResponse
-    from relaylog.gateway.cache_files import FileCacheStore
-    from relaylog.gateway.counters_sqlite import SqliteCounters
+    from relaylog.gateway.cache.files import FileCacheStore
+    from relaylog.gateway.counters.sqlite import SqliteCounters
 
     counters = SqliteCounters(work / "micro" / "ratelimits.sqlite3")
     cache = FileCacheStore(work / "micro" / "cache")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import threading
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -48,7 +49,9 @@ def botocore_authorization(credentials: Credentials, region: str, url: str, body
 @pytest.mark.parametrize("body", [b"", b'{"messages":[{"role":"user","content":[{"text":"caf\xc3\xa9"}]}]}'])
 def test_signatures_are_botocores(url: str, token: str | None, body: bytes) -> None:
     credentials = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token)
-    mine = dict(sign(credentials.get_frozen_credentials(), "eu-central-1", "POST", URL(url, encoded=True), body, now=NOW))
+    mine = dict(
+        sign(credentials.get_frozen_credentials(), "eu-central-1", "POST", URL(url, encoded=True), body, now=NOW)
+    )
     assert mine["authorization"] == botocore_authorization(credentials, "eu-central-1", url, body)
     assert mine["x-amz-date"] == "20261130T005320Z"
     assert mine.get("x-amz-security-token") == token
@@ -85,13 +88,17 @@ def test_credentials_from_the_chain_are_resolved_once_off_the_event_loop(monkeyp
     monkeypatch.setattr(bedrock_auth, "_resolve", spy)
     identity = AwsIdentity()
 
-    async def twice() -> tuple[object, object, str]:
+    async def twice() -> tuple[Any, Any, str]:
         return await identity.frozen(), await identity.frozen(), threading.current_thread().name
 
     with aws_identity(RELAYLOG_IDENTITY):
         found, again, loop_thread = asyncio.run(twice())
     assert len(resolved_in) == 1 and resolved_in[0] != loop_thread
-    assert (found.access_key, found.token) == (again.access_key, again.token) == (RELAYLOG_IDENTITY.access_key, RELAYLOG_IDENTITY.token)
+    assert (
+        (found.access_key, found.token)
+        == (again.access_key, again.token)
+        == (RELAYLOG_IDENTITY.access_key, RELAYLOG_IDENTITY.token)
+    )
     assert repr(identity) == "<AwsIdentity>"
     with aws_identity(None):  # an empty chain: no identity (and it is asked again only after a pause)
         empty = AwsIdentity()
@@ -106,13 +113,18 @@ def test_expiring_credentials_are_refreshed_in_a_thread() -> None:
     def refresh() -> dict[str, str]:
         refreshed_in.append(threading.current_thread().name)
         later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
-        return {"access_key": "ASIANEW", "secret_key": "new-secret", "token": "new-token", "expiry_time": later.isoformat()}
+        return {
+            "access_key": "ASIANEW",
+            "secret_key": "new-secret",
+            "token": "new-token",
+            "expiry_time": later.isoformat(),
+        }
 
     credentials = RefreshableCredentials("ASIAOLD", "old-secret", "old-token", expiry, refresh, "test")
     identity = AwsIdentity()
     identity._credentials = credentials  # as the chain would have returned it
 
-    async def twice() -> tuple[object, object, str]:
+    async def twice() -> tuple[Any, Any, str]:
         return await identity.frozen(), await identity.frozen(), threading.current_thread().name
 
     first, second, loop_thread = asyncio.run(twice())

@@ -54,18 +54,50 @@ HELLO_STREAM = converse_events(
     (
         "metadata",
         {
-            "usage": {"inputTokens": 11, "outputTokens": 2, "totalTokens": 2573, "cacheReadInputTokens": 2048, "cacheWriteInputTokens": 512},
+            "usage": {
+                "inputTokens": 11,
+                "outputTokens": 2,
+                "totalTokens": 2573,
+                "cacheReadInputTokens": 2048,
+                "cacheWriteInputTokens": 512,
+            },
             "metrics": {"latencyMs": 300},
         },
     ),
 )
-METRICS = {"inputTokenCount": 9, "outputTokenCount": 4, "invocationLatency": 321, "firstByteLatency": 123, "cacheReadInputTokenCount": 100, "cacheWriteInputTokenCount": 20}
+METRICS = {
+    "inputTokenCount": 9,
+    "outputTokenCount": 4,
+    "invocationLatency": 321,
+    "firstByteLatency": 123,
+    "cacheReadInputTokenCount": 100,
+    "cacheWriteInputTokenCount": 20,
+}
 CLAUDE_STREAM = chunks(
-    {"type": "message_start", "message": {"id": "msg_bdrk_01", "type": "message", "role": "assistant", "model": "claude-3-5-sonnet-20241022", "content": [], "usage": {"input_tokens": 9, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 20, "output_tokens": 1}}},
+    {
+        "type": "message_start",
+        "message": {
+            "id": "msg_bdrk_01",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-3-5-sonnet-20241022",
+            "content": [],
+            "usage": {
+                "input_tokens": 9,
+                "cache_read_input_tokens": 100,
+                "cache_creation_input_tokens": 20,
+                "output_tokens": 1,
+            },
+        },
+    },
     {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
     {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}},
     {"type": "content_block_stop", "index": 0},
-    {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 4}},
+    {
+        "type": "message_delta",
+        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+        "usage": {"output_tokens": 4},
+    },
     {"type": "message_stop", "amazon-bedrock-invocationMetrics": METRICS},
 )
 
@@ -78,7 +110,11 @@ CLAUDE_STREAM = chunks(
     [
         ("/model/amazon.nova-pro-v1%3A0/converse", "amazon.nova-pro-v1:0", "converse"),
         ("/model/amazon.nova-pro-v1:0/converse-stream", "amazon.nova-pro-v1:0", "converse-stream"),
-        ("/model/us.anthropic.claude-3-5-sonnet-20241022-v2%3A0/invoke", "us.anthropic.claude-3-5-sonnet-20241022-v2:0", "invoke"),
+        (
+            "/model/us.anthropic.claude-3-5-sonnet-20241022-v2%3A0/invoke",
+            "us.anthropic.claude-3-5-sonnet-20241022-v2:0",
+            "invoke",
+        ),
         (
             "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A%3Afoundation-model%2Fmeta.llama3-8b-instruct-v1%3A0/invoke-with-response-stream",
             "meta.llama3-8b-instruct-v1:0",
@@ -106,15 +142,28 @@ def test_model_and_operation_from_the_path(endpoint: str, model: str | None, ope
 
 
 def test_requests_take_model_and_stream_from_the_path() -> None:
-    body = orjson.dumps({"messages": [{"role": "user", "content": [{"text": "Hi"}]}], "inferenceConfig": {"maxTokens": 10}})
+    body = orjson.dumps(
+        {"messages": [{"role": "user", "content": [{"text": "Hi"}]}], "inferenceConfig": {"maxTokens": 10}}
+    )
     info = parse_request("bedrock", CONVERSE_STREAM, body)
-    assert (info.model, info.stream, info.user, info.parse_error) == ("us.anthropic.claude-3-5-sonnet-20241022-v2:0", True, None, None)
+    assert (info.model, info.stream, info.user, info.parse_error) == (
+        "us.anthropic.claude-3-5-sonnet-20241022-v2:0",
+        True,
+        None,
+        None,
+    )
     assert parse_request("bedrock", CONVERSE, body).stream is False
-    claude = orjson.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 5, "messages": [], "metadata": {"user_id": "u-7"}})
+    claude = orjson.dumps(
+        {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 5, "messages": [], "metadata": {"user_id": "u-7"}}
+    )
     info = parse_request("bedrock", INVOKE_STREAM, claude)
     assert (info.model, info.stream, info.user) == ("anthropic.claude-3-5-sonnet-20241022-v2:0", True, "u-7")
     broken = parse_request("bedrock", INVOKE, b'{"prompt": "cut')
-    assert (broken.model, broken.stream, broken.parse_error) == ("anthropic.claude-3-5-sonnet-20241022-v2:0", False, "truncated JSON")
+    assert (broken.model, broken.stream, broken.parse_error) == (
+        "anthropic.claude-3-5-sonnet-20241022-v2:0",
+        False,
+        "truncated JSON",
+    )
 
 
 def test_openai_compatible_endpoint_reads_openai_bodies() -> None:
@@ -157,30 +206,78 @@ def test_converse_usage_adds_cache_reads_and_writes_to_the_input() -> None:
     [
         # Anthropic Claude (Messages), its three input numbers summed: 9 + 100 + 20.
         (
-            {"id": "msg_bdrk_01", "type": "message", "role": "assistant", "model": "claude-3-5-sonnet-20241022", "content": [{"type": "text", "text": "Hi"}], "stop_reason": "end_turn", "usage": {"input_tokens": 9, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 20, "output_tokens": 4}},
+            {
+                "id": "msg_bdrk_01",
+                "type": "message",
+                "role": "assistant",
+                "model": "claude-3-5-sonnet-20241022",
+                "content": [{"type": "text", "text": "Hi"}],
+                "stop_reason": "end_turn",
+                "usage": {
+                    "input_tokens": 9,
+                    "cache_read_input_tokens": 100,
+                    "cache_creation_input_tokens": 20,
+                    "output_tokens": 4,
+                },
+            },
             Usage(129, 4, 100, 20),
             ("end_turn",),
         ),
         # Amazon Nova: Converse's shape, cache fields spelled with `Count`.
         (
-            {"output": {"message": {"content": [{"text": "Hi"}], "role": "assistant"}}, "stopReason": "max_tokens", "usage": {"inputTokens": 7, "outputTokens": 3, "totalTokens": 40, "cacheReadInputTokenCount": 30, "cacheWriteInputTokenCount": 0}},
+            {
+                "output": {"message": {"content": [{"text": "Hi"}], "role": "assistant"}},
+                "stopReason": "max_tokens",
+                "usage": {
+                    "inputTokens": 7,
+                    "outputTokens": 3,
+                    "totalTokens": 40,
+                    "cacheReadInputTokenCount": 30,
+                    "cacheWriteInputTokenCount": 0,
+                },
+            },
             Usage(37, 3, 30, 0),
             ("max_tokens",),
         ),
-        ({"generation": "Hi", "prompt_token_count": 12, "generation_token_count": 2, "stop_reason": "stop"}, Usage(12, 2), ("stop",)),
-        ({"inputTextTokenCount": 5, "results": [{"tokenCount": 8, "outputText": "Hi", "completionReason": "FINISH"}]}, Usage(5, 8), ("FINISH",)),
+        (
+            {"generation": "Hi", "prompt_token_count": 12, "generation_token_count": 2, "stop_reason": "stop"},
+            Usage(12, 2),
+            ("stop",),
+        ),
+        (
+            {
+                "inputTextTokenCount": 5,
+                "results": [{"tokenCount": 8, "outputText": "Hi", "completionReason": "FINISH"}],
+            },
+            Usage(5, 8),
+            ("FINISH",),
+        ),
         ({"embedding": [0.1, 0.2], "inputTextTokenCount": 6}, Usage(6, 0), None),
         # AI21 Jamba: OpenAI's shape.
-        ({"id": "chat-1", "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}}, Usage(4, 2), ("stop",)),
+        (
+            {
+                "id": "chat-1",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6},
+            },
+            Usage(4, 2),
+            ("stop",),
+        ),
         # Mistral and Cohere bodies carry no token counts: usage is absent, not zero.
         ({"outputs": [{"text": "Hi", "stop_reason": "length"}]}, None, ("length",)),
-        ({"response_id": "r", "text": "Hi", "generation_id": "g", "chat_history": [], "finish_reason": "COMPLETE"}, None, ("COMPLETE",)),
+        (
+            {"response_id": "r", "text": "Hi", "generation_id": "g", "chat_history": [], "finish_reason": "COMPLETE"},
+            None,
+            ("COMPLETE",),
+        ),
         ({"generations": [{"id": "g", "text": "Hi", "finish_reason": "COMPLETE"}]}, None, ("COMPLETE",)),
         # Bedrock's own error body.
         ({"message": "Too many requests, please wait before trying again."}, None, None),
     ],
 )
-def test_invoke_model_bodies_by_shape(body: dict[str, Any], usage: Usage | None, reasons: tuple[str, ...] | None) -> None:
+def test_invoke_model_bodies_by_shape(
+    body: dict[str, Any], usage: Usage | None, reasons: tuple[str, ...] | None
+) -> None:
     raw = orjson.dumps(body)
     observed = parse_response("bedrock", INVOKE, raw, JSON)
     assert (observed.usage, observed.response_model, observed.parse_error) == (usage, None, None)
@@ -218,7 +315,9 @@ def test_an_exception_frame_ends_the_stream_as_an_error() -> None:
     assert stream_ended("bedrock", CONVERSE_STREAM, body)
     text, problem = transcript(body)
     assert problem is None
-    assert text.endswith(b'event: throttlingException\ndata: {"message":"Too many tokens, please wait before trying again."}\n\n')
+    assert text.endswith(
+        b'event: throttlingException\ndata: {"message":"Too many tokens, please wait before trying again."}\n\n'
+    )
 
 
 def test_a_damaged_frame_is_reported_not_raised() -> None:
@@ -242,7 +341,9 @@ def test_transcript_is_one_sse_event_per_frame_with_chunk_bytes_decoded() -> Non
         b'event: chunk\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}\n\n'
         b'event: messageStop\ndata: {"stopReason":"end_turn"}\n\n'
     )
-    error_frame = frame([(":message-type", "error"), (":error-code", "InternalFailure"), (":error-message", "boom")], b"")
+    error_frame = frame(
+        [(":message-type", "error"), (":error-code", "InternalFailure"), (":error-message", "boom")], b""
+    )
     assert transcript(error_frame)[0] == b'event: error\ndata: {"code":"InternalFailure","message":"boom"}\n\n'
 
 
@@ -265,7 +366,9 @@ def test_invoke_stream_cut_before_its_last_chunk_keeps_what_was_said() -> None:
         {"generation": "Hel", "prompt_token_count": 12, "generation_token_count": 1, "stop_reason": None},
         {"generation": "lo", "prompt_token_count": None, "generation_token_count": 2, "stop_reason": None},
     )
-    observed = parse_response("bedrock", "/model/meta.llama3-8b-instruct-v1%3A0/invoke-with-response-stream", llama, STREAM)
+    observed = parse_response(
+        "bedrock", "/model/meta.llama3-8b-instruct-v1%3A0/invoke-with-response-stream", llama, STREAM
+    )
     assert (observed.usage, observed.parse_error) == (Usage(12, 2), TRUNCATED)
 
 
@@ -273,7 +376,13 @@ def test_invoke_stream_of_other_families() -> None:
     metrics = {"inputTokenCount": 12, "outputTokenCount": 2, "invocationLatency": 5, "firstByteLatency": 2}
     llama = chunks(
         {"generation": "Hi", "prompt_token_count": 12, "generation_token_count": 1, "stop_reason": None},
-        {"generation": "", "prompt_token_count": None, "generation_token_count": 2, "stop_reason": "stop", "amazon-bedrock-invocationMetrics": metrics},
+        {
+            "generation": "",
+            "prompt_token_count": None,
+            "generation_token_count": 2,
+            "stop_reason": "stop",
+            "amazon-bedrock-invocationMetrics": metrics,
+        },
     )
     endpoint = "/model/meta.llama3-8b-instruct-v1%3A0/invoke-with-response-stream"
     assert parse_response("bedrock", endpoint, llama, STREAM) == Observed(Usage(12, 2))
@@ -284,18 +393,26 @@ def test_invoke_stream_of_other_families() -> None:
         {"messageStop": {"stopReason": "end_turn"}},
         {"metadata": {"usage": {"inputTokens": 12, "outputTokens": 2}}, "amazon-bedrock-invocationMetrics": metrics},
     )
-    assert parse_response("bedrock", "/model/us.amazon.nova-lite-v1%3A0/invoke-with-response-stream", nova, STREAM) == Observed(Usage(12, 2))
-    assert read_outcome("bedrock", "/model/us.amazon.nova-lite-v1%3A0/invoke-with-response-stream", nova)[1] == ("end_turn",)
+    assert parse_response(
+        "bedrock", "/model/us.amazon.nova-lite-v1%3A0/invoke-with-response-stream", nova, STREAM
+    ) == Observed(Usage(12, 2))
+    assert read_outcome("bedrock", "/model/us.amazon.nova-lite-v1%3A0/invoke-with-response-stream", nova)[1] == (
+        "end_turn",
+    )
 
 
 def test_the_recorded_transcript_parses_like_the_frames() -> None:
     for endpoint, body in ((CONVERSE_STREAM, HELLO_STREAM), (INVOKE_STREAM, CLAUDE_STREAM)):
         text, _ = transcript(body)
-        assert parse_response("bedrock", endpoint, text, "text/event-stream") == parse_response("bedrock", endpoint, body, STREAM)
+        assert parse_response("bedrock", endpoint, text, "text/event-stream") == parse_response(
+            "bedrock", endpoint, body, STREAM
+        )
         assert read_outcome("bedrock", endpoint, text) == read_outcome("bedrock", endpoint, body)
 
 
-@pytest.mark.parametrize("body", [b"", b"{", b"\x00\x00\x00\x10" + b"\x00" * 12, b"event: chunk\ndata: {\n\n", zlib.compress(b"x" * 100)])
+@pytest.mark.parametrize(
+    "body", [b"", b"{", b"\x00\x00\x00\x10" + b"\x00" * 12, b"event: chunk\ndata: {\n\n", zlib.compress(b"x" * 100)]
+)
 def test_garbage_never_raises(body: bytes) -> None:
     for endpoint in (CONVERSE, CONVERSE_STREAM, INVOKE, INVOKE_STREAM):
         observed = parse_response("bedrock", endpoint, body, STREAM)

@@ -49,7 +49,10 @@ BODY = {"messages": MESSAGES}
 def proxy(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
     standin.fault = None
     host = standin.url.split("://", 1)[1]
-    with aws_identity(RELAYLOG_IDENTITY), RunningProxy(tmp_path_factory.mktemp("bedrock"), standin.url, target_allowlist=(host,)) as running:
+    with (
+        aws_identity(RELAYLOG_IDENTITY),
+        RunningProxy(tmp_path_factory.mktemp("bedrock"), standin.url, target_allowlist=(host,)) as running,
+    ):
         yield running
 
 
@@ -80,13 +83,22 @@ def signed_by(standin: StandIn) -> tuple[str, str, str | None]:
     return credential[0], credential[2], request.header("x-amz-security-token")
 
 
-def raw(url: str, path: str, body: dict[str, Any], *, identity: Identity | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
+def raw(
+    url: str,
+    path: str,
+    body: dict[str, Any],
+    *,
+    identity: Identity | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     """One HTTP call with httpx: signed by `identity` (as an SDK would) or not."""
     data = json.dumps(body).encode()
     sent = {"content-type": "application/json", **(headers or {})}
     if identity is not None:
         request = AWSRequest("POST", url + path, data=data, headers=sent)
-        SigV4Auth(Credentials(identity.access_key, identity.secret_key, identity.token), "bedrock", REGION).add_auth(request)
+        SigV4Auth(Credentials(identity.access_key, identity.secret_key, identity.token), "bedrock", REGION).add_auth(
+            request
+        )
         sent = dict(request.headers)
     return httpx.post(url + path, content=data, headers=sent, timeout=20)
 
@@ -99,8 +111,22 @@ def raw(url: str, path: str, body: dict[str, Any], *, identity: Identity | None 
     [
         lambda c: without_metadata(c.converse(modelId=CLAUDE, messages=MESSAGES)),
         lambda c: list(c.converse_stream(modelId=NOVA, messages=MESSAGES)["stream"]),
-        lambda c: json.loads(c.invoke_model(modelId=CLAUDE, body=json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 50, "messages": [{"role": "user", "content": "Hi"}]}))["body"].read()),
-        lambda c: [json.loads(e["chunk"]["bytes"]) for e in c.invoke_model_with_response_stream(modelId=LLAMA, body=b'{"prompt":"Hi"}')["body"]],
+        lambda c: json.loads(
+            c.invoke_model(
+                modelId=CLAUDE,
+                body=json.dumps(
+                    {
+                        "anthropic_version": "bedrock-2023-05-31",
+                        "max_tokens": 50,
+                        "messages": [{"role": "user", "content": "Hi"}],
+                    }
+                ),
+            )["body"].read()
+        ),
+        lambda c: [
+            json.loads(e["chunk"]["bytes"])
+            for e in c.invoke_model_with_response_stream(modelId=LLAMA, body=b'{"prompt":"Hi"}')["body"]
+        ],
     ],
     ids=["converse", "converse-stream", "invoke", "invoke-stream"],
 )
@@ -114,7 +140,12 @@ def test_boto3_through_relaylog_signing_gets_what_it_gets_directly(
     assert signed_by(standin) == (RELAYLOG_IDENTITY.access_key, REGION, RELAYLOG_IDENTITY.token)
     assert not [name for name, _ in standin.requests[-1].headers if name.lower().startswith("helicone-")]
     record = proxy.record(request_id)
-    assert (record["provider"], record["status"], record["error_type"], record["parse_error"]) == ("bedrock", 200, None, None)
+    assert (record["provider"], record["status"], record["error_type"], record["parse_error"]) == (
+        "bedrock",
+        200,
+        None,
+        None,
+    )
     assert record["key_id"] is not None and record["input_tokens"] > 0 and record["output_tokens"] > 0
     assert b"AWS4-HMAC-SHA256" not in orjson.dumps(record)
 
@@ -122,7 +153,12 @@ def test_boto3_through_relaylog_signing_gets_what_it_gets_directly(
 def test_stream_bytes_and_record(standin: StandIn, proxy: RunningProxy, key: str) -> None:
     direct = raw(standin.url, CONVERSE_STREAM, BODY, identity=CLIENT_IDENTITY)
     request_id = str(uuid.uuid4())
-    through = raw(base(proxy), CONVERSE_STREAM, BODY, headers={"Helicone-Auth": f"Bearer {key}", "Helicone-Request-Id": request_id})
+    through = raw(
+        base(proxy),
+        CONVERSE_STREAM,
+        BODY,
+        headers={"Helicone-Auth": f"Bearer {key}", "Helicone-Request-Id": request_id},
+    )
     assert (through.status_code, through.content) == (200, direct.content)  # frame for frame, byte for byte
     for name in ("content-type", "x-amzn-requestid"):
         assert through.headers[name] == direct.headers[name]
@@ -133,7 +169,10 @@ def test_stream_bytes_and_record(standin: StandIn, proxy: RunningProxy, key: str
     assert record["response_body"].startswith("event: messageStart\ndata: {")
     assert "event: metadata\n" in record["response_body"]
     metadata = json.loads(record["response_body"].split("event: metadata\ndata: ", 1)[1])
-    assert (record["input_tokens"], record["output_tokens"]) == (metadata["usage"]["inputTokens"], metadata["usage"]["outputTokens"])
+    assert (record["input_tokens"], record["output_tokens"]) == (
+        metadata["usage"]["inputTokens"],
+        metadata["usage"]["outputTokens"],
+    )
     assert record["cost_usd"] == pytest.approx(genai_cost(record, CLAUDE, provider_id="aws"))
     assert record["finish_reasons"] == '["end_turn"]'
 
@@ -156,7 +195,9 @@ def test_without_a_relaylog_key_relaylog_signs_nothing_even_with_no_keys(
         refused = raw(f"{fresh.url}/bedrock/{REGION}", CONVERSE, BODY, identity=CLIENT_IDENTITY)
         assert refused.status_code == 401 and refused.json()["error"]["type"] == "unauthorized"
         assert standin.requests == []  # ...never for calls paid with relaylog's identity
-        own_key = raw(f"{fresh.url}/bedrock/{REGION}", CONVERSE, BODY, headers={"Authorization": "Bearer bedrock-api-key-1"})
+        own_key = raw(
+            f"{fresh.url}/bedrock/{REGION}", CONVERSE, BODY, headers={"Authorization": "Bearer bedrock-api-key-1"}
+        )
         assert own_key.status_code == 200
         records = fresh.wait_records(2)
     assert sorted((r["status"], r["error_type"]) for r in records) == [(200, None), (401, "unauthorized")]
@@ -203,10 +244,16 @@ def test_openai_compatible_endpoint_with_an_api_key(standin: StandIn, proxy: Run
         default_headers={"Helicone-Auth": f"Bearer {key}", "Helicone-Request-Id": request_id},
         max_retries=0,
     )
-    answer = client.chat.completions.create(model="openai.gpt-oss-20b-1:0", messages=[{"role": "user", "content": "Hi"}])
+    answer = client.chat.completions.create(
+        model="openai.gpt-oss-20b-1:0", messages=[{"role": "user", "content": "Hi"}]
+    )
     assert standin.requests[-1].path == "/openai/v1/chat/completions"
     record = proxy.record(request_id)
-    assert (record["provider"], record["model"], record["input_tokens"]) == ("bedrock", "openai.gpt-oss-20b-1:0", answer.usage.prompt_tokens)
+    assert (record["provider"], record["model"], record["input_tokens"]) == (
+        "bedrock",
+        "openai.gpt-oss-20b-1:0",
+        answer.usage.prompt_tokens,
+    )
 
 
 # -- errors, exceptions, cuts ---------------------------------------------------------------------------
@@ -235,7 +282,9 @@ def test_a_mid_stream_exception(standin: StandIn, proxy: RunningProxy, key: str)
     assert seen[0] == seen[1] and seen[0][1]["Code"] == "throttlingException"
     record = proxy.record(request_id)
     assert (record["status"], record["error_type"], record["input_tokens"]) == (200, "upstream_stream_error", None)
-    assert record["response_body"].endswith('event: throttlingException\ndata: {"message":"The stream was interrupted by the stand-in (scenario stream-error)."}\n\n')
+    assert record["response_body"].endswith(
+        'event: throttlingException\ndata: {"message":"The stream was interrupted by the stand-in (scenario stream-error)."}\n\n'
+    )
 
 
 def test_a_stream_cut_by_the_provider(proxy: RunningProxy, key: str) -> None:
@@ -272,7 +321,11 @@ def test_the_cache_keys_on_the_unsigned_request(standin: StandIn, proxy: Running
     assert (first.headers["helicone-cache"], second.headers["helicone-cache"]) == ("MISS", "HIT")
     assert second.content == first.content and len(standin.requests) == 1
     hit = proxy.record(second.headers["helicone-id"])
-    assert (hit["cache_status"], hit["cost_usd"], hit["input_tokens"]) == ("HIT", 0.0, proxy.record(first.headers["helicone-id"])["input_tokens"])
+    assert (hit["cache_status"], hit["cost_usd"], hit["input_tokens"]) == (
+        "HIT",
+        0.0,
+        proxy.record(first.headers["helicone-id"])["input_tokens"],
+    )
 
 
 def test_retries_are_signed_again(standin: StandIn, proxy: RunningProxy, key: str) -> None:
@@ -286,7 +339,10 @@ def test_retries_are_signed_again(standin: StandIn, proxy: RunningProxy, key: st
     }
     answer = raw(base(proxy), CONVERSE, BODY, headers=headers)
     assert answer.status_code == 200 and len(standin.requests) == 2
-    assert all((r.header("authorization") or "").startswith(f"AWS4-HMAC-SHA256 Credential={RELAYLOG_IDENTITY.access_key}/") for r in standin.requests)
+    assert all(
+        (r.header("authorization") or "").startswith(f"AWS4-HMAC-SHA256 Credential={RELAYLOG_IDENTITY.access_key}/")
+        for r in standin.requests
+    )
     assert proxy.record(answer.headers["helicone-id"])["attempt_count"] == 2
 
 
@@ -302,12 +358,34 @@ def test_fallbacks_are_signed_for_their_target(standin: StandIn, proxy: RunningP
     assert [signed_by_request(r) for r in standin.requests] == [RELAYLOG_IDENTITY.access_key] * 2
 
 
+def test_a_fallback_with_its_own_bedrock_api_key_is_not_signed(standin: StandIn, proxy: RunningProxy, key: str) -> None:
+    # The call itself is signed by relaylog; the second entry brings the client's own Bedrock API key.
+    standin.clear()
+    entries = [
+        {"target-url": standin.url, "headers": {"x-standin-fault": "status=503"}},
+        {"target-url": standin.url, "headers": {"authorization": "Bearer fallback-bedrock-key"}},
+    ]
+    headers = {"Helicone-Auth": f"Bearer {key}", "Helicone-Fallbacks": json.dumps(entries)}
+    answer = raw(base(proxy), CONVERSE, BODY, headers=headers)
+    assert (answer.status_code, answer.headers["helicone-fallback-index"]) == (200, "1")
+    first, second = standin.requests
+    assert signed_by_request(first) == RELAYLOG_IDENTITY.access_key
+    sent = [
+        (name.lower(), value) for name, value in second.headers if name.lower().startswith(("authorization", "x-amz-"))
+    ]
+    assert sent == [("authorization", "Bearer fallback-bedrock-key")]
+
+
 def signed_by_request(request: Any) -> str:
     return (request.header("authorization") or "").split("Credential=", 1)[1].split("/", 1)[0]
 
 
 def test_rate_limits(proxy: RunningProxy, key: str) -> None:
-    headers = {"Helicone-Auth": f"Bearer {key}", "Helicone-RateLimit-Policy": "1;w=600;s=user", "Helicone-User-Id": str(uuid.uuid4())}
+    headers = {
+        "Helicone-Auth": f"Bearer {key}",
+        "Helicone-RateLimit-Policy": "1;w=600;s=user",
+        "Helicone-User-Id": str(uuid.uuid4()),
+    }
     assert raw(base(proxy), CONVERSE, BODY, headers=headers).status_code == 200
     limited = raw(base(proxy), CONVERSE, BODY, headers=headers)
     assert (limited.status_code, limited.json()["error"]["type"]) == (429, "rate_limited")

@@ -4,6 +4,7 @@ and the SigV4 check accepts botocore's signatures and nothing else."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 from collections.abc import Iterator
@@ -67,12 +68,25 @@ def test_converse_and_its_stream_as_boto3_reads_them(s: StandIn) -> None:
 
 
 def test_tool_use_streams_its_input_in_pieces(s: StandIn) -> None:
-    tools = {"tools": [{"toolSpec": {"name": "get_weather", "inputSchema": {"json": {"type": "object", "properties": {"city": {"type": "string"}}}}}}]}
+    tools = {
+        "tools": [
+            {
+                "toolSpec": {
+                    "name": "get_weather",
+                    "inputSchema": {"json": {"type": "object", "properties": {"city": {"type": "string"}}}},
+                }
+            }
+        ]
+    }
     bedrock = client(s.url)
     whole = bedrock.converse(modelId="anthropic.claude-3-haiku-20240307-v1:0", messages=MESSAGES, toolConfig=tools)
     use = whole["output"]["message"]["content"][0]["toolUse"]
     assert (use["name"], use["input"], whole["stopReason"]) == ("get_weather", {"city": "Paris"}, "tool_use")
-    events = list(bedrock.converse_stream(modelId="anthropic.claude-3-haiku-20240307-v1:0", messages=MESSAGES, toolConfig=tools)["stream"])
+    events = list(
+        bedrock.converse_stream(modelId="anthropic.claude-3-haiku-20240307-v1:0", messages=MESSAGES, toolConfig=tools)[
+            "stream"
+        ]
+    )
     start = next(e["contentBlockStart"]["start"]["toolUse"] for e in events if "contentBlockStart" in e)
     pieces = [e["contentBlockDelta"]["delta"]["toolUse"]["input"] for e in events if "contentBlockDelta" in e]
     assert start["name"] == "get_weather" and start["toolUseId"].startswith("tooluse_")
@@ -82,7 +96,14 @@ def test_tool_use_streams_its_input_in_pieces(s: StandIn) -> None:
 @pytest.mark.parametrize(
     ("model", "body"),
     [
-        ("us.anthropic.claude-3-5-sonnet-20241022-v2:0", {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 50, "messages": [{"role": "user", "content": "Hi"}]}),
+        (
+            "us.anthropic.claude-3-5-sonnet-20241022-v2:0",
+            {
+                "anthropic_version": "bedrock-2023-05-31",
+                "max_tokens": 50,
+                "messages": [{"role": "user", "content": "Hi"}],
+            },
+        ),
         ("amazon.nova-lite-v1:0", {"messages": MESSAGES}),
         ("meta.llama3-1-8b-instruct-v1:0", {"prompt": "Hi", "max_gen_len": 50}),
         ("amazon.titan-text-express-v1", {"inputText": "Hi"}),
@@ -94,7 +115,9 @@ def test_invoke_model_families_and_their_streams(s: StandIn, model: str, body: d
     bedrock = client(s.url)
     answer = bedrock.invoke_model(modelId=model, body=json.dumps(body))
     headers = answer["ResponseMetadata"]["HTTPHeaders"]
-    assert int(headers["x-amzn-bedrock-input-token-count"]) > 0 and int(headers["x-amzn-bedrock-output-token-count"]) > 0
+    assert (
+        int(headers["x-amzn-bedrock-input-token-count"]) > 0 and int(headers["x-amzn-bedrock-output-token-count"]) > 0
+    )
     json.loads(answer["body"].read())
     streamed = bedrock.invoke_model_with_response_stream(modelId=model, body=json.dumps(body))
     chunks = [json.loads(e["chunk"]["bytes"]) for e in streamed["body"]]
@@ -108,7 +131,12 @@ def test_invoke_model_families_and_their_streams(s: StandIn, model: str, body: d
 
 @pytest.mark.parametrize(
     ("status", "name"),
-    [(400, "ValidationException"), (403, "AccessDeniedException"), (429, "ThrottlingException"), (503, "ServiceUnavailableException")],
+    [
+        (400, "ValidationException"),
+        (403, "AccessDeniedException"),
+        (429, "ThrottlingException"),
+        (503, "ServiceUnavailableException"),
+    ],
 )
 def test_error_shapes(s: StandIn, status: int, name: str) -> None:
     bedrock = client(s.url, headers={"x-standin-fault": f"status={status}"})
@@ -124,7 +152,9 @@ def test_mid_stream_exceptions(s: StandIn, exception: str) -> None:
     bedrock = client(s.url, headers={"x-standin-scenario": "stream-error", "x-standin-stream-exception": exception})
     for call in (
         lambda: bedrock.converse_stream(modelId="amazon.nova-lite-v1:0", messages=MESSAGES)["stream"],
-        lambda: bedrock.invoke_model_with_response_stream(modelId="meta.llama3-1-8b-instruct-v1:0", body=b'{"prompt":"Hi"}')["body"],
+        lambda: bedrock.invoke_model_with_response_stream(
+            modelId="meta.llama3-1-8b-instruct-v1:0", body=b'{"prompt":"Hi"}'
+        )["body"],
     ):
         seen = []
         with pytest.raises(EventStreamError) as raised:
@@ -139,7 +169,7 @@ def test_frames_have_valid_crcs_and_bedrock_headers(s: StandIn) -> None:
     assert raw.headers["content-type"] == "application/vnd.amazon.eventstream"
     buffer = EventStreamBuffer()
     buffer.add_data(raw.content)
-    messages = list(buffer)  # raises ChecksumMismatch on a bad prelude or message CRC
+    messages: list[Any] = list(buffer)  # raises ChecksumMismatch on a bad prelude or message CRC
     assert sum(m.prelude.total_length for m in messages) == len(raw.content)
     assert [list(m.headers) for m in messages[:1]] == [[":event-type", ":content-type", ":message-type"]]
     assert all(json.loads(m.payload)["p"] for m in messages)  # Bedrock's padding field
@@ -163,7 +193,10 @@ def test_sigv4_is_checked(s: StandIn) -> None:
     stale = _signed_post(s.url, path, body, at=time.time() - 3600)
     assert stale.status_code == 403 and b"Signature expired" in stale.content
     unsigned = httpx.post(s.url + path, json=body)
-    assert (unsigned.status_code, unsigned.headers["x-amzn-errortype"].split(":")[0]) == (403, "MissingAuthenticationTokenException")
+    assert (unsigned.status_code, unsigned.headers["x-amzn-errortype"].split(":")[0]) == (
+        403,
+        "MissingAuthenticationTokenException",
+    )
     api_key = httpx.post(s.url + path, json=body, headers={"authorization": "Bearer bedrock-api-key-abc"})
     assert api_key.status_code == 200
     bad_key = httpx.post(s.url + path, json=body, headers={"authorization": "Bearer bad-key"})
@@ -190,7 +223,9 @@ def _signed_post(
 
         from botocore import auth
 
-        when = auth.datetime.datetime.fromtimestamp(at, auth.datetime.timezone.utc).replace(tzinfo=None)
+        when = datetime.datetime.fromtimestamp(at, datetime.UTC).replace(tzinfo=None)
         with mock.patch.object(auth, "get_current_datetime", return_value=when):
             signer.add_auth(request)
-    return httpx.post(url + (send_path or path), content=send_body if send_body is not None else data, headers=dict(request.headers))
+    return httpx.post(
+        url + (send_path or path), content=send_body if send_body is not None else data, headers=dict(request.headers)
+    )

@@ -12,13 +12,15 @@ from moto.athena.models import QueryResults, athena_backends
 from relaylog.aggregate.process import process_object
 from relaylog.aws import layout
 from relaylog.aws.athena import run_query
-from relaylog.aws.keys import DynamoKeyStore
 from relaylog.aws.stack import StackError
 from relaylog.cli import main
+from relaylog.keys.dynamo import DynamoKeyStore
 
 from tests.support.aws import REGION, Stack
 from tests.support.records import make_record
 from tests.test_queries import QUERIES
+
+pytestmark = pytest.mark.aws
 
 STACK = "relaylog-prod"
 

@@ -26,12 +26,15 @@ from relaylog.gateway.ratelimit import parse_policy
 from relaylog.gateway.retry import read_retry
 from relaylog.headers import bearer, narrow_accept_encoding, request_id, split_headers
 from relaylog.providers.outcome import read_outcome
-from relaylog.providers.parsing import SSEBody, SSESplitter, parse_request, parse_response, stream_ended
+from relaylog.providers.parsing import parse_request, parse_response, stream_ended
 from relaylog.providers.routing import RouteError, resolve, resolve_target
+from relaylog.providers.sse import SSEBody, SSESplitter
 from relaylog.relay.stream_usage import UsageStripper, inject, remove_top_level_key
 from relaylog.usage import Observed
 
 from tests.standin.eventstream import event, exception
+
+pytestmark = pytest.mark.slow
 
 DEADLINE = timedelta(seconds=2)
 FUZZ = settings(

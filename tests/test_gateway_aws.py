@@ -19,10 +19,10 @@ import orjson
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from relaylog.aws import layout
-from relaylog.aws.cache import DynamoCacheStore
-from relaylog.aws.counters import DynamoCounters
 from relaylog.aws.proxy import create_app
 from relaylog.gateway.cache import CachedResponse
+from relaylog.gateway.cache.dynamo import DynamoCacheStore
+from relaylog.gateway.counters.dynamo import DynamoCounters
 from relaylog.gateway.ratelimit import RateLimiter, parse_policy
 from relaylog.providers.registry import PROVIDERS
 
@@ -30,6 +30,8 @@ from tests.standin import StandIn
 from tests.support.aws import REGION, Stack
 from tests.support.lambda_emulator import LambdaEmulator
 from tests.support.lambda_runtime import InProcessRuntime
+
+pytestmark = pytest.mark.aws
 
 SECRET = "sk-test-never-logged"
 PROVIDER_KEY = "sk-test-gateway-aws"
@@ -156,7 +158,7 @@ def test_s3_unavailable_is_a_miss_and_a_warning(aws_stack: Stack, caplog: pytest
     asyncio.run(cache.put("big", 0, entry))
     s3 = aws_stack.client("s3")
     s3.delete_object(Bucket=aws_stack.bucket, Key="cache/big/0")
-    with caplog.at_level(logging.WARNING, logger="relaylog.aws.cache"):
+    with caplog.at_level(logging.WARNING, logger="relaylog.gateway.cache.dynamo"):
         assert asyncio.run(cache.get("big", 0)) is None  # the object is gone: NoSuchKey
         s3.delete_bucket(Bucket=aws_stack.bucket)
         assert asyncio.run(cache.get("big", 0)) is None  # the bucket is gone: NoSuchBucket
@@ -172,7 +174,7 @@ def test_dynamodb_errors_are_misses_and_dropped_writes(aws_stack: Stack, caplog:
     down = Failing(EndpointConnectionError(endpoint_url="https://dynamodb.us-east-1.amazonaws.com"))
     for client in (throttled, down):
         cache = DynamoCacheStore(aws_stack.table, aws_stack.bucket, client, aws_stack.client("s3"))
-        with caplog.at_level(logging.WARNING, logger="relaylog.aws.cache"):
+        with caplog.at_level(logging.WARNING, logger="relaylog.gateway.cache.dynamo"):
             assert asyncio.run(cache.get("k", 0)) is None
             asyncio.run(cache.put("k", 0, _entry()))
         assert client.calls == 2
@@ -305,7 +307,7 @@ def test_a_limiter_outage_fails_open(aws_stack: Stack, caplog: pytest.LogCapture
     until = time.time() + 60
     throttled = Failing(_error("ThrottlingException", "UpdateItem"))
     down = Failing(EndpointConnectionError(endpoint_url="https://dynamodb.us-east-1.amazonaws.com"))
-    with caplog.at_level(logging.WARNING, logger="relaylog.aws.counters"):
+    with caplog.at_level(logging.WARNING, logger="relaylog.gateway.counters.dynamo"):
         for client in (throttled, down):
             counters = DynamoCounters(aws_stack.table, client)
             assert asyncio.run(counters.take("c", 1, 10, until)) == (True, 1)

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from relaylog.gateway import counters_sqlite
 from relaylog.gateway.cache import CachedResponse, encode
-from relaylog.gateway.cache_files import FileCacheStore
-from relaylog.gateway.counters_sqlite import SqliteCounters
+from relaylog.gateway.cache.files import FileCacheStore
+from relaylog.gateway.counters import sqlite as counters_sqlite
+from relaylog.gateway.counters.sqlite import SqliteCounters
 
 KEY = "3f" + "a1" * 31  # a sha256 hex digest, as the relay makes cache keys
 
@@ -121,6 +121,7 @@ def _fill_slot(root: str, text: str, count: int, start: Any) -> None:
         asyncio.run(store.put(KEY, 0, entry(text * 50)))
 
 
+@pytest.mark.slow
 def test_two_processes_filling_one_slot_never_leave_a_torn_entry(tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("spawn")
     start = ctx.Event()
@@ -179,6 +180,7 @@ def _take_many(path: str, threads: int, tries: int, limit: float, start: Any, re
     results.put(granted)
 
 
+@pytest.mark.slow
 def test_processes_and_threads_never_take_more_than_the_limit(tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("spawn")
     path = str(tmp_path / "counters.sqlite")

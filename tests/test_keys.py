@@ -13,7 +13,8 @@ from typing import Any
 import orjson
 import pytest
 from relaylog import keys as keys_module
-from relaylog.keys import KeyFileError, KeyStore, KeysUnavailable
+from relaylog.keys import KeysUnavailable
+from relaylog.keys.file import KeyFileError, KeyStore
 
 
 class Clock:

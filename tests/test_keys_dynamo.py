@@ -8,10 +8,12 @@ import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
 from relaylog.aws import layout
-from relaylog.aws.keys import DynamoKeyStore
 from relaylog.keys import KeysUnavailable, hash_key
+from relaylog.keys.dynamo import DynamoKeyStore
 
 from tests.support.aws import REGION, Stack
+
+pytestmark = pytest.mark.aws
 
 
 def _store(stack: Stack, **kwargs: Any) -> DynamoKeyStore:

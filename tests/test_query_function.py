@@ -17,12 +17,14 @@ from typing import Any
 import pytest
 from relaylog.aggregate.process import process_object
 from relaylog.aws import layout
-from relaylog.aws.keys import DynamoKeyStore
+from relaylog.keys.dynamo import DynamoKeyStore
 from relaylog.query import dashboard
 
 from tests.support.aggregator import LambdaContext
 from tests.support.aws import Stack
 from tests.support.records import make_record
+
+pytestmark = pytest.mark.aws
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "functions" / "query" / "app.py"

@@ -68,7 +68,13 @@ CLIENT_SIGV4 = (
     "AWS4-HMAC-SHA256 Credential=AKIALEAKCANARYCLIENT/20260101/us-east-1/bedrock/aws4_request, "
     f"SignedHeaders=host;x-amz-date;x-amz-security-token, Signature={CLIENT_SIGNATURE}"
 )
-AWS_SECRETS = (BEDROCK_API_KEY, CLIENT_SIGNATURE, CLIENT_SESSION_TOKEN, RELAYLOG_IDENTITY.secret_key, str(RELAYLOG_IDENTITY.token))
+AWS_SECRETS = (
+    BEDROCK_API_KEY,
+    CLIENT_SIGNATURE,
+    CLIENT_SESSION_TOKEN,
+    RELAYLOG_IDENTITY.secret_key,
+    str(RELAYLOG_IDENTITY.token),
+)
 # Every log line of these loggers is kept, at DEBUG.
 LOGGERS = ("", "relaylog", "uvicorn", "uvicorn.error", "uvicorn.access", "aiohttp", "asyncio", "botocore", "boto3")
 RETRY = {"Helicone-Retry-Enabled": "true", "Helicone-Retry-Min-Timeout": "10", "Helicone-Retry-Max-Timeout": "50"}
@@ -215,7 +221,11 @@ def _every_path(
     # Bedrock: relaylog signs (the client's own signature is dropped), or the client's API key passes.
     path = "/bedrock/us-east-1/model/us.amazon.nova-lite-v1%3A0/converse"
     converse = {"messages": [{"role": "user", "content": [{"text": f"hi {tag}"}]}]}
-    signed = {"Authorization": CLIENT_SIGV4, "X-Amz-Security-Token": CLIENT_SESSION_TOKEN, "X-Amz-Date": "20260101T000000Z"}
+    signed = {
+        "Authorization": CLIENT_SIGV4,
+        "X-Amz-Security-Token": CLIENT_SESSION_TOKEN,
+        "X-Amz-Date": "20260101T000000Z",
+    }
     assert send("bedrock-signed", "POST", path, {**auth, **signed}, json=converse).status_code == 200
     assert send("bedrock-stream", "POST", path + "-stream", {**auth, **signed}, json=converse).status_code == 200
     bearer_key = {**auth, "Authorization": f"Bearer {BEDROCK_API_KEY}"}
@@ -266,6 +276,7 @@ def _wait_for_records(proxy: RunningProxy, count: int) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_no_secret_reaches_a_local_file_log_or_response(
     make_proxy: Callable[..., RunningProxy],
     standin: StandIn,
@@ -359,6 +370,7 @@ def _s3_objects(stack: Stack, scratch: Path) -> dict[str, bytes]:
     return found
 
 
+@pytest.mark.aws
 def test_no_secret_reaches_aws_storage_metrics_logs_or_responses(
     aws_stack: Stack,
     standin: StandIn,

@@ -16,13 +16,15 @@ import pytest
 from aws_lambda_powertools import Metrics
 from botocore.exceptions import ClientError, EndpointConnectionError
 from relaylog.config import Settings
-from relaylog.exchange import Exchange
 from relaylog.headers import HeliconeMeta
+from relaylog.observe import Exchange
 from relaylog.providers.registry import PROVIDERS
 from relaylog.sinks.firehose import MAX_RECORD_BYTES, FirehoseSink
 
 from tests.standin import StandIn
 from tests.support.aws import REGION, Stack
+
+pytestmark = pytest.mark.aws
 
 SETTINGS = Settings()
 
@@ -331,8 +333,8 @@ def test_the_lambda_app_records_a_real_call_through_firehose(
 ) -> None:
     import asyncio
 
-    from relaylog.aws.keys import DynamoKeyStore
     from relaylog.aws.proxy import create_app
+    from relaylog.keys.dynamo import DynamoKeyStore
 
     monkeypatch.setenv("RELAYLOG_UPSTREAM_OPENAI", standin.url)
     standin.fault = None

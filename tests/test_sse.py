@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from relaylog.providers.parsing import SSEBody, SSESplitter, sse_events
+from relaylog.providers.sse import SSEBody, SSESplitter, sse_events
 
 OPENAI = (
     b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1741570283,'

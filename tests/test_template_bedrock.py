@@ -8,7 +8,11 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from typing import Any
 
+import pytest
+
 from tests.support.sam import transformed
+
+pytestmark = pytest.mark.sam
 
 ACCOUNT = "123456789012"
 

@@ -19,9 +19,9 @@ from typing import Any
 import boto3
 import pytest
 from relaylog.aws import clients, layout
-from relaylog.aws.keys import DynamoKeyStore
 from relaylog.aws.proxy import create_app
 from relaylog.cli import main
+from relaylog.keys.dynamo import DynamoKeyStore
 from relaylog.verify import aws as verify_aws
 from relaylog.verify.aws import hour_prefix
 
@@ -31,6 +31,8 @@ from tests.support.lambda_emulator import LambdaEmulator
 from tests.support.lambda_runtime import InProcessRuntime
 from tests.support.sam import load_template
 from tests.test_sink_firehose import Flaky, _error
+
+pytestmark = pytest.mark.aws
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK = "relaylog-prod"
@@ -59,7 +61,7 @@ class Deployed:
     runtime: InProcessRuntime
     outputs: dict[str, str]
     athena: DuckDBAthena
-    aggregator: ModuleType
+    aggregator: Any  # the loaded function module: tests replace its clients
 
 
 @pytest.fixture

@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote
 
+from .aws.layout import DEFAULT_INDEX_DAYS, ENV_HOURLY_TTL_DAYS, ENV_INDEX_DAYS
+from .keys.file import RELOAD_INTERVAL_S
 from .providers.registry import PROVIDERS
+from .rollups import DEFAULT_HOURLY_TTL_DAYS
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 # On Lambda a request arrives as one Function URL event of at most 6 MB, Lambda's MB being 1,024 KB
@@ -21,6 +24,9 @@ MAX_REQUEST_BYTES = 64 * 1024 * 1024
 FUNCTION_URL_PAYLOAD_BYTES = 6 * 1024 * 1024
 FUNCTION_URL_ENVELOPE_BYTES = 1024
 LAMBDA_MAX_REQUEST_BYTES = FUNCTION_URL_PAYLOAD_BYTES - FUNCTION_URL_ENVELOPE_BYTES
+# Response bytes kept for the record (beyond, a body is stored truncated and said so in parse_error).
+# A limit of its own: responses are not bounded by what a Function URL accepts as a request.
+MAX_CAPTURE_BYTES = 64 * 1024 * 1024
 BODY_INLINE_MAX = 256 * 1024
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 600.0
@@ -63,6 +69,7 @@ class Settings:
     # Providers asked for stream usage when the client did not ask; None = the registry's choice.
     stream_usage_providers: frozenset[str] | None = None
     max_request_bytes: int = MAX_REQUEST_BYTES
+    max_capture_bytes: int = MAX_CAPTURE_BYTES
     # Bodies larger than this go to a file referenced by *_body_ref instead of into the record.
     body_inline_max: int = BODY_INLINE_MAX
     connect_timeout_s: float = CONNECT_TIMEOUT_S
@@ -73,6 +80,8 @@ class Settings:
     body_timeout_s: float = BODY_TIMEOUT_S
     max_header_bytes: int = MAX_HEADER_BYTES
     max_header_count: int = MAX_HEADER_COUNT
+    # How often a running server looks at keys.json for keys created or revoked by another process.
+    key_reload_s: float = RELOAD_INTERVAL_S
     # Spans to an OpenTelemetry collector; None (the default) unless an OTLP endpoint is set.
     otel: OtelSettings | None = None
 
@@ -97,13 +106,12 @@ class Settings:
                 else _default_allowlist()
             ),
             stream_usage_providers=(
-                frozenset(p.strip() for p in stream_usage.split(",") if p.strip())
-                if stream_usage is not None
-                else None
+                frozenset(p.strip() for p in stream_usage.split(",") if p.strip()) if stream_usage is not None else None
             ),
             max_request_bytes=_env_int(
                 "RELAYLOG_MAX_REQUEST_BYTES", LAMBDA_MAX_REQUEST_BYTES if on_lambda else MAX_REQUEST_BYTES
             ),
+            max_capture_bytes=_env_int("RELAYLOG_MAX_CAPTURE_BYTES", MAX_CAPTURE_BYTES),
             body_inline_max=_env_int("RELAYLOG_BODY_INLINE_MAX", BODY_INLINE_MAX),
             connect_timeout_s=_env_float("RELAYLOG_CONNECT_TIMEOUT", CONNECT_TIMEOUT_S),
             read_timeout_s=_env_float("RELAYLOG_READ_TIMEOUT", READ_TIMEOUT_S),
@@ -119,6 +127,42 @@ class Settings:
             return provider in self.stream_usage_providers
         known = PROVIDERS.get(provider)
         return known is not None and known.stream_usage
+
+
+# -- the `relaylog` command and the query back end on AWS ---------------------------------------
+
+DATA_DIR_ENV = "RELAYLOG_DATA_DIR"
+KEY_ENV = "RELAYLOG_KEY"
+DEFAULT_DATA_DIR = Path("relaylog-data")
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSettings:
+    """What the `relaylog` command takes from the environment when its options do not say."""
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    key: str | None = None  # the relaylog key `relaylog verify` sends; never shown
+
+    @classmethod
+    def from_env(cls) -> CommandSettings:
+        env = os.environ
+        return cls(data_dir=Path(env.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR), key=env.get(KEY_ENV) or None)
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long the stack keeps what the query back end reads: the request index and the hourly
+    rollups (the template's IndexRetentionDays and HourlyRollupDays, set on its functions)."""
+
+    index_days: int = DEFAULT_INDEX_DAYS
+    hourly_rollup_days: int = DEFAULT_HOURLY_TTL_DAYS
+
+    @classmethod
+    def from_env(cls) -> Retention:
+        return cls(
+            index_days=_env_int(ENV_INDEX_DAYS, DEFAULT_INDEX_DAYS),
+            hourly_rollup_days=_env_int(ENV_HOURLY_TTL_DAYS, DEFAULT_HOURLY_TTL_DAYS),
+        )
 
 
 # -- OpenTelemetry export (relaylog.otel) ----------------------------------------------------------
@@ -199,11 +243,11 @@ def otel_from_env(env: Mapping[str, str]) -> OtelSettings | None:
     headers.update(_key_values(env, "OTEL_EXPORTER_OTLP_TRACES_HEADERS"))
     return OtelSettings(
         endpoint=endpoint,
-        protocol=protocol,  # type: ignore[arg-type]
+        protocol=protocol,
         headers=tuple(headers.items()),
         # The spec gives OTLP timeouts in milliseconds.
         timeout_s=float(_signal(env, "TIMEOUT") or 10_000) / 1000.0,
-        compression=compression,  # type: ignore[arg-type]
+        compression=compression,
         insecure=None if not insecure else insecure == "true",
         service_name=service,
         resource=tuple((k, v) for k, v in resource if k != "service.name"),

@@ -1,21 +1,16 @@
-"""Cost of a call in USD, from the genai-prices package.
+"""Cost of a call in USD, from the genai-prices package, at thousands of records per second.
 
-genai-prices' `calc_price` costs 65-115 µs per call here (model lookup, price-set validation,
-usage inference, Decimal arithmetic). relaylog prices thousands of records per second, and real
-traffic rarely repeats a usage exactly, so caching results alone does not help much. This module:
+genai-prices' own `calc_price` is exact but slow for that (see `price_plan.py` for the numbers),
+and real traffic rarely repeats a usage exactly, so caching results alone does not help much.
+This module:
 
 - resolves (provider, model) once, in a bounded LRU. It calls genai-prices' own lookup functions
   but not `DataSnapshot.find_provider_model`, whose internal caches are unbounded and keyed by the
   model string, which clients choose freely;
 - picks the price set in force at the request time on every call (`ModelInfo.get_prices`: cheap,
   and not cacheable by date alone because some prices change by time of day);
-- turns each price set into a `_Plan` once: the priced units in genai-prices' order, how they nest
-  (cache reads inside input, audio inside input, ...) and which unreported units genai-prices
-  would refuse to infer. Pricing one usage is then a few integer subtractions plus genai-prices'
-  own `calc_unit_price` per unit, the same Decimal arithmetic in the same order. Each plan is
-  checked against genai-prices' `ModelPrice.calc_price` on probe usages before use; a plan that
-  disagrees (say, after a genai-prices upgrade changed the rules) is not used and the library
-  prices every call;
+- prices the usage with that price set's plan (`price_plan.py`), compiled once per price set and
+  checked against genai-prices before use, or with genai-prices itself where no plan applies;
 - caches results per (price set, provider, usage) in a bounded LRU.
 """
 
@@ -25,19 +20,14 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
-from itertools import combinations
 from typing import Any
 
 import genai_prices
 from genai_prices import data_snapshot
 from genai_prices import types as gp
-from genai_prices.data_units import unit_data
-from genai_prices.units import UnitDef, UnitRegistry
-from genai_prices.validation import validate_priced_units
 
+from relaylog.price_plan import Plan, compile_plan
 from relaylog.providers.registry import Provider
 from relaylog.usage import Usage
 
@@ -84,7 +74,7 @@ class _LRU:
 
 
 _models = _LRU(4096)  # (prices_id, model) -> (gp.Provider, gp.ModelInfo) | None
-_plans = _LRU(1024)  # id(ModelPrice) -> (ModelPrice, _Plan | None)
+_plans = _LRU(1024)  # id(ModelPrice) -> (ModelPrice, Plan | None)
 _results = _LRU(65536)  # (id(ModelPrice), provider id, Usage) -> (ModelPrice, cost)
 _snapshot: data_snapshot.DataSnapshot | None = None
 
@@ -132,9 +122,7 @@ def _price(usage: Usage, model: str, prices_id: str, at: datetime) -> tuple[floa
     if plan is not None and plan.accepts(values):
         total = plan.total(values)
     else:
-        calc = info.calc_price(
-            genai_prices.Usage(**values), gp_provider, genai_request_timestamp=at
-        )
+        calc = info.calc_price(genai_prices.Usage(**values), gp_provider, genai_request_timestamp=at)
         total = calc.total_price
     cost = round(float(total), 10)
     _results.put(key, (model_price, cost))
@@ -210,163 +198,12 @@ def _genai_values(usage: Usage, model_price: gp.ModelPrice) -> dict[str, int]:
     return values
 
 
-# ---------------------------------------------------------------------------------------------
-# Plans: genai-prices' ModelPrice.calc_price, with the per-price-set work done once.
-
-_REGISTRY = UnitRegistry(unit_data)
-_REPORTABLE = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "output_reasoning_tokens",
-    "input_audio_tokens",
-    "output_audio_tokens",
-    "cache_audio_read_tokens",
-    "cache_write_1h_tokens",
-)
-_PLANNED = frozenset(_REPORTABLE)
-# Usages a new plan must price exactly like genai-prices (or fail like it) before it is used.
-_PROBES: tuple[dict[str, int], ...] = (
-    {"input_tokens": 1_000, "output_tokens": 10},
-    {"input_tokens": 0, "output_tokens": 0},
-    {"input_tokens": 300_123, "output_tokens": 2_345, "cache_read_tokens": 100_000},
-    {
-        "input_tokens": 57_001,
-        "output_tokens": 9_007,
-        "cache_read_tokens": 20_011,
-        "cache_write_tokens": 7_003,
-        "output_reasoning_tokens": 4_001,
-        "input_audio_tokens": 3_001,
-        "output_audio_tokens": 1_009,
-    },
-    {
-        "input_tokens": 9_000,
-        "output_tokens": 500,
-        "cache_read_tokens": 9_000,
-        "input_audio_tokens": 4_000,
-        "cache_audio_read_tokens": 4_000,
-    },
-    {
-        "input_tokens": 45_000,
-        "output_tokens": 700,
-        "cache_read_tokens": 10_000,
-        "cache_write_tokens": 30_000,
-        "cache_write_1h_tokens": 12_000,
-    },
-    {"input_tokens": 100, "output_tokens": 5, "cache_read_tokens": 200},  # invalid: must fail
-)
-
-
-def _is_below(ancestor: UnitDef, unit: UnitDef) -> bool:
-    return ancestor is not unit and ancestor.dimensions.items() <= unit.dimensions.items()
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    # (usage key, price, per) in the order genai-prices adds unit prices up.
-    units: tuple[tuple[str, Decimal | gp.TieredPrices, int], ...]
-    # (usage key, priced descendants' keys), most specific first: leaf counts by subtraction.
-    leaves: tuple[tuple[str, tuple[str, ...]], ...]
-    # Priced keys we may not report: (key, reportable descendants, reportable pairs that join to
-    # it). genai-prices infers 0 for them unless one of those is reported non-zero, then it raises.
-    inferred: tuple[tuple[str, tuple[str, ...], tuple[tuple[str, str], ...]], ...]
-    tiered: bool
-
-    def accepts(self, values: dict[str, Any]) -> bool:
-        # Plain non-negative ints of the units plans are checked on; anything else goes to the
-        # library.
-        return all(k in _PLANNED and type(v) is int and v >= 0 for k, v in values.items())
-
-    def total(self, values: dict[str, int]) -> Decimal:
-        counts = dict(values)
-        for key, below, pairs in self.inferred:
-            if key in counts:
-                continue
-            if any(counts.get(k, 0) > 0 for k in below) or any(
-                counts.get(a, 0) > 0 and counts.get(b, 0) > 0 for a, b in pairs
-            ):
-                raise ValueError(f"Missing usage for {key}")
-        leaf: dict[str, int] = {"requests": 1}
-        for key, below in self.leaves:
-            n = counts.get(key, 0) - sum(leaf[k] for k in below)
-            if n < 0:
-                raise ValueError(f"Invalid usage data for {key}")
-            leaf[key] = n
-        total_input = counts.get("input_tokens", 0) if self.tiered else 0
-        total = Decimal(0)
-        for key, unit_price, per in self.units:
-            total += gp.calc_unit_price(unit_price, leaf[key], total_input, per)
-        return total
-
-
-def _plan_for(model_price: gp.ModelPrice, info: gp.ModelInfo) -> _Plan | None:
+def _plan_for(model_price: gp.ModelPrice, info: gp.ModelInfo) -> Plan | None:
     entry = _plans.get(id(model_price))
+    # Entries keep their price set: an id() can only be reused once that object is gone.
     if entry is not _MISSING and entry[0] is model_price:
-        cached: _Plan | None = entry[1]
+        cached: Plan | None = entry[1]
         return cached
-    plan: _Plan | None
-    try:
-        plan = _build_plan(model_price)
-        if plan is not None and not _agrees(plan, model_price):
-            log.warning("relaylog cost: fast pricing disagrees with genai-prices for %s", info.id)
-            plan = None
-    except Exception:
-        plan = None
+    plan = compile_plan(model_price, info.id)
     _plans.put(id(model_price), (model_price, plan))
     return plan
-
-
-def _build_plan(model_price: gp.ModelPrice) -> _Plan | None:
-    units_by_price_key = {unit.price_key: unit for unit in _REGISTRY.units.values()}
-    priced: list[tuple[UnitDef, Decimal | gp.TieredPrices]] = []
-    for price_key, value in vars(model_price).items():
-        if price_key.startswith("_") or value is None:
-            continue
-        unit = units_by_price_key.get(price_key)
-        if unit is None or not isinstance(value, Decimal | gp.TieredPrices):
-            return None  # something this plan does not model: leave it to the library
-        priced.append((unit, value))
-    validate_priced_units(tuple(unit for unit, _ in priced), _REGISTRY)
-
-    # Everything but "requests" is counted from the usage (a request counts once).
-    counted = [unit for unit, _ in priced if unit.usage_key != "requests"]
-    ordered = sorted(counted, key=lambda u: (-len(u.dimensions), u.usage_key))
-    leaves = tuple(
-        (unit.usage_key, tuple(d.usage_key for d in ordered if _is_below(unit, d)))
-        for unit in ordered
-    )
-    reportable = [_REGISTRY.units[key] for key in _REPORTABLE]
-    inferred = []
-    for unit in counted:  # any of them may be unreported in a given usage
-        below = tuple(r.usage_key for r in reportable if _is_below(unit, r))
-        pairs = tuple(
-            (a.usage_key, b.usage_key)
-            for a, b in combinations(reportable, 2)
-            if a.is_compatible_with(b)
-            and not (_is_below(a, b) or _is_below(b, a))
-            and dict(unit.dimensions) == {**a.dimensions, **b.dimensions}
-        )
-        inferred.append((unit.usage_key, below, pairs))
-    return _Plan(
-        units=tuple((unit.usage_key, value, unit.per) for unit, value in priced),
-        leaves=leaves,
-        inferred=tuple(inferred),
-        tiered=any(isinstance(value, gp.TieredPrices) for _, value in priced),
-    )
-
-
-def _agrees(plan: _Plan, model_price: gp.ModelPrice) -> bool:
-    for values in _PROBES:
-        try:
-            usage = genai_prices.Usage(**values)
-            expected: Decimal | None = model_price.calc_price(usage)["total_price"]
-        except ValueError:
-            expected = None
-        try:
-            got: Decimal | None = plan.total(values)
-        except ValueError:
-            got = None
-        if got != expected:
-            return False
-    return True

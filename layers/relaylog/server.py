@@ -15,17 +15,19 @@ from pathlib import Path
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
+from .asgi import Receive, Scope, Send
 from .config import Settings
 from .cost import load_prices
-from .gateway.cache_files import FileCacheStore
-from .gateway.counters_sqlite import SqliteCounters
+from .gateway.cache.files import FileCacheStore
+from .gateway.counters.sqlite import SqliteCounters
 from .gateway.services import Services
 from .http_guard import GuardedHttpToolsProtocol
-from .keys import KeyStore, KeysUnavailable
+from .keys import KeysUnavailable
+from .keys.file import KeyStore
 from .otel import shown, span_shipper
 from .query.api import QueryApp, is_query_path
 from .query.backend import Backend
-from .relay.app import Receive, RelayApp, Scope, Send
+from .relay.app import RelayApp
 from .sinks.local import LocalSink
 
 log = logging.getLogger("relaylog")
@@ -96,7 +98,7 @@ def _local_backend(data_dir: Path) -> Backend:
 
 
 def local_app(settings: Settings) -> LocalApp:
-    keys = KeyStore.in_data_dir(settings.data_dir)
+    keys = KeyStore.in_data_dir(settings.data_dir, settings.key_reload_s)
     query = QueryApp(functools.partial(_local_backend, settings.data_dir), keys)
     # Cache entries and rate-limit counters live in the data dir, shared by every worker process.
     sink = LocalSink(settings, span_shipper(settings))

@@ -86,7 +86,13 @@ def request_id(ids: Ids) -> str:
 
 
 def error(status: int, message: str | None = None, *, name: str | None = None, ids: Ids | None = None) -> Reply:
-    default_name, default_message = EXCEPTIONS.get(status, ("InternalServerException" if status >= 500 else "ValidationException", f"The stand-in answered with status {status}."))
+    default_name, default_message = EXCEPTIONS.get(
+        status,
+        (
+            "InternalServerException" if status >= 500 else "ValidationException",
+            f"The stand-in answered with status {status}.",
+        ),
+    )
     headers = [
         ("content-type", JSON_TYPE),
         ("x-amzn-requestid", request_id(ids or Ids(b"error"))),
@@ -141,7 +147,9 @@ class _Conversation:
         tools = [(s.get("name", "tool"), obj(s.get("inputSchema")).get("json")) for s in specs if "name" in s]
         last = obj(messages[-1] if messages else None).get("content")
         after_tool = isinstance(last, list) and any(isinstance(b, dict) and "toolResult" in b for b in last)
-        scenario = pick_scenario(req.header("x-standin-scenario"), model, "tool" if tools and not after_tool else "text")
+        scenario = pick_scenario(
+            req.header("x-standin-scenario"), model, "tool" if tools and not after_tool else "text"
+        )
         config = obj(body.get("inferenceConfig"))
         limit = config.get("maxTokens", config.get("max_new_tokens"))
         self.plan = make_plan(scenario, tools, after_tool=after_tool, reasoning_family=False, max_tokens=limit)
@@ -160,7 +168,9 @@ class _Conversation:
         text = self.plan.refusal if self.plan.refusal is not None else self.plan.text
         out: list[dict[str, Any]] = [{"text": text}] if text else []
         for i, call in enumerate(self.plan.calls):
-            out.append({"toolUse": {"toolUseId": self.tool_id(i), "name": call.name, "input": orjson.loads(call.arguments)}})
+            out.append(
+                {"toolUse": {"toolUseId": self.tool_id(i), "name": call.name, "input": orjson.loads(call.arguments)}}
+            )
         return out
 
     def tool_id(self, index: int) -> str:
@@ -168,7 +178,11 @@ class _Conversation:
 
     def usage(self, *, counts: bool = False) -> dict[str, int]:
         """Converse's usage, or Nova InvokeModel's (whose cache fields end in `Count`)."""
-        out = {"inputTokens": self.input, "outputTokens": self.output, "totalTokens": self.input + self.output + self.read + self.write}
+        out = {
+            "inputTokens": self.input,
+            "outputTokens": self.output,
+            "totalTokens": self.input + self.output + self.read + self.write,
+        }
         if self.plan.cached or counts:
             suffix = "Count" if counts else "s"
             out[f"cacheReadInputToken{suffix}"] = self.read
@@ -194,8 +208,18 @@ class _Conversation:
         for index, block in enumerate(self.blocks()):
             if "toolUse" in block:
                 use = block["toolUse"]
-                out.append(("contentBlockStart", {"contentBlockIndex": index, "start": {"toolUse": {"name": use["name"], "toolUseId": use["toolUseId"]}}}))
-                deltas = [{"toolUse": {"input": piece}} for piece in json_pieces(orjson.dumps(use["input"]).decode())]
+                out.append(
+                    (
+                        "contentBlockStart",
+                        {
+                            "contentBlockIndex": index,
+                            "start": {"toolUse": {"name": use["name"], "toolUseId": use["toolUseId"]}},
+                        },
+                    )
+                )
+                deltas: list[dict[str, Any]] = [
+                    {"toolUse": {"input": piece}} for piece in json_pieces(orjson.dumps(use["input"]).decode())
+                ]
             else:
                 deltas = [{"text": piece} for piece in text_pieces(block["text"])]
                 if self.plan.stream_error:
@@ -208,7 +232,9 @@ class _Conversation:
         return out
 
     def stream(self) -> Reply:
-        frames = [event(name, _dumps({**payload, "p": _pad(self.ids, i)})) for i, (name, payload) in enumerate(self.events())]
+        frames = [
+            event(name, _dumps({**payload, "p": _pad(self.ids, i)})) for i, (name, payload) in enumerate(self.events())
+        ]
         if self.plan.stream_error:
             frames.append(_stream_exception(self.req))
         return Reply(200, _stream_headers(self.ids), events=frames, tail=0 if self.plan.stream_error else 2)
@@ -218,7 +244,11 @@ class _Conversation:
         out = []
         for name, payload in self.events():
             if name == "metadata":
-                payload = {"usage": {"inputTokens": self.input, "outputTokens": self.output}, "metrics": {}, "trace": {}}
+                payload = {
+                    "usage": {"inputTokens": self.input, "outputTokens": self.output},
+                    "metrics": {},
+                    "trace": {},
+                }
             out.append({name: payload})
         return out
 
@@ -227,7 +257,9 @@ def _nova(req: Request, model: str, body: dict[str, Any], stream: bool) -> Reply
     talk = _Conversation(req, model, body)
     if stream:
         events = talk.nova_stream_events()
-        return _chunks(req, talk.ids, events, talk.plan, _metrics(talk.input, talk.output, talk.read, talk.write), closing=2)
+        return _chunks(
+            req, talk.ids, events, talk.plan, _metrics(talk.input, talk.output, talk.read, talk.write), closing=2
+        )
     if talk.plan.stream_error:
         return error(424, ids=talk.ids)
     payload = {
@@ -243,9 +275,15 @@ def _nova(req: Request, model: str, body: dict[str, Any], stream: bool) -> Reply
 
 def _anthropic(req: Request, model: str, body: dict[str, Any], stream: bool) -> Reply:
     if "anthropic_version" not in body:
-        return error(400, "Malformed input request: #: required key [anthropic_version] not found, please reformat your input and try again.")
+        return error(
+            400,
+            "Malformed input request: #: required key [anthropic_version] not found, please reformat your input and try again.",
+        )
     if not isinstance(body.get("messages"), list) or "max_tokens" not in body:
-        return error(400, "Malformed input request: #: required key [messages, max_tokens] not found, please reformat your input and try again.")
+        return error(
+            400,
+            "Malformed input request: #: required key [messages, max_tokens] not found, please reformat your input and try again.",
+        )
     bare = _bare_model(model)
     reported = bare.removeprefix("anthropic.").rsplit("-v", 1)[0]  # Claude's own name, without Bedrock's version
     msg = anthropic_api.message_for(req, body, model, reported)
@@ -267,7 +305,9 @@ def _text_plan(req: Request, model: str, body: dict[str, Any], limit: Any) -> tu
     scenario = pick_scenario(req.header("x-standin-scenario"), model, "text")
     if scenario in ("tool", "parallel-tools"):
         raise UsageError(f"scenario {scenario!r} needs Converse or a model that calls tools")
-    return make_plan(scenario, [], after_tool=False, reasoning_family=False, max_tokens=limit), seed_for(req.route, model, scenario, body, FIELDS)
+    return make_plan(scenario, [], after_tool=False, reasoning_family=False, max_tokens=limit), seed_for(
+        req.route, model, scenario, body, FIELDS
+    )
 
 
 def _llama(req: Request, model: str, body: dict[str, Any], stream: bool) -> Reply:
@@ -275,13 +315,31 @@ def _llama(req: Request, model: str, body: dict[str, Any], stream: bool) -> Repl
     prompt, output = max(1, estimate_tokens(body.get("prompt"))), plan.output_tokens()
     reason = "length" if plan.truncated else "stop"
     if not stream:
-        return _non_stream(plan, ids, {"generation": _text(plan), "prompt_token_count": prompt, "generation_token_count": output, "stop_reason": reason}, prompt, output)
+        return _non_stream(
+            plan,
+            ids,
+            {
+                "generation": _text(plan),
+                "prompt_token_count": prompt,
+                "generation_token_count": output,
+                "stop_reason": reason,
+            },
+            prompt,
+            output,
+        )
     pieces = plan.pieces()
     events = [
-        {"generation": piece, "prompt_token_count": prompt if i == 0 else None, "generation_token_count": i + 1, "stop_reason": None}
+        {
+            "generation": piece,
+            "prompt_token_count": prompt if i == 0 else None,
+            "generation_token_count": i + 1,
+            "stop_reason": None,
+        }
         for i, piece in enumerate(pieces)
     ]
-    events.append({"generation": "", "prompt_token_count": None, "generation_token_count": output, "stop_reason": reason})
+    events.append(
+        {"generation": "", "prompt_token_count": None, "generation_token_count": output, "stop_reason": reason}
+    )
     return _chunks(req, ids, events, plan, _metrics(prompt, output), closing=1)
 
 
@@ -290,12 +348,35 @@ def _titan(req: Request, model: str, body: dict[str, Any], stream: bool) -> Repl
     prompt, output = max(1, estimate_tokens(body.get("inputText"))), plan.output_tokens()
     reason = "LENGTH" if plan.truncated else "FINISH"
     if not stream:
-        return _non_stream(plan, ids, {"inputTextTokenCount": prompt, "results": [{"tokenCount": output, "outputText": _text(plan), "completionReason": reason}]}, prompt, output)
+        return _non_stream(
+            plan,
+            ids,
+            {
+                "inputTextTokenCount": prompt,
+                "results": [{"tokenCount": output, "outputText": _text(plan), "completionReason": reason}],
+            },
+            prompt,
+            output,
+        )
     events = [
-        {"outputText": piece, "index": 0, "totalOutputTextTokenCount": i + 1, "completionReason": None, "inputTextTokenCount": prompt if i == 0 else None}
+        {
+            "outputText": piece,
+            "index": 0,
+            "totalOutputTextTokenCount": i + 1,
+            "completionReason": None,
+            "inputTextTokenCount": prompt if i == 0 else None,
+        }
         for i, piece in enumerate(plan.pieces())
     ]
-    events.append({"outputText": "", "index": 0, "totalOutputTextTokenCount": output, "completionReason": reason, "inputTextTokenCount": None})
+    events.append(
+        {
+            "outputText": "",
+            "index": 0,
+            "totalOutputTextTokenCount": output,
+            "completionReason": reason,
+            "inputTextTokenCount": None,
+        }
+    )
     return _chunks(req, ids, events, plan, _metrics(prompt, output), closing=1)
 
 
@@ -312,14 +393,29 @@ def _mistral(req: Request, model: str, body: dict[str, Any], stream: bool) -> Re
 
 def _cohere(req: Request, model: str, body: dict[str, Any], stream: bool) -> Reply:
     plan, ids = _text_plan(req, model, body, body.get("max_tokens"))
-    prompt, output = max(1, estimate_tokens(body.get("message")) + estimate_tokens(body.get("chat_history"))), plan.output_tokens()
+    prompt, output = (
+        max(1, estimate_tokens(body.get("message")) + estimate_tokens(body.get("chat_history"))),
+        plan.output_tokens(),
+    )
     reason = "MAX_TOKENS" if plan.truncated else "COMPLETE"
     text = _text(plan)
-    history = [*(body.get("chat_history") or []), {"role": "USER", "message": body.get("message")}, {"role": "CHATBOT", "message": text}]
-    response = {"response_id": request_id(ids), "text": text, "generation_id": ids.hex("gen", 8), "chat_history": history, "finish_reason": reason}
+    history = [
+        *(body.get("chat_history") or []),
+        {"role": "USER", "message": body.get("message")},
+        {"role": "CHATBOT", "message": text},
+    ]
+    response = {
+        "response_id": request_id(ids),
+        "text": text,
+        "generation_id": ids.hex("gen", 8),
+        "chat_history": history,
+        "finish_reason": reason,
+    }
     if not stream:
         return _non_stream(plan, ids, response, prompt, output)
-    events: list[dict[str, Any]] = [{"is_finished": False, "event_type": "stream-start", "generation_id": response["generation_id"]}]
+    events: list[dict[str, Any]] = [
+        {"is_finished": False, "event_type": "stream-start", "generation_id": response["generation_id"]}
+    ]
     events += [{"is_finished": False, "event_type": "text-generation", "text": piece} for piece in plan.pieces()]
     events.append({"is_finished": True, "event_type": "stream-end", "response": response, "finish_reason": reason})
     return _chunks(req, ids, events, plan, _metrics(prompt, output), closing=1)
@@ -347,7 +443,12 @@ def _dumps(value: Any) -> bytes:
 
 
 def _metrics(inp: int, out: int, read: int = 0, write: int = 0) -> dict[str, int]:
-    metrics = {"inputTokenCount": inp, "outputTokenCount": out, "invocationLatency": _LATENCY_MS, "firstByteLatency": _FIRST_BYTE_MS}
+    metrics = {
+        "inputTokenCount": inp,
+        "outputTokenCount": out,
+        "invocationLatency": _LATENCY_MS,
+        "firstByteLatency": _FIRST_BYTE_MS,
+    }
     if read or write:
         metrics |= {"cacheReadInputTokenCount": read, "cacheWriteInputTokenCount": write}
     return metrics
@@ -368,7 +469,10 @@ def _invoked(ids: Ids, payload: dict[str, Any], inp: int, out: int, read: int = 
         ("x-amzn-bedrock-input-token-count", str(inp)),
     ]
     if read or write:
-        headers += [("x-amzn-bedrock-cache-read-input-token-count", str(read)), ("x-amzn-bedrock-cache-write-input-token-count", str(write))]
+        headers += [
+            ("x-amzn-bedrock-cache-read-input-token-count", str(read)),
+            ("x-amzn-bedrock-cache-write-input-token-count", str(write)),
+        ]
     return Reply(200, headers, orjson.dumps(payload))
 
 
@@ -386,7 +490,9 @@ def _stream_exception(req: Request) -> bytes:
     return exception(name, orjson.dumps(payload))
 
 
-def _chunks(req: Request, ids: Ids, events: list[dict[str, Any]], plan: Plan, metrics: dict[str, int], *, closing: int) -> Reply:
+def _chunks(
+    req: Request, ids: Ids, events: list[dict[str, Any]], plan: Plan, metrics: dict[str, int], *, closing: int
+) -> Reply:
     """InvokeModelWithResponseStream: one `chunk` frame per model event, the invocation metrics in
     the last one; scenario stream-error stops after three text events with an exception frame."""
     if plan.stream_error:
@@ -403,7 +509,10 @@ def _chunks(req: Request, ids: Ids, events: list[dict[str, Any]], plan: Plan, me
 def _first_text(events: list[dict[str, Any]]) -> int:
     """Index of the first event that carries answer text (after the opening events)."""
     for i, e in enumerate(events):
-        if any(key in e for key in ("generation", "outputText", "outputs", "text", "contentBlockDelta")) or e.get("type") == "content_block_delta":
+        if (
+            any(key in e for key in ("generation", "outputText", "outputs", "text", "contentBlockDelta"))
+            or e.get("type") == "content_block_delta"
+        ):
             return i
     return 0
 

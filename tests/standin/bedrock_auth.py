@@ -65,11 +65,17 @@ def check(req: Request) -> Refusal | Signed | None:
         return Refusal(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
     if auth.startswith("Bearer "):
         if auth[7:].strip() == BAD_API_KEY:
-            return Refusal(403, "AccessDeniedException", "Authentication failed: Please make sure your API Key is valid.")
+            return Refusal(
+                403, "AccessDeniedException", "Authentication failed: Please make sure your API Key is valid."
+            )
         return None
     m = _AUTHORIZATION.fullmatch(auth)
     if m is None:
-        return Refusal(400, "IncompleteSignatureException", "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.")
+        return Refusal(
+            400,
+            "IncompleteSignatureException",
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.",
+        )
     identity = IDENTITIES.get(m["key"])
     if identity is None or req.header("x-amz-security-token") != identity.token:
         return Refusal(403, "UnrecognizedClientException", "The security token included in the request is invalid.")
@@ -78,15 +84,25 @@ def check(req: Request) -> Refusal | Signed | None:
     signed = tuple(m["signed"].split(";"))
     amz_date = req.header("x-amz-date") or ""
     if "host" not in signed or "x-amz-date" not in signed or not amz_date.startswith(m["date"]):
-        return Refusal(403, "InvalidSignatureException", "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.")
+        return Refusal(
+            403,
+            "InvalidSignatureException",
+            "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.",
+        )
     try:
         made = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
     except ValueError:
         made = 0.0
     if abs(time.time() - made) > _SKEW_S:
-        return Refusal(403, "InvalidSignatureException", f"Signature expired: {amz_date} is now earlier than the allowed window.")
+        return Refusal(
+            403, "InvalidSignatureException", f"Signature expired: {amz_date} is now earlier than the allowed window."
+        )
     if _signature(req, identity, m["region"], signed, amz_date) != m["signature"]:
-        return Refusal(403, "InvalidSignatureException", "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.")
+        return Refusal(
+            403,
+            "InvalidSignatureException",
+            "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.",
+        )
     return Signed(identity.access_key, m["region"], signed)
 
 
@@ -96,7 +112,9 @@ def _signature(req: Request, identity: Identity, region: str, signed: tuple[str,
     from botocore.credentials import Credentials
 
     headers = {name: ",".join(v for k, v in req.headers if k.lower() == name) for name in signed}
-    request = AWSRequest(method=req.method, url=f"http://{headers.get('host', '')}{req.path}", headers=headers, data=req.body)
+    request = AWSRequest(
+        method=req.method, url=f"http://{headers.get('host', '')}{req.path}", headers=headers, data=req.body
+    )
     request.context["timestamp"] = amz_date
     signer = SigV4Auth(Credentials(identity.access_key, identity.secret_key, identity.token), "bedrock", region)
     return signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)

@@ -32,7 +32,13 @@ def aws_identity(identity: Identity | None) -> Iterator[None]:
     """The standard credential chain finds `identity` in the environment (or nothing at all): no
     profile, no shared files, no instance metadata service."""
     with pytest.MonkeyPatch.context() as patch:
-        for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        for name in (
+            "AWS_PROFILE",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_SECURITY_TOKEN",
+        ):
             patch.delenv(name, raising=False)
         patch.setenv("AWS_CONFIG_FILE", os.devnull)
         patch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
@@ -60,5 +66,7 @@ def boto3_client(endpoint_url: str, *, identity: Identity | None = None, headers
     )
     if headers:
         # The README's one-line hook.
-        client.meta.events.register("before-send.bedrock-runtime.*", lambda request, **_: request.headers.update(headers))
+        client.meta.events.register(
+            "before-send.bedrock-runtime.*", lambda request, **_: request.headers.update(headers)
+        )
     return client

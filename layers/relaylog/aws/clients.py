@@ -1,4 +1,5 @@
-"""AWS clients for Lambda: created once per process and kept across invocations.
+"""AWS clients for Lambda, created once per process and kept across invocations, and what may be
+logged of their errors.
 
 botocore directly, not boto3: boto3 pulls in s3transfer and multiprocessing, 90 ms of imports
 on every cold start, for nothing the proxy uses. One botocore session for every client: each
@@ -14,6 +15,7 @@ from typing import Any
 
 import botocore.session
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 # Short timeouts and few retries: the sink retries on its own terms, within the invocation's time.
 _CONFIG = Config(
@@ -38,3 +40,10 @@ def _session() -> botocore.session.Session:
 def make_client(service: str) -> Any:
     # Lambda sets AWS_REGION; botocore itself reads only AWS_DEFAULT_REGION (and config files).
     return _session().create_client(service, region_name=os.environ.get("AWS_REGION"), config=_CONFIG)
+
+
+def error_code(exc: BaseException) -> str:
+    """What to log about an AWS error: its code, never its message (which may quote a request)."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
+    return type(exc).__name__

@@ -13,14 +13,14 @@ import os
 from typing import Any
 
 from ..config import Settings
+from ..gateway.cache.dynamo import DynamoCacheStore
+from ..gateway.counters.dynamo import DynamoCounters
 from ..gateway.services import Services
+from ..keys.dynamo import DynamoKeyStore
 from ..relay.app import RelayApp
 from ..sinks.firehose import FirehoseSink
 from . import layout
-from .cache import DynamoCacheStore
 from .clients import make_client
-from .counters import DynamoCounters
-from .keys import DynamoKeyStore
 
 
 def create_app() -> RelayApp:

@@ -13,7 +13,9 @@ import hashlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
+
+from .counters import CounterStore
 
 Unit = Literal["request", "cents"]
 MAX_WINDOW_S = 365 * 24 * 3600
@@ -92,19 +94,6 @@ class Decision:
             (b"helicone-ratelimit-policy", self.policy.text.encode()),
             (b"helicone-ratelimit-reset", str(self.reset_s).encode()),
         ]
-
-
-class CounterStore(Protocol):
-    """Counters shared by every process of a deployment."""
-
-    async def take(self, counter: str, amount: float, limit: float, expires_at: float) -> tuple[bool, float]:
-        """Atomically add `amount` if the counter is below `limit` and stays within it; returns
-        (added, the counter's value afterwards, or as found when not added)."""
-        ...
-
-    def add(self, counter: str, amount: float, expires_at: float) -> None:
-        """Add `amount` unconditionally (a call's cost, after the call)."""
-        ...
 
 
 class RateLimiter:

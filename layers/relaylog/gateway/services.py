@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .cache import CacheStore
-from .ratelimit import CounterStore
+from .counters import CounterStore
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,7 @@ from typing import Any
 import orjson
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 
-from ..providers.parsing import wire_family
-from ..providers.registry import PROVIDERS, Family
+from ..providers.registry import PROVIDERS, Family, wire_family
 from ..record import Record
 from .outputs import output_messages
 from .parts import (

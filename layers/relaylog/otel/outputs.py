@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 
-from ..providers.parsing import sse_events
 from ..providers.registry import Family
+from ..providers.sse import sse_events
 from .parts import (
     Message,
     Part,

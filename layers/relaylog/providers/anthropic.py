@@ -67,9 +67,7 @@ def _is(name: bytes, data: bytes, kind: bytes) -> bool:
     return name == kind if name else kind in data
 
 
-def from_sse(
-    newest_first: Iterable[tuple[bytes, bytes]], oldest_first: Iterable[tuple[bytes, bytes]]
-) -> Observed:
+def from_sse(newest_first: Iterable[tuple[bytes, bytes]], oldest_first: Iterable[tuple[bytes, bytes]]) -> Observed:
     """A Messages event stream, possibly cut short, as (event name, data) pairs in both orders.
 
     `message_start` carries the input side; each `message_delta` carries CUMULATIVE usage (output

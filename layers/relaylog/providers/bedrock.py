@@ -26,6 +26,7 @@ from urllib.parse import unquote
 
 from relaylog.providers import anthropic, openai
 from relaylog.providers.fields import as_dict, count, text
+from relaylog.providers.registry import wire_family
 from relaylog.usage import Observed, Usage
 
 Operation = Literal["converse", "converse-stream", "invoke", "invoke-with-response-stream", "openai", "other"]
@@ -43,14 +44,8 @@ STREAMING: frozenset[Operation] = frozenset({"converse-stream", "invoke-with-res
 _NAMED_RESOURCES = ("foundation-model/", "inference-profile/")
 
 
-def is_openai(endpoint: str) -> bool:
-    """Bedrock's OpenAI-compatible Chat Completions and Responses endpoints."""
-    path = endpoint.split("?", 1)[0]
-    return path.endswith("/chat/completions") or path.endswith("/responses")
-
-
 def operation(endpoint: str) -> Operation:
-    if is_openai(endpoint):
+    if wire_family("bedrock", endpoint) == "openai":  # the OpenAI-compatible endpoints
         return "openai"
     parts = endpoint.split("?", 1)[0].split("/")
     if len(parts) == 4 and parts[1] == "model":

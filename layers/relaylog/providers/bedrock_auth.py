@@ -9,7 +9,8 @@ Two ways, chosen by what the client sends:
   call needs a valid relaylog key (`Helicone-Auth`) even when no relaylog keys exist at all: a
   relaylog without keys is open for calls that carry their own credentials, never for calls paid
   with its identity. The client's signature headers are dropped and the call is signed again for
-  the host it goes to, on every attempt (a retry gets a fresh date).
+  the host it goes to, on every attempt (a retry gets a fresh date). The admission step that
+  decides this is `relay/admission.py`'s `bedrock_signer`; each attempt signs in `relay/attempts.py`.
 
 Credentials come from botocore's standard chain (environment, shared files, SSO, container or
 instance role; on Lambda the function's role through its environment). Resolving the chain can
@@ -43,11 +44,7 @@ from urllib.parse import quote
 
 from yarl import URL
 
-from ..headers import bearer
-
 if TYPE_CHECKING:
-    from ..exchange import Exchange
-    from ..keys import KeyVerifier
     from .routing import Route
 
 log = logging.getLogger("relaylog.bedrock")
@@ -59,14 +56,17 @@ SERVICE = "bedrock"  # Bedrock Runtime's signing name (bedrock-runtime's service
 # A chain that found nothing is asked again after this long (an operator may add credentials).
 _RETRY_RESOLVE_S = 30.0
 
-Refusal = tuple[int, str, str]
-
 
 def auth_mode(headers: list[tuple[str, str]]) -> AuthMode:
     for name, value in headers:
         if name == "authorization" and value[:7].lower() == "bearer ":
             return "api_key"
     return "relaylog_signs"
+
+
+def unsigned(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The headers without the client's own SigV4 signature (made for relaylog's host)."""
+    return [(name, value) for name, value in headers if name not in SIGNATURE_HEADERS]
 
 
 class AwsIdentity:
@@ -134,7 +134,7 @@ def sign(
     credentials: Any, region: str, method: str, url: URL, body: bytes, now: float | None = None
 ) -> list[tuple[str, str]]:
     """`authorization`, `x-amz-date` and (for temporary credentials) `x-amz-security-token` for a
-    request to `url` as aiohttp sends it (encoded path and query kept as they are)."""
+    request to `url` as the relay sends it (encoded path and query kept as they are)."""
     amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
     day = amz_date[:8]
     host = url.raw_host or ""
@@ -193,33 +193,3 @@ def _signing_key(secret: str, day: str, region: str) -> bytes:
     for part in (region, SERVICE, "aws4_request"):
         key = hmac.digest(key, part.encode(), "sha256")
     return key
-
-
-async def admit(
-    exchange: Exchange, route: Route, headers: list[tuple[str, str]], keys: KeyVerifier, identity: AwsIdentity
-) -> Refusal | None:
-    """Decide how a Bedrock call authenticates; when relaylog signs, require a valid relaylog key,
-    drop the client's signature headers (in place) and hand the exchange a signer."""
-    if auth_mode(headers) == "api_key":
-        return None
-    if exchange.key_id is None:
-        exchange.key_id = keys.verify(bearer(exchange.meta.auth) or "")
-        if exchange.key_id is None:
-            return (
-                401,
-                "unauthorized",
-                "relaylog signs Bedrock calls with its own AWS identity only for a valid relaylog key "
-                "(Helicone-Auth: Bearer <relaylog key>; `relaylog keys create`), even with no keys set up; "
-                "or send your own Bedrock API key as Authorization: Bearer <key>",
-            )
-    headers[:] = [(name, value) for name, value in headers if name not in SIGNATURE_HEADERS]
-    credentials = await identity.frozen()
-    if credentials is None:
-        return (
-            503,
-            "aws_credentials_unavailable",
-            "relaylog has no AWS credentials to sign Bedrock calls with (the standard AWS credential chain "
-            "found none); send your own Bedrock API key as Authorization: Bearer <key>",
-        )
-    exchange.aws_signer = Signer(credentials, route.resource or "")
-    return None

@@ -18,7 +18,7 @@ frame length is read from the prelude only to cut the body; botocore checks both
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 # The prelude is 12 bytes; the smallest frame adds the 4-byte message CRC.
 _PRELUDE = 12
@@ -72,6 +72,7 @@ def looks_like_event_stream(body: bytes) -> bool:
 def decode(body: bytes) -> Decoded:
     """Every whole frame of `body`, in order, and what stopped the decoding early (if anything)."""
     from botocore.eventstream import EventStreamBuffer, ParserError  # imported at the first stream only
+
     frames: list[Frame] = []
     buffer = EventStreamBuffer()
     pos, end = 0, len(body)
@@ -90,6 +91,7 @@ def decode(body: bytes) -> Decoded:
             return Decoded(frames, DAMAGED)
         if message is None:
             return Decoded(frames, TRUNCATED)
-        frames.append(Frame(message.headers, bytes(message.payload)))
+        # botocore-stubs types `headers` as an int; botocore parses them into a dict.
+        frames.append(Frame(cast(dict[str, Any], message.headers), bytes(message.payload)))
         pos += total
     return Decoded(frames)

@@ -4,7 +4,7 @@ Most other providers (Groq, Mistral, Together, DeepSeek, OpenRouter, xAI, Firewo
 Azure) speak this format too, with a few extra usage fields handled here.
 
 This module only sees decoded objects and split SSE events; byte-level work (JSON loading, SSE
-framing, sniffing the body) lives in `parsing.py`.
+framing, sniffing the body) lives in `parsing.py` and `sse.py`.
 """
 
 from __future__ import annotations

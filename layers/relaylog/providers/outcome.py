@@ -15,8 +15,8 @@ import orjson
 
 from relaylog.providers import bedrock, bedrock_stream
 from relaylog.providers.eventstream import looks_like_event_stream
-from relaylog.providers.parsing import SSEBody, wire_family
-from relaylog.providers.registry import Family
+from relaylog.providers.registry import Family, wire_family
+from relaylog.providers.sse import SSEBody
 
 Outcome = tuple[str | None, tuple[str, ...] | None]
 _NOTHING: Outcome = (None, None)

@@ -1,4 +1,5 @@
-"""Reading requests and responses: byte-level work, then dispatch to the provider family.
+"""Reading requests and responses: sniffing and decoding the bytes, then dispatch to the provider
+family's module (SSE framing itself is `sse.py`).
 
 `parse_request` runs on the hot path for every call; `parse_response` runs after the response is
 complete (off the hot path, but thousands per second). Neither raises: whatever cannot be read is
@@ -8,27 +9,18 @@ reported in `parse_error` with a short reason that never quotes the body.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from relaylog.providers import anthropic, bedrock, bedrock_stream, gemini, openai
 from relaylog.providers.eventstream import looks_like_event_stream
-from relaylog.providers.registry import Family
+from relaylog.providers.registry import Family, wire_family
+from relaylog.providers.sse import SSEBody, complete_prefix, looks_like_sse
 from relaylog.usage import Observed
 
-__all__ = [
-    "RequestInfo",
-    "SSEBody",
-    "SSESplitter",
-    "parse_request",
-    "parse_response",
-    "sse_events",
-    "stream_ended",
-    "wire_family",
-]
+__all__ = ["RequestInfo", "parse_request", "parse_response", "stream_ended"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,158 +34,16 @@ class RequestInfo:
 
 
 # ---------------------------------------------------------------------------------------------
-# SSE framing
-
-
-# A blank line: two line terminators in a row, where "\r\n" is ONE terminator. The lookahead stops
-# "\r\n" from being read as "\r" then "\n" (which would split an event at every line end).
-_BLANK_LINE = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")
-_CR = 13
-_SPACE = 32
-
-
-class SSESplitter:
-    """Cuts a byte stream into raw SSE events as chunks arrive.
-
-    Every returned event keeps its bytes exactly, terminating blank line included, so the relay can
-    forward (or drop) whole events and `b"".join(all returned) + rest` is the input unchanged.
-    """
-
-    __slots__ = ("_buf", "_scan")
-
-    def __init__(self) -> None:
-        # The unfinished tail. A bytearray, so a big event arriving in many small chunks grows it
-        # in place instead of being copied again on every chunk.
-        self._buf = bytearray()
-        # Where the next search starts: earlier bytes are known to hold no complete delimiter, so
-        # a big event is not rescanned from its start on every chunk either.
-        self._scan = 0
-
-    @property
-    def rest(self) -> bytes:
-        """Bytes received after the last complete event (an unfinished event, or nothing)."""
-        return bytes(self._buf)
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        buf = self._buf
-        if buf:
-            buf += chunk
-            data: bytes | bytearray = buf
-        else:
-            # Nothing pending (reads usually end on an event boundary): search the chunk itself.
-            data = chunk if type(chunk) is bytes else bytes(chunk)
-        n = len(data)
-        events: list[bytes] = []
-        start = 0
-        pos = self._scan
-        crs = data.count(b"\r", pos)
-        if crs == 0 or crs == data.count(b"\r\n", pos) == data.count(b"\n", pos):
-            # Fast paths for one line-end style: "\n" only (OpenAI, Anthropic) or "\r\n" only
-            # (Gemini), where a blank line is always the same bytes.
-            delimiter = b"\r\n\r\n" if crs else b"\n\n"
-            find = data.find
-            while (i := find(delimiter, pos)) >= 0:
-                end = i + len(delimiter)
-                events.append(
-                    data if end == n and not start and data is chunk else bytes(data[start:end])
-                )
-                start = pos = end
-        else:
-            search = _BLANK_LINE.search
-            while (m := search(data, pos)) is not None:
-                end = m.end()
-                if end == n and data[-1] == _CR:
-                    break  # the final "\r" may be the first half of "\r\n": wait for more bytes
-                events.append(bytes(data[start:end]))
-                start = pos = end
-        if data is buf:
-            if start:
-                del buf[:start]
-        elif start < n:
-            self._buf = buf = bytearray(data[start:])
-        # A delimiter is at most 4 bytes ("\r\n\r\n"), so one that completes in the next chunk
-        # starts in the last 3 bytes of this one.
-        self._scan = max(0, len(buf) - 3)
-        return events
-
-
-_BOM = b"\xef\xbb\xbf"
-
-
-class SSEBody:
-    """A complete or cut SSE body, read lazily event by event from either end.
-
-    Usage sits in the last events of a stream (and the model in the first), so a parser walking
-    from the end decodes a few events, not one per token.
-    """
-
-    __slots__ = ("_body", "_end", "_start")
-
-    def __init__(self, body: bytes) -> None:
-        if _CR in body:
-            # Every line-end style becomes "\n" (JSON payloads never hold raw CR/LF in strings).
-            body = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        self._body = body
-        self._start = 3 if body.startswith(_BOM) else 0
-        # A last line without its terminator was cut: ignored, as the SSE spec says.
-        self._end = body.rfind(b"\n") + 1
-
-    def forward(self) -> Iterator[tuple[bytes, bytes]]:
-        """(event name, data) of each event that has data, first to last."""
-        body, end, pos = self._body, self._end, self._start
-        while pos < end:
-            i = body.find(b"\n\n", pos, end)
-            stop = end if i < 0 else i
-            if stop > pos and (event := _event(body, pos, stop)) is not None:
-                yield event
-            if i < 0:
-                return
-            pos = i + 2
-
-    def backward(self) -> Iterator[tuple[bytes, bytes]]:
-        """(event name, data) of each event that has data, last to first."""
-        body, lo, end = self._body, self._start, self._end
-        while end > lo:
-            i = body.rfind(b"\n\n", lo, end)
-            start = lo if i < 0 else i + 2
-            if end > start and (event := _event(body, start, end)) is not None:
-                yield event
-            if i < 0:
-                return
-            end = i
-
-
-def _event(body: bytes, start: int, end: int) -> tuple[bytes, bytes] | None:
-    """(name, data) of the event in body[start:end]; multi-line data joined with "\n"; comments and
-    `id:`/`retry:` fields dropped; None when it has no data."""
-    if body.startswith(b"data:", start) and body.find(b"\n", start, end) < 0:
-        # Fast path: the common one-line event.
-        start += 5
-        if start < end and body[start] == _SPACE:
-            start += 1
-        return b"", body[start:end]
-    name = b""
-    parts: list[bytes] = []
-    for line in body[start:end].split(b"\n"):
-        if line.startswith(b"data:"):
-            parts.append(line[6:] if line[5:6] == b" " else line[5:])
-        elif line.startswith(b"event:"):
-            name = line[7:] if line[6:7] == b" " else line[6:]
-    if not parts:
-        return None
-    return name, parts[0] if len(parts) == 1 else b"\n".join(parts)
-
-
-def sse_events(body: bytes) -> list[tuple[bytes, bytes]]:
-    """(event name, data) for each event of a complete or cut SSE body that has data."""
-    return list(SSEBody(body).forward())
-
-
-# ---------------------------------------------------------------------------------------------
 # JSON
 
 
-def _json_error(exc: orjson.JSONDecodeError) -> str:
+# What parse_error says of a body orjson refused.
+JsonError = Literal[
+    "JSON too deeply nested", "invalid UTF-8", "number out of range", "truncated JSON", "empty body", "invalid JSON"
+]
+
+
+def _json_error(exc: orjson.JSONDecodeError) -> JsonError:
     """A short reason for a body orjson refused; never any of the body itself."""
     msg = exc.msg
     if "depth limit" in msg or "recursion" in msg:
@@ -238,18 +88,6 @@ def parse_request(family: Family, endpoint: str, body: bytes) -> RequestInfo:
         return _parse_request(family, endpoint, body)
     except Exception as exc:  # a parser bug must not break the relay
         return RequestInfo(parse_error=f"parser error: {type(exc).__name__}")
-
-
-def wire_family(family: Family, endpoint: str) -> Family:
-    """The format a call actually uses: Gemini and Anthropic also serve OpenAI-compatible
-    endpoints (`/v1beta/openai/chat/completions`, `/v1/chat/completions`) with OpenAI bodies."""
-    if family == "gemini" and "/openai/" in endpoint:
-        return "openai"
-    if family == "anthropic" and endpoint.split("?", 1)[0].endswith("/chat/completions"):
-        return "openai"
-    if family == "bedrock" and bedrock.is_openai(endpoint):
-        return "openai"
-    return family
 
 
 def _parse_request(family: Family, endpoint: str, body: bytes) -> RequestInfo:
@@ -308,7 +146,6 @@ def _parse_request(family: Family, endpoint: str, body: bytes) -> RequestInfo:
 # ---------------------------------------------------------------------------------------------
 # Responses
 
-_SSE_STARTS = (b"data:", b"event:", b":", b"id:", b"retry:")
 _BINARY_TYPES = ("audio/", "image/", "video/", "application/octet-stream", "application/zip")
 
 
@@ -340,7 +177,7 @@ def _parse_response(family: Family, endpoint: str, body: bytes, content_type: st
         return Observed(parse_error="empty body")
     if head == b"{" or head == b"[":
         return _parse_json(family, body, head == b"[")
-    if body.startswith(_SSE_STARTS, first) or body.startswith(_BOM, first):
+    if looks_like_sse(body, first):
         return _parse_sse(family, body)
     ctype = content_type.lower()
     if "event-stream" in ctype:
@@ -357,9 +194,7 @@ def _parse_json(family: Family, body: bytes, is_array: bool) -> Observed:
         error = _json_error(exc)
         if family == "gemini" and is_array:
             # streamGenerateContent without alt=sse streams one JSON array progressively.
-            return gemini.from_partial_array(
-                body, "truncated stream" if error == "truncated JSON" else error
-            )
+            return gemini.from_partial_array(body, "truncated stream" if error == "truncated JSON" else error)
         m = _MODEL_KEY.search(body) if family != "gemini" else None
         return Observed(response_model=_text(m.group(1) if m else None), parse_error=error)
     if family == "openai":
@@ -385,8 +220,6 @@ def _parse_sse(family: Family, body: bytes) -> Observed:
 # ---------------------------------------------------------------------------------------------
 # Completeness
 
-# Blank lines in the SSE spec's three line-end styles (and their mixes), which end an event.
-_BLANK_LINES = (b"\n\n", b"\r\n\r\n", b"\r\r", b"\n\r\n", b"\r\n\n")
 # Events looked at from the end for the terminal one: a provider may send a little after it (a
 # comment, a late usage chunk).
 _TERMINAL_LOOKBACK = 4
@@ -416,9 +249,7 @@ def _stream_ended(family: Family, body: bytes) -> bool:
         except orjson.JSONDecodeError:
             return False
         return True
-    # An event has reached the client once its blank line has: later bytes are an unfinished one.
-    end = max((i + len(blank) for blank in _BLANK_LINES if (i := body.rfind(blank)) >= 0), default=0)
-    events = SSEBody(body[:end]).backward()
+    events = SSEBody(complete_prefix(body)).backward()
     for _, (name, data) in zip(range(_TERMINAL_LOOKBACK), events, strict=False):
         if family == "openai":
             found = openai.terminal(name, data)

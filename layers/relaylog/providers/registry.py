@@ -44,3 +44,17 @@ PROVIDERS: dict[str, Provider] = {
 
 # A target reached through Helicone-Target-Url on a host we do not know speaks OpenAI's format.
 CUSTOM = Provider("custom", "", "openai", False, "")
+
+
+def wire_family(family: Family, endpoint: str) -> Family:
+    """The format a call actually uses: Gemini, Anthropic and Bedrock also serve OpenAI-compatible
+    endpoints (`/v1beta/openai/chat/completions`, `/v1/chat/completions`, Bedrock's
+    `/openai/v1/chat/completions` and Responses) with OpenAI bodies."""
+    if family == "gemini" and "/openai/" in endpoint:
+        return "openai"
+    path = endpoint.split("?", 1)[0]
+    if family == "anthropic" and path.endswith("/chat/completions"):
+        return "openai"
+    if family == "bedrock" and path.endswith(("/chat/completions", "/responses")):
+        return "openai"
+    return family

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from relaylog.prompts import messages
-from relaylog.providers.parsing import SSEBody
+from relaylog.providers.sse import SSEBody
 
 PREVIEW_CHARS = 200
 

@@ -1,4 +1,8 @@
-"""A cached response: what the client was sent, chunk by chunk, and how to store it as bytes."""
+"""The response cache's store: a cached response (what the client was sent, chunk by chunk), how
+it is stored as bytes, and the `CacheStore` interface. One implementation per place entries live,
+each beside it: `files.py` (one file per slot in the data dir, local) and `dynamo.py` (DynamoDB
+items, large entries in S3, AWS). Which calls are cached and under what key is `cache_policy.py`.
+"""
 
 from __future__ import annotations
 

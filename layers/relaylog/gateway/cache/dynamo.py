@@ -20,9 +20,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..gateway.cache import CachedResponse, decode, encode
-from . import layout
-from .clients import make_client
+from ...aws import layout
+from ...aws.clients import error_code, make_client
+from . import CachedResponse, decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +30,6 @@ log = logging.getLogger(__name__)
 INLINE_MAX = 300_000
 # A lookup slower than this is a miss: the provider is usually quicker than a hung cache.
 GET_TIMEOUT_S = 3.0
-
-
-def error_code(exc: BaseException) -> str:
-    """What to log about an AWS error: its code, never its message (which may quote a request)."""
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
-    return type(exc).__name__
 
 
 class DynamoCacheStore:

@@ -27,9 +27,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import layout
-from .cache import error_code
-from .clients import make_client
+from ...aws import layout
+from ...aws.clients import error_code, make_client
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +46,9 @@ def _number(value: Decimal) -> dict[str, str]:
     return {"N": f"{value.normalize():f}"}
 
 
-def _value(item: dict[str, Any] | None) -> float:
-    return float(item["n"]["N"]) if item and "n" in item else 0.0
+def _value(item: object) -> float:
+    """The counter's value in an item as DynamoDB returned it (absent: 0)."""
+    return float(item["n"]["N"]) if isinstance(item, dict) and "n" in item else 0.0
 
 
 class DynamoCounters:

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .cache import CachedResponse, decode, encode
+from . import CachedResponse, decode, encode
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""relaylog keys in the deployment's DynamoDB table: item pk KEY, sk the key's SHA-256.
+"""The key store on AWS: the deployment's DynamoDB table, item pk KEY, sk the key's SHA-256.
 
 Like the local key file, only hashes are stored. The proxy re-reads the active set at most every
 RELOAD_INTERVAL_S (one Query), so `verify` stays a dict lookup and a revocation takes effect
@@ -12,9 +12,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..keys import CachedKeys, KeyInfo, describe, hash_key, new_secret, now
-from . import layout
-from .clients import make_client
+from ..aws import layout
+from ..aws.clients import make_client
+from . import CachedKeys, KeyInfo, describe, hash_key, new_secret, now
 
 log = logging.getLogger(__name__)
 
