@@ -421,6 +421,43 @@ def test_request_detail_tools_stream_raw_and_feedback(page: Page, served: Runnin
     expect(drawer.locator("#score-list")).to_contain_text("accuracy: 0.8")
 
 
+def test_bedrock_conversations_are_put_back_together(page: Page, served: RunningProxy, standin: Any) -> None:
+    """Converse (a tool call streamed in pieces, a tool result sent back) and an InvokeModel stream of
+    Claude, each with the client's Bedrock API key; the event streams are recorded as SSE text."""
+    tool = {"toolSpec": {"name": "get_weather", "description": "Current weather for a city", "inputSchema": {"json": {"type": "object", "properties": {"city": {"type": "string"}}}}}}
+    ids = {name: str(uuid.uuid4()) for name in ("tool", "result", "claude")}
+
+    def call(name: str, path: str, body: dict[str, Any]) -> bytes:
+        headers = {"Authorization": "Bearer bedrock-api-key", "Helicone-Request-Id": ids[name]}
+        answer = httpx.post(f"{served.url}/bedrock/us-east-1{path}", json=body, headers=headers, timeout=20)
+        assert answer.status_code == 200
+        return answer.content
+
+    ask = {"role": "user", "content": [{"text": "Weather in Paris?"}]}
+    call("tool", "/model/us.anthropic.claude-3-5-sonnet-20241022-v2:0/converse-stream", {"system": [{"text": "Be brief."}], "messages": [ask], "toolConfig": {"tools": [tool]}})
+    used = {"role": "assistant", "content": [{"toolUse": {"toolUseId": "t1", "name": "get_weather", "input": {"city": "Paris"}}}]}
+    back = {"role": "user", "content": [{"toolResult": {"toolUseId": "t1", "content": [{"json": {"sky": "sunny"}}]}}]}
+    answer = json.loads(call("result", "/model/amazon.nova-lite-v1:0/converse", {"messages": [ask, used, back], "toolConfig": {"tools": [tool]}}))
+    claude = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 100, "messages": [{"role": "user", "content": "Which pastries should I try?"}]}
+    call("claude", "/model/anthropic.claude-3-5-haiku-20241022-v1:0/invoke-with-response-stream", claude)
+    for request_id in ids.values():
+        served.record(request_id)
+
+    drawer = page.locator("#drawer")
+    page.goto(served.url + f"/dashboard/#/requests?open={ids['tool']}")
+    expect(drawer.locator("#tools")).to_contain_text("get_weather — Current weather for a city")
+    expect(drawer.locator("dl.facts")).to_contain_text("yes (AWS event stream)")
+    expect(drawer.locator("#conversation .msg.system")).to_contain_text("Be brief.")
+    expect(drawer.locator("#conversation .msg.user")).to_contain_text("Weather in Paris?")
+    expect(drawer.locator("#conversation .msg.assistant .tool-call")).to_have_text('tool call get_weather({"city":"Paris"})')
+    shot(page, "12-bedrock-tool-stream")
+    page.goto(served.url + f"/dashboard/#/requests?open={ids['result']}")
+    expect(drawer.locator("#conversation .msg.user").last).to_contain_text('tool result: {"sky":"sunny"}')
+    expect(drawer.locator("#conversation .msg.assistant").last).to_contain_text(answer["output"]["message"]["content"][0]["text"])
+    page.goto(served.url + f"/dashboard/#/requests?open={ids['claude']}")
+    expect(drawer.locator("#conversation .msg.assistant")).to_contain_text("Hello! This is the relaylog stand-in")
+
+
 def test_request_view_shows_retries_and_cache_hits(page: Page, served: RunningProxy) -> None:
     gateway = {
         "Helicone-Cache-Enabled": "true",

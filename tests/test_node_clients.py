@@ -26,7 +26,7 @@ from tests.support.proxy import RunningProxy, module_proxy
 pytestmark = pytest.mark.node
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
-PACKAGES = ("ai", "@ai-sdk/openai", "openai")
+PACKAGES = ("ai", "@ai-sdk/openai", "@ai-sdk/amazon-bedrock", "openai")
 API_KEY = "sk-test-provider-key"
 # Headers relaylog adds to a relayed event stream (the rest must be the provider's, unchanged).
 RELAY_STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}

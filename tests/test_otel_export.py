@@ -280,3 +280,15 @@ def test_gemini_content_and_provider_name(receiver: OtlpReceiver, standin: Stand
     assert json.loads(span.attributes["gen_ai.input.messages"]) == [{"role": "user", "parts": [{"type": "text", "content": "hi"}]}]
     (output,) = json.loads(span.attributes["gen_ai.output.messages"])
     assert output["parts"] == [{"type": "text", "content": text}] and output["finish_reason"] == "STOP"
+
+
+def test_a_bedrock_converse_call_is_a_chat_span_of_aws_bedrock(http_proxy: RunningProxy, receiver: OtlpReceiver) -> None:
+    request_id, headers = ids(Authorization="Bearer bedrock-api-key")  # the client's Bedrock API key
+    body = {"messages": [{"role": "user", "content": [{"text": "hi"}]}]}
+    reply = httpx.post(f"{http_proxy.url}/bedrock/us-east-1/model/us.amazon.nova-lite-v1%3A0/converse", json=body, headers=headers)
+    span = receiver.span(request_id)
+    usage = reply.json()["usage"]
+    assert span.name == "chat us.amazon.nova-lite-v1:0"
+    attributes = gen_ai(span)
+    assert (attributes["gen_ai.provider.name"], attributes["gen_ai.operation.name"]) == ("aws.bedrock", "chat")
+    assert (attributes["gen_ai.usage.input_tokens"], attributes["gen_ai.usage.output_tokens"]) == (usage["inputTokens"], usage["outputTokens"])

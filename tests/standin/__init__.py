@@ -1,4 +1,5 @@
-"""relaylog's provider stand-in: a fake OpenAI, Anthropic and Gemini on a real loopback socket.
+"""relaylog's provider stand-in: a fake OpenAI, Anthropic, Gemini and Amazon Bedrock on a real
+loopback socket.
 
 It follows each provider's wire format (JSON layout and key order, SSE framing and event names,
 usage fields, error bodies, headers) and is deterministic: fixed ids and timestamps derived from
@@ -29,7 +30,9 @@ A `response_format` / `text.format` / `responseSchema` JSON schema is answered w
 it; `max_tokens`-style limits shorter than the answer cut it (finish reason length/max_tokens).
 
 Faults: header `x-standin-fault` (grammar in `tests.standin.faults`). API keys are never checked
-except the key `bad-key`, which gets the provider's invalid-key error.
+except the key `bad-key`, which gets the provider's invalid-key error. Bedrock (`/model/{id}/...`,
+see `tests.standin.bedrock_api`) checks SigV4 signatures against its fake identities in
+`tests.standin.bedrock_auth`, and refuses unsigned calls, as AWS does.
 """
 
 from .faults import Fault, parse_fault

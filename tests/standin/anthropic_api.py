@@ -141,7 +141,17 @@ def messages(req: Request) -> Reply:
     if "max_tokens" not in body:
         return error(400, raw_ids(req), "max_tokens: Field required")
     model = str(body["model"])
-    convo = body["messages"] if isinstance(body["messages"], list) else []
+    msg = message_for(req, body, model, ALIASES.get(model, model))
+    if body.get("stream") is True:
+        return msg.stream()
+    if msg.plan.stream_error:
+        return error(529, msg.ids)
+    return Reply(200, headers(msg.ids), dumps(msg.complete()), compress=True)
+
+
+def message_for(req: Request, body: dict[str, Any], model: str, reported_model: str) -> Message:
+    """The answer to a Messages request body (also what Bedrock's InvokeModel relays for Claude)."""
+    convo = body["messages"] if isinstance(body.get("messages"), list) else []
     tools = [(t.get("name", "tool"), t.get("input_schema")) for t in body.get("tools") or [] if isinstance(t, dict) and "name" in t]
     content = obj(convo[-1] if convo else None).get("content")
     after_tool = isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
@@ -151,15 +161,10 @@ def messages(req: Request) -> Reply:
     plan = make_plan(scenario, tools, after_tool=after_tool, reasoning_family=wants_thinking, max_tokens=body.get("max_tokens"))
     if plan.calls:
         plan.text = TOOL_PREAMBLE  # Claude usually says what it is about to do before calling
-    msg = _Message(seed_for(req.route, model, scenario, body, FIELDS), ALIASES.get(model, model), plan, body)
-    if body.get("stream") is True:
-        return msg.stream()
-    if plan.stream_error:
-        return error(529, msg.ids)
-    return Reply(200, headers(msg.ids), dumps(msg.complete()), compress=True)
+    return Message(seed_for(req.route, model, scenario, body, FIELDS), reported_model, plan, body)
 
 
-class _Message:
+class Message:
     __slots__ = ("ids", "input", "mid", "model", "output", "plan", "read", "write")
 
     def __init__(self, ids: Ids, model: str, plan: Plan, body: dict[str, Any]) -> None:

@@ -38,6 +38,7 @@ _PROVIDER_NAMES = {
     "deepseek": "deepseek",
     "xai": "x_ai",
     "perplexity": "perplexity",
+    "bedrock": "aws.bedrock",
 }
 # Endpoint path ending -> gen_ai.operation.name (well-known values where one applies).
 _OPERATIONS = (
@@ -46,6 +47,8 @@ _OPERATIONS = (
     ("/embeddings", "embeddings"),
     ("/responses", "chat"),
     ("/messages", "chat"),
+    ("/converse", "chat"),  # Bedrock
+    ("/converse-stream", "chat"),
     (":generateContent", "generate_content"),
     (":streamGenerateContent", "generate_content"),
     (":embedContent", "embeddings"),

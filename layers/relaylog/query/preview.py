@@ -148,8 +148,54 @@ def _chunk(answer: _Answer, name: str, data: Any) -> None:
             _part(answer, f"r{number}", item)
     elif data.get("object") == "list" and isinstance(data.get("data"), list):  # embeddings
         answer.add(f"[{len(data['data'])} embedding(s)]")
-    else:
+    elif not _bedrock(answer, name, data):
         answer.add(_error_message(data) or (data.get("error") if kind == "error" else None))
+
+
+def _bedrock(answer: _Answer, name: str, data: dict[str, Any]) -> bool:
+    """A Bedrock answer or stream event (Converse, and the InvokeModel bodies of Nova, Llama,
+    Titan, Mistral and Cohere); False when `data` is none of them. Bedrock's own shapes have no
+    `type`: every other format's events that carry no answer (`response.output_text.done`) do."""
+    if "type" in data:
+        return False
+    nested = next((key for key in ("contentBlockDelta", "contentBlockStart") if isinstance(data.get(key), dict)), None)
+    if nested is not None:  # Nova's InvokeModel stream names each event inside its payload
+        name, data = nested, data[nested]
+    message = data.get("output", {}).get("message") if isinstance(data.get("output"), dict) else None
+    if isinstance(message, dict) and isinstance(message.get("content"), list):  # Converse, Nova: whole
+        for number, block in enumerate(message["content"]):
+            _converse_block(answer, f"b{number}", block)
+    elif name == "contentBlockDelta" and isinstance(data.get("delta"), dict):
+        delta = data["delta"]
+        answer.add(delta.get("text"))
+        if isinstance(delta.get("toolUse"), dict):
+            answer.call(f"b{data.get('contentBlockIndex')}", arguments=delta["toolUse"].get("input"))
+    elif name == "contentBlockStart" and isinstance(data.get("start"), dict):
+        use = data["start"].get("toolUse")
+        if isinstance(use, dict):
+            answer.call(f"b{data.get('contentBlockIndex')}", use.get("name"))
+    elif name.endswith("Exception") or name == "error":  # an exception frame mid-stream
+        answer.add(data.get("message"))
+    elif any(isinstance(data.get(key), str) for key in ("generation", "outputText", "text")):
+        answer.add(data.get("generation", data.get("outputText", data.get("text"))))  # Llama, Titan, Cohere
+    elif any(isinstance(data.get(key), list) for key in ("results", "outputs", "generations")):
+        # Titan, Mistral, Cohere Command
+        for item in data.get("results") or data.get("outputs") or data.get("generations") or []:
+            if isinstance(item, dict):
+                answer.add(item.get("outputText", item.get("text")))
+    elif isinstance(data.get("message"), str) and len(data) == 1:  # Bedrock's error body
+        answer.add(data["message"])
+    else:
+        return False
+    return True
+
+
+def _converse_block(answer: _Answer, key: str, block: Any) -> None:
+    if isinstance(block, dict):
+        answer.add(block.get("text"))
+        use = block.get("toolUse")
+        if isinstance(use, dict):
+            answer.call(key, use.get("name"), use.get("input"))
 
 
 def _events(body: str) -> Iterator[tuple[str, Any]]:

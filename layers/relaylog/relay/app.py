@@ -24,11 +24,12 @@ from ..gateway.services import Services
 from ..headers import narrow_accept_encoding, request_id, split_headers
 from ..keys import KeyVerifier
 from ..observe import Exchange
+from ..providers.bedrock_auth import AwsIdentity
 from ..providers.parsing import parse_request
 from ..providers.routing import RouteError, resolve
 from ..sinks import Sink
 from . import echo, respond
-from .admission import Refusal, admit, authenticate, charge, key_policy, read_body
+from .admission import Refusal, admit, authenticate, bedrock_signer, charge, key_policy, read_body
 from .attempts import Attempts
 from .caching import CacheSlot, entry_from
 from .client import ended
@@ -52,6 +53,8 @@ class RelayApp:
         self.target_resolver: AbstractResolver | None = None
         self.body_deadlines = Deadlines(tick_s=min(1.0, max(settings.body_timeout_s / 4, 0.01)))
         self.attempts = Attempts(self, settings)
+        # relaylog's own AWS credentials, for the Bedrock calls it signs; resolved at the first one.
+        self.aws_identity = AwsIdentity()
 
     async def startup(self) -> None:
         self._session = create_session(self.settings)
@@ -142,6 +145,10 @@ class RelayApp:
             route = resolve(exchange.path, meta.target_url, self.settings)
             exchange.routed(route.provider, route.endpoint)
             authenticate(self.keys, exchange)
+            signer = None
+            if route.provider.name == "bedrock":  # relaylog signs, unless the client sends its Bedrock API key
+                region = route.resource or ""
+                signer = await bedrock_signer(self.keys, exchange, upstream_headers, self.aws_identity, region)
             body = await read_body(exchange, scope, receive, self.settings, self.body_deadlines)
             if route.provider is echo.PROVIDER:  # `relaylog verify`: relaylog answers, no provider is called
                 return await respond.answer(exchange, send, 200, None, echo.body(exchange))
@@ -151,7 +158,7 @@ class RelayApp:
                 gateway = read_gateway(meta, upstream_headers)
                 own_limit = key_policy(self.keys, exchange.key_id)
                 targets = plan(
-                    route, gateway.fallbacks, upstream_headers, body, info, query, exchange.model, self.settings
+                    route, gateway.fallbacks, upstream_headers, body, info, query, exchange.model, self.settings, signer
                 )
             except ValueError as error:  # PolicyError, or a fallback's body override that cannot apply
                 raise Refusal(400, "invalid_request", str(error)) from None

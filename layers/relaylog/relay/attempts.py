@@ -190,6 +190,10 @@ def _headers(exchange: Exchange, target: Target, accept_encoding: bytes | None) 
         headers.append(("accept-encoding", "identity"))  # the stripper reads the stream as text
     elif accept_encoding is not None:
         headers.append(("accept-encoding", narrow_accept_encoding(accept_encoding) or "identity"))
+    if target.signer is not None:
+        # Signed per attempt: a retry gets a fresh date, a fallback its own host and region. Bedrock
+        # is never asked for stream usage, so `upstream_body` is the one body sent to a signed target.
+        headers += target.signer.headers(exchange.method, target.route, target.url, target.upstream_body)
     return headers
 
 
