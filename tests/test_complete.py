@@ -35,6 +35,7 @@ CALLS_PER_CLIENT = 10  # x 6 clients: 60 calls, 6 at a time
 
 proxy = module_proxy("relaylog-complete")
 
+
 class Clients:
     """One client of each kind for all the calls (building an SDK client costs milliseconds of CPU
     that would hold up the others' reading); each call passes its own headers."""
@@ -168,7 +169,9 @@ def test_clients_that_hang_up_at_the_terminal_event_are_successes(proxy: Running
         for name, client in CLIENTS.items():
             request_id = str(uuid.uuid4())
             ids[request_id] = name
-            calls.append((client, {"x-standin-fault": f"end-delay-ms={END_DELAY_MS}", "Helicone-Request-Id": request_id}))
+            calls.append(
+                (client, {"x-standin-fault": f"end-delay-ms={END_DELAY_MS}", "Helicone-Request-Id": request_id})
+            )
     ends = run_calls(proxy.url, calls, at_once=len(CLIENTS))
     # Each client stopped at its terminal event, before the end of the body.
     assert Counter(zip(ids.values(), ends, strict=True)) == {
@@ -242,7 +245,9 @@ def test_usage_the_provider_sends_after_its_terminal_event_is_still_read(
         client = openai.OpenAI(base_url=proxy.url + "/mistral/v1", api_key="sk-test", max_retries=0)
         chunks = list(
             client.chat.completions.create(
-                model="mistral-small-latest", messages=MESSAGES, stream=True,
+                model="mistral-small-latest",
+                messages=MESSAGES,
+                stream=True,
                 extra_headers={"Helicone-Request-Id": request_id},
             )
         )
@@ -258,7 +263,7 @@ def test_a_provider_that_never_ends_after_its_terminal_event_is_let_go(
 ) -> None:
     """A provider that keeps the stream open after [DONE] (comments, forever): once the client has
     left, relaylog reads on only so long, then writes the record as the success it was."""
-    monkeypatch.setattr("relaylog.relay.app._READ_ON_S", 0.3)
+    monkeypatch.setattr("relaylog.relay.attempts._READ_ON_S", 0.3)
     stopped = threading.Event()
 
     async def chat_stream(request: web.Request) -> web.StreamResponse:
@@ -280,7 +285,9 @@ def test_a_provider_that_never_ends_after_its_terminal_event_is_let_go(
         client = openai.OpenAI(base_url=proxy.url + "/mistral/v1", api_key="sk-test", max_retries=0)
         list(
             client.chat.completions.create(
-                model="mistral-small-latest", messages=MESSAGES, stream=True,
+                model="mistral-small-latest",
+                messages=MESSAGES,
+                stream=True,
                 extra_headers={"Helicone-Request-Id": request_id},
             )
         )

@@ -163,7 +163,12 @@ PREFIX = {"chat": "", "responses": "", "anthropic": "/anthropic", "gemini": "/ge
 
 
 def call(
-    api: str, origin: str, stream: bool, headers: dict[str, str], timeout: float = CLIENT_TIMEOUT_S, prompt: str = PROMPT
+    api: str,
+    origin: str,
+    stream: bool,
+    headers: dict[str, str],
+    timeout: float = CLIENT_TIMEOUT_S,
+    prompt: str = PROMPT,
 ) -> Outcome:
     """One call with the client of `api`, against a provider origin (direct) or relaylog's."""
     if api == "gemini":
@@ -237,7 +242,12 @@ SAME: dict[str, Row] = {
 PLAIN_COMPARED = {"stall mid-stream / mid-body, the client gives up": ("result", "error")}
 
 
-KEY_HEADER = {"chat": "authorization", "responses": "authorization", "anthropic": "x-api-key", "gemini": "x-goog-api-key"}
+KEY_HEADER = {
+    "chat": "authorization",
+    "responses": "authorization",
+    "anthropic": "x-api-key",
+    "gemini": "x-goog-api-key",
+}
 
 
 def _headers(api: str, row: Row, request_id: str | None = None) -> dict[str, str]:
@@ -259,7 +269,7 @@ def test_the_client_sees_what_it_sees_directly(
 ) -> None:
     # A client that leaves after the terminal event of a provider that then stays silent: relaylog
     # reads on (for usage) before it writes the record; not the default 5 s here.
-    monkeypatch.setattr("relaylog.relay.app._READ_ON_S", 0.5)
+    monkeypatch.setattr("relaylog.relay.attempts._READ_ON_S", 0.5)
     row = SAME[name]
     mine = call(api, standin.url, stream, _headers(api, row), row.timeout)
     request_id = str(uuid.uuid4())
@@ -322,6 +332,7 @@ class Differs:
 
 
 REFUSAL = "relaylog's own refusal: the provider is never called"
+# fmt: off
 DIFFERS: dict[str, Differs] = {
     "relaylog key missing (401)": Differs(REFUSAL, None, 401, "unauthorized", "AuthenticationError"),
     "target not on the allow-list (403)": Differs(REFUSAL, None, 403, "target_not_allowed", "PermissionDeniedError"),
@@ -335,18 +346,19 @@ DIFFERS: dict[str, Differs] = {
         "directly a connection error; an ASGI app cannot drop a connection without answering, and a "
         "gateway's answer for an upstream that hung up is a 502 (which the SDKs retry alike)",
         "reset", 502, "upstream_unreachable", "InternalServerError", called=True,
-    ),  # fmt: skip
+    ),
     "provider silent past relaylog's read timeout (504)": Differs(
         "directly the client waits on; relaylog gives up after RELAYLOG_READ_TIMEOUT",
         "delay-ms=1500", 504, "upstream_timeout", "InternalServerError", called=True,
         anthropic_exception="GatewayTimeoutError",
-    ),  # fmt: skip
+    ),
     "provider silent mid-answer past relaylog's read timeout (cut)": Differs(
         "directly the client waits on; relaylog gives up after RELAYLOG_READ_TIMEOUT and, the status "
         "being sent, cuts the connection",
         "stall-after=2", 200, "upstream_timeout", "APIConnectionError", called=True,
-    ),  # fmt: skip
+    ),
 }
+# fmt: on
 
 
 def _sdk_exception(row: Differs, api: str, stream: bool) -> str:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import fields
 from pathlib import Path
+from typing import get_args
 
 from relaylog.config import Settings
-from relaylog.exchange import Exchange
 from relaylog.headers import HeliconeMeta
+from relaylog.observe import Exchange
 from relaylog.providers.registry import PROVIDERS
-from relaylog.record import FIELDS
+from relaylog.record import FIELDS, CacheStatus, CostSourceKind, ErrorType, UsageSource
 from relaylog.recording import build_record
 from relaylog.usage import EMPTY_FIELDS, Usage
 
@@ -29,7 +31,9 @@ def test_usage_fields_are_the_schema_usage_columns() -> None:
 
 def test_record_has_every_schema_field_in_order(tmp_path: Path) -> None:
     started = time.perf_counter()
-    exchange = Exchange("0b8d0c1e-2f4a-4d5b-9c6e-7f8091a2b3c4", 1_795_000_000.25, started, "GET", "/v1/models", HeliconeMeta())
+    exchange = Exchange(
+        "0b8d0c1e-2f4a-4d5b-9c6e-7f8091a2b3c4", 1_795_000_000.25, started, "GET", "/v1/models", HeliconeMeta()
+    )
     exchange.provider = PROVIDERS["openai"]
     exchange.endpoint = "/v1/models"
     exchange.finished = started + 0.002
@@ -67,3 +71,78 @@ def test_headers_named_by_connection_are_hop_by_hop_both_ways() -> None:
         keep_length=True,
     )
     assert relayed == [(b"Content-Length", b"2"), (b"X-Request-Id", b"r")]
+
+
+# -- the record's closed sets: the Literals in record.py, the README, and what the code produces --
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+_CLOSED: dict[str, object] = {"usage_source": UsageSource, "cost_source": CostSourceKind, "cache_status": CacheStatus}
+
+
+def _table_after(line: str) -> list[list[str]]:
+    """The body rows (cells) of the Markdown table that follows `line` in the README."""
+    lines = README.read_text().splitlines()
+    rows: list[list[str]] = []
+    for row in lines[lines.index(line) + 1 :]:
+        if row.startswith("|"):
+            rows.append([cell.strip() for cell in row.strip().strip("|").split("|")])
+        elif rows:
+            break
+    assert len(rows) > 2, f"no table after {line!r} in the README"
+    return rows[2:]  # past the header and the |---| line
+
+
+def _quoted(cell: str) -> list[str]:
+    """The `values` in a cell, leaving out those its (explanations) mention."""
+    return re.findall(r"`([^`]+)`", re.sub(r"\([^)]*\)", "", cell))
+
+
+def _kind(field: str, value: str) -> str:
+    # A priced call's cost_source names the price data: genai-prices@<version>.
+    return value.split("@", 1)[0] if field == "cost_source" else value
+
+
+def test_the_readme_error_table_lists_exactly_the_error_types() -> None:
+    documented = [value for row in _table_after("`error_type` values:") for value in _quoted(row[0])]
+    assert len(documented) == len(set(documented))
+    assert set(documented) == set(get_args(ErrorType))
+
+
+def test_the_readme_lists_exactly_the_values_of_each_closed_record_field() -> None:
+    rows = _table_after(
+        "Fields with a fixed set of values (`record.py` types them; a test checks this section against it):"
+    )
+    documented = {_quoted(row[0])[0]: [_kind(_quoted(row[0])[0], v) for v in _quoted(row[1])] for row in rows}
+    assert set(documented) == set(_CLOSED)
+    for name, values in documented.items():
+        assert set(values) == set(get_args(_CLOSED[name])), name
+
+
+def test_every_value_the_readme_quotes_for_a_closed_field_is_one() -> None:
+    """Prose such as `usage_source = "absent"` or `cache_status: "HIT"`, anywhere in the README."""
+    allowed = {name: set(get_args(kind)) for name, kind in _CLOSED.items()} | {"error_type": set(get_args(ErrorType))}
+    quoted = re.findall(
+        r"\b(error_type|usage_source|cost_source|cache_status)`?\s*[:=]\s*`?\"([^\"]+)\"", README.read_text()
+    )
+    assert len(quoted) >= 5  # the pattern still finds the README's mentions
+    for name, value in quoted:
+        assert _kind(name, value) in allowed[name], (name, value)
+
+
+def test_the_values_the_code_produces_are_in_the_literals() -> None:
+    """What the type checker cannot see: routing's refusals typed by providers' own Literal, the
+    cost sources as cost.py names them, and the cache hit's, as a record has them."""
+    from relaylog import cost
+    from relaylog.providers.routing import RouteErrorType
+
+    assert set(get_args(RouteErrorType)) <= set(get_args(ErrorType))
+    kinds = set(get_args(CostSourceKind))
+    assert {_kind("cost_source", cost.COST_SOURCE), cost.UNKNOWN_MODEL, cost.NO_USAGE} <= kinds
+    started = time.perf_counter()
+    exchange = Exchange(
+        "0b8d0c1e-2f4a-4d5b-9c6e-7f8091a2b3c4", 1_795_000_000.25, started, "GET", "/v1/models", HeliconeMeta()
+    )
+    exchange.routed(PROVIDERS["openai"], "/v1/models")
+    exchange.cache_looked_up("HIT")
+    record = build_record(exchange, Settings(), _Bodies())
+    assert (record["cost_source"], record["cache_status"], record["usage_source"]) == ("cache_hit", "HIT", "absent")

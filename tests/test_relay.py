@@ -14,6 +14,7 @@ import httpx
 import orjson
 import pytest
 from aiohttp import web
+from relaylog.config import LAMBDA_MAX_REQUEST_BYTES, Settings
 
 from tests.standin import StandIn
 from tests.support.proxy import RunningProxy
@@ -386,10 +387,18 @@ def test_provider_going_silent_mid_answer_is_cut_after_the_read_timeout(
 
 def test_bytes_aiohttp_buffered_before_a_cut_are_still_read() -> None:
     """aiohttp's public reads raise a stored error before handing out what is buffered; relaylog
-    reads those bytes through its private `_read_nowait`. This fails loudly if aiohttp changes."""
+    reads those bytes through its private `StreamReader._read_nowait`, behind one function
+    (`relay.upstream.received_before_the_cut`) and nowhere else. Should this fail after an aiohttp
+    upgrade, the provider's last chunk before a cut (often the one with usage) would be lost."""
+    import relaylog
     from aiohttp.base_protocol import BaseProtocol
     from aiohttp.streams import StreamReader
     from relaylog.relay.upstream import received_before_the_cut
+
+    assert callable(getattr(StreamReader, "_read_nowait", None)), f"aiohttp {aiohttp.__version__} changed its reader"
+    package = Path(relaylog.__file__).parent
+    users = [str(path.relative_to(package)) for path in package.rglob("*.py") if "_read_nowait" in path.read_text()]
+    assert users == ["relay/upstream.py"]
 
     async def cut() -> tuple[bytes, bytes]:
         reader = StreamReader(BaseProtocol(asyncio.get_running_loop()), 2**16, loop=asyncio.get_running_loop())
@@ -492,6 +501,57 @@ def test_large_text_bodies_go_to_body_files(make_proxy: Callable[..., RunningPro
     record = proxy.record(response.headers["helicone-id"])
     assert record["request_body"] is None
     assert (proxy.data_dir / record["request_body_ref"]).read_bytes() == orjson.dumps(body)
+
+
+def _big_answer(streamed: bool) -> tuple[bytes, str]:
+    """An answer of about 7 MB, larger than the largest request Lambda takes, usage at its end."""
+    words = "word " * 200
+    usage = {"prompt_tokens": 5, "completion_tokens": 1_500_000, "total_tokens": 1_500_005}
+    if not streamed:
+        message = {"role": "assistant", "content": words * 7_000}
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        answer = {
+            "id": "chatcmpl-big",
+            "object": "chat.completion",
+            "model": "gpt-4o-mini",
+            "choices": [choice],
+            "usage": usage,
+        }
+        return orjson.dumps(answer), "application/json"
+    head = {"id": "chatcmpl-big", "object": "chat.completion.chunk", "model": "gpt-4o-mini"}
+    delta = orjson.dumps({**head, "choices": [{"index": 0, "delta": {"content": words}}]})
+    end = orjson.dumps({**head, "choices": [], "usage": usage})
+    events = [b"data: " + delta + b"\n\n"] * 7_000 + [b"data: " + end + b"\n\n", b"data: [DONE]\n\n"]
+    return b"".join(events), "text/event-stream"
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["json", "sse"])
+def test_an_answer_larger_than_the_lambda_request_limit_is_stored_whole(
+    make_proxy: Callable[..., RunningProxy], monkeypatch: pytest.MonkeyPatch, streamed: bool
+) -> None:
+    """On Lambda a request may be at most what a Function URL carries (6.29 MB); an answer may be
+    larger, and its record keeps it whole (RELAYLOG_MAX_CAPTURE_BYTES), not cut at the request limit."""
+    monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")
+    on_lambda = Settings.from_env()
+    assert on_lambda.max_request_bytes == LAMBDA_MAX_REQUEST_BYTES
+    answer, content_type = _big_answer(streamed)
+    assert len(answer) > on_lambda.max_request_bytes
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        return web.Response(body=answer, content_type=content_type)
+
+    with AiohttpUpstream(chat) as upstream:
+        proxy = make_proxy(
+            upstream, max_request_bytes=on_lambda.max_request_bytes, max_capture_bytes=on_lambda.max_capture_bytes
+        )
+        body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}} if streamed else CHAT
+        response = _post(proxy.url + "/v1/chat/completions", body)
+    assert response.status_code == 200 and response.content == answer
+    record = proxy.record(response.headers["helicone-id"])
+    assert (record["response_bytes"], record["parse_error"], record["error_type"]) == (len(answer), None, None)
+    assert (proxy.data_dir / record["response_body_ref"]).read_bytes() == answer
+    assert (record["output_tokens"], record["usage_source"]) == (1_500_000, "provider")
 
 
 def test_get_requests_and_query_strings_pass(proxy: RunningProxy, standin: StandIn) -> None:

@@ -16,8 +16,8 @@ import pytest
 from aws_lambda_powertools import Metrics
 from botocore.exceptions import ClientError, EndpointConnectionError
 from relaylog.config import Settings
-from relaylog.exchange import Exchange
 from relaylog.headers import HeliconeMeta
+from relaylog.observe import Exchange
 from relaylog.providers.registry import PROVIDERS
 from relaylog.sinks.firehose import MAX_RECORD_BYTES, FirehoseSink
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import orjson
 from relaylog.config import Settings
-from relaylog.exchange import Exchange
 from relaylog.headers import HeliconeMeta
+from relaylog.observe import Exchange
 from relaylog.providers.registry import PROVIDERS
 from relaylog.sinks.local import LocalSink
 

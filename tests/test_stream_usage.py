@@ -40,7 +40,7 @@ def test_stripper_gives_back_the_stream_without_usage(size: int) -> None:
 
 
 def test_stripper_passes_other_events_untouched() -> None:
-    text = b": keep-alive\n\nevent: ping\ndata: {}\n\ndata: not json \"usage\"\r\n\r\n"
+    text = b': keep-alive\n\nevent: ping\ndata: {}\n\ndata: not json "usage"\r\n\r\n'
     stripper = UsageStripper()
     assert stripper.feed(text) + stripper.finish() == text
     assert stripper.withheld == []

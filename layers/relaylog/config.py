@@ -21,6 +21,9 @@ MAX_REQUEST_BYTES = 64 * 1024 * 1024
 FUNCTION_URL_PAYLOAD_BYTES = 6 * 1024 * 1024
 FUNCTION_URL_ENVELOPE_BYTES = 1024
 LAMBDA_MAX_REQUEST_BYTES = FUNCTION_URL_PAYLOAD_BYTES - FUNCTION_URL_ENVELOPE_BYTES
+# Response bytes kept for the record (beyond, a body is stored truncated and said so in parse_error).
+# A limit of its own: responses are not bounded by what a Function URL accepts as a request.
+MAX_CAPTURE_BYTES = 64 * 1024 * 1024
 BODY_INLINE_MAX = 256 * 1024
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 600.0
@@ -61,6 +64,7 @@ class Settings:
     # Providers asked for stream usage when the client did not ask; None = the registry's choice.
     stream_usage_providers: frozenset[str] | None = None
     max_request_bytes: int = MAX_REQUEST_BYTES
+    max_capture_bytes: int = MAX_CAPTURE_BYTES
     # Bodies larger than this go to a file referenced by *_body_ref instead of into the record.
     body_inline_max: int = BODY_INLINE_MAX
     connect_timeout_s: float = CONNECT_TIMEOUT_S
@@ -95,13 +99,12 @@ class Settings:
                 else _default_allowlist()
             ),
             stream_usage_providers=(
-                frozenset(p.strip() for p in stream_usage.split(",") if p.strip())
-                if stream_usage is not None
-                else None
+                frozenset(p.strip() for p in stream_usage.split(",") if p.strip()) if stream_usage is not None else None
             ),
             max_request_bytes=_env_int(
                 "RELAYLOG_MAX_REQUEST_BYTES", LAMBDA_MAX_REQUEST_BYTES if on_lambda else MAX_REQUEST_BYTES
             ),
+            max_capture_bytes=_env_int("RELAYLOG_MAX_CAPTURE_BYTES", MAX_CAPTURE_BYTES),
             body_inline_max=_env_int("RELAYLOG_BODY_INLINE_MAX", BODY_INLINE_MAX),
             connect_timeout_s=_env_float("RELAYLOG_CONNECT_TIMEOUT", CONNECT_TIMEOUT_S),
             read_timeout_s=_env_float("RELAYLOG_READ_TIMEOUT", READ_TIMEOUT_S),
@@ -197,11 +200,11 @@ def otel_from_env(env: Mapping[str, str]) -> OtelSettings | None:
     headers.update(_key_values(env, "OTEL_EXPORTER_OTLP_TRACES_HEADERS"))
     return OtelSettings(
         endpoint=endpoint,
-        protocol=protocol,  # type: ignore[arg-type]
+        protocol=protocol,
         headers=tuple(headers.items()),
         # The spec gives OTLP timeouts in milliseconds.
         timeout_s=float(_signal(env, "TIMEOUT") or 10_000) / 1000.0,
-        compression=compression,  # type: ignore[arg-type]
+        compression=compression,
         insecure=None if not insecure else insecure == "true",
         service_name=service,
         resource=tuple((k, v) for k, v in resource if k != "service.name"),

@@ -2,9 +2,42 @@
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 SCHEMA_VERSION = 1
+
+# The closed sets of values a record holds. The README's error table and record section list the
+# same values (tests/test_record.py checks both ways). Record's own fields stay `str`: the store's
+# column types and the API's schema are derived from its annotations, and know no Literal yet.
+ErrorType = Literal[
+    # the provider's side
+    "upstream_error",
+    "upstream_unreachable",
+    "upstream_timeout",
+    "upstream_stream_error",
+    "upstream_disconnect",
+    # the client's side, the server's, relaylog's own failure
+    "client_disconnect",
+    "cancelled",
+    "internal_error",
+    # relaylog refused the call; the provider was not called
+    "unauthorized",
+    "unknown_provider",
+    "target_not_allowed",
+    "body_too_large",
+    "keys_unavailable",
+    "rate_limited",
+    "invalid_request",
+    "gateway_unavailable",
+    "request_timeout",
+    "invalid_path",
+]
+# Where the tokens came from: the provider's usage, usage relaylog asked for on the client's behalf
+# (and removed from what the client received), or none at all (tokens null, never 0).
+UsageSource = Literal["provider", "provider_injected", "absent"]
+CacheStatus = Literal["HIT", "MISS"]
+# `cost_source` is one of these; a priced call's is "genai-prices@<version>", the price data used.
+CostSourceKind = Literal["genai-prices", "unknown_model", "no_usage", "cache_hit"]
 
 
 class Record(TypedDict):
@@ -31,9 +64,9 @@ class Record(TypedDict):
     reasoning_tokens: int | None
     audio_input_tokens: int | None
     audio_output_tokens: int | None
-    usage_source: str
+    usage_source: str  # a UsageSource
     cost_usd: float | None
-    cost_source: str
+    cost_source: str  # a CostSourceKind; "genai-prices" as "genai-prices@<version>"
     user_id: str | None
     session_id: str | None
     session_path: str | None
@@ -41,15 +74,15 @@ class Record(TypedDict):
     prompt_id: str | None
     properties: dict[str, str]
     key_id: str | None
-    cache_status: str | None
+    cache_status: str | None  # a CacheStatus
     # Provider calls made for this request: 0 when it never reached one (cache hit, refused).
     attempt_count: int
-    # JSON array, one object per provider call: {"target", "status", "error_type", "upstream_ms",
-    # "wait_ms"}; set when retries or fallbacks were asked for, else null.
+    # JSON array, one object per provider call: {"target", "status", "error_type", "ms", "wait_ms"};
+    # set when retries or fallbacks were asked for, else null.
     attempts: str | None
     # Which Helicone-Fallbacks entry answered (0-based); null without fallbacks.
     fallback_index: int | None
-    error_type: str | None
+    error_type: str | None  # an ErrorType
     # Why part of the call could not be understood (unparsable body, unknown usage), else None.
     parse_error: str | None
     request_body: str | None

@@ -9,11 +9,11 @@ from typing import Protocol
 import orjson
 
 from .config import Settings
-from .exchange import Attempt, Exchange
+from .observe import Attempt, Exchange
 from .otel.context import trace_context
 from .providers.outcome import read_outcome
 from .providers.parsing import parse_response
-from .record import SCHEMA_VERSION, Record
+from .record import SCHEMA_VERSION, ErrorType, Record, UsageSource
 from .usage import EMPTY_FIELDS, Observed
 
 # Content types stored as text in the record; anything else (audio, images, multipart) is binary.
@@ -62,11 +62,12 @@ def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> R
         if provider is not None and answered and response_plain
         else (None, None)
     )
-    error_type = exchange.error_type
+    error_type: ErrorType | None = exchange.error_type
     if error_type is None and observed.stream_error:
         error_type = "upstream_stream_error"
 
     usage = observed.usage
+    usage_source: UsageSource
     if usage is None:
         usage_source = "absent"
         cost_usd, cost_source = None, "no_usage"

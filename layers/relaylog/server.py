@@ -15,6 +15,7 @@ from pathlib import Path
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
+from .asgi import Receive, Scope, Send
 from .config import Settings
 from .cost import load_prices
 from .gateway.cache.files import FileCacheStore
@@ -26,7 +27,7 @@ from .keys.file import KeyStore
 from .otel import shown, span_shipper
 from .query.api import QueryApp, is_query_path
 from .query.backend import Backend
-from .relay.app import Receive, RelayApp, Scope, Send
+from .relay.app import RelayApp
 from .sinks.local import LocalSink
 
 log = logging.getLogger("relaylog")

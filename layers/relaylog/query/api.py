@@ -11,7 +11,7 @@ import asyncio
 import logging
 import re
 import threading
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, unquote
 
 import orjson
 
+from relaylog.asgi import Receive, Scope, Send
 from relaylog.headers import bearer
 from relaylog.keys import KeysUnavailable, KeyVerifier
 from relaylog.prompts import diff_lines
@@ -38,10 +39,6 @@ from relaylog.query.params import (
 )
 
 log = logging.getLogger("relaylog.query")
-
-Scope = Mapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 PREFIX = "/api/v1"
 MAX_BODY = 64 * 1024

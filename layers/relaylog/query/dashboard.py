@@ -6,12 +6,10 @@ Read once from the package and served from memory; they hold no data, which come
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, MutableMapping
 from functools import cache
 from importlib import resources
-from typing import Any
 
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+from relaylog.asgi import Send
 
 _TYPES = {
     ".html": b"text/html; charset=utf-8",

@@ -9,15 +9,11 @@ hangs up at `[DONE]` without reading the end of the HTTP body.
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import TYPE_CHECKING
 
-from ..exchange import Exchange
+from ..asgi import Receive
+from ..observe import Exchange
 from ..providers.parsing import stream_ended
 from ..recording import decode
-
-if TYPE_CHECKING:
-    from .app import Receive
 
 
 def ended(exchange: Exchange) -> bool:
@@ -35,7 +31,8 @@ class DisconnectWatcher:
     """Hears the client go away while the relay waits on the provider. Before the response has
     ended for the client, that cancels the relaying task (the provider stops being read) and the
     call is `client_disconnect`. After, the call is complete (`exchange.client_done`): the relay reads
-    on for at most `read_on_s`, sending nothing, then is cancelled the same way."""
+    on for at most `read_on_s`, sending nothing, then is cancelled the same way. The relay takes
+    either cancellation back with `uncancel()`."""
 
     __slots__ = ("_exchange", "_read_on_s", "_task", "_timer", "_watch", "gone", "read_on_over")
 
@@ -55,12 +52,10 @@ class DisconnectWatcher:
         exchange = self._exchange
         if not ended(exchange):
             self.gone = True
-            exchange.error_type = "client_disconnect"
+            exchange.failed("client_disconnect")
             self._task.cancel()
             return
-        exchange.client_done = True
-        # The client's latency ends here; what is read on is for the record only.
-        exchange.finished = exchange.upstream_finished = time.perf_counter()
+        exchange.client_left_after_end()
         self._timer = asyncio.get_running_loop().call_later(self._read_on_s, self._read_on_ends)
 
     def _read_on_ends(self) -> None:
@@ -68,9 +63,14 @@ class DisconnectWatcher:
             self.read_on_over = True
             self._task.cancel()
 
-    def stopped_us(self) -> bool:
-        """Whether a cancellation of the relaying task was this watcher's doing."""
-        return self.gone or self.read_on_over
+    def uncancel(self) -> bool:
+        """Take back a cancellation of the relaying task that was this watcher's doing; False when
+        it was not (the server stopping the call), for the caller to let it propagate."""
+        if not (self.gone or self.read_on_over):
+            return False
+        if self._task is not None:
+            self._task.uncancel()
+        return True
 
     def stop(self) -> None:
         if self._watch is not None:

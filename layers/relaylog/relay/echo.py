@@ -10,13 +10,9 @@ no cost) and `attempt_count` 0.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
-
 import orjson
 
-from ..exchange import Exchange
+from ..observe import Exchange
 from ..providers.registry import Provider
 
 PATH = "/relaylog/verify"
@@ -25,13 +21,11 @@ ENDPOINT = "/verify"
 # Not in the provider registry: nothing is ever sent upstream, priced or routed by host for it.
 PROVIDER = Provider("relaylog", "", "openai", False, "")
 
-# ASGI's send callable (relay/app.py's Send; importing it from there would be an import cycle).
-_Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-
-async def answer(exchange: Exchange, send: _Send) -> None:
-    """200 with a JSON body that gives back the request body as text and says no provider was called."""
-    body = orjson.dumps(
+def body(exchange: Exchange) -> bytes:
+    """The JSON answer (sent with 200): the request body given back as text, and that no provider
+    was called."""
+    return orjson.dumps(
         {
             "object": "relaylog.echo",
             "request_id": exchange.request_id,
@@ -39,17 +33,3 @@ async def answer(exchange: Exchange, send: _Send) -> None:
             "echo": exchange.request_body.decode("utf-8", errors="replace"),
         }
     )
-    exchange.status = 200
-    exchange.response_content_type = "application/json"
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"helicone-id", exchange.request_id.encode()),
-        *exchange.extra_headers,
-    ]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    exchange.ttft = time.perf_counter()
-    exchange.response_bytes = len(body)
-    exchange.response_chunks.append(body)
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-    exchange.finished = time.perf_counter()

@@ -40,13 +40,15 @@ def inject(body: bytes, parsed: dict[str, Any]) -> bytes | None:
 
 
 class UsageStripper:
-    """Feeds on the provider's SSE bytes; returns what the client would have received directly."""
+    """Feeds on the provider's SSE bytes; returns what the client would have received directly.
+    What it removes is appended to `withheld` (the exchange's own list, so usage withheld before a
+    cut is still read)."""
 
     __slots__ = ("_splitter", "withheld")
 
-    def __init__(self) -> None:
+    def __init__(self, withheld: list[bytes] | None = None) -> None:
         self._splitter = SSESplitter()
-        self.withheld: list[bytes] = []
+        self.withheld: list[bytes] = withheld if withheld is not None else []
 
     def feed(self, chunk: bytes) -> bytes:
         events = self._splitter.feed(chunk)
@@ -86,7 +88,7 @@ def remove_top_level_key(data: bytes, key: bytes) -> bytes:
         return _cut_member(data, data.index(key))
     position = 0
     while (at := data.find(key, position)) != -1:
-        if data[at + len(key):].lstrip().startswith(b":") and _depth_at(data, at) == 1:
+        if data[at + len(key) :].lstrip().startswith(b":") and _depth_at(data, at) == 1:
             return _cut_member(data, at)
         position = at + 1
     return data
@@ -156,4 +158,3 @@ def _value_end(data: bytes, start: int) -> int:
         elif byte == 0x2C and depth == 0:
             return i
     return len(data)
-

@@ -153,7 +153,8 @@ async def read_whole(response: aiohttp.ClientResponse) -> Whole:
 def received_before_the_cut(content: aiohttp.StreamReader) -> bytes:
     """Bytes aiohttp had buffered when the connection broke. Its public reads raise the stored
     error before handing them out (aiohttp 3.x `readany`), which would drop the provider's last
-    chunk, often the one carrying usage."""
+    chunk, often the one carrying usage. The one use of a private aiohttp API in relaylog, kept
+    here alone (tests/test_relay.py fails if aiohttp changes it, or if another module uses it)."""
     read = getattr(content, "_read_nowait", None)
     if read is None:
         return b""

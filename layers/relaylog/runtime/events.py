@@ -8,7 +8,7 @@ import binascii
 from typing import Any
 from urllib.parse import unquote
 
-from ..relay.app import Scope
+from ..asgi import Scope
 
 # Headers the Function URL adds for its own hop (AWS's sample events show them on every request):
 # the provider must see the client's request, not relaylog's front door, nor the client's address.

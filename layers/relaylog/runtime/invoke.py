@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..relay.app import ClientGone, Message, Scope
+from ..asgi import ClientGone, Message, Scope
 
 log = logging.getLogger("relaylog.runtime")
 

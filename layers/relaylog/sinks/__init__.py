@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..exchange import Exchange
+from ..observe import Exchange
 from ..record import Record
 
 

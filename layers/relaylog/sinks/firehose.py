@@ -22,7 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..aws import layout
 from ..config import Settings
-from ..exchange import Exchange
+from ..observe import Exchange
 from ..record import Record
 from ..recording import build_record
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from ..config import Settings
-from ..exchange import Exchange
+from ..observe import Exchange
 from ..record import Record
 from ..recording import build_record
 from ..store.files import DAMAGED_DIR, seal_dead_writers, seal_tail

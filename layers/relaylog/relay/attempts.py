@@ -1,0 +1,241 @@
+"""Running a call's attempt plan (`targets.plan()`): the provider called, retried and fallen back
+from until one answer is kept, then relayed.
+
+Layered the way httpx's client sends (`send -> _send_handling_auth -> _send_handling_redirects ->
+_send_single_request`), one concern per layer, each returning a typed outcome to the one above:
+
+    send                        the client's side: hearing it leave, relaying the answer, a cut
+    _send_handling_fallbacks    Helicone-Fallbacks: the next target while one falls through
+    _send_handling_retries      Helicone-Retry-*: the same target again after a backoff
+    _send_single_attempt        one call to the provider, its outcome `Answered` or `Unanswered`
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+
+from ..asgi import Receive, Send
+from ..config import Settings
+from ..gateway.retry import RetryPolicy, retry_after_s, retryable
+from ..headers import narrow_accept_encoding
+from ..observe import Attempt, Exchange
+from ..record import ErrorType
+from . import respond
+from .client import DisconnectWatcher, ended
+from .targets import Target
+from .upstream import Whole, forbidden, read_whole
+
+log = logging.getLogger("relaylog.relay")
+
+# A client that hung up after the provider's terminal event has the whole response; the provider
+# is read on this long at most for what it still sends (usage, the end of the body, which also
+# lets the connection go back to the pool), then let go. The record waits for it, the client not.
+_READ_ON_S = 5.0
+
+
+class Sessions(Protocol):
+    """The app's aiohttp sessions: one for the provider routes, one for hosts a client chose."""
+
+    @property
+    def session(self) -> aiohttp.ClientSession: ...
+
+    @property
+    def target_session(self) -> aiohttp.ClientSession: ...
+
+
+@dataclass(slots=True)
+class Answered:
+    """The provider answered (any status); with its body when relaylog had to read it to decide."""
+
+    response: aiohttp.ClientResponse
+    preread: Whole | None
+    attempt: Attempt
+
+
+@dataclass(slots=True)
+class Unanswered:
+    """No answer: the connection failed or timed out, or the host is one relaylog will not call."""
+
+    error: BaseException
+    error_type: ErrorType
+    attempt: Attempt
+
+
+Outcome = Answered | Unanswered
+
+
+class Attempts:
+    """Calls the provider for the relay; one per app, shared by every call."""
+
+    def __init__(self, sessions: Sessions, settings: Settings) -> None:
+        self._sessions = sessions
+        self._settings = settings
+
+    async def send(
+        self,
+        exchange: Exchange,
+        receive: Receive,
+        send: Send,
+        targets: list[Target],
+        retry: RetryPolicy | None,
+        accept_encoding: bytes | None,
+    ) -> None:
+        """Run the plan and relay the answer kept. A provider that fails once its answer has begun
+        cuts the client's response the same way (the app returns without completing it)."""
+        read_on_s = min(_READ_ON_S, self._settings.read_timeout_s)
+        watcher = DisconnectWatcher(receive, exchange, read_on_s)
+        response: aiohttp.ClientResponse | None = None
+        try:
+            outcome = await self._send_handling_fallbacks(exchange, targets, retry, accept_encoding)
+            if isinstance(outcome, Unanswered):
+                exchange.upstream_done()
+                return await _refuse_unanswered(exchange, send, outcome)
+            response = outcome.response
+            if outcome.attempt.target is not None:
+                exchange.answered_by(outcome.attempt.target)
+            await respond.relay(exchange, response, send, watcher, outcome.preread)
+        except asyncio.CancelledError:
+            if not watcher.uncancel():
+                raise
+        except TimeoutError:
+            _cut(exchange, "upstream_timeout", "the provider went silent mid-response")
+        except (aiohttp.ClientError, OSError):
+            _cut(exchange, "upstream_disconnect", "the provider closed the connection mid-response")
+        finally:
+            watcher.stop()
+            exchange.upstream_done()  # stopped reading early
+            if response is not None:
+                # Closing (not releasing) drops a connection whose body was not read to the end.
+                response.close()
+
+    async def _send_handling_fallbacks(
+        self, exchange: Exchange, targets: list[Target], retry: RetryPolicy | None, accept_encoding: bytes | None
+    ) -> Outcome:
+        """Each target in turn, until one's outcome is kept (the last one's always is)."""
+        position = 0
+        while True:
+            target = targets[position]
+            outcome = await self._send_handling_retries(exchange, target, retry, accept_encoding)
+            position += 1
+            if position == len(targets) or not _falls_through(target, outcome):
+                return outcome
+            if isinstance(outcome, Answered):
+                outcome.response.close()
+
+    async def _send_handling_retries(
+        self, exchange: Exchange, target: Target, retry: RetryPolicy | None, accept_encoding: bytes | None
+    ) -> Outcome:
+        """One target, again after a backoff while the outcome is one worth retrying."""
+        retries = 0
+        while True:
+            outcome = await self._send_single_attempt(exchange, target, accept_encoding)
+            wait = _backoff(retry, retries, outcome)
+            if wait is None:
+                return outcome
+            if isinstance(outcome, Answered):
+                outcome.response.close()
+            if wait:
+                outcome.attempt.wait_ms = round(wait * 1000.0, 3)
+                await asyncio.sleep(wait)
+            retries += 1
+
+    async def _send_single_attempt(self, exchange: Exchange, target: Target, accept_encoding: bytes | None) -> Outcome:
+        """One call to the provider. A provider that turns out not to accept the stream usage
+        relaylog asked for (400 naming stream_options) is asked again as the client asked, within
+        the same attempt; that 400's body is read to decide, and kept if it is the answer."""
+        began = exchange.attempt_started(target)
+        session = self._sessions.target_session if target.route.guarded else self._sessions.session
+        preread = None
+        try:
+            response = await session.request(
+                exchange.method,
+                target.url,
+                headers=_headers(exchange, target, accept_encoding),
+                data=target.upstream_body or None,
+                allow_redirects=False,
+            )
+            if exchange.usage_injected and response.status == 400:
+                preread = await read_whole(response)
+                if preread.failure is None and b"stream_options" in preread.data:
+                    response.release()
+                    exchange.usage_refused()
+                    preread = None
+                    response = await session.request(
+                        exchange.method,
+                        target.url,
+                        headers=_headers(exchange, target, accept_encoding),
+                        data=target.body or None,
+                        allow_redirects=False,
+                    )
+        except (TimeoutError, aiohttp.ClientError, OSError) as error:
+            failure = _failure(error)
+            return Unanswered(error, failure, exchange.attempt_ended(target.index, 0, failure, began))
+        return Answered(response, preread, exchange.attempt_ended(target.index, response.status, None, began))
+
+
+def _failure(error: BaseException) -> ErrorType:
+    if forbidden(error) is not None:
+        return "target_not_allowed"
+    return "upstream_timeout" if isinstance(error, TimeoutError) else "upstream_unreachable"
+
+
+def _headers(exchange: Exchange, target: Target, accept_encoding: bytes | None) -> list[tuple[str, str]]:
+    headers = list(target.headers)
+    if exchange.usage_injected:
+        headers.append(("accept-encoding", "identity"))  # the stripper reads the stream as text
+    elif accept_encoding is not None:
+        headers.append(("accept-encoding", narrow_accept_encoding(accept_encoding) or "identity"))
+    return headers
+
+
+def _backoff(retry: RetryPolicy | None, retries: int, outcome: Outcome) -> float | None:
+    """Seconds to wait before calling the same target again, or None to keep this outcome."""
+    if retry is None or retries >= retry.num:
+        return None
+    if isinstance(outcome, Unanswered):
+        return None if outcome.error_type == "target_not_allowed" else retry.delay_s(retries, None)
+    if not retryable(outcome.response.status):
+        return None
+    return retry.delay_s(retries, retry_after_s(outcome.response.headers))
+
+
+def _falls_through(target: Target, outcome: Outcome) -> bool:
+    """Whether the next Helicone-Fallbacks entry is called after this outcome."""
+    if isinstance(outcome, Unanswered):
+        # Not a failure to fall through: the client named a host relaylog will not connect to.
+        return outcome.error_type != "target_not_allowed"
+    return target.fallback is not None and target.fallback.falls_through(outcome.response.status)
+
+
+async def _refuse_unanswered(exchange: Exchange, send: Send, outcome: Unanswered) -> None:
+    """No provider answered: relaylog says why (its refusal of a forbidden host, 504 or 502)."""
+    error = outcome.error
+    if outcome.error_type == "target_not_allowed":
+        await respond.refuse(exchange, send, 403, "target_not_allowed", str(forbidden(error)))
+    elif outcome.error_type == "upstream_timeout":
+        await respond.refuse(exchange, send, 504, "upstream_timeout", "The provider did not answer in time")
+    else:
+        await respond.refuse(exchange, send, 502, "upstream_unreachable", _describe(error))
+
+
+def _cut(exchange: Exchange, error: ErrorType, what: str) -> None:
+    """The provider failed after the answer began; the client's response is cut the same way. A
+    stream that already ended for the client is a success."""
+    exchange.upstream_done()
+    if exchange.client_done or ended(exchange):
+        return
+    exchange.failed(error)
+    # The server then closes the client's connection the same way (uvicorn's "returned without
+    # completing response" line, which server.py replaces with this one).
+    log.warning("request %s: %s; the client's response was cut the same way", exchange.request_id, what)
+
+
+def _describe(error: BaseException) -> str:
+    # The class name and aiohttp's text name the failure; neither carries request headers or keys.
+    text = str(error).strip()
+    return f"Provider unreachable: {type(error).__name__}{': ' + text if text else ''}"[:500]

@@ -1,0 +1,152 @@
+"""Answering the client: the provider's response relayed (read whole, or streamed chunk by chunk),
+relaylog's own JSON answers (its refusals, the echo route), and a cached answer replayed.
+
+Each send is observed first (`Exchange.response_started`, `chunk_sent`): the record then says what
+the client was sent, even when the send is the last thing that happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import orjson
+
+from ..asgi import Receive, Send
+from ..gateway.cache import CachedResponse
+from ..headers import response_headers
+from ..observe import Exchange, Header
+from ..record import ErrorType
+from .client import DisconnectWatcher
+from .stream_usage import UsageStripper
+from .upstream import Whole, read_whole, received_before_the_cut
+
+_JSON = b"application/json"
+# Non-streamed bodies up to this size are read whole and sent in one write.
+_READ_WHOLE_MAX = 4 * 1024 * 1024
+# How a provider's connection breaks mid-body, as aiohttp reports it.
+_CUT = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, ConnectionError)
+
+
+async def relay(
+    exchange: Exchange,
+    response: aiohttp.ClientResponse,
+    send: Send,
+    watcher: DisconnectWatcher,
+    preread: Whole | None,
+) -> None:
+    """Relay the provider's response: status, headers and bytes as they came. A failure reading it
+    is raised after the client was sent every byte that arrived before it."""
+    content_type = response.headers.get("Content-Type", "")
+    exchange.response_described(content_type, response.headers.get("Content-Encoding"))
+    event_stream = content_type.startswith("text/event-stream")
+    stripper = UsageStripper(exchange.withheld) if exchange.usage_injected and event_stream else None
+    headers = response_headers(tuple(response.raw_headers), keep_length=stripper is None)
+    if event_stream:
+        _add_stream_headers(headers)
+    headers.append((b"helicone-id", exchange.request_id.encode()))
+    headers += exchange.extra_headers
+
+    length = response.content_length
+    if preread is not None or (not event_stream and length is not None and length <= _READ_WHOLE_MAX):
+        whole = preread if preread is not None else await read_whole(response)
+        exchange.upstream_done()
+        exchange.response_started(response.status, headers)
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        if whole.failure is None:
+            return await _send_last(exchange, send, watcher, whole.data)
+        # Cut (or silent) mid-body: the client gets the provider's status, headers and bytes,
+        # then its connection is cut the same way, as it would be calling the provider directly.
+        if whole.data and exchange.chunk_sent(whole.data):
+            await send({"type": "http.response.body", "body": whole.data, "more_body": True})
+        raise whole.failure
+
+    exchange.response_started(response.status, headers)
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    try:
+        async for chunk in response.content.iter_any():
+            out = stripper.feed(chunk) if stripper is not None else chunk
+            if out and exchange.chunk_sent(out):
+                await send({"type": "http.response.body", "body": out, "more_body": True})
+    except _CUT:
+        # The client gets every byte the provider sent before it hung up, as it would directly.
+        tail = received_before_the_cut(response.content)
+        out = stripper.feed(tail) if stripper is not None and tail else tail
+        if out and exchange.chunk_sent(out):
+            await send({"type": "http.response.body", "body": out, "more_body": True})
+        raise
+    exchange.upstream_done()
+    await _send_last(exchange, send, watcher, stripper.finish() if stripper is not None else b"")
+
+
+async def _send_last(exchange: Exchange, send: Send, watcher: DisconnectWatcher | None, data: bytes) -> None:
+    # From here on a disconnect notice only means the response is complete.
+    if watcher is not None:
+        watcher.stop()
+    if exchange.last_chunk_sent(data):
+        await send({"type": "http.response.body", "body": data, "more_body": False})
+        exchange.finish()
+
+
+async def refuse(
+    exchange: Exchange, send: Send, status: int, error: ErrorType, message: str, headers: tuple[Header, ...] = ()
+) -> None:
+    """Answer with relaylog's own JSON error (never the provider's words)."""
+    if headers:
+        exchange.add_headers(*headers)
+    body = orjson.dumps({"error": {"type": error, "message": message}})
+    await answer(exchange, send, status, error, body)
+
+
+async def answer(exchange: Exchange, send: Send, status: int, error: ErrorType | None, body: bytes) -> None:
+    """relaylog answers for itself, with a JSON body."""
+    exchange.relaylog_answered(status, error)
+    headers = [
+        (b"content-type", _JSON),
+        (b"content-length", str(len(body)).encode()),
+        (b"helicone-id", exchange.request_id.encode()),
+        *exchange.extra_headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    exchange.chunk_sent(body)
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+    exchange.finish()
+
+
+async def replay(
+    exchange: Exchange, receive: Receive, send: Send, entry: CachedResponse, original_timing: bool
+) -> None:
+    """Answer from the cache with the stored chunks, one send per chunk as first received; with
+    `original_timing` (Helicone-Cache-Stream-Timing: original), spaced out as they first were."""
+    exchange.replaying(entry)
+    headers = [*entry.headers, (b"helicone-id", exchange.request_id.encode()), *exchange.extra_headers]
+    # Nothing to read on after the end: a client that leaves then stops the replay at once.
+    watcher = DisconnectWatcher(receive, exchange, read_on_s=0.0) if original_timing else None
+    try:
+        exchange.response_started(entry.status, headers)
+        await send({"type": "http.response.start", "status": entry.status, "headers": headers})
+        began = time.perf_counter()
+        for chunk, offset_ms in zip(entry.chunks, entry.offsets_ms, strict=True):
+            if watcher is not None:
+                delay = began + offset_ms / 1000.0 - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            if exchange.chunk_sent(chunk):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await _send_last(exchange, send, watcher, b"")
+    except asyncio.CancelledError:
+        if watcher is None or not watcher.uncancel():
+            raise
+    finally:
+        if watcher is not None:
+            watcher.stop()
+
+
+def _add_stream_headers(headers: list[Header]) -> None:
+    """Proxies and browsers must not buffer or cache an event stream; keep the provider's own values."""
+    names = {name.lower() for name, _ in headers}
+    if b"cache-control" not in names:
+        headers.append((b"cache-control", b"no-cache"))
+    if b"x-accel-buffering" not in names:
+        headers.append((b"x-accel-buffering", b"no"))
