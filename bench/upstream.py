@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 import uvloop
 from yarl import URL
 
@@ -30,16 +31,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "layers"))
 
 from procs import kill_all, start_standin  # noqa: E402
 from relay import GZIP, SDK_HEADERS, SMALL, STREAM  # noqa: E402
-
 from relaylog.config import Settings  # noqa: E402
 from relaylog.relay.http1 import Client  # noqa: E402
-from relaylog.relay.upstream import create_session, read_whole  # noqa: E402
 
 Call = Callable[[bool], Awaitable[int]]  # stream? -> body bytes read
 
 
 def aiohttp_call(url: URL, headers: list[tuple[str, str]]) -> tuple[Call, Callable[[], Awaitable[None]]]:
-    session = create_session(Settings.from_env())
+    settings = Settings.from_env()
+    # As relay/upstream.py set it up before relay/http1 replaced it.
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60),
+        timeout=aiohttp.ClientTimeout(
+            total=None, connect=settings.connect_timeout_s, sock_read=settings.read_timeout_s
+        ),
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"}),
+        raise_for_status=False,
+        trust_env=False,
+    )
 
     async def call(stream: bool) -> int:
         response = await session.request(
@@ -47,7 +58,7 @@ def aiohttp_call(url: URL, headers: list[tuple[str, str]]) -> tuple[Call, Callab
         )
         try:
             if not stream:
-                return len((await read_whole(response)).data)
+                return len(await response.read())
             size = 0
             async for chunk in response.content.iter_any():
                 size += len(chunk)
@@ -112,7 +123,10 @@ async def bench(base: str, seconds: float, rounds: int) -> str:
     finally:
         for _, close in clients.values():
             await close()
-    rows = [f"{'':26}{'aiohttp':>20}{'http1 (relaylog)':>20}{'ratio':>9}", f"{'':26}{'calls/s   CPU us':>20}{'calls/s   CPU us':>20}{'CPU':>9}"]
+    rows = [
+        f"{'':26}{'aiohttp':>20}{'http1 (relaylog)':>20}{'ratio':>9}",
+        f"{'':26}{'calls/s   CPU us':>20}{'calls/s   CPU us':>20}{'CPU':>9}",
+    ]
     for label, _, _ in cases:
         cells = []
         cpus = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 # RFC 9110 hop-by-hop headers, plus those the HTTP client recomputes for the upstream connection.
@@ -113,7 +113,7 @@ def header_text(value: bytes) -> str:
 
 def _read_helicone(meta: HeliconeMeta, name: str, value: str) -> None:
     if name.startswith(_PROPERTY_PREFIX):
-        key = name[len(_PROPERTY_PREFIX):]
+        key = name[len(_PROPERTY_PREFIX) :]
         if key:
             meta.properties[key] = value
         return
@@ -122,7 +122,7 @@ def _read_helicone(meta: HeliconeMeta, name: str, value: str) -> None:
     elif (attribute := _FLAG_HEADERS.get(name)) is not None:
         setattr(meta, attribute, truthy(value))
     elif name.startswith(_GATEWAY_PREFIXES):
-        meta.gateway[name[len("helicone-"):]] = value
+        meta.gateway[name[len("helicone-") :]] = value
 
 
 def _read_trace(meta: HeliconeMeta, name: bytes, value: str) -> None:
@@ -161,15 +161,11 @@ def narrow_accept_encoding(value: bytes | None) -> str | None:
     """Keep only the encodings relaylog can decode, so usage can be read from any response."""
     if value is None:
         return None
-    kept = [
-        part.strip()
-        for part in value.split(b",")
-        if part.split(b";", 1)[0].strip().lower() in DECODABLE_ENCODINGS
-    ]
+    kept = [part.strip() for part in value.split(b",") if part.split(b";", 1)[0].strip().lower() in DECODABLE_ENCODINGS]
     return b", ".join(kept).decode("latin-1") if kept else "identity"
 
 
-def response_headers(raw: tuple[tuple[bytes, bytes], ...], *, keep_length: bool) -> list[tuple[bytes, bytes]]:
+def response_headers(raw: Sequence[tuple[bytes, bytes]], *, keep_length: bool) -> list[tuple[bytes, bytes]]:
     """Upstream response headers as relayed: hop-by-hop removed, everything else unchanged."""
     dropped = _HOP_BY_HOP | _named_by_connection(raw)
     return [

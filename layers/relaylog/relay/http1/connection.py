@@ -238,7 +238,7 @@ class Connection(asyncio.Protocol):
         if self._reading_paused or left > 0:
             self._timer = self.loop.call_later(left if left > 0 else self._read_timeout_s, self._check_stall)
             return
-        response._fail(TimeoutError("the provider sent nothing for %g s" % self._read_timeout_s))
+        response._fail(TimeoutError(f"the provider sent nothing for {self._read_timeout_s:g} s"))
         self.close()
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
@@ -315,4 +315,3 @@ class Connection(asyncio.Protocol):
             return
         if self._response is not None:
             self._response._complete()
-

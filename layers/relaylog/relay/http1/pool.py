@@ -17,7 +17,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from yarl import URL
 
-from ..upstream import ForbiddenAddress, public
+from . import addresses
+from .addresses import ForbiddenAddress
 from .connection import Connection, Response, UpstreamDisconnected
 
 # Host name and port -> the addresses to try, in order.
@@ -181,7 +182,7 @@ class Client:
         except ValueError:
             literal = None
         if literal is not None:
-            if self.public_only and not public(literal):
+            if self.public_only and not addresses.public(literal):
                 raise ForbiddenAddress(f"{host[:100]} is not a public address")
             return [host]
         cached = self._dns.get((host, port))
@@ -196,7 +197,7 @@ class Client:
                     address = ipaddress.ip_address(answer.split("%", 1)[0])
                 except ValueError:
                     address = None
-                if address is None or not public(address):
+                if address is None or not addresses.public(address):
                     # One bad answer among good ones is refused too: which one a connection would
                     # use is not ours to say. The address is not named: the client chose the name.
                     raise ForbiddenAddress(f"{host[:100]} does not resolve to a public address")
