@@ -39,7 +39,7 @@ async def relay(
     exchange.response_described(content_type, response.header(b"content-encoding"))
     event_stream = content_type.startswith("text/event-stream")
     stripper = UsageStripper(exchange.withheld) if exchange.usage_injected and event_stream else None
-    headers = response_headers(response.raw_headers, keep_length=stripper is None)
+    headers = response_headers(response.raw_headers, keep_length=stripper is None, connection=response.connection)
     if event_stream:
         _add_stream_headers(headers)
     headers.append((b"helicone-id", exchange.request_id.encode()))

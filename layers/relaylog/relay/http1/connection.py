@@ -38,12 +38,14 @@ class Response:
     __slots__ = (
         "_chunks",
         "_connection",
+        "_first",
         "_done",
         "_failure",
         "_head",
         "_size",
         "_waiter",
         "_whole",
+        "connection",
         "keep_alive",
         "raw_headers",
         "status",
@@ -52,7 +54,9 @@ class Response:
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
         self.status = 0
-        self.raw_headers: list[tuple[bytes, bytes]] = []
+        self.raw_headers: list[tuple[bytes, bytes]] = []  # as sent: names in their own case
+        self.connection: list[bytes] = []  # the values of its Connection headers
+        self._first: dict[bytes, bytes] = {}  # lower-case name -> its first value
         self.keep_alive = False
         self._head: asyncio.Future[None] = connection.loop.create_future()
         self._chunks: deque[bytes] = deque()
@@ -66,10 +70,8 @@ class Response:
 
     def header(self, name: bytes) -> str | None:
         """The first value of a header (name in lower case), as text."""
-        for key, value in self.raw_headers:
-            if key.lower() == name:
-                return value.decode("utf-8", "surrogateescape")
-        return None
+        value = self._first.get(name)
+        return value.decode("utf-8", "surrogateescape") if value is not None else None
 
     @property
     def content_length(self) -> int | None:
@@ -285,8 +287,13 @@ class Connection(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._response is not None:
-            self._response.raw_headers.append((name, value))
+        response = self._response
+        if response is not None:
+            response.raw_headers.append((name, value))
+            lowered = name.lower()
+            response._first.setdefault(lowered, value)
+            if lowered == b"connection":
+                response.connection.append(value)
 
     def on_headers_complete(self) -> None:
         response = self._response
@@ -296,6 +303,8 @@ class Connection(asyncio.Protocol):
         self._interim = 100 <= status < 200
         if self._interim:  # its headers are not the response's
             response.raw_headers.clear()
+            response.connection.clear()
+            response._first.clear()
             return
         response.status = status
         response.keep_alive = self._parser.should_keep_alive()

@@ -207,7 +207,7 @@ class Client:
 
 def _head(method: str, url: URL, headers: Sequence[tuple[str, str]], body: bytes) -> bytes:
     lines = [f"{method} {url.raw_path_qs} HTTP/1.1\r\n"]
-    if not any(name.lower() == "host" for name, _ in headers):
+    if not [name for name, _ in headers if len(name) == 4 and name.lower() == "host"]:  # no generator per call
         lines.append(f"Host: {url.host_port_subcomponent}\r\n")
     lines += [f"{name}: {value}\r\n" for name, value in headers]
     if body or method not in _NO_BODY_METHODS:
