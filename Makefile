@@ -10,13 +10,26 @@ TOOLS_STAMP := $(TOOLS)/.installed
 # The dashboard tests drive Debian's Chromium (no browser download): installed here when we are root.
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: serve test bench bench-gateway bench-soak clean
+.PHONY: serve test test-fast lint lock lock-check bench bench-gateway bench-soak clean
 
-$(STAMP): pyproject.toml
+# The versions come from the lock files (`make lock` writes them from pyproject.toml), with their
+# hashes; relaylog itself is installed editable on top, without resolving anything again.
+# `make serve` installs the dependencies alone; `make test`/`make lint` everything (same versions).
+SERVE_STAMP := $(VENV)/.installed-serve
+
+$(SERVE_STAMP): requirements/serve.txt pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	$(BIN)/pip install --quiet --require-hashes -r requirements/serve.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+$(STAMP): requirements/dev.txt pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --require-hashes -r requirements/dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@ $(SERVE_STAMP)
 
 $(TOOLS_STAMP):
 	test -d $(TOOLS) || $(PYTHON) -m venv $(TOOLS)
@@ -35,11 +48,32 @@ $(CHROMIUM):
 		echo "The dashboard tests need Chromium: sudo apt-get install chromium (or make test CHROMIUM=/path/to/chromium)"; exit 1; \
 	fi
 
-serve: $(STAMP)
+serve: $(SERVE_STAMP)
 	$(BIN)/relaylog serve
 
+# The whole suite; the slowest 25 tests listed at the end, to see where the time goes.
 test: $(STAMP) $(TOOLS_STAMP) tests/node/node_modules/.installed $(CHROMIUM)
-	RELAYLOG_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q
+	RELAYLOG_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q --durations=25
+
+# The unit tests, while working: no AWS (moto), SAM, Chromium, Node, soak, crash or slow tests.
+FAST := not (aws or sam or browser or node or soak or crash or slow)
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "$(FAST)" --durations=10
+
+# ruff (rules and formatting) and mypy, as configured in pyproject.toml; no file is changed.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# Pins every dependency from pyproject.toml's ranges into requirements/*.txt and writes the Lambda
+# artifacts' requirements files from them (requirements/lock.py says how). lock-check resolves again
+# and fails if any file differs: pyproject.toml changed without `make lock`, or a hand edit.
+lock: $(STAMP)
+	$(BIN)/python requirements/lock.py
+
+lock-check: $(STAMP)
+	$(BIN)/python requirements/lock.py --check
 
 bench: $(STAMP)
 	$(BIN)/python bench/relay.py

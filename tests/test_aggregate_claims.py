@@ -34,6 +34,8 @@ from tests.support.aggregator import invoke, load_aggregator
 from tests.support.aws import REGION, Stack
 from tests.support.records import BASE, make_record
 
+pytestmark = pytest.mark.aws
+
 DAY = BASE.strftime("%Y-%m-%d")
 KEY_A = f"raw/dt={DAY}/hour=23/relaylog-records-1-{DAY}-23-10-00-aaaa.gz"
 KEY_B = f"raw/dt={DAY}/hour=23/relaylog-records-1-{DAY}-23-11-00-bbbb.gz"

@@ -19,6 +19,8 @@ from relaylog.aws import layout
 from tests.support.aws import REGION, Stack
 from tests.support.records import BASE, make_record
 
+pytestmark = pytest.mark.aws
+
 DAY = BASE.strftime("%Y-%m-%d")
 HOUR = BASE.strftime("%Y-%m-%dT%H")
 CHUNK = 5  # small chunks: many transactions from a few records (moto takes ~10 ms per update)

@@ -11,12 +11,14 @@ from urllib.parse import quote_plus
 
 import pytest
 from botocore.exceptions import ClientError
-from relaylog.aggregate import histogram
+from relaylog import histogram
 from relaylog.aws import layout
 
 from tests.support.aggregator import invoke, load_aggregator
 from tests.support.aws import Stack
 from tests.support.records import BASE, make_record
+
+pytestmark = pytest.mark.aws
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 DAY = BASE.strftime("%Y-%m-%d")

@@ -33,6 +33,8 @@ from tests.support.aws import REGION, Stack
 from tests.support.records import BASE, make_record
 from tests.support.sam import load_template
 
+pytestmark = pytest.mark.aws
+
 DAY = BASE.strftime("%Y-%m-%d")
 RAW_KEY = f"raw/dt={DAY}/hour={BASE:%H}/relaylog-records-1-{DAY}-22-10-00-0f1e2d3c.gz"
 SECRET_IN = "the user's secret question"

@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from relaylog.aggregate import histogram
+from relaylog import histogram
 from relaylog.aggregate.rollup import NUMBERS, TOKEN_FIELDS, rollup
 
 from tests.support.records import BASE, make_record, sample_records

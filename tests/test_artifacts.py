@@ -10,6 +10,7 @@ bytecode it ships (a .pyc that no longer matched would be compiled again at ever
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -38,7 +39,9 @@ from tests.support.lambda_artifacts import (
 )
 from tests.support.lambda_emulator import LambdaEmulator
 from tests.support.sam import load_template
-from tests.test_sdk_openai import call
+from tests.support.sdk import OPENAI
+
+pytestmark = [pytest.mark.sam, pytest.mark.aws]
 
 FUNCTIONS = ("ProxyFunction", "AggregatorFunction", "QueryFunction")
 # What the proxy imports before its first response, and what it imports after it (prices, metrics).
@@ -265,8 +268,8 @@ def test_the_exec_wrapper_starts_the_interpreter_it_is_given_and_streams(
     fn = lambda c: c.chat.completions.create(  # noqa: E731
         model="gpt-4o-mini", messages=[{"role": "user", "content": "Say hi"}], stream=True
     )
-    direct = call("sync", standin.url + "/v1", fn)
-    relayed = call("sync", emulator.url + "/v1", fn)
+    direct = OPENAI.call("sync", standin.url + "/v1", fn)
+    relayed = OPENAI.call("sync", emulator.url + "/v1", fn)
     assert [c.model_dump() for c in relayed.result] == [c.model_dump() for c in direct.result], "".join(output)
     assert len(relayed.result) > 3
     assert "started python3 from PATH" not in "".join(output)
@@ -278,3 +281,60 @@ def test_the_exec_wrapper_starts_the_interpreter_it_is_given_and_streams(
         time.sleep(0.05)
     metrics = [line for line in output if line.startswith('{"_aws"')]
     assert metrics and '"RecordsSent":[1.0]' in metrics[0], "".join(output)
+
+
+# Run by the managed runtime's python in the unzipped aggregator: one invocation of its handler.
+_INVOKE_AGGREGATOR = """
+import importlib, json, sys
+
+class Context:
+    function_name, memory_limit_in_mb = "relaylog-aggregator", 1024
+    invoked_function_arn, aws_request_id = "arn:aws:lambda:us-east-1:123456789012:function:a", "r-1"
+
+    def get_remaining_time_in_millis(self):
+        return 300_000
+
+print(json.dumps(importlib.import_module("app").handler(json.loads(sys.argv[1]), Context())))
+"""
+LAMBDA_UNZIPPED_MB = 250  # function and layers, https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html
+
+
+def test_the_shipped_aggregator_exports_spans_on_the_managed_runtime_and_the_proxy_ships_no_opentelemetry(
+    unzipped: Unzipped, python: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support.aws import create_stack, fake_credentials
+    from tests.support.otlp import OtlpReceiver
+    from tests.test_otel_aws import ENV_HEADERS_ARN, RAW_KEY, TEAM_KEY, epoch_ns, records, spans_of
+
+    task, layer = unzipped.task("AggregatorFunction"), unzipped.layer
+    assert (task / "opentelemetry" / "sdk").is_dir()
+    assert (task / "opentelemetry" / "exporter" / "otlp" / "proto" / "http").is_dir()
+    assert not list(task.glob("grpc*"))  # HTTP/protobuf only
+    # The layer is the proxy's too: nothing of OpenTelemetry there, nor in the proxy's own code.
+    assert not list(layer.glob("opentelemetry*")) and not list(unzipped.task("ProxyFunction").glob("opentelemetry*"))
+    size = _size_mb(task, layer)
+    assert size < LAMBDA_UNZIPPED_MB, f"aggregator + layer: {size:.1f} MB unzipped"
+    fake_credentials()
+    aws = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    aws.start()
+    try:
+        endpoint = f"http://127.0.0.1:{aws._server.server_port}"  # moto exposes no getter for the port
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        stack = create_stack("relaylog-shipped")
+        sent = records(2)
+        stack.put_raw_object(RAW_KEY, sent)
+        headers = json.dumps({"x-honeycomb-team": TEAM_KEY})
+        secret = stack.client("secretsmanager").create_secret(Name="otel", SecretString=headers)
+        with OtlpReceiver() as receiver:
+            otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_url, ENV_HEADERS_ARN: secret["ARN"]}
+            env = lambda_env("AggregatorFunction", task, layer, AWS_ENDPOINT_URL=endpoint, **stack.env(), **otel)
+            result = subprocess.run([str(python), "-P", "-c", _INVOKE_AGGREGATOR, json.dumps(stack.sqs_event())],
+                                    env=env, cwd=task, capture_output=True, text=True, timeout=300)  # fmt: skip
+            assert result.returncode == 0, result.stderr[-3000:]
+            assert json.loads(result.stdout.splitlines()[-1]) == {"batchItemFailures": []}
+            for record in sent:
+                (span,) = spans_of(receiver, record["request_id"])
+                assert span.start_ns == epoch_ns(record["created_at"]) and span.headers["x-honeycomb-team"] == TEAM_KEY
+        assert TEAM_KEY not in result.stdout + result.stderr
+    finally:
+        aws.stop()

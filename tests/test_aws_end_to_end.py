@@ -24,9 +24,11 @@ from tests.support.aggregator import invoke, load_aggregator
 from tests.support.aws import REGION, Stack
 from tests.support.lambda_emulator import LambdaEmulator
 from tests.support.lambda_runtime import InProcessRuntime
+from tests.support.sdk import OPENAI
 from tests.test_queries import QUERIES
-from tests.test_sdk_openai import call
 from tests.test_sink_firehose import Flaky, _error
+
+pytestmark = pytest.mark.aws
 
 
 @pytest.fixture
@@ -45,16 +47,16 @@ def _calls(emulator: LambdaEmulator, tag: str) -> list[str]:
     ids = [str(uuid.uuid4()) for _ in range(4)]
     base = emulator.url + "/v1"
     chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"hi {tag}"}]}
-    streamed = call(
+    streamed = OPENAI.call(
         "sync", base, lambda c: c.chat.completions.create(**chat, stream=True), {"Helicone-Request-Id": ids[0]}
     )
     assert streamed.result[-1].choices == [] or streamed.result[-1].choices[0].finish_reason == "stop"
-    call("sync", base, lambda c: c.chat.completions.create(**chat), {"Helicone-Request-Id": ids[1]})
+    OPENAI.call("sync", base, lambda c: c.chat.completions.create(**chat), {"Helicone-Request-Id": ids[1]})
     attributed = {"Helicone-Request-Id": ids[2], "Helicone-User-Id": "alice", "Helicone-Session-Id": "s-1",
                   "Helicone-Property-Team": "search"}  # fmt: skip
-    call("sync", base, lambda c: c.chat.completions.create(**chat), attributed)
+    OPENAI.call("sync", base, lambda c: c.chat.completions.create(**chat), attributed)
     with pytest.raises(openai.RateLimitError):
-        call(
+        OPENAI.call(
             "sync",
             base,
             lambda c: c.chat.completions.create(**chat),

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 import relaylog
-from relaylog import cli as cli_module
+from relaylog.cli import keys as cli_keys
 from relaylog.cli import main
 from relaylog.keys import KeyInfo
 from relaylog.record import SUMMARY_FIELDS
@@ -352,7 +352,7 @@ def test_keys_create_with_a_limit_on_a_stack(
             made.append((name, limit))
             return "rl-secret", KeyInfo("key_00000000", name, "rl-sec", "2025-01-01T00:00:00Z", limit=limit)
 
-    monkeypatch.setattr(cli_module, "_keys", lambda args: FakeStore())
+    monkeypatch.setattr(cli_keys, "key_store", lambda args: FakeStore())
     created = run_json(capsys, "keys", "create", "--stack", "prod", "--limit", "7;w=60;s=user")
     assert made == [(None, "7;w=60;u=request;s=user")] and created["limit"] == "7;w=60;u=request;s=user"
 
@@ -424,7 +424,10 @@ def _prompt_record(minutes: int, text: str, city: str) -> dict[str, Any]:
         "model": "gpt-4o-mini",
         "messages": [
             {"role": "system", "content": "You are a guide."},
-            {"role": "user", "content": text.format(f'<helicone-prompt-input key="city">{city}</helicone-prompt-input>')},
+            {
+                "role": "user",
+                "content": text.format(f'<helicone-prompt-input key="city">{city}</helicone-prompt-input>'),
+            },
         ],
     }
     return make_record(BASE + timedelta(minutes=minutes), prompt_id="guide", request_body=orjson.dumps(body).decode())

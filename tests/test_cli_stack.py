@@ -20,6 +20,8 @@ from tests.support.aws import REGION, Stack
 from tests.support.records import make_record
 from tests.test_queries import QUERIES
 
+pytestmark = pytest.mark.aws
+
 STACK = "relaylog-prod"
 
 

@@ -160,6 +160,7 @@ def _records(proxy: RunningProxy, ids: list[str]) -> dict[str, dict[str, Any]]:
 # -- the tests ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_clients_that_hang_up_at_the_terminal_event_are_successes(proxy: RunningProxy, standin: StandIn) -> None:
     """60 calls, six at a time, every format, the end of each body 300 ms after its terminal event: each
     client leaves in between (the OpenAI SDK by itself), and every record is a success with usage."""

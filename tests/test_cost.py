@@ -236,6 +236,7 @@ def _genai_values(usage: Usage) -> dict[str, int]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+@pytest.mark.slow
 def test_same_results_as_calc_price_for_every_model() -> None:
     """The fast path against genai-prices' own calc_price, on every model it knows."""
     rng = random.Random(20261126)

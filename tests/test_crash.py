@@ -34,6 +34,8 @@ from tests.standin import StandIn
 from tests.test_serve import REPO, Served
 from tests.test_sink_local import _exchange
 
+pytestmark = pytest.mark.crash
+
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "crash test"}]}
 # What a crash in the middle of write() leaves: the first part of a record line, no newline.
 TORN = b'{"schema_version":1,"request_id":"77777777-0000-4000-8000-000000000000","created_at":"20'

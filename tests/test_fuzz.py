@@ -30,6 +30,8 @@ from relaylog.providers.sse import SSEBody, SSESplitter
 from relaylog.relay.stream_usage import UsageStripper, inject, remove_top_level_key
 from relaylog.usage import Observed
 
+pytestmark = pytest.mark.slow
+
 DEADLINE = timedelta(seconds=2)
 FUZZ = settings(
     derandomize=True,

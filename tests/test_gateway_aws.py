@@ -31,6 +31,8 @@ from tests.support.aws import REGION, Stack
 from tests.support.lambda_emulator import LambdaEmulator
 from tests.support.lambda_runtime import InProcessRuntime
 
+pytestmark = pytest.mark.aws
+
 SECRET = "sk-test-never-logged"
 PROVIDER_KEY = "sk-test-gateway-aws"
 

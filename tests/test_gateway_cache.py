@@ -153,6 +153,7 @@ def test_original_stream_timing_replays_the_gaps_and_the_default_does_not(proxy:
     assert fast_s < gaps / 2
 
 
+@pytest.mark.slow
 def test_tenants_never_share_entries_even_when_racing(proxy: RunningProxy, standin: StandIn) -> None:
     marker = uuid.uuid4().hex
     tenants = [f"sk-test-tenant-{i}" for i in range(6)]
@@ -178,6 +179,7 @@ def test_tenants_never_share_entries_even_when_racing(proxy: RunningProxy, stand
     assert _upstream_calls(standin, marker) == len(tenants)
 
 
+@pytest.mark.slow
 def test_seed_ignore_keys_and_bucket_size(proxy: RunningProxy, standin: StandIn) -> None:
     marker = uuid.uuid4().hex
 

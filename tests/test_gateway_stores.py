@@ -121,6 +121,7 @@ def _fill_slot(root: str, text: str, count: int, start: Any) -> None:
         asyncio.run(store.put(KEY, 0, entry(text * 50)))
 
 
+@pytest.mark.slow
 def test_two_processes_filling_one_slot_never_leave_a_torn_entry(tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("spawn")
     start = ctx.Event()
@@ -179,6 +180,7 @@ def _take_many(path: str, threads: int, tries: int, limit: float, start: Any, re
     results.put(granted)
 
 
+@pytest.mark.slow
 def test_processes_and_threads_never_take_more_than_the_limit(tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("spawn")
     path = str(tmp_path / "counters.sqlite")

@@ -3,18 +3,16 @@ whose usage follows Gemini's `usageMetadata` (thinking tokens counted as output)
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import genai_prices
 import httpx
 import orjson
 import pytest
 
 from tests.standin import StandIn
-from tests.support.pricing import genai_cost
 from tests.support.proxy import RunningProxy, module_proxy
+from tests.support.sdk import RELAY_STREAM_HEADERS, check_record, headers_without, recorded
 
 API_KEY = "AIza-test-provider-key"
 PROMPT = {"contents": [{"role": "user", "parts": [{"text": "Say hello"}]}]}
@@ -27,8 +25,6 @@ WEATHER = {
         }
     ]
 }
-# Headers relaylog adds to any relayed event stream.
-RELAY_STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 proxy = module_proxy("relaylog-gemini")
@@ -69,15 +65,11 @@ def post_both(
     sent = orjson.dumps(body)
     headers = {"x-goog-api-key": API_KEY, **(headers or {})}
     mine = Exchange(http, standin.url + path, sent, headers)
-    request_id = str(uuid.uuid4())
-    through = Exchange(http, proxy.url + "/gemini" + path, sent, {**headers, "Helicone-Request-Id": request_id})
-    assert through.headers["helicone-id"] == request_id
-    return mine, through, proxy.record(request_id), sent
-
-
-def headers_without(exchange: Exchange, *names: str) -> list[tuple[str, str]]:
-    drop = {name.lower() for name in names}
-    return [(k, v) for k, v in exchange.headers.multi_items() if k.lower() not in drop]
+    relayed, record = recorded(
+        proxy, lambda ids: Exchange(http, proxy.url + "/gemini" + path, sent, {**headers, **ids})
+    )
+    assert relayed.headers["helicone-id"] == record["request_id"]
+    return mine, relayed, record, sent
 
 
 def assert_same(mine: Exchange, through: Exchange, streamed: bool) -> None:
@@ -90,7 +82,7 @@ def assert_same(mine: Exchange, through: Exchange, streamed: bool) -> None:
     ]
     for name in added[1:]:
         assert name not in mine.headers and through.headers[name] == RELAY_STREAM_HEADERS[name]
-    assert headers_without(through, *added) == headers_without(mine)
+    assert headers_without(through.headers, *added) == headers_without(mine.headers)
 
 
 def final_usage(objects: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
@@ -119,32 +111,21 @@ def record_usage(um: dict[str, Any]) -> dict[str, int | None]:
     }
 
 
-def check_record(
+def check_gemini_record(
     record: dict[str, Any], *, sent: bytes, path: str, model: str, stream: bool, um: dict[str, Any], version: str
 ) -> None:
-    usage = record_usage(um)
-    expected = {
-        "schema_version": 1,
-        "provider": "gemini",
-        "endpoint": path.split("?", 1)[0],
-        "method": "POST",
-        "model": model,
-        "response_model": version,
-        "status": 200,
-        "stream": stream,
-        **usage,
-        "usage_source": "provider",
-        "cost_source": f"genai-prices@{genai_prices.__version__}",
-        "error_type": None,
-        "parse_error": None,
-        "request_body": sent.decode(),
-        "request_bytes": len(sent),
-    }
-    assert {name: record[name] for name in expected} == expected
-    assert record["cost_usd"] is not None and record["cost_usd"] > 0
-    assert record["cost_usd"] == pytest.approx(genai_cost(usage, version, "google"), rel=1e-9, abs=1e-12)
-    assert 0 < record["ttft_ms"] <= record["latency_ms"]
-    assert API_KEY not in orjson.dumps(record).decode()
+    check_record(
+        record,
+        provider="gemini",
+        price_provider="google",
+        api_key=API_KEY,
+        sent=sent,
+        endpoint=path.split("?", 1)[0],
+        model=model,
+        response_model=version,
+        stream=stream,
+        usage=record_usage(um),
+    )
 
 
 CASES = [
@@ -183,7 +164,7 @@ def test_generate_content(
     assert standin.requests[-1].body == sent and standin.requests[-1].route == path
     answer = orjson.loads(mine.content)
     um, version = final_usage([answer])
-    check_record(record, sent=sent, path=path, model=model, stream=False, um=um, version=version)
+    check_gemini_record(record, sent=sent, path=path, model=model, stream=False, um=um, version=version)
     assert record["response_body"] == mine.content.decode()
     if headers == {"x-standin-scenario": "cached"}:
         assert record["cache_read_tokens"] == um["cachedContentTokenCount"] > 0
@@ -209,7 +190,7 @@ def test_stream_generate_content_sse(
     objects = sse_objects(mine.content)
     assert len(objects) > 1 or "tools" in body  # text arrives in pieces; a tool call in one chunk
     um, version = final_usage(objects)
-    check_record(record, sent=sent, path=path, model=model, stream=True, um=um, version=version)
+    check_gemini_record(record, sent=sent, path=path, model=model, stream=True, um=um, version=version)
     assert record["response_body"] == mine.content.decode()
     assert record["response_bytes"] == len(mine.raw)
 
@@ -230,7 +211,7 @@ def test_stream_generate_content_json_array(
     objects = orjson.loads(mine.content)
     assert isinstance(objects, list) and (len(objects) > 1 or "tools" in body)
     um, version = final_usage(objects)
-    check_record(record, sent=sent, path=path, model=model, stream=True, um=um, version=version)
+    check_gemini_record(record, sent=sent, path=path, model=model, stream=True, um=um, version=version)
     assert record["response_body"] == mine.content.decode()
 
 
@@ -268,12 +249,10 @@ def test_api_key_in_query_is_relayed_but_not_recorded(
 ) -> None:
     path = f"/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key={API_KEY}"
     sent = orjson.dumps(PROMPT)
-    request_id = str(uuid.uuid4())
     mine = Exchange(http, standin.url + path, sent, {})
-    through = Exchange(http, proxy.url + "/gemini" + path, sent, {"Helicone-Request-Id": request_id})
-    assert_same(mine, through, streamed=True)
+    relayed, record = recorded(proxy, lambda ids: Exchange(http, proxy.url + "/gemini" + path, sent, ids))
+    assert_same(mine, relayed, streamed=True)
     assert standin.requests[-1].query == {"alt": "sse", "key": API_KEY}
-    record = proxy.record(request_id)
     assert record["endpoint"] == "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
     assert API_KEY not in orjson.dumps(record).decode()
 
@@ -311,4 +290,4 @@ def test_safety_block(http: httpx.Client, standin: StandIn, proxy: RunningProxy)
     objects = sse_objects(mine.content)
     assert objects[-1]["candidates"][0]["finishReason"] == "SAFETY"
     um, version = final_usage(objects)
-    check_record(record, sent=sent, path=path, model="gemini-2.5-flash", stream=True, um=um, version=version)
+    check_gemini_record(record, sent=sent, path=path, model="gemini-2.5-flash", stream=True, um=um, version=version)

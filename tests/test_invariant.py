@@ -28,6 +28,8 @@ import pytest
 from tests.standin import StandIn
 from tests.support.proxy import RunningProxy, module_proxy
 
+pytestmark = pytest.mark.slow
+
 API = ("chat", "responses", "anthropic", "gemini")
 CLIENT_TIMEOUT_S = 10.0
 GIVES_UP_S = 0.5  # a client timeout shorter than the stall, in the rows where the client gives up

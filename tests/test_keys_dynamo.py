@@ -13,6 +13,8 @@ from relaylog.keys.dynamo import DynamoKeyStore
 
 from tests.support.aws import REGION, Stack
 
+pytestmark = pytest.mark.aws
+
 
 def _store(stack: Stack, **kwargs: Any) -> DynamoKeyStore:
     return DynamoKeyStore(stack.table, boto3.client("dynamodb", region_name=REGION), **kwargs)

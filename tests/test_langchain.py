@@ -10,20 +10,20 @@ LangChain asks itself, gets usage both ways, and the record says `provider`.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
-import genai_prices
 import httpx
 import orjson
 import pytest
 from langchain_core.messages import AIMessageChunk
 from langchain_openai import ChatOpenAI
+from openai.types import CompletionUsage
 
 from tests.standin import StandIn
 from tests.support.proxy import RunningProxy, module_proxy
+from tests.support.sdk import OPENAI, chat_usage, recorded
+from tests.support.sdk import check_record as check_any_record
 
-API_KEY = "sk-test-provider-key"
 MODEL = "gpt-4o-mini"
 PROMPT = "Say hello"
 
@@ -43,7 +43,7 @@ class Model:
         self.llm = ChatOpenAI(
             model=options.pop("model", MODEL),
             base_url=base_url,
-            api_key=API_KEY,
+            api_key=OPENAI.api_key,
             streaming=True,
             max_retries=0,
             timeout=10.0,
@@ -85,20 +85,24 @@ def run(how: str, model: Model, tools: list[dict[str, Any]] | None = None) -> An
 def both(
     how: str, standin: StandIn, proxy: RunningProxy, tools: list[dict[str, Any]] | None = None, **options: Any
 ) -> tuple[Any, Any, Model, dict[str, Any]]:
-    mine_model = Model(standin.url + "/v1", **options)
+    """The same run directly and through relaylog: (direct result, relayed result, relayed model, record)."""
+    mine_model = Model(standin.url + OPENAI.direct_path, **options)
     mine = run(how, mine_model, tools)
-    request_id = str(uuid.uuid4())
-    through_model = Model(proxy.url + "/v1", {"Helicone-Request-Id": request_id}, **options)
-    through = run(how, through_model, tools)
-    assert through_model.body == mine_model.body
-    return mine, through, through_model, proxy.record(request_id)
+
+    def relayed(ids: dict[str, str]) -> tuple[Any, Model]:
+        model = Model(proxy.url + OPENAI.relay_path, ids, **options)
+        return run(how, model, tools), model
+
+    (result, model), record = recorded(proxy, relayed)
+    assert model.body == mine_model.body
+    return mine, result, model, record
 
 
 def direct_usage(standin: StandIn, body: bytes) -> dict[str, Any]:
     """The usage the provider reports for this request when asked for it."""
     asked = {**orjson.loads(body), "stream_options": {"include_usage": True}}
     response = httpx.post(
-        standin.url + "/v1/chat/completions", json=asked, headers={"authorization": f"Bearer {API_KEY}"}
+        standin.url + "/v1/chat/completions", json=asked, headers={"authorization": f"Bearer {OPENAI.api_key}"}
     )
     last = orjson.loads([line for line in response.text.splitlines() if line.startswith("data: {")][-1][6:])
     assert last["choices"] == []
@@ -106,27 +110,18 @@ def direct_usage(standin: StandIn, body: bytes) -> dict[str, Any]:
 
 
 def check_record(record: dict[str, Any], body: bytes, usage: dict[str, Any], usage_source: str) -> None:
-    expected = {
-        "provider": "openai",
-        "endpoint": "/v1/chat/completions",
-        "model": MODEL,
-        "response_model": "gpt-4o-mini-2024-07-18",
-        "status": 200,
-        "stream": True,
-        "input_tokens": usage["prompt_tokens"],
-        "output_tokens": usage["completion_tokens"],
-        "cache_read_tokens": usage["prompt_tokens_details"]["cached_tokens"],
-        "reasoning_tokens": usage["completion_tokens_details"]["reasoning_tokens"],
-        "usage_source": usage_source,
-        "cost_source": f"genai-prices@{genai_prices.__version__}",
-        "error_type": None,
-        "parse_error": None,
-        "request_body": body.decode(),
-    }
-    assert {name: record[name] for name in expected} == expected
-    assert record["cost_usd"] is not None and record["cost_usd"] > 0
-    assert 0 < record["ttft_ms"] <= record["latency_ms"]
-    assert record["response_body"]
+    check_any_record(
+        record,
+        provider="openai",
+        api_key=OPENAI.api_key,
+        sent=body,
+        endpoint="/v1/chat/completions",
+        model=MODEL,
+        response_model="gpt-4o-mini-2024-07-18",
+        stream=True,
+        usage=chat_usage(CompletionUsage.model_validate(usage)),
+        usage_source=usage_source,
+    )
 
 
 @pytest.mark.parametrize("how", ["stream", "astream"])

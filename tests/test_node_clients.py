@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,8 @@ import pytest
 from tests.standin import StandIn
 from tests.support.pricing import genai_cost
 from tests.support.proxy import RunningProxy, module_proxy
+
+pytestmark = pytest.mark.node
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 PACKAGES = ("ai", "@ai-sdk/openai", "openai")
@@ -64,7 +65,7 @@ def finish(process: subprocess.Popen[bytes], *, ok: bool = True) -> Any:
     if not ok:
         assert process.returncode == 1, f"the script was expected to fail:\n{err.decode()}"
         return orjson.loads(out)["error"]
-    assert process.returncode == 0, f"{process.args} exited with {process.returncode}:\n{err.decode()}"
+    assert process.returncode == 0, f"{process.args!r} exited with {process.returncode}:\n{err.decode()}"
     return orjson.loads(out)
 
 
@@ -232,7 +233,6 @@ def test_vercel_with_relaylog_key(node: str, standin: StandIn, make_proxy: Calla
     standin.clear()
     secret, info = keyed.keys.create("ci")
     direct = start(node, "vercel_stream.mjs", standin.url + "/v1")
-    time.sleep(1.1)  # the running server re-reads the key file at most once a second
 
     request_id = str(uuid.uuid4())
     relayed = start(

@@ -45,6 +45,7 @@ def warnings_in(err: str) -> list[str]:
 
 
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+@pytest.mark.slow
 def test_a_collector_that_is_down_costs_the_relay_nothing_and_is_reported_once(
     protocol: str, standin: StandIn, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -69,6 +70,7 @@ def test_a_collector_that_is_down_costs_the_relay_nothing_and_is_reported_once(
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_a_stuck_exporter_blocks_nothing_and_every_record_is_accounted_for(
     standin: StandIn, tmp_path: Path
 ) -> None:
@@ -91,6 +93,7 @@ def test_a_stuck_exporter_blocks_nothing_and_every_record_is_accounted_for(
     assert stats.exported == 0 and stats.pipe_full + stats.failed + stats.queue_full == 20
 
 
+@pytest.mark.slow
 def test_a_collector_that_never_answers_blocks_nothing(standin: StandIn, tmp_path: Path) -> None:
     with BlackHole() as hole:
         otel = OtelSettings(endpoint=hole.url + "/v1/traces", timeout_s=1, schedule_delay_s=0.0, batch_size=1, queue_size=2)
@@ -187,6 +190,7 @@ def test_header_values_never_reach_a_repr_or_an_error() -> None:
     assert shown("https://user:s3cret@collector.example:4318/v1/traces") == "https://collector.example:4318/v1/traces"
 
 
+@pytest.mark.slow
 def test_the_relay_process_never_imports_opentelemetry(tmp_path: Path) -> None:
     script = (
         "import sys, relaylog.server as s\n"

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 from relaylog.providers.parsing import RequestInfo, parse_request, parse_response
+from relaylog.providers.registry import Family
 from relaylog.usage import Observed, Usage
 
 SSE = "text/event-stream"
@@ -21,14 +22,7 @@ def sse(*events: Any, sep: bytes = b"\n\n") -> bytes:
     for event in events:
         if isinstance(event, tuple):
             name, data = event
-            out.append(
-                b"event: "
-                + name.encode()
-                + sep[: len(sep) // 2]
-                + b"data: "
-                + orjson.dumps(data)
-                + sep
-            )
+            out.append(b"event: " + name.encode() + sep[: len(sep) // 2] + b"data: " + orjson.dumps(data) + sep)
         elif isinstance(event, bytes):
             out.append(b"data: " + event + sep)
         else:
@@ -61,9 +55,7 @@ def test_openai_safety_identifier_when_no_user() -> None:
 
 
 def test_openai_field_types_are_checked() -> None:
-    info = parse_request(
-        "openai", "/v1/chat/completions", b'{"model":123,"stream":"true","user":["x"]}'
-    )
+    info = parse_request("openai", "/v1/chat/completions", b'{"model":123,"stream":"true","user":["x"]}')
     assert (info.model, info.stream, info.user, info.parse_error) == (None, False, None, None)
 
 
@@ -119,17 +111,13 @@ def test_anthropic_request() -> None:
     ],
 )
 def test_gemini_model_and_stream_from_path(endpoint: str, model: str | None, stream: bool) -> None:
-    info = parse_request(
-        "gemini", endpoint, b'{"contents":[{"role":"user","parts":[{"text":"Hi"}]}]}'
-    )
+    info = parse_request("gemini", endpoint, b'{"contents":[{"role":"user","parts":[{"text":"Hi"}]}]}')
     assert (info.model, info.stream, info.parse_error) == (model, stream, None)
     assert info.parsed == {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]}
 
 
 def test_gemini_broken_body_keeps_path_facts() -> None:
-    info = parse_request(
-        "gemini", "/v1beta/models/gemini-2.5-flash:streamGenerateContent", b"{nope"
-    )
+    info = parse_request("gemini", "/v1beta/models/gemini-2.5-flash:streamGenerateContent", b"{nope")
     assert (info.model, info.stream, info.parse_error) == ("gemini-2.5-flash", True, "invalid JSON")
 
 
@@ -369,9 +357,7 @@ def test_xai_reasoning_outside_completion_tokens_is_detected_from_total() -> Non
         "id": "x1",
         "object": "chat.completion",
         "model": "grok-3-mini",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": "4"}, "finish_reason": "stop"}
-        ],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "4"}, "finish_reason": "stop"}],
         "usage": {
             "prompt_tokens": 32,
             "completion_tokens": 9,
@@ -394,9 +380,7 @@ def test_deepseek_cache_hit_field() -> None:
         "id": "d1",
         "object": "chat.completion",
         "model": "deepseek-chat",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
-        ],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
         "usage": {
             "prompt_tokens": 1200,
             "completion_tokens": 20,
@@ -464,9 +448,7 @@ RESPONSES_JSON = {
             "id": "msg_67ccd3acc8d48190a77525dc6de64b4104becb25c45c1d41",
             "status": "completed",
             "role": "assistant",
-            "content": [
-                {"type": "output_text", "text": "The image depicts a boardwalk.", "annotations": []}
-            ],
+            "content": [{"type": "output_text", "text": "The image depicts a boardwalk.", "annotations": []}],
         },
     ],
     "parallel_tool_calls": True,
@@ -505,28 +487,6 @@ def test_openai_transcription_usage() -> None:
     }
     obs = parse_response("openai", "/v1/audio/transcriptions", orjson.dumps(body), JSON)
     assert obs.usage == Usage(14, 45, audio_input_tokens=14)
-    whisper = b'{"text":"Hello","usage":{"type":"duration","seconds":3}}'
-    assert parse_response("openai", "/v1/audio/transcriptions", whisper, JSON) == Observed()
-
-
-def test_openai_error_body() -> None:
-    body = (
-        b'{\n  "error": {\n    "message": "Incorrect API key provided: sk-proj-****abcd.",\n'
-        b'    "type": "invalid_request_error",\n    "param": null,\n    "code": "invalid_api_key"\n  }\n}\n'
-    )
-    assert parse_response("openai", "/v1/chat/completions", body, JSON) == Observed()
-
-
-def test_binary_and_non_json_bodies() -> None:
-    mp3 = b"ID3\x04\x00\x00\x00\x00\x00\x23TSSE\x00\x00\x00\x0f\x00\x00\x03Lavf58\xff\xfb\x90"
-    assert parse_response("openai", "/v1/audio/speech", mp3, "audio/mpeg") == Observed()
-    html = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
-    assert parse_response("openai", "/v1/chat/completions", html, "text/html") == Observed(
-        parse_error="not JSON"
-    )
-    assert parse_response("openai", "/v1/chat/completions", b"", JSON) == Observed(
-        parse_error="empty body"
-    )
 
 
 def chat_stream(
@@ -594,11 +554,7 @@ def chat_stream(
                         choices=[
                             {
                                 "index": 0,
-                                "delta": {
-                                    "tool_calls": [
-                                        {"index": index, "function": {"arguments": part}}
-                                    ]
-                                },
+                                "delta": {"tool_calls": [{"index": index, "function": {"arguments": part}}]},
                                 "logprobs": None,
                                 "finish_reason": None,
                             }
@@ -657,9 +613,7 @@ def test_openai_chat_stream_with_usage_chunk() -> None:
 
 
 def test_openai_chat_stream_parallel_tool_calls() -> None:
-    obs = parse_response(
-        "openai", "/v1/chat/completions", chat_stream(usage=CHAT_USAGE, tools=True), SSE
-    )
+    obs = parse_response("openai", "/v1/chat/completions", chat_stream(usage=CHAT_USAGE, tools=True), SSE)
     assert obs == Observed(CHAT_USAGE_PARSED, "gpt-4o-mini-2024-07-18", None)
 
 
@@ -670,7 +624,7 @@ def test_openai_chat_stream_without_usage() -> None:
 
 def test_usage_in_every_chunk_takes_the_last() -> None:
     # Perplexity / some gateways repeat cumulative usage in every chunk.
-    chunks = [
+    chunks: list[dict[str, Any]] = [
         {
             "id": "p",
             "model": "sonar",
@@ -681,9 +635,7 @@ def test_usage_in_every_chunk_takes_the_last() -> None:
         for i in range(1, 6)
     ]
     chunks[-1]["choices"][0]["finish_reason"] = "stop"
-    obs = parse_response(
-        "openai", "/perplexity/chat/completions", sse(*chunks) + b"data: [DONE]\n\n", SSE
-    )
+    obs = parse_response("openai", "/perplexity/chat/completions", sse(*chunks) + b"data: [DONE]\n\n", SSE)
     assert obs == Observed(Usage(10, 5), "sonar")
 
 
@@ -730,9 +682,7 @@ def test_groq_x_groq_usage() -> None:
         },
         last,
     )
-    obs = parse_response(
-        "openai", "/groq/openai/v1/chat/completions", body + b"data: [DONE]\n\n", SSE
-    )
+    obs = parse_response("openai", "/groq/openai/v1/chat/completions", body + b"data: [DONE]\n\n", SSE)
     assert obs == Observed(Usage(24, 377), "llama-3.3-70b-versatile")
 
 
@@ -797,9 +747,7 @@ def test_openai_stream_with_invalid_utf8_chunk() -> None:
     obs = parse_response("openai", "/v1/chat/completions", body, SSE)
     assert obs.usage == CHAT_USAGE_PARSED
     # Broken last chunk: the usage chunk is unreadable, which is reported.
-    broken = chat_stream(n=5, usage=CHAT_USAGE).replace(
-        b'"prompt_tokens":2006', b'"prompt_tokens":\xff'
-    )
+    broken = chat_stream(n=5, usage=CHAT_USAGE).replace(b'"prompt_tokens":2006', b'"prompt_tokens":\xff')
     obs = parse_response("openai", "/v1/chat/completions", broken, SSE)
     assert obs.usage is None
     assert obs.parse_error == "invalid JSON in stream event"
@@ -876,9 +824,7 @@ def responses_stream(terminal: str = "response.completed") -> bytes:
     return sse(*events)
 
 
-@pytest.mark.parametrize(
-    "terminal", ["response.completed", "response.incomplete", "response.failed"]
-)
+@pytest.mark.parametrize("terminal", ["response.completed", "response.incomplete", "response.failed"])
 def test_openai_responses_stream(terminal: str) -> None:
     obs = parse_response("openai", "/v1/responses", responses_stream(terminal), SSE)
     failed = terminal == "response.failed"
@@ -966,11 +912,6 @@ def test_anthropic_json_sums_disjoint_input_counts() -> None:
         "claude-sonnet-4-5-20250929",
         None,
     )
-
-
-def test_anthropic_error_body() -> None:
-    body = b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"request_id":"req_1"}'
-    assert parse_response("anthropic", "/v1/messages", body, JSON) == Observed()
 
 
 def anthropic_stream(deltas: int = 2) -> bytes:
@@ -1108,9 +1049,7 @@ def test_anthropic_delta_with_input_fields_overrides_start() -> None:
 
 
 def test_anthropic_stream_without_event_lines() -> None:
-    body = b"".join(
-        line + b"\n" for line in anthropic_stream().split(b"\n") if not line.startswith(b"event:")
-    )
+    body = b"".join(line + b"\n" for line in anthropic_stream().split(b"\n") if not line.startswith(b"event:"))
     obs = parse_response("anthropic", "/v1/messages", body, SSE)
     assert obs == Observed(ANTHROPIC_STREAM_USAGE, "claude-sonnet-4-5-20250929", None)
 
@@ -1138,7 +1077,9 @@ def test_anthropic_overloaded_mid_stream() -> None:
         ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
     )
     obs = parse_response("anthropic", "/v1/messages", body, SSE)
-    assert obs == Observed(Usage(4972, 2, 3000, 1500, cache_write_1h_tokens=0), "claude-sonnet-4-5-20250929", None, stream_error=True)
+    assert obs == Observed(
+        Usage(4972, 2, 3000, 1500, cache_write_1h_tokens=0), "claude-sonnet-4-5-20250929", None, stream_error=True
+    )
 
 
 def test_anthropic_thinking_breakdown_if_sent() -> None:
@@ -1186,23 +1127,17 @@ GEMINI_JSON = {
     "modelVersion": "gemini-2.5-flash",
     "responseId": "mKdoaPmJLqCxqtsP2K_H8Ac",
 }
-GEMINI_USAGE = Usage(
-    input_tokens=1204, output_tokens=1111, cache_read_tokens=1024, reasoning_tokens=900
-)
+GEMINI_USAGE = Usage(input_tokens=1204, output_tokens=1111, cache_read_tokens=1024, reasoning_tokens=900)
 
 
 def test_gemini_json_thoughts_count_as_output() -> None:
-    obs = parse_response(
-        "gemini", "/v1beta/models/gemini-2.5-flash:generateContent", orjson.dumps(GEMINI_JSON), JSON
-    )
+    obs = parse_response("gemini", "/v1beta/models/gemini-2.5-flash:generateContent", orjson.dumps(GEMINI_JSON), JSON)
     assert obs == Observed(GEMINI_USAGE, "gemini-2.5-flash", None)
 
 
 def test_gemini_tool_use_prompt_and_audio() -> None:
     body = {
-        "candidates": [
-            {"content": {"parts": [{"text": "ok"}], "role": "model"}, "finishReason": "STOP"}
-        ],
+        "candidates": [{"content": {"parts": [{"text": "ok"}], "role": "model"}, "finishReason": "STOP"}],
         "usageMetadata": {
             "promptTokenCount": 700,
             "candidatesTokenCount": 20,
@@ -1216,9 +1151,7 @@ def test_gemini_tool_use_prompt_and_audio() -> None:
         },
         "modelVersion": "gemini-2.5-flash",
     }
-    obs = parse_response(
-        "gemini", "/v1beta/models/gemini-2.5-flash:generateContent", orjson.dumps(body), JSON
-    )
+    obs = parse_response("gemini", "/v1beta/models/gemini-2.5-flash:generateContent", orjson.dumps(body), JSON)
     assert obs.usage == Usage(750, 20, 0, None, 0, 600, None)
 
 
@@ -1228,21 +1161,8 @@ def test_gemini_blocked_prompt_omits_zero_counts() -> None:
         "usageMetadata": {"promptTokenCount": 8, "totalTokenCount": 8},
         "modelVersion": "gemini-2.5-flash",
     }
-    obs = parse_response(
-        "gemini", "/v1beta/models/gemini-2.5-flash:generateContent", orjson.dumps(body), JSON
-    )
+    obs = parse_response("gemini", "/v1beta/models/gemini-2.5-flash:generateContent", orjson.dumps(body), JSON)
     assert obs.usage == Usage(8, 0, 0, None, 0)
-
-
-def test_gemini_error_body() -> None:
-    body = (
-        b'{\n  "error": {\n    "code": 400,\n    "message": "API key not valid. Please pass a valid API key.",\n'
-        b'    "status": "INVALID_ARGUMENT"\n  }\n}\n'
-    )
-    assert (
-        parse_response("gemini", "/v1beta/models/gemini-2.5-flash:generateContent", body, JSON)
-        == Observed()
-    )
 
 
 def gemini_chunks() -> list[dict[str, Any]]:
@@ -1277,9 +1197,7 @@ def gemini_chunks() -> list[dict[str, Any]]:
 
 
 GEMINI_STREAM = b"".join(b"data: " + json.dumps(c).encode() + b"\r\n\r\n" for c in gemini_chunks())
-GEMINI_ARRAY = (
-    b"[" + b"\n,\r\n".join(json.dumps(c, indent=2).encode() for c in gemini_chunks()) + b"\n]"
-)
+GEMINI_ARRAY = b"[" + b"\n,\r\n".join(json.dumps(c, indent=2).encode() for c in gemini_chunks()) + b"\n]"
 STREAM_PATH = "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
 
 
@@ -1346,6 +1264,75 @@ def test_gemini_and_anthropic_openai_compatible_endpoints() -> None:
 # Robustness
 
 
+# =============================================================================================
+# Bodies without usage: error bodies as each provider sends them, media, proxies' HTML, nothing.
+# (id, family, path, body, content type, what is observed)
+
+CHAT = "/v1/chat/completions"
+NO_USAGE: list[tuple[str, Family, str, bytes, str, Observed]] = [
+    (
+        "openai error",
+        "openai",
+        CHAT,
+        b'{\n  "error": {\n    "message": "Incorrect API key provided: sk-proj-****abcd.",\n'
+        b'    "type": "invalid_request_error",\n    "param": null,\n    "code": "invalid_api_key"\n  }\n}\n',
+        JSON,
+        Observed(),
+    ),
+    (
+        "anthropic error",
+        "anthropic",
+        "/v1/messages",
+        b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"request_id":"req_1"}',
+        JSON,
+        Observed(),
+    ),
+    (
+        "gemini error",
+        "gemini",
+        "/v1beta/models/gemini-2.5-flash:generateContent",
+        b'{\n  "error": {\n    "code": 400,\n    "message": "API key not valid. Please pass a valid API key.",\n'
+        b'    "status": "INVALID_ARGUMENT"\n  }\n}\n',
+        JSON,
+        Observed(),
+    ),
+    (
+        "whisper duration usage",
+        "openai",
+        "/v1/audio/transcriptions",
+        b'{"text":"Hello","usage":{"type":"duration","seconds":3}}',
+        JSON,
+        Observed(),
+    ),
+    (
+        "speech audio",
+        "openai",
+        "/v1/audio/speech",
+        b"ID3\x04\x00\x00\x00\x00\x00\x23TSSE\x00\x00\x00\x0f\x00\x00\x03Lavf58\xff\xfb\x90",
+        "audio/mpeg",
+        Observed(),
+    ),
+    (
+        "html from a proxy",
+        "openai",
+        CHAT,
+        b"<html><body><h1>502 Bad Gateway</h1></body></html>",
+        "text/html",
+        Observed(parse_error="not JSON"),
+    ),
+    ("empty", "openai", CHAT, b"", JSON, Observed(parse_error="empty body")),
+]
+
+
+@pytest.mark.parametrize(
+    ("family", "path", "body", "content_type", "observed"),
+    [case[1:] for case in NO_USAGE],
+    ids=[c[0] for c in NO_USAGE],
+)
+def test_bodies_without_usage(family: Family, path: str, body: bytes, content_type: str, observed: Observed) -> None:
+    assert parse_response(family, path, body, content_type) == observed
+
+
 @pytest.mark.parametrize("family", ["openai", "anthropic", "gemini"])
 @pytest.mark.parametrize(
     "body",
@@ -1363,7 +1350,7 @@ def test_gemini_and_anthropic_openai_compatible_endpoints() -> None:
         b"\n\n\n",
     ],
 )
-def test_response_garbage_never_raises(family: str, body: bytes) -> None:
+def test_response_garbage_never_raises(family: Family, body: bytes) -> None:
     start = time.perf_counter()
     obs = parse_response(family, "/v1/chat/completions", body, SSE)  # type: ignore[arg-type]
     assert time.perf_counter() - start < 0.2
@@ -1418,24 +1405,79 @@ from tests.standin.wire import Request  # noqa: E402
 
 _MSGS = [{"role": "user", "content": "Say hello"}]
 # (family, endpoint, body, extra headers): one stream of each format the stand-in speaks.
-STREAMS: dict[str, tuple[str, str, dict[str, Any], dict[str, str]]] = {
+STREAMS: dict[str, tuple[Family, str, dict[str, Any], dict[str, str]]] = {
     "chat": ("openai", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": _MSGS, "stream": True}, {}),
-    "chat+usage": ("openai", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": _MSGS, "stream": True, "stream_options": {"include_usage": True}}, {}),
-    "chat-error": ("openai", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": _MSGS, "stream": True}, {"x-standin-scenario": "stream-error"}),
+    "chat+usage": (
+        "openai",
+        "/v1/chat/completions",
+        {"model": "gpt-4o-mini", "messages": _MSGS, "stream": True, "stream_options": {"include_usage": True}},
+        {},
+    ),
+    "chat-error": (
+        "openai",
+        "/v1/chat/completions",
+        {"model": "gpt-4o-mini", "messages": _MSGS, "stream": True},
+        {"x-standin-scenario": "stream-error"},
+    ),
     "responses": ("openai", "/v1/responses", {"model": "gpt-4o-mini", "input": "Say hello", "stream": True}, {}),
-    "responses-cut-short": ("openai", "/v1/responses", {"model": "gpt-4o-mini", "input": "Say hello", "stream": True, "max_output_tokens": 2}, {}),
-    "responses-failed": ("openai", "/v1/responses", {"model": "gpt-4o-mini", "input": "Say hello", "stream": True}, {"x-standin-scenario": "stream-error"}),
-    "anthropic": ("anthropic", "/v1/messages", {"model": "claude-haiku-4-5", "max_tokens": 64, "messages": _MSGS, "stream": True}, {}),
-    "anthropic-error": ("anthropic", "/v1/messages", {"model": "claude-haiku-4-5", "max_tokens": 64, "messages": _MSGS, "stream": True}, {"x-standin-scenario": "stream-error"}),
-    "anthropic-openai-compatible": ("anthropic", "/v1/chat/completions", {"model": "claude-haiku-4-5", "messages": _MSGS, "stream": True}, {}),
-    "gemini": ("gemini", "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse", {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]}, {}),
-    "gemini-refusal": ("gemini", "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse", {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]}, {"x-standin-scenario": "refusal"}),
-    "gemini-error": ("gemini", "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse", {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]}, {"x-standin-scenario": "stream-error"}),
-    "gemini-array": ("gemini", "/v1beta/models/gemini-2.0-flash:streamGenerateContent", {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]}, {}),
+    "responses-cut-short": (
+        "openai",
+        "/v1/responses",
+        {"model": "gpt-4o-mini", "input": "Say hello", "stream": True, "max_output_tokens": 2},
+        {},
+    ),
+    "responses-failed": (
+        "openai",
+        "/v1/responses",
+        {"model": "gpt-4o-mini", "input": "Say hello", "stream": True},
+        {"x-standin-scenario": "stream-error"},
+    ),
+    "anthropic": (
+        "anthropic",
+        "/v1/messages",
+        {"model": "claude-haiku-4-5", "max_tokens": 64, "messages": _MSGS, "stream": True},
+        {},
+    ),
+    "anthropic-error": (
+        "anthropic",
+        "/v1/messages",
+        {"model": "claude-haiku-4-5", "max_tokens": 64, "messages": _MSGS, "stream": True},
+        {"x-standin-scenario": "stream-error"},
+    ),
+    "anthropic-openai-compatible": (
+        "anthropic",
+        "/v1/chat/completions",
+        {"model": "claude-haiku-4-5", "messages": _MSGS, "stream": True},
+        {},
+    ),
+    "gemini": (
+        "gemini",
+        "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+        {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]},
+        {},
+    ),
+    "gemini-refusal": (
+        "gemini",
+        "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+        {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]},
+        {"x-standin-scenario": "refusal"},
+    ),
+    "gemini-error": (
+        "gemini",
+        "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+        {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]},
+        {"x-standin-scenario": "stream-error"},
+    ),
+    "gemini-array": (
+        "gemini",
+        "/v1beta/models/gemini-2.0-flash:streamGenerateContent",
+        {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]},
+        {},
+    ),
 }
 
 
-def _events(name: str) -> tuple[str, str, list[bytes]]:
+def _events(name: str) -> tuple[Family, str, list[bytes]]:
     """The stand-in's events for that stream: its last one is the terminal event (or, for a JSON
     array, the closing bracket)."""
     family, endpoint, body, headers = STREAMS[name]

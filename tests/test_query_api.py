@@ -24,7 +24,7 @@ import openai
 import orjson
 import pytest
 import relaylog
-from relaylog.aggregate import histogram
+from relaylog import histogram
 from relaylog.query.params import MAX_PAGE, Query, parse_stats
 from relaylog.query.preview import PREVIEW_CHARS
 from relaylog.store import columnar
@@ -497,6 +497,7 @@ def paged(make_proxy: Any) -> Iterator[tuple[httpx.Client, list[dict[str, Any]]]
 
 
 @pytest.mark.parametrize(("sort", "order"), [("time", "desc"), ("time", "asc"), ("cost", "desc"), ("latency", "asc")])
+@pytest.mark.slow
 def test_cursor_pages_have_no_gaps_or_repeats(
     paged: tuple[httpx.Client, list[dict[str, Any]]], sort: str, order: str
 ) -> None:
@@ -591,6 +592,7 @@ def test_columnar_copies_follow_the_files(tmp_path: Path) -> None:
     assert list((tmp_path / columnar.COLUMNAR_DIR).rglob("*.parquet")) == copies  # the old copy, not a new one
 
 
+@pytest.mark.slow
 def test_concurrent_queries_share_the_database_safely(paged: tuple[httpx.Client, list[dict[str, Any]]]) -> None:
     """Each query gets its own cursor and TEMP views on the one shared DuckDB: many at once, with
     different filters, never see each other's views."""

@@ -16,15 +16,21 @@ import pytest
 from moto import mock_aws
 from relaylog.aggregate.process import process_object
 from relaylog.aws import layout
-from relaylog.query import dynamo
+from relaylog.config import Retention
 from relaylog.query.backend import NotFound, Unsupported, version_diff
-from relaylog.query.dynamo import DynamoBackend
+from relaylog.query.dynamo import index
+from relaylog.query.dynamo.backend import DynamoBackend
+from relaylog.query.dynamo.index import Scan, Span, Stream
+from relaylog.query.dynamo.table import Table
+from relaylog.query.filters import Filters, ScoreFilter, matches
 from relaylog.query.local import LocalBackend
-from relaylog.query.params import Filters, ListParams, PageParams, ScoreFilter, StatsParams, decode_cursor
+from relaylog.query.params import ListParams, PageParams, StatsParams, decode_cursor
 from relaylog.store.local import LocalStore
 
 from tests.support.aws import create_stack, fake_credentials
 from tests.support.records import NO_USAGE, make_record, write_records
+
+pytestmark = pytest.mark.aws
 
 TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 DAY0, DAY1 = TODAY - timedelta(days=2), TODAY - timedelta(days=1)
@@ -94,6 +100,10 @@ class Pair:
     local: LocalBackend
     aws: DynamoBackend
     records: list[dict[str, Any]]
+    table: str
+    bucket: str
+    dynamodb: Any
+    s3: Any
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +137,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             key = f"{layout.partition_path(prefix, members[0]['dt'], members[0]['hour'])}records-{number}"
             stack.put_raw_object(key, members, compress=prefix == layout.RAW_PREFIX)
             process_object(s3, dynamodb, stack.table, stack.bucket, key)
-        yield Pair(LocalBackend(LocalStore(data_dir)), DynamoBackend(stack.table, stack.bucket, dynamodb, s3), records)
+        aws = DynamoBackend(stack.table, stack.bucket, dynamodb, s3)
+        yield Pair(LocalBackend(LocalStore(data_dir)), aws, records, stack.table, stack.bucket, dynamodb, s3)
 
 
 def _approx(value: Any) -> Any:
@@ -161,7 +172,7 @@ def _id(pair: Pair, number: int) -> str:
 
 def test_the_module_needs_no_duckdb() -> None:
     """The Lambda layer has no DuckDB: the AWS back end and the API must import without it."""
-    code = "import sys; sys.modules['duckdb'] = None; import relaylog.query.dynamo, relaylog.query.api"
+    code = "import sys; sys.modules['duckdb'] = None; import relaylog.query.dynamo.backend, relaylog.query.api"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
 
@@ -197,7 +208,7 @@ def test_request_pages_are_the_local_ones(pair: Pair, filters: Filters, order: A
     local = _all_pages(pair.local, params)
     assert _all_pages(pair.aws, params) == _approx(local)
     # What they hold, not only the same on both sides: matches() counts as local's SQL does.
-    assert sum(len(p["data"]) for p in local) == sum(1 for r in pair.records if dynamo.matches(r, filters))
+    assert sum(len(p["data"]) for p in local) == sum(1 for r in pair.records if matches(r, filters))
 
 
 @pytest.mark.parametrize(
@@ -218,20 +229,20 @@ def test_list_rows_have_the_previews_of_their_bodies(pair: Pair) -> None:
     """Previews come from the bodies in the record: on AWS from the records in S3, read once per object."""
     params = ListParams(filters=Filters(), limit=500)
     local = {row["request_id"]: row for row in pair.local.list_requests(params)["data"]}
-    fresh = DynamoBackend(pair.aws.table, pair.aws.bucket, pair.aws.dynamodb, pair.aws.s3)
+    fresh = DynamoBackend(pair.table, pair.bucket, pair.dynamodb, pair.s3)
     reads: list[str] = []
-    real = fresh.s3.get_object
+    real = pair.s3.get_object
 
     def counted(**kwargs: Any) -> Any:
         reads.append(kwargs["Key"])
         return real(**kwargs)
 
-    fresh.s3 = type("S3", (), {"get_object": staticmethod(counted)})()
+    fresh.records.s3 = type("S3", (), {"get_object": staticmethod(counted)})()
     aws = {row["request_id"]: row for row in fresh.list_requests(params)["data"]}
     assert aws == _approx(local)
     # Each object that owns a listed request (its index item's `source`: copies delivered in other
     # objects are not read) is read once.
-    items = pair.aws.dynamodb.scan(TableName=pair.aws.table)["Items"]
+    items = pair.dynamodb.scan(TableName=pair.table)["Items"]
     owners = {item["source"]["S"] for item in items if "source" in item and item["request_id"]["S"] in aws}
     assert sorted(reads) == sorted(owners)
     fresh.list_requests(params)
@@ -247,7 +258,7 @@ def test_list_rows_have_the_previews_of_their_bodies(pair: Pair) -> None:
 def test_a_page_cut_short_carries_on_where_it_stopped(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
     """One Query call a page: pages come back part full (or empty) with a cursor, and all of them
     together are the local list."""
-    monkeypatch.setattr(dynamo, "MAX_LIST_CALLS", 1)
+    monkeypatch.setattr(index, "MAX_LIST_CALLS", 1)
     params = ListParams(filters=Filters(model="gpt-4o"), limit=4)
     pages = _all_pages(pair.aws, params)
     assert len(pages) > 4  # every day of the index's range is a call of its own
@@ -257,7 +268,7 @@ def test_a_page_cut_short_carries_on_where_it_stopped(pair: Pair, monkeypatch: p
 
 
 def test_sorting_a_range_too_large_is_refused(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dynamo, "MAX_RANGE_ITEMS", 5)
+    monkeypatch.setattr(index, "MAX_RANGE_ITEMS", 5)
     with pytest.raises(Unsupported, match="narrow since/until"):
         pair.aws.list_requests(ListParams(sort="cost"))
 
@@ -284,9 +295,9 @@ def test_the_offloaded_body_comes_from_s3(pair: Pair) -> None:
     assert record["request_body"] == LARGE_BODY and record["request_body_ref"].startswith("bodies/")
 
 
-def test_a_body_too_large_for_a_function_url_answer_is_a_link(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dynamo, "INLINE_BODY_MAX", len(LARGE_BODY) - 1)
-    record = pair.aws.get_request(_id(pair, OFFLOADED))
+def test_a_body_too_large_for_a_function_url_answer_is_a_link(pair: Pair) -> None:
+    linking = DynamoBackend(pair.table, pair.bucket, pair.dynamodb, pair.s3, inline_body_max=len(LARGE_BODY) - 1)
+    record = linking.get_request(_id(pair, OFFLOADED))
     assert record["request_body"] is None and record["response_body"] is not None
     url = record["request_body_url"]
     assert unquote(url.split("?")[0]).endswith(record["request_body_ref"]) and "Signature" in url and "Expires=" in url
@@ -305,9 +316,9 @@ def test_unknown_ids_are_not_found(pair: Pair) -> None:
 
 
 def test_a_record_gone_from_s3_is_not_found(pair: Pair) -> None:
-    item = pair.aws._index_item(_id(pair, 5))
+    item = pair.aws.table.index_item(_id(pair, 5))
     with pytest.raises(NotFound, match="no longer in S3"):
-        pair.aws._full_record({**item, "source": "raw/dt=2000-01-01/hour=00/gone.gz"})
+        pair.aws.records.full_record({**item, "source": "raw/dt=2000-01-01/hour=00/gone.gz"})
 
 
 def test_scores_and_feedback_are_the_local_ones(pair: Pair) -> None:
@@ -373,6 +384,18 @@ def test_stats_are_the_local_ones(pair: Pair, bucket: Any, by: str | None, filte
         histograms = aws["histograms"]
         assert sum(b["count"] for b in histograms["latency_ms"]) == len(pair.records)
         assert sum(b["count"] for b in histograms["ttft_ms"]) == 40 - 7  # ttft is null for i % 6 == 0
+
+
+@pytest.mark.parametrize("by", [None, "model", "user", "property:team"])
+def test_stats_without_buckets_are_the_local_ones(pair: Pair, by: str | None) -> None:
+    """`relaylog stats`: totals and groups only (here, two days of hourly rollups summed per group)."""
+    params = StatsParams(Filters(since=DAY0, until=TODAY), None, by, 0)
+    aws = pair.aws.stats(params)
+    assert aws == _approx(pair.local.stats(params))
+    assert aws["total"]["requests"] == len(pair.records) and aws["series"] == []
+    with pytest.raises(Unsupported, match="histograms"):
+        pair.aws.stats(replace(params, exact=True))
+    assert not pair.aws.exact_percentiles and pair.local.exact_percentiles
 
 
 @pytest.mark.parametrize(
@@ -478,13 +501,13 @@ def test_prompt_versions_and_their_diff_are_the_local_ones(pair: Pair) -> None:
 
 def test_a_prompt_text_too_large_for_an_item_is_read_from_the_record(pair: Pair) -> None:
     """The aggregator stores no text item for a template over 350 KB: versions then read the records."""
-    texts = pair.aws._template_texts
-    pair.aws._template_texts = lambda prompt_id: {}  # type: ignore[method-assign]
+    texts = pair.aws.template_texts
+    pair.aws.template_texts = lambda prompt_id: {}  # type: ignore[method-assign]
     try:
         assert pair.aws.prompt_versions("greet") == _approx(pair.local.prompt_versions("greet"))
         assert pair.aws.request_template(_id(pair, 1)) == pair.local.request_template(_id(pair, 1))
     finally:
-        pair.aws._template_texts = texts  # type: ignore[method-assign]
+        pair.aws.template_texts = texts  # type: ignore[method-assign]
 
 
 def test_aggregate_lists_refuse_search(pair: Pair) -> None:
@@ -504,20 +527,25 @@ def test_scan_stops_at_its_budget_with_a_position() -> None:
         def query(self, **_: Any) -> dict[str, Any]:
             return page
 
-    backend = DynamoBackend("t", "b", Client(), object())
-    span = dynamo.Span("2026-11-26", "~")
-    scan = dynamo.Scan(backend, [dynamo.Stream({}, "2026-11-25~")], span, max_calls=2)
+    span = Span("2026-11-26", "~")
+    scan = Scan(Table(Client(), "t"), [Stream({}, "2026-11-25~")], span, max_calls=2)
     assert len(list(scan.pages())) == 2 and not scan.exhausted
     assert scan.position == "2026-11-26T10:00:00.000000Z#b"
 
 
-def test_the_index_default_range_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_index_default_range_comes_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The query function reads the stack's retention from its environment (config.py) and hands it in."""
     monkeypatch.setenv(layout.ENV_INDEX_DAYS, "7")
     monkeypatch.setenv(layout.ENV_HOURLY_TTL_DAYS, "3")
-    backend = DynamoBackend("t", "b", object(), object())
-    assert (backend.index_days, backend.hourly_days) == (7, 3)
-    span = backend._span(Filters())
+    retention = Retention.from_env()
+    assert retention == Retention(index_days=7, hourly_rollup_days=3)
+    backend = DynamoBackend("t", "b", object(), object(), retention)
+    assert (backend.index.index_days, backend.rollups.hourly_days) == (7, 3)
+    span = backend.index.span(Filters())
     assert span.low[:10] == (datetime.now(UTC) - timedelta(days=7)).strftime("%Y-%m-%d") and span.high == "~"
+    monkeypatch.delenv(layout.ENV_INDEX_DAYS)
+    monkeypatch.delenv(layout.ENV_HOURLY_TTL_DAYS)
+    assert Retention.from_env() == Retention(index_days=layout.DEFAULT_INDEX_DAYS, hourly_rollup_days=35)
 
 
 def test_stats_filter_on_a_value_longer_than_rollup_keys_keep(aws_stack: Any) -> None:

@@ -24,6 +24,8 @@ from tests.support.aggregator import LambdaContext
 from tests.support.aws import Stack
 from tests.support.records import make_record
 
+pytestmark = pytest.mark.aws
+
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "functions" / "query" / "app.py"
 EVENT = json.loads((ROOT / "events" / "function_url_query.json").read_text())

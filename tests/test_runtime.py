@@ -23,7 +23,9 @@ from tests.standin import StandIn
 from tests.support.function_url import PAYLOAD_LIMIT, Front
 from tests.support.lambda_emulator import LambdaEmulator
 from tests.support.lambda_runtime import LambdaRuntime
-from tests.test_sdk_openai import call
+from tests.support.sdk import OPENAI
+
+pytestmark = pytest.mark.aws
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 
@@ -60,9 +62,9 @@ def test_the_openai_sdk_streams_through_the_runtime_exactly_as_directly(
 ) -> None:
     extra = {"stream_options": {"include_usage": True}} if client_asks_usage else {}
     fn = lambda c: c.chat.completions.create(**_chat(True, **extra))  # noqa: E731
-    direct = call(mode, standin.url + "/v1", fn)
+    direct = OPENAI.call(mode, standin.url + "/v1", fn)
     request_id = str(uuid.uuid4())
-    relayed = call(mode, runtime.emulator.url + "/v1", fn, {"Helicone-Request-Id": request_id})
+    relayed = OPENAI.call(mode, runtime.emulator.url + "/v1", fn, {"Helicone-Request-Id": request_id})
     # Same chunks, same order, same content; with the usage chunk exactly when the client asked.
     assert [c.model_dump() for c in relayed.result] == [c.model_dump() for c in direct.result]
     assert len(relayed.result) > 3
@@ -79,14 +81,17 @@ def test_the_openai_sdk_streams_through_the_runtime_exactly_as_directly(
 
 def test_non_streamed_calls_and_errors_match_direct_calls(runtime: LambdaRuntime, standin: StandIn) -> None:
     fn = lambda c: c.chat.completions.create(**_chat(False))  # noqa: E731
-    assert call("sync", runtime.emulator.url + "/v1", fn).result == call("sync", standin.url + "/v1", fn).result
+    assert (
+        OPENAI.call("sync", runtime.emulator.url + "/v1", fn).result
+        == OPENAI.call("sync", standin.url + "/v1", fn).result
+    )
     import openai
 
     fault = {"x-standin-fault": "status=429;retry-after=7"}
     with pytest.raises(openai.RateLimitError) as relayed:
-        call("sync", runtime.emulator.url + "/v1", fn, fault)
+        OPENAI.call("sync", runtime.emulator.url + "/v1", fn, fault)
     with pytest.raises(openai.RateLimitError) as direct:
-        call("sync", standin.url + "/v1", fn, fault)
+        OPENAI.call("sync", standin.url + "/v1", fn, fault)
     assert relayed.value.body == direct.value.body
     assert relayed.value.response.headers["retry-after"] == "7"
 
@@ -292,8 +297,8 @@ def test_the_provider_sees_the_clients_request_not_the_function_urls(
     with LambdaEmulator(front=front) as emulator, LambdaRuntime(emulator, tmp_path, standin.url):
         emulator.wait_polled(1)
         standin.clear()
-        direct = call("sync", standin.url + "/v1", fn, headers)
-        relayed = call("sync", emulator.url + "/v1", fn, headers)
+        direct = OPENAI.call("sync", standin.url + "/v1", fn, headers)
+        relayed = OPENAI.call("sync", emulator.url + "/v1", fn, headers)
         assert [c.model_dump() for c in relayed.result] == [c.model_dump() for c in direct.result]
         sent_direct, sent_relayed = standin.requests[-2:]
     asked = json.loads(sent_relayed.body)
@@ -325,7 +330,7 @@ def test_a_runtime_frozen_past_the_deadline_is_reset_and_its_client_cut(standin:
         assert emulator.outcomes[-1].timed_out and runtime.resets == 1 and frozen.poll() is not None
         # Lambda starts the runtime again for the next invocation.
         fn = lambda c: c.chat.completions.create(**_chat(False))  # noqa: E731
-        assert call("sync", emulator.url + "/v1", fn).result.object == "chat.completion"
+        assert OPENAI.call("sync", emulator.url + "/v1", fn).result.object == "chat.completion"
         emulator.settle()
     # The frozen call's record died with its process: only the next call's is there.
     recorded = [r["request_id"] for r in runtime.records()]

@@ -20,6 +20,8 @@ import pytest
 from tests.support.lambda_emulator import LambdaEmulator, Outcome
 from tests.support.lambda_runtime import InProcessRuntime
 
+pytestmark = pytest.mark.aws
+
 MIB = 1024 * 1024
 
 

@@ -15,6 +15,8 @@ import pytest
 
 from tests.support.lambda_emulator import LambdaEmulator
 
+pytestmark = [pytest.mark.node, pytest.mark.aws]
+
 NODE_DIR = Path(__file__).resolve().parent / "node"
 RIC = NODE_DIR / "node_modules" / "aws-lambda-ric" / "index.mjs"
 

@@ -8,26 +8,18 @@ direct client's base URL is the stand-in's origin itself (the SDK adds `/v1/mess
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import ssl
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import anthropic
-import genai_prices
-import httpx
 import orjson
 import pytest
 
 from tests.standin import StandIn
-from tests.support.pricing import genai_cost
 from tests.support.proxy import RunningProxy, module_proxy
+from tests.support.sdk import ANTHROPIC, MODES, headers_without
+from tests.support.sdk import check_record as check_any_record
 
-MODES = ("sync", "async")
-API_KEY = "sk-ant-test-provider-key"
 MODEL = "claude-haiku-4-5"
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 WEATHER_TOOL = {
@@ -39,60 +31,9 @@ WEATHER_TOOL = {
         "required": ["city"],
     },
 }
-TLS = ssl.create_default_context()  # shared: building one per client costs ~30 ms
-
 
 proxy = module_proxy("relaylog-sdk-anthropic")
-
-
-@dataclass
-class Call:
-    result: Any
-    sent: list[httpx.Request]
-
-    @property
-    def body(self) -> bytes:
-        assert len(self.sent) == 1, f"expected exactly one HTTP request, the SDK sent {len(self.sent)}"
-        return self.sent[0].content
-
-
-def call(mode: str, base_url: str, fn: Callable[[Any], Any], headers: dict[str, str] | None = None) -> Call:
-    """`fn(client)` with a fresh sync or async Anthropic client (an async `fn` may return a coroutine)."""
-    sent: list[httpx.Request] = []
-    common: dict[str, Any] = {
-        "base_url": base_url,
-        "api_key": API_KEY,
-        "max_retries": 0,
-        "timeout": 10.0,
-        "default_headers": headers or {},
-    }
-    if mode == "sync":
-        http = anthropic.DefaultHttpxClient(verify=TLS, event_hooks={"request": [sent.append]})
-        with anthropic.Anthropic(http_client=http, **common) as client:
-            return Call(fn(client), sent)
-
-    async def record_request(request: httpx.Request) -> None:
-        sent.append(request)
-
-    async def run() -> Call:
-        http = anthropic.DefaultAsyncHttpxClient(verify=TLS, event_hooks={"request": [record_request]})
-        async with anthropic.AsyncAnthropic(http_client=http, **common) as client:
-            result = fn(client)
-            if inspect.isawaitable(result):
-                result = await result
-            return Call(result, sent)
-
-    return asyncio.run(run())
-
-
-def both(
-    mode: str, standin: StandIn, proxy: RunningProxy, fn: Callable[[Any], Any], headers: dict[str, str] | None = None
-) -> tuple[Call, Call, dict[str, Any]]:
-    """The same call directly and through relaylog: (direct, relayed, record of the relayed call)."""
-    mine = call(mode, standin.url, fn, headers)
-    request_id = str(uuid.uuid4())
-    through = call(mode, proxy.url + "/anthropic", fn, {**(headers or {}), "Helicone-Request-Id": request_id})
-    return mine, through, proxy.record(request_id)
+both = ANTHROPIC.both
 
 
 def create(**params: Any) -> Callable[[Any], Any]:
@@ -151,31 +92,17 @@ def record_usage(usage: Any) -> dict[str, int | None]:
 
 
 def check_record(record: dict[str, Any], *, sent: bytes, message: Any, stream: bool) -> None:
-    usage = record_usage(message.usage)
-    expected = {
-        "schema_version": 1,
-        "provider": "anthropic",
-        "endpoint": "/v1/messages",
-        "method": "POST",
-        "model": orjson.loads(sent)["model"],
-        "response_model": message.model,
-        "status": 200,
-        "stream": stream,
-        **usage,
-        "usage_source": "provider",
-        "cost_source": f"genai-prices@{genai_prices.__version__}",
-        "error_type": None,
-        "parse_error": None,
-        "key_id": None,
-        "request_body": sent.decode(),
-        "request_bytes": len(sent),
-    }
-    assert {name: record[name] for name in expected} == expected
-    assert record["cost_usd"] is not None and record["cost_usd"] > 0
-    assert record["cost_usd"] == pytest.approx(genai_cost(usage, message.model, "anthropic"), rel=1e-9, abs=1e-12)
-    assert record["response_body"]
-    assert 0 < record["ttft_ms"] <= record["latency_ms"]
-    assert API_KEY not in orjson.dumps(record).decode()
+    check_any_record(
+        record,
+        provider="anthropic",
+        api_key=ANTHROPIC.api_key,
+        sent=sent,
+        endpoint="/v1/messages",
+        model=orjson.loads(sent)["model"],
+        response_model=message.model,
+        stream=stream,
+        usage=record_usage(message.usage),
+    )
 
 
 def check_all_ways(
@@ -338,12 +265,7 @@ def test_provider_errors_raise_the_same_exception(
     params = {"model": MODEL, "max_tokens": 1024, "messages": MESSAGES}
     fn = stream(**params) if streamed else create(**params)
     headers = {"x-standin-fault": f"status={status};retry-after=7"}
-    with pytest.raises(error_class) as direct_error:
-        call(mode, standin.url, fn, headers)
-    request_id = str(uuid.uuid4())
-    with pytest.raises(error_class) as relayed_error:
-        call(mode, proxy.url + "/anthropic", fn, {**headers, "Helicone-Request-Id": request_id})
-    mine, through = direct_error.value, relayed_error.value
+    mine, through, record = ANTHROPIC.fail_both(error_class, mode, standin, proxy, fn, headers)
     assert type(through) is type(mine)
     assert (through.status_code, through.body, through.request_id, through.message) == (
         mine.status_code,
@@ -352,12 +274,10 @@ def test_provider_errors_raise_the_same_exception(
         mine.message,
     )
     assert through.response.content == mine.response.content
-    relayed_headers = [(k, v) for k, v in through.response.headers.multi_items() if k != "helicone-id"]
-    assert relayed_headers == list(mine.response.headers.multi_items())
+    assert headers_without(through.response.headers, "helicone-id") == headers_without(mine.response.headers)
     assert through.response.headers["retry-after"] == "7"
-    assert through.response.headers["helicone-id"] == request_id
+    assert through.response.headers["helicone-id"] == record["request_id"]
 
-    record = proxy.record(request_id)
     expected = {
         "provider": "anthropic",
         "endpoint": "/v1/messages",
@@ -380,15 +300,11 @@ def test_in_stream_overloaded_error(mode: str, standin: StandIn, proxy: RunningP
     """An `event: error` after some text: the SDK raises the same error both ways."""
     params = {"model": MODEL, "max_tokens": 1024, "messages": MESSAGES}
     headers = {"x-standin-scenario": "stream-error"}
-    with pytest.raises(anthropic.APIStatusError) as direct_error:
-        call(mode, standin.url, raw_stream(**params), headers)
-    request_id = str(uuid.uuid4())
-    with pytest.raises(anthropic.APIStatusError) as relayed_error:
-        call(mode, proxy.url + "/anthropic", raw_stream(**params), {**headers, "Helicone-Request-Id": request_id})
-    mine, through = direct_error.value, relayed_error.value
+    mine, through, record = ANTHROPIC.fail_both(
+        anthropic.APIStatusError, mode, standin, proxy, raw_stream(**params), headers
+    )
     assert type(through) is type(mine)
     assert (through.status_code, through.body, through.message) == (mine.status_code, mine.body, mine.message)
-    record = proxy.record(request_id)
     assert record["status"] == 200 and record["stream"] is True
     assert "event: error" in record["response_body"]
 

@@ -10,30 +10,24 @@ chosen by the test through `Helicone-Request-Id`.
 from __future__ import annotations
 
 import asyncio
-import inspect
-import ssl
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-import genai_prices
-import httpx
 import openai
 import orjson
 import pytest
 from openai.types.chat import ChatCompletionChunk
 
 from tests.standin import StandIn
-from tests.support.pricing import genai_cost
 from tests.support.proxy import RunningProxy, module_proxy
-
-MODES = ("sync", "async")
-API_KEY = "sk-test-provider-key"
+from tests.support.sdk import MODES, OPENAI, RELAY_STREAM_HEADERS, Call, chat_usage, headers_without
+from tests.support.sdk import check_record as check_any_record
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
-WEATHER_TOOL = {
+WEATHER_TOOL: dict[str, Any] = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -53,112 +47,14 @@ TIME_TOOL = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     },
 }
-# One TLS context for every client: building one per client (certifi's bundle) costs ~30 ms.
-TLS = ssl.create_default_context()
-# Headers relaylog adds to a relayed response (everything else must be the provider's, unchanged).
-RELAY_STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-
 
 proxy = module_proxy("relaylog-sdk-openai")
-
-
-# --------------------------------------------------------------------------------------------
-# Calling the SDK the same way directly and through relaylog
-
-
-@dataclass
-class Call:
-    """One SDK call: what it returned (streams collected into a list) and what it sent."""
-
-    result: Any
-    sent: list[httpx.Request]
-    headers: httpx.Headers | None = None  # set for `with_raw_response` calls
-
-    @property
-    def body(self) -> bytes:
-        assert len(self.sent) == 1, f"expected exactly one HTTP request, the SDK sent {len(self.sent)}"
-        return self.sent[0].content
-
-
-def _is_raw(result: Any) -> bool:
-    return hasattr(result, "http_response") and hasattr(result, "parse")
-
-
-def call(mode: str, base_url: str, fn: Callable[[Any], Any], headers: dict[str, str] | None = None) -> Call:
-    """`fn(client)` with a fresh sync or async OpenAI client; streams are read to the end."""
-    sent: list[httpx.Request] = []
-    common: dict[str, Any] = {
-        "base_url": base_url,
-        "api_key": API_KEY,
-        "max_retries": 0,
-        "timeout": 10.0,
-        "default_headers": headers or {},
-    }
-    if mode == "sync":
-        http = openai.DefaultHttpxClient(verify=TLS, event_hooks={"request": [sent.append]})
-        with openai.OpenAI(http_client=http, **common) as client:
-            result = fn(client)
-            raw_headers = None
-            if _is_raw(result):
-                raw_headers, result = result.headers, result.parse()
-            if isinstance(result, openai.Stream):
-                result = list(result)
-            return Call(result, sent, raw_headers)
-
-    async def record_request(request: httpx.Request) -> None:
-        sent.append(request)
-
-    async def run() -> Call:
-        http = openai.DefaultAsyncHttpxClient(verify=TLS, event_hooks={"request": [record_request]})
-        async with openai.AsyncOpenAI(http_client=http, **common) as client:
-            result = fn(client)
-            if inspect.isawaitable(result):
-                result = await result
-            raw_headers = None
-            if _is_raw(result):
-                raw_headers, result = result.headers, result.parse()
-                if inspect.isawaitable(result):
-                    result = await result
-            if isinstance(result, openai.AsyncStream):
-                result = [item async for item in result]
-            return Call(result, sent, raw_headers)
-
-    return asyncio.run(run())
-
-
-def direct(mode: str, standin: StandIn, fn: Callable[[Any], Any], headers: dict[str, str] | None = None) -> Call:
-    return call(mode, standin.url + "/v1", fn, headers)
-
-
-def relayed(
-    mode: str, proxy: RunningProxy, fn: Callable[[Any], Any], headers: dict[str, str] | None = None
-) -> tuple[Call, dict[str, Any]]:
-    request_id = str(uuid.uuid4())
-    made = call(mode, proxy.url + "/v1", fn, {**(headers or {}), "Helicone-Request-Id": request_id})
-    return made, proxy.record(request_id)
+check_record = partial(check_any_record, provider="openai", api_key=OPENAI.api_key)
+direct, relayed, call = OPENAI.direct, OPENAI.relayed, OPENAI.call
 
 
 def dumps(items: list[Any]) -> list[dict[str, Any]]:
     return [item.model_dump() for item in items]
-
-
-# --------------------------------------------------------------------------------------------
-# What the record must say
-
-
-def chat_usage(usage: Any) -> dict[str, int | None]:
-    """A chat/completions `usage` in record terms (OpenAI counts cached tokens inside prompt_tokens)."""
-    assert usage is not None
-    prompt, completion = usage.prompt_tokens_details, usage.completion_tokens_details
-    return {
-        "input_tokens": usage.prompt_tokens,
-        "output_tokens": usage.completion_tokens,
-        "cache_read_tokens": prompt.cached_tokens,
-        "cache_write_tokens": None,
-        "reasoning_tokens": completion.reasoning_tokens,
-        "audio_input_tokens": prompt.audio_tokens,
-        "audio_output_tokens": completion.audio_tokens,
-    }
 
 
 def responses_usage(usage: Any) -> dict[str, int | None]:
@@ -172,45 +68,6 @@ def responses_usage(usage: Any) -> dict[str, int | None]:
         "audio_input_tokens": None,
         "audio_output_tokens": None,
     }
-
-
-def check_record(
-    record: dict[str, Any],
-    *,
-    sent: bytes,
-    endpoint: str,
-    model: str,
-    response_model: str,
-    stream: bool,
-    usage: dict[str, int | None],
-    usage_source: str = "provider",
-) -> None:
-    expected = {
-        "schema_version": 1,
-        "provider": "openai",
-        "endpoint": endpoint,
-        "method": "POST",
-        "model": model,
-        "response_model": response_model,
-        "status": 200,
-        "stream": stream,
-        **usage,
-        "usage_source": usage_source,
-        "cost_source": f"genai-prices@{genai_prices.__version__}",
-        "error_type": None,
-        "parse_error": None,
-        "key_id": None,
-        "request_body": sent.decode(),
-        "request_body_ref": None,
-        "request_bytes": len(sent),
-    }
-    assert {name: record[name] for name in expected} == expected
-    assert record["cost_usd"] is not None and record["cost_usd"] > 0
-    assert record["cost_usd"] == pytest.approx(genai_cost(usage, response_model, "openai"), rel=1e-9, abs=1e-12)
-    assert record["response_body"], "the response must be kept in the record"
-    assert record["response_bytes"] > 0
-    assert 0 < record["ttft_ms"] <= record["latency_ms"]
-    assert record["upstream_ms"] <= record["latency_ms"]
 
 
 def stream_body_chunks(response_body: str) -> list[dict[str, Any]]:
@@ -624,11 +481,6 @@ def test_embeddings(mode: str, encoding: str, standin: StandIn, proxy: RunningPr
 # Raw responses: headers
 
 
-def _without(headers: httpx.Headers, *names: str) -> list[tuple[str, str]]:
-    drop = {name.lower() for name in names}
-    return [(name, value) for name, value in headers.multi_items() if name.lower() not in drop]
-
-
 @pytest.mark.parametrize("mode", MODES)
 def test_raw_response_headers_non_streamed(mode: str, standin: StandIn, proxy: RunningProxy) -> None:
     def fn(c: Any) -> Any:
@@ -639,7 +491,7 @@ def test_raw_response_headers_non_streamed(mode: str, standin: StandIn, proxy: R
     assert through.result.model_dump() == mine.result.model_dump()
     assert through.headers is not None and mine.headers is not None
     # Every provider header, in the provider's order, with the provider's values; plus helicone-id.
-    assert _without(through.headers, "helicone-id") == _without(mine.headers)
+    assert headers_without(through.headers, "helicone-id") == headers_without(mine.headers)
     assert through.headers["helicone-id"] == record["request_id"]
     assert through.headers["x-request-id"].startswith("req_")
 
@@ -657,7 +509,7 @@ def test_raw_response_headers_streamed(mode: str, standin: StandIn, proxy: Runni
     for name, value in RELAY_STREAM_HEADERS.items():
         assert name not in mine.headers
         assert through.headers[name] == value
-    assert _without(through.headers, "helicone-id", *RELAY_STREAM_HEADERS) == _without(mine.headers)
+    assert headers_without(through.headers, "helicone-id", *RELAY_STREAM_HEADERS) == headers_without(mine.headers)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -668,13 +520,14 @@ def test_sdk_generated_request_id_comes_back(mode: str, standin: StandIn, proxy:
         proxy.url + "/v1",
         lambda c: c.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES),
     )
+    assert through.headers is not None
     request_id = through.headers["helicone-id"]
     assert str(uuid.UUID(request_id)) == request_id
     record = proxy.record(request_id)
     assert record["request_body"] == through.body.decode()
     assert not [name for name, _ in standin.requests[-1].headers if name.lower().startswith("helicone-")]
-    assert standin.requests[-1].header("authorization") == f"Bearer {API_KEY}"
-    assert API_KEY not in orjson.dumps(record).decode()
+    assert standin.requests[-1].header("authorization") == f"Bearer {OPENAI.api_key}"
+    assert OPENAI.api_key not in orjson.dumps(record).decode()
 
 
 # --------------------------------------------------------------------------------------------
@@ -694,12 +547,7 @@ def test_provider_errors_raise_the_same_exception(
     def fn(c: Any) -> Any:
         return c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
 
-    with pytest.raises(error_class) as direct_error:
-        direct(mode, standin, fn, headers)
-    request_id = str(uuid.uuid4())
-    with pytest.raises(error_class) as relayed_error:
-        call(mode, proxy.url + "/v1", fn, {**headers, "Helicone-Request-Id": request_id})
-    mine, through = direct_error.value, relayed_error.value
+    mine, through, record = OPENAI.fail_both(error_class, mode, standin, proxy, fn, headers)
     assert type(through) is type(mine)
     assert (through.status_code, through.body, through.code, through.type, through.message) == (
         mine.status_code,
@@ -709,7 +557,6 @@ def test_provider_errors_raise_the_same_exception(
         mine.message,
     )
     assert through.response.content == mine.response.content
-    record = proxy.record(request_id)
     assert (record["status"], record["error_type"], record["usage_source"], record["cost_usd"]) == (
         status,
         "upstream_error",
@@ -729,12 +576,7 @@ def test_in_stream_error_raises_the_same_exception(mode: str, standin: StandIn, 
     def fn(c: Any) -> Any:
         return c.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
 
-    with pytest.raises(openai.APIError) as direct_error:
-        direct(mode, standin, fn, headers)
-    request_id = str(uuid.uuid4())
-    with pytest.raises(openai.APIError) as relayed_error:
-        call(mode, proxy.url + "/v1", fn, {**headers, "Helicone-Request-Id": request_id})
-    mine, through = direct_error.value, relayed_error.value
+    mine, through, record = OPENAI.fail_both(openai.APIError, mode, standin, proxy, fn, headers)
     assert type(through) is type(mine)
     assert (through.message, through.body, through.code, through.type) == (
         mine.message,
@@ -742,7 +584,6 @@ def test_in_stream_error_raises_the_same_exception(mode: str, standin: StandIn, 
         mine.code,
         mine.type,
     )
-    record = proxy.record(request_id)
     expected = {
         "status": 200,
         "stream": True,

@@ -227,6 +227,7 @@ def _wait_for_records(proxy: RunningProxy, count: int) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_no_secret_reaches_a_local_file_log_or_response(
     make_proxy: Callable[..., RunningProxy], standin: StandIn, debug_logs: _Lines, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -314,6 +315,7 @@ def _s3_objects(stack: Stack, scratch: Path) -> dict[str, bytes]:
     return found
 
 
+@pytest.mark.aws
 def test_no_secret_reaches_aws_storage_metrics_logs_or_responses(
     aws_stack: Stack,
     standin: StandIn,

@@ -22,6 +22,8 @@ import trustme
 
 from tests.standin import StandIn
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 
 

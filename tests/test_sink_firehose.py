@@ -24,6 +24,8 @@ from relaylog.sinks.firehose import MAX_RECORD_BYTES, FirehoseSink
 from tests.standin import StandIn
 from tests.support.aws import REGION, Stack
 
+pytestmark = pytest.mark.aws
+
 SETTINGS = Settings()
 
 

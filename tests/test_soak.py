@@ -13,6 +13,8 @@ import pytest
 from tests.standin import StandIn
 from tests.support.soak import KNOWN, plan_calls, soak_aws, soak_local, table
 
+pytestmark = [pytest.mark.soak, pytest.mark.aws]
+
 SEED = 20261127
 LOCAL_CALLS = 1000
 AWS_CALLS = 60  # the aggregator under moto costs ~0.25 s per delivered object: see soak_aws

@@ -7,6 +7,7 @@ import re
 import time
 import uuid
 from fnmatch import fnmatchcase
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,13 +15,17 @@ from relaylog.aws import layout
 from relaylog.gateway.cache.dynamo import DynamoCacheStore
 from relaylog.gateway.counters.dynamo import DynamoCounters
 from relaylog.keys.dynamo import DynamoKeyStore
-from relaylog.query.dynamo import DynamoBackend
+from relaylog.otel.aws import ENV_HEADERS_ARN
+from relaylog.query.dynamo.backend import DynamoBackend
 from relaylog.runtime.loop import DEADLINE_MARGIN_S
 from relaylog.store.schema import COLUMNS
 
 from tests.support.aws import Stack
 from tests.support.sam import ROOT, load_template, run, tool, transformed
+from tests.support.sam import TEMPLATE as TEMPLATE_PATH
 from tests.test_gateway_aws import _entry
+
+pytestmark = [pytest.mark.sam, pytest.mark.aws]
 
 GLUE_TYPES = {"VARCHAR": "string", "BIGINT": "bigint", "DOUBLE": "double", "BOOLEAN": "boolean",
               "MAP(VARCHAR, VARCHAR)": "map<string,string>"}  # fmt: skip
@@ -197,6 +202,8 @@ def _resolve(node: Any, parameters: dict[str, str], conditions: dict[str, Any]) 
         return not _resolve(args[0], parameters, conditions)
     if name == "Or":
         return any(_resolve(args, parameters, conditions))
+    if name == "And":
+        return all(_resolve(args, parameters, conditions))
     return node
 
 
@@ -307,6 +314,117 @@ def test_dead_letters_raise_an_alarm_that_mails_only_when_an_address_is_given() 
     assert (subscription["Protocol"], subscription["Endpoint"]) == ("email", {"Ref": "AlarmEmail"})
     assert _accepts("AlarmEmail", "") and _accepts("AlarmEmail", "ops@example.com")
     assert not _accepts("AlarmEmail", "not an address")
+
+
+# -- OpenTelemetry: the aggregator's span export, and its one secret --------------------------------
+
+SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:relaylog/otel-AbCdEf"
+PARAMETER = "arn:aws:ssm:us-east-1:123456789012:parameter/relaylog/otel-headers"
+KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+ENDPOINT = "https://api.honeycomb.io"
+READ = {"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue", "ssm:GetParameter"],
+        "Resource": {"Ref": "OtelHeadersSecretArn"}}  # fmt: skip
+VIA = [{"Sub": "secretsmanager.${AWS::Region}.amazonaws.com"}, {"Sub": "ssm.${AWS::Region}.amazonaws.com"}]
+DECRYPT = {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": {"Ref": "OtelHeadersKeyArn"},
+           "Condition": {"StringEquals": {"kms:ViaService": VIA}}}  # fmt: skip
+
+
+def _variables(function: str) -> dict[str, Any]:
+    variables: dict[str, Any] = load_template()["Resources"][function]["Properties"]["Environment"]["Variables"]
+    return variables
+
+
+def _otel_statements(**values: str) -> list[dict[str, Any]]:
+    """The aggregator's statements beyond its data's, as CloudFormation would create them."""
+    policies = _rendered("AggregatorFunction", "Properties.Policies", **values)
+    return [statement for policy in policies[1:] if policy is not NO_VALUE for statement in policy["Statement"]]
+
+
+def test_span_export_is_off_by_default_and_configured_on_the_aggregator_only() -> None:
+    template = load_template()
+    parameters = template["Parameters"]
+    assert parameters["OtelEndpoint"]["Default"] == "" and parameters["OtelHeadersSecretArn"]["Default"] == ""
+    env = _variables("AggregatorFunction")
+    # An empty endpoint is export off (relaylog.config.otel_from_env); only the ARN of the headers
+    # is in the environment, never the headers.
+    assert {name: value for name, value in env.items() if name.startswith("OTEL_") or name == ENV_HEADERS_ARN} == {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": {"Ref": "OtelEndpoint"},
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",  # the only exporter the package holds
+        "OTEL_SERVICE_NAME": {"Ref": "OtelServiceName"},
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": {"Ref": "OtelCaptureContent"},
+        ENV_HEADERS_ARN: {"Ref": "OtelHeadersSecretArn"},
+    }
+    assert parameters["OtelCaptureContent"]["AllowedValues"] == ["false", "true"]
+    for function in ("ProxyFunction", "QueryFunction"):
+        assert not [name for name in _variables(function) if name.startswith("OTEL_") or name == ENV_HEADERS_ARN]
+        actions = {action for statement in _statements(function) for action in _as_list(statement["Action"])}
+        assert not [a for a in actions if a.split(":")[0] in ("secretsmanager", "ssm", "kms")]
+        assert len(load_template()["Resources"][function]["Properties"]["Policies"]) == 1
+    assert _otel_statements() == []
+
+
+def test_the_aggregator_may_read_exactly_the_one_secret_and_decrypt_only_with_its_own_key() -> None:
+    # Export off: no grant, even with an ARN given.
+    assert _otel_statements(OtelHeadersSecretArn=SECRET, OtelHeadersKeyArn=KEY) == []
+    assert _otel_statements(OtelEndpoint=ENDPOINT) == []  # no headers: nothing to read
+    for arn in (SECRET, PARAMETER):
+        # The AWS managed keys (aws/secretsmanager, aws/ssm) let the account's principals decrypt
+        # through their service: no kms grant.
+        assert _otel_statements(OtelEndpoint=ENDPOINT, OtelHeadersSecretArn=arn) == [READ]
+        given = {"OtelEndpoint": ENDPOINT, "OtelHeadersSecretArn": arn}
+        assert _otel_statements(**given, OtelHeadersKeyArn=KEY) == [READ, DECRYPT]
+        # One resource, the ARN itself (no wildcard), and of the two actions only its own service's
+        # can ever match it.
+        service = arn.split(":")[2]
+        assert [a for a in READ["Action"] if a.startswith(service + ":")] == [
+            {"secretsmanager": "secretsmanager:GetSecretValue", "ssm": "ssm:GetParameter"}[service]
+        ]
+    assert _otel_statements(OtelEndpoint=ENDPOINT, OtelHeadersKeyArn=KEY) == []  # a key without a secret
+
+
+def test_the_otel_parameters_take_only_what_they_are_for() -> None:
+    urls = ("", ENDPOINT, "https://otlp-gateway.grafana.net/otlp", "https://cloud.langfuse.com/api/public/otel")
+    assert [v for v in urls if _accepts("OtelEndpoint", v)] == list(urls)
+    # Plain HTTP would carry the collector's key in clear; a comma or a space is no URL.
+    assert not [v for v in ("http://collector:4318", "api.honeycomb.io", "https://a b", "https://a,b")
+                if _accepts("OtelEndpoint", v)]  # fmt: skip
+    gov = SECRET.replace("arn:aws:", "arn:aws-us-gov:").replace("us-east-1", "us-gov-west-1")
+    arns = ("", SECRET, PARAMETER, gov)
+    assert [v for v in arns if _accepts("OtelHeadersSecretArn", v)] == list(arns)
+    others = ("relaylog/otel", "arn:aws:s3:::bucket/headers", "x-honeycomb-team=KEY",
+              "arn:aws:ssm:us-east-1:123456789012:document/x")  # fmt: skip
+    assert not [v for v in others if _accepts("OtelHeadersSecretArn", v)]
+    assert _accepts("OtelHeadersKeyArn", KEY) and _accepts("OtelHeadersKeyArn", "")
+    # IAM matches kms:Decrypt on the key's ARN, never on an alias's.
+    assert not _accepts("OtelHeadersKeyArn", "arn:aws:kms:us-east-1:123456789012:alias/aws/ssm")
+
+
+def _with_defaults(path: Path, **values: str) -> Path:
+    """template.yaml with these parameter defaults: what CloudFormation checks when they are given."""
+    text = TEMPLATE_PATH.read_text()
+    for name, value in values.items():
+        start = text.index(f"\n  {name}:\n")
+        default = text.index('Default: ""', start)
+        text = text[:default] + f'Default: "{value}"' + text[default + len('Default: ""') :]
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("values", [
+    {"OtelEndpoint": ENDPOINT, "OtelHeadersSecretArn": SECRET},
+    {"OtelEndpoint": ENDPOINT, "OtelHeadersSecretArn": PARAMETER, "OtelHeadersKeyArn": KEY},
+], ids=["secret", "parameter-and-key"])  # fmt: skip
+def test_lint_and_validate_pass_with_the_otel_parameters_given(values: dict[str, str], tmp_path: Path) -> None:
+    # cfn-lint's --parameters is not applied to a SAM template (its transform drops them): the
+    # values go in as the defaults, which cfn-lint checks against each parameter's pattern too.
+    given = _with_defaults(tmp_path / "template.yaml", **values)
+    assert load_template()["Parameters"]["OtelEndpoint"]["Default"] == ""  # the real one untouched
+    result = run([tool("cfn-lint"), str(given)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = run([tool("sam"), "validate", "--lint", "-t", str(given)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    bad = _with_defaults(tmp_path / "bad.yaml", **{**values, "OtelHeadersKeyArn": "alias/aws/ssm"})
+    assert run([tool("cfn-lint"), str(bad)]).returncode != 0  # the check above can fail
 
 
 # -- DynamoDB: each internet-facing role writes only its own item kinds ----------------------------

@@ -20,6 +20,8 @@ from tests.standin import StandIn
 from tests.support.proxy import RunningProxy, read_records
 from tests.test_serve import REPO, Served, _free_port, served  # noqa: F401 (served: a fixture)
 
+pytestmark = pytest.mark.slow
+
 RELAYLOG = Path(sys.executable).parent / "relaylog"  # the console script `pip install` made
 ECHO = "/relaylog/verify"
 

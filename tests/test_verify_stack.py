@@ -32,6 +32,8 @@ from tests.support.lambda_runtime import InProcessRuntime
 from tests.support.sam import load_template
 from tests.test_sink_firehose import Flaky, _error
 
+pytestmark = pytest.mark.aws
+
 ROOT = Path(__file__).resolve().parents[1]
 STACK = "relaylog-prod"
 # Functions as CloudFormation names them: stack name, logical id, a random suffix.
@@ -59,7 +61,7 @@ class Deployed:
     runtime: InProcessRuntime
     outputs: dict[str, str]
     athena: DuckDBAthena
-    aggregator: ModuleType
+    aggregator: Any  # the loaded function module: tests replace its clients
 
 
 @pytest.fixture

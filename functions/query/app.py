@@ -15,9 +15,10 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from mangum import Mangum
 from relaylog.aws import layout
 from relaylog.aws.clients import make_client
+from relaylog.config import Retention
 from relaylog.keys.dynamo import DynamoKeyStore
 from relaylog.query.api import QueryApp
-from relaylog.query.dynamo import DynamoBackend
+from relaylog.query.dynamo.backend import DynamoBackend
 
 logger = Logger(service="query")
 # The API logs its failures on relaylog's loggers: as JSON lines, with the invocation's keys.
@@ -25,7 +26,7 @@ copy_config_to_registered_loggers(source_logger=logger, include={"relaylog"})
 # Clients made once per process and kept across invocations.
 table = os.environ[layout.ENV_TABLE]
 dynamodb = make_client("dynamodb")
-backend = DynamoBackend(table, os.environ[layout.ENV_BUCKET], dynamodb, make_client("s3"))
+backend = DynamoBackend(table, os.environ[layout.ENV_BUCKET], dynamodb, make_client("s3"), Retention.from_env())
 app = Mangum(QueryApp(lambda: backend, DynamoKeyStore(table, dynamodb), require_key=True), lifespan="off")
 
 

@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote
 
+from .aws.layout import DEFAULT_INDEX_DAYS, ENV_HOURLY_TTL_DAYS, ENV_INDEX_DAYS
+from .keys.file import RELOAD_INTERVAL_S
 from .providers.registry import PROVIDERS
+from .rollups import DEFAULT_HOURLY_TTL_DAYS
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 # On Lambda a request arrives as one Function URL event of at most 6 MB, Lambda's MB being 1,024 KB
@@ -75,6 +78,8 @@ class Settings:
     body_timeout_s: float = BODY_TIMEOUT_S
     max_header_bytes: int = MAX_HEADER_BYTES
     max_header_count: int = MAX_HEADER_COUNT
+    # How often a running server looks at keys.json for keys created or revoked by another process.
+    key_reload_s: float = RELOAD_INTERVAL_S
     # Spans to an OpenTelemetry collector; None (the default) unless an OTLP endpoint is set.
     otel: OtelSettings | None = None
 
@@ -120,6 +125,42 @@ class Settings:
             return provider in self.stream_usage_providers
         known = PROVIDERS.get(provider)
         return known is not None and known.stream_usage
+
+
+# -- the `relaylog` command and the query back end on AWS ---------------------------------------
+
+DATA_DIR_ENV = "RELAYLOG_DATA_DIR"
+KEY_ENV = "RELAYLOG_KEY"
+DEFAULT_DATA_DIR = Path("relaylog-data")
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSettings:
+    """What the `relaylog` command takes from the environment when its options do not say."""
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    key: str | None = None  # the relaylog key `relaylog verify` sends; never shown
+
+    @classmethod
+    def from_env(cls) -> CommandSettings:
+        env = os.environ
+        return cls(data_dir=Path(env.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR), key=env.get(KEY_ENV) or None)
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long the stack keeps what the query back end reads: the request index and the hourly
+    rollups (the template's IndexRetentionDays and HourlyRollupDays, set on its functions)."""
+
+    index_days: int = DEFAULT_INDEX_DAYS
+    hourly_rollup_days: int = DEFAULT_HOURLY_TTL_DAYS
+
+    @classmethod
+    def from_env(cls) -> Retention:
+        return cls(
+            index_days=_env_int(ENV_INDEX_DAYS, DEFAULT_INDEX_DAYS),
+            hourly_rollup_days=_env_int(ENV_HOURLY_TTL_DAYS, DEFAULT_HOURLY_TTL_DAYS),
+        )
 
 
 # -- OpenTelemetry export (relaylog.otel) ----------------------------------------------------------

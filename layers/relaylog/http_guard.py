@@ -142,7 +142,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         log.warning("refused a request: %s", message)
         # uvicorn runs this request as usual, with an app that only answers the error.
-        app: Any = self.app  # type: ignore[has-type]
+        app: Any = self.app
         self.app = _answer(431, *_error("headers_too_large", message))
         try:
             super().on_headers_complete()

@@ -31,8 +31,9 @@ def _part(part: Any) -> str:
         return part
     if not isinstance(part, Mapping):
         return orjson.dumps(part).decode()
-    if isinstance(part.get("text"), str):  # OpenAI/Anthropic text parts, Gemini parts
-        return part["text"]
+    text = part.get("text")
+    if isinstance(text, str):  # OpenAI/Anthropic text parts, Gemini parts
+        return text
     kind = part.get("type")
     if kind in ("image_url", "image", "input_image"):
         return "[image]"

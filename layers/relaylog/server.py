@@ -98,7 +98,7 @@ def _local_backend(data_dir: Path) -> Backend:
 
 
 def local_app(settings: Settings) -> LocalApp:
-    keys = KeyStore.in_data_dir(settings.data_dir)
+    keys = KeyStore.in_data_dir(settings.data_dir, settings.key_reload_s)
     query = QueryApp(functools.partial(_local_backend, settings.data_dir), keys)
     # Cache entries and rate-limit counters live in the data dir, shared by every worker process.
     sink = LocalSink(settings, span_shipper(settings))

@@ -90,7 +90,7 @@ def sam_zip(build: Path, out: Path) -> dict[str, Path]:
     return {name: Path(path) for name, path in json.loads(result.stdout).items()}
 
 
-def unzip(archive: Path, dest: Path) -> set[tuple[int, ...]]:
+def unzip(archive: Path, dest: Path) -> set[tuple[int, int, int, int, int, int]]:
     """Extract as unzip does (zipfile alone would drop modes and dates); the entries' dates."""
     dates = set()
     with zipfile.ZipFile(archive) as zipped:

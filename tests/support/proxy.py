@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import orjson
 import pytest
@@ -24,7 +24,7 @@ from relaylog.sinks.local import LocalSink
 class ServedApp:
     """An ASGI app under uvicorn in a background thread, on a real loopback socket."""
 
-    def __init__(self, app: Any, lifespan: str = "on") -> None:
+    def __init__(self, app: Any, lifespan: Literal["auto", "on", "off"] = "on") -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
@@ -64,12 +64,23 @@ class ServedApp:
         self._server.should_exit = True
         self._thread.join(timeout=30)
 
+    def settle(self, timeout_s: float = 10.0) -> None:
+        """Wait until every request the server has taken so far is finished."""
+        deadline = time.monotonic() + timeout_s
+        while self._server.server_state.tasks:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self._server.server_state.tasks)} requests still running")
+            time.sleep(0.005)
+
 
 class RunningProxy(ServedApp):
     """relaylog serve's app (proxy, query API, dashboard) on the local store."""
 
     def __init__(self, data_dir: Path, upstream: str, **settings: Any) -> None:
         overrides = {name: upstream for name in PROVIDERS}
+        # Keys a test creates are seen by the next call, not up to a second later: how often a
+        # running server looks at keys.json is KeyStore's own business, tested in test_keys.
+        settings = {"key_reload_s": 0.0, **settings}
         self.settings = replace(Settings(), data_dir=data_dir, upstream_overrides=overrides, **settings)
         data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
@@ -80,6 +91,13 @@ class RunningProxy(ServedApp):
 
     def records(self) -> list[dict[str, Any]]:
         return read_records(self.data_dir)
+
+    def settle(self, timeout_s: float = 10.0) -> None:
+        """Wait until every call answered so far is finished and its record, if any, on disk: what
+        a check that something was NOT recorded waits on (a request finishes, and submits its
+        record, after its client has the response)."""
+        super().settle(timeout_s)
+        self.sink.flush(timeout_s)
 
     def record(self, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
         """The record of one call, once the background writer has written it."""

@@ -7,17 +7,18 @@ import gc
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..aws import layout
+from ..rollups import DEFAULT_HOURLY_TTL_DAYS
 from .claims import claim
 from .dynamo import MARKER_TTL_S, apply_once
 from .index import Source, prompt_items, request_items, templates, write_index
 from .objects import decode, fetch
 from .parquet import curated_key, write_parquet
-from .rollup import DEFAULT_HOURLY_TTL_DAYS, REQUIRED, rollup
+from .rollup import REQUIRED, rollup
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,10 @@ class Processed:
     chunks_skipped: int  # applied by an earlier delivery of the same object
     parquet_keys: tuple[str, ...]
     indexed: int  # request index items put (again, on a redelivery): the requests this object owns
+    # The records counted here, for the caller's own once-per-request work (span export); never in
+    # a repr, as records hold prompts.
+    owned: list[dict[str, Any]] = field(repr=False)
+    marker: str  # the object's key for markers (layout.object_pk): its version included
 
     @property
     def duplicate(self) -> bool:
@@ -76,7 +81,8 @@ def process_object(s3: Any, dynamodb: Any, table: str, bucket: str, key: str) ->
     )
     counted = [record for record, mine in zip(decoded.records, claims.counted, strict=True) if mine]
     deltas = rollup(counted, hourly_ttl_days())
-    applied = apply_once(dynamodb, table, layout.object_pk(bucket, key, fetched.version), deltas)
+    marker = layout.object_pk(bucket, key, fetched.version)
+    applied = apply_once(dynamodb, table, marker, deltas)
     # Parquet after the rollups: if writing it fails, the message comes back, finds its claims, skips
     # the rollups (their markers exist) and writes these files, named from the object, again.
     by_day: dict[str, list[dict[str, Any]]] = {}
@@ -99,4 +105,6 @@ def process_object(s3: Any, dynamodb: Any, table: str, bucket: str, key: str) ->
         chunks_skipped=applied.skipped,
         parquet_keys=tuple(written),
         indexed=claims.claimed,
+        owned=counted,
+        marker=marker,
     )

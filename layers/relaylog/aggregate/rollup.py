@@ -2,7 +2,7 @@
 
 Dimensions: all, model, provider, user, session, key (key_id) and each property
 (`property#<name>=<value>`). Every delta adds the numbers named in NUMBERS and two histograms
-(latency, ttft; see histogram.py); the DynamoDB layer writes each as a top-level attribute.
+(latency, ttft; see relaylog/histogram.py); the DynamoDB layer writes each as a top-level attribute.
 
 How the inner loop stays lean (bench/rollup.py): each record becomes one tuple of numbers,
 appended to a list per group, and a group is summed column by column in C (`map(sum, zip(*rows))`).
@@ -15,7 +15,6 @@ prefixes, values sorted.
 from __future__ import annotations
 
 import gc
-import hashlib
 from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,8 +24,9 @@ from operator import itemgetter
 from typing import Any, NamedTuple
 
 from ..aws import layout
+from ..histogram import BOUNDS, LATENCY, TTFT
 from ..record import FIELDS
-from .histogram import BOUNDS, LATENCY, TTFT
+from ..rollups import DEFAULT_HOURLY_TTL_DAYS, MAX_VALUE_CHARS, short_value
 
 TOKEN_FIELDS: tuple[str, ...] = tuple(name for name in FIELDS if name.endswith("_tokens"))
 
@@ -51,12 +51,6 @@ _TTFT = _N + 1
 COST_DECIMALS = 12
 _PICO = 10**COST_DECIMALS
 LATENCY_DECIMALS = 3
-
-DEFAULT_HOURLY_TTL_DAYS = 35
-
-# Dimension values longer than this are cut and suffixed with a hash (DynamoDB's sort key is at
-# most 1,024 bytes); distinct long values stay distinct.
-MAX_VALUE_CHARS = 200
 
 _KEYS = (
     "dt", "hour", "model", "provider", "user_id", "session_id", "key_id", "properties",
@@ -141,14 +135,6 @@ def _merge(parts: Sequence[Summary]) -> Summary:
 
 def _grouped(groups: Mapping[Any, Sequence[Summary]]) -> dict[Any, Summary]:
     return {value: _merge(parts) for value, parts in groups.items()}
-
-
-def short_value(value: str) -> str:
-    """A dimension value as rollup items key it: long ones cut, with a hash keeping them distinct."""
-    if len(value) <= MAX_VALUE_CHARS:
-        return value
-    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return f"{value[: MAX_VALUE_CHARS - 20]}~{digest}"
 
 
 class _Hour:

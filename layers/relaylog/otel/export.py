@@ -7,7 +7,7 @@ failing collector only within its timeout. A batch that still fails is counted a
 retried after that, and the records that come during a pause after it (1 s, doubling up to 60 s
 while failures go on) are dropped without being turned into spans. Drops are reported in a
 warning at most once a minute. `export` is the same step without the thread, for a caller that
-has a batch of records in hand.
+has a batch of records in hand (the AWS aggregator: otel/aws.py), with a deadline it must not run past.
 
 Imports the OpenTelemetry SDK: the relay's own process never imports this module.
 """
@@ -98,10 +98,19 @@ class SpanShipper:
             except queue.Full:
                 self._failed(1, queue_full=True)
 
-    def export(self, records: Sequence[Record]) -> int:
-        """Export now, on the caller's thread; returns how many spans the collector accepted."""
-        if time.monotonic() < self._paused_until:
-            self._failed(len(records))
+    @property
+    def paused(self) -> bool:
+        """In the pause after a failed export: nothing is tried until it ends."""
+        return time.monotonic() < self._paused_until
+
+    def export(self, records: Sequence[Record], deadline: float | None = None) -> int:
+        """Export now, on the caller's thread; returns how many spans the collector accepted.
+
+        With a `deadline` (a time.monotonic() value), a batch whose export could still be running
+        then (the exporter's timeout) is not sent but counted as failed: one past it is never tried.
+        """
+        if self.paused or not self._in_time(deadline):
+            self.drop(len(records))
             return 0
         spans = []
         for record in records:
@@ -118,7 +127,7 @@ class SpanShipper:
             spans.append(self._readable(data))
         accepted = 0
         for batch in _batches(spans):
-            if time.monotonic() < self._paused_until:
+            if self.paused or not self._in_time(deadline):
                 self._failed(len(batch))
                 continue
             try:
@@ -135,7 +144,16 @@ class SpanShipper:
                 self._pause_s = min(max(self._pause_s * 2, _FIRST_PAUSE_S), _LONGEST_PAUSE_S)
                 self._paused_until = time.monotonic() + self._pause_s
                 self._failed(len(batch))
+        self._report()
         return accepted
+
+    def drop(self, count: int) -> None:
+        """Count `count` records as failed without trying them: the caller knows there is no time."""
+        self._failed(count)
+        self._report()
+
+    def _in_time(self, deadline: float | None) -> bool:
+        return deadline is None or time.monotonic() + self.settings.timeout_s <= deadline
 
     def close(self, timeout_s: float | None = None) -> None:
         """Export what is queued, waiting at most `timeout_s` (default: the exporter's timeout);
@@ -176,7 +194,6 @@ class SpanShipper:
                     break
                 batch.append(item)  # type: ignore[arg-type]
             self.export(batch)
-            self._report()
             if stop:
                 return
 
@@ -273,7 +290,7 @@ def _batches(spans: list[ReadableSpan]) -> Iterable[list[ReadableSpan]]:
 def _exporter(settings: OtelSettings) -> SpanExporter:
     headers = dict(settings.headers)
     if settings.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.exporter import Compression as GrpcCompression
+        from grpc import Compression as GrpcCompression  # what the exporter takes (it imports it from grpc)
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
         return GrpcExporter(

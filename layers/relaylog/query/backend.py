@@ -1,6 +1,8 @@
-"""What the query API asks of a back end: the local data dir (DuckDB) or the AWS stack (DynamoDB + S3).
+"""What the query API and the `relaylog` command ask of a back end: the local data dir (DuckDB,
+query/local.py) or the AWS stack (DynamoDB + S3, query/dynamo/).
 
-Both return the same JSON shapes; `relaylog.query.api` turns them into responses.
+Both return the same JSON shapes; `relaylog.query.api` turns them into responses, `relaylog.cli`
+into tables.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class Unsupported(ValueError):
 class Backend(Protocol):
     name: str
     finest_bucket: Bucket  # the shortest stats bucket it keeps: what `bucket` defaults to for short spans
+    exact_percentiles: bool  # whether stats can take `exact` (else percentiles come from histograms)
 
     def list_requests(self, params: ListParams) -> dict[str, Any]:
         """{"data": [request summary + "scores", "request_preview", "response_preview"], "next_cursor": str | None}"""
@@ -36,7 +39,10 @@ class Backend(Protocol):
         """Store scores (and feedback) on a request; returns all its scores. NotFound if unknown."""
         ...
 
-    def stats(self, params: StatsParams) -> dict[str, Any]: ...
+    def stats(self, params: StatsParams) -> dict[str, Any]:
+        """Totals, groups, series and histograms (relaylog.query.cells.shape); Unsupported for `exact`
+        where percentiles come from histograms."""
+        ...
 
     def sessions(self, params: PageParams) -> dict[str, Any]: ...
 

@@ -1,7 +1,9 @@
-"""The query API over a local data dir: DuckDB on the record files (and their Parquet copies).
+"""The query back end over a local data dir: DuckDB on the record files (and their Parquet copies),
+for the query API and the `relaylog` command alike.
 
-Column names and operators come only from the tables below; every value from the caller is a bound
-parameter. Times compare as strings: created_at is always `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+Filters are relaylog.query.filters' SQL; column names and operators come only from tables, and
+every value from the caller is a bound parameter. Times compare as strings: created_at is always
+`YYYY-MM-DDTHH:MM:SS.ffffffZ`.
 """
 
 from __future__ import annotations
@@ -12,92 +14,26 @@ from typing import Any
 
 import duckdb
 
-from relaylog.aggregate import histogram
+from relaylog import histogram
 from relaylog.prompts import Call, Version, template_of, versions
 from relaylog.query import cells, sessions
 from relaylog.query.backend import NotFound
-from relaylog.query.cells import COUNTS, Cell
-from relaylog.query.params import (
-    PROPERTY_PREFIX,
-    BadRequest,
-    Bucket,
-    Cursor,
-    Filters,
-    ListParams,
-    PageParams,
-    StatsParams,
-    encode_cursor,
-    record_time,
-)
+from relaylog.query.cells import COUNTS, QUANTILES, Cell, Exact, Percentiles
+from relaylog.query.filters import ERROR_SQL, group_sql, record_time, where
+from relaylog.query.params import BadRequest, Bucket, Cursor, ListParams, PageParams, StatsParams, encode_cursor
 from relaylog.query.preview import previews
-from relaylog.record import SUMMARY_FIELDS
+from relaylog.record import BODY_FIELDS, SUMMARY_FIELDS
 from relaylog.store import StoreError
-from relaylog.store.local import AmbiguousId, LocalStore
+from relaylog.store.local import LocalStore
 from relaylog.store.scores import append_scores, as_json, create_scores_view, score_lines
-from relaylog.store.stats import ERROR_SQL
 
-EQUALS = {
-    "model": "model",
-    "provider": "provider",
-    "user": "user_id",
-    "session": "session_id",
-    "prompt": "prompt_id",
-    "key": "key_id",
-    "error_type": "error_type",
-}
-GROUP_COLUMNS = {
-    "model": "model",
-    "provider": "provider",
-    "user": "user_id",
-    "session": "session_id",
-    "key": "key_id",
-    "status": "CAST(status AS VARCHAR)",
-    "prompt": "prompt_id",
-}
 SORT_COLUMNS = {"time": None, "cost": "coalesce(cost_usd, -1.0)", "latency": "latency_ms"}
-OPERATORS = {"=": "=", "!=": "<>", ">": ">", ">=": ">=", "<": "<", "<=": "<="}
 # Bucket labels: day and hour from the partition columns, cheaper to read than cutting created_at.
 BUCKET_LABELS = {"minute": "substr(created_at, 1, 16)", "hour": "dt || 'T' || hour", "day": "dt"}
 USER_SORT_COLUMNS = {"cost": "cost_usd", "requests": "requests", "last_seen": "last_seen"}
 NEWEST_WINDOWS = (timedelta(hours=1), timedelta(days=1), timedelta(days=7))
 _SUMMARY = ", ".join(f'"{c}"' for c in SUMMARY_FIELDS)
-_ERROR = ERROR_SQL
-
-
-def where(filters: Filters) -> tuple[str, dict[str, Any]]:
-    clauses = ["true"]
-    params: dict[str, Any] = {}
-    if filters.since is not None:
-        clauses.append("created_at >= $since")
-        params["since"] = record_time(filters.since)
-    if filters.until is not None:
-        clauses.append("created_at < $until")
-        params["until"] = record_time(filters.until)
-    for name, column in EQUALS.items():
-        value = getattr(filters, name)
-        if value is not None:
-            clauses.append(f"{column} = ${name}")
-            params[name] = value
-    if filters.status == "ok":
-        clauses.append(f"NOT {_ERROR}")
-    elif filters.status == "error":
-        clauses.append(_ERROR)
-    elif filters.status is not None:
-        clauses.append("status = $status")
-        params["status"] = filters.status
-    for i, (name, value) in enumerate(filters.properties):
-        clauses.append(f"properties[$pn{i}] = $pv{i}")
-        params[f"pn{i}"], params[f"pv{i}"] = name, value
-    for i, score in enumerate(filters.scores):
-        clauses.append(
-            f"request_id IN (SELECT request_id FROM scores WHERE name = $sn{i} AND value {OPERATORS[score.op]} $sv{i})"
-        )
-        params[f"sn{i}"], params[f"sv{i}"] = score.name, score.value
-    if filters.search is not None:
-        # Bodies kept in files of their own (too large for the record) are not searched.
-        clauses.append("(position($q IN lower(request_body)) > 0 OR position($q IN lower(response_body)) > 0)")
-        params["q"] = filters.search.lower()
-    return " AND ".join(clauses), params
+_QUANTILES = ", ".join(str(q) for q in QUANTILES)
 
 
 def _dicts(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
@@ -106,7 +42,7 @@ def _dicts(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 
 
 def _bucket_sql(column: str) -> str:
-    """The histogram bucket of a latency in ms, as aggregate.histogram.bucket computes it."""
+    """The histogram bucket of a latency in ms, as relaylog.histogram.bucket computes it."""
     per = histogram.PER_DOUBLING
     return (
         f"CASE WHEN {column} < 1 THEN 0"
@@ -119,9 +55,47 @@ def _bucket_time(label: str) -> str:
     return {10: label + "T00:00:00Z", 13: label + ":00:00Z", 16: label + ":00Z"}[len(label)]
 
 
+def _stats_sql(params: StatsParams, clause: str, values: dict[str, Any]) -> str:
+    """One scan for the cells, by (bucket, group). With `exact`, grouping sets add each group's and
+    the whole's exact percentiles to the same scan; without buckets too, no histograms are made (the
+    percentiles are exact, and there is no series to read them for)."""
+    key = "NULL" if params.by is None else group_sql(params.by, values)
+    bucket = None if params.bucket is None else BUCKET_LABELS[params.bucket]
+    columns = [
+        "count(*) AS requests",
+        f"count(*) FILTER (WHERE {ERROR_SQL}) AS errors",
+        "coalesce(sum(input_tokens), 0) AS input_tokens",
+        "coalesce(sum(output_tokens), 0) AS output_tokens",
+        "coalesce(sum(cache_read_tokens), 0) AS cache_read_tokens",
+        "count(*) FILTER (WHERE input_tokens IS NULL) AS usage_unknown",
+        "coalesce(sum(cost_usd), 0.0) AS cost_usd",
+        "count(*) FILTER (WHERE cost_usd IS NULL) AS cost_unknown",
+    ]
+    if not (params.exact and bucket is None):
+        columns += [
+            f"histogram({_bucket_sql('latency_ms')}) FILTER (WHERE latency_ms IS NOT NULL) AS latency",
+            f"histogram({_bucket_sql('ttft_ms')}) FILTER (WHERE ttft_ms IS NOT NULL) AS ttft",
+        ]
+    groups = "t, k" if bucket else "k"
+    if params.exact:
+        groups = "GROUPING SETS ((t, k), (k), ())" if bucket else "GROUPING SETS ((k), ())"
+        columns += [
+            f"{'grouping(t)' if bucket else '0'} AS gt",
+            "grouping(k) AS gk",
+            f"quantile_cont(latency_ms, [{_QUANTILES}]) AS latency_exact",
+            f"quantile_cont(ttft_ms, [{_QUANTILES}]) AS ttft_exact",
+        ]
+    return (
+        f"SELECT {'t' if bucket else 'NULL AS t'}, k, {', '.join(columns)}"
+        f" FROM (SELECT *, {key} AS k{f', {bucket} AS t' if bucket else ''} FROM requests WHERE {clause})"
+        f" GROUP BY {groups}"
+    )
+
+
 class LocalBackend:
     name = "local"
     finest_bucket: Bucket = "minute"
+    exact_percentiles = True  # every value is in the records
 
     def __init__(self, store: LocalStore) -> None:
         self.store = store
@@ -175,9 +149,9 @@ class LocalBackend:
         if sort is None and direction == "DESC":
             rows = self._newest(clause, order, values, params)
         elif sort is None:
-            rows = self._page_rows(clause, order, values, params.filters.since)
+            rows = self._page_rows(clause, order, values, params.filters.since, params.previews)
         else:
-            rows = self._top_rows(sort, direction, clause, order, values, params.filters.since)
+            rows = self._top_rows(sort, direction, clause, order, values, params)
         next_cursor = None
         if len(rows) > params.limit:
             rows = rows[: params.limit]
@@ -205,13 +179,13 @@ class LocalBackend:
             if floor is not None and start <= floor:
                 break
             window = {**values, "window": record_time(start)}
-            rows = self._page_rows(f"{clause} AND created_at >= $window", order, window, start)
+            rows = self._page_rows(f"{clause} AND created_at >= $window", order, window, start, params.previews)
             if len(rows) == values["limit"]:
                 return rows
-        return self._page_rows(clause, order, values, floor)
+        return self._page_rows(clause, order, values, floor, params.previews)
 
     def _top_rows(
-        self, sort: str, direction: str, clause: str, order: str, values: dict[str, Any], since: datetime | None
+        self, sort: str, direction: str, clause: str, order: str, values: dict[str, Any], params: ListParams
     ) -> list[dict[str, Any]]:
         """A page by cost or latency: first the page's last value from that one column (a cheap
         sort of numbers), then a full sort of only the rows at or beyond it."""
@@ -220,19 +194,21 @@ class LocalBackend:
             f"SELECT {edge}(v) AS edge FROM"
             f" (SELECT {sort} AS v FROM requests WHERE {clause} ORDER BY v {direction} LIMIT $limit)"
         )
+        since = params.filters.since
         found = self._fetch(sql, values, since)
         if not found or found[0]["edge"] is None:
             return []
         beyond = f"{clause} AND {sort} {'>=' if direction == 'DESC' else '<='} $edge"
-        return self._page_rows(beyond, order, {**values, "edge": found[0]["edge"]}, since)
+        return self._page_rows(beyond, order, {**values, "edge": found[0]["edge"]}, since, params.previews)
 
     def _page_rows(
-        self, clause: str, order: str, values: dict[str, Any], since: datetime | None
+        self, clause: str, order: str, values: dict[str, Any], since: datetime | None, with_previews: bool
     ) -> list[dict[str, Any]]:
-        """A page's rows: first the ids in order (few columns to sort), then their summary columns and
-        bodies, found by id within the page's time span (so only the row groups holding them are
-        read); the bodies only to make the previews (measured on 100,000 records with 3 KB bodies:
-        36-50 ms a page either way)."""
+        """A page's rows: first the ids in order (few columns to sort), then their summary columns (and
+        bodies, for the previews), found by id within the page's time span, so only the row groups
+        holding them are read (measured on 100,000 records with 3 KB bodies: 36-50 ms a page with
+        the bodies or without)."""
+        bodies = ", request_body, response_body" if with_previews else ""
         try:
             with self.store.connect(since) as con:
                 create_scores_view(con, self.store.data_dir)
@@ -243,7 +219,7 @@ class LocalBackend:
                 times = [created_at for _, created_at in keys]
                 found = _dicts(
                     con.execute(
-                        f"SELECT {_SUMMARY}, request_body, response_body FROM requests"
+                        f"SELECT {_SUMMARY}{bodies} FROM requests"
                         " WHERE created_at BETWEEN $low AND $high"
                         " AND request_id IN (SELECT unnest($ids))",
                         {"low": min(times), "high": max(times), "ids": [request_id for request_id, _ in keys]},
@@ -253,20 +229,33 @@ class LocalBackend:
             raise StoreError(str(exc)) from None
         by_key = {(row["request_id"], row["created_at"]): row for row in found}
         rows = [by_key[key] for key in keys]
-        for row in rows:
-            row.update(previews(row))
-            del row["request_body"], row["response_body"]
+        if with_previews:
+            for row in rows:
+                row.update(previews(row))
+                del row["request_body"], row["response_body"]
         return rows
 
     def get_request(self, request_id: str) -> dict[str, Any]:
-        try:
-            record = self.store.get_request(request_id)
-        except AmbiguousId as exc:
-            raise BadRequest(str(exc)) from None
-        if record is None:
+        """By id or a unique prefix of one (BadRequest when it names several), bodies read from their
+        ref files."""
+        # An exact match wins; then the newest, so an id logged twice shows its latest record.
+        rows = self._fetch(
+            "SELECT *, count(DISTINCT request_id) OVER () AS _ids FROM requests WHERE starts_with(request_id, $id)"
+            " ORDER BY request_id = $id DESC, created_at DESC NULLS LAST LIMIT 1",
+            {"id": request_id},
+            None,
+        )
+        if not rows:
             raise NotFound(f"no request with id {request_id!r}")
+        record = rows[0]
+        if record.pop("_ids") > 1 and record["request_id"] != request_id:
+            raise BadRequest(f"id prefix {request_id!r} matches more than one request; give more characters")
+        for body in BODY_FIELDS:
+            ref = record[f"{body}_ref"]
+            if record[body] is None and ref:
+                record[body] = self.store.read_body(ref)
         record["scores"] = self._scores_for([record["request_id"]]).get(record["request_id"], {})
-        # Locally every body is in the answer; on AWS one too large for it is a link (query.dynamo).
+        # Locally every body is in the answer; on AWS one too large for it may be a link (query.dynamo).
         record["request_body_url"] = record["response_body_url"] = None
         comments = self._scores_query(
             "SELECT comment FROM scores WHERE request_id = $id AND name = 'feedback'", {"id": record["request_id"]}
@@ -286,40 +275,35 @@ class LocalBackend:
 
     def stats(self, params: StatsParams) -> dict[str, Any]:
         clause, values = where(params.filters)
-        bucket = BUCKET_LABELS[params.bucket]
-        if params.by is None:
-            key = "NULL"
-        elif params.by.startswith(PROPERTY_PREFIX):
-            key = "properties[$group_property]"
-            values["group_property"] = params.by[len(PROPERTY_PREFIX) :]
-        else:
-            key = GROUP_COLUMNS[params.by]
-        sql = f"""
-            SELECT t, k, count(*) AS requests, count(*) FILTER (WHERE {_ERROR}) AS errors,
-              coalesce(sum(input_tokens), 0) AS input_tokens, coalesce(sum(output_tokens), 0) AS output_tokens,
-              coalesce(sum(cache_read_tokens), 0) AS cache_read_tokens,
-              count(*) FILTER (WHERE input_tokens IS NULL) AS usage_unknown,
-              coalesce(sum(cost_usd), 0.0) AS cost_usd, count(*) FILTER (WHERE cost_usd IS NULL) AS cost_unknown,
-              histogram({_bucket_sql("latency_ms")}) FILTER (WHERE latency_ms IS NOT NULL) AS latency,
-              histogram({_bucket_sql("ttft_ms")}) FILTER (WHERE ttft_ms IS NOT NULL) AS ttft
-            FROM (SELECT *, {bucket} AS t, {key} AS k FROM requests WHERE {clause})
-            GROUP BY t, k"""
-        found: dict[tuple[str, str | None], Cell] = {}
+        sql = _stats_sql(params, clause, values)
+        found: dict[tuple[str | None, str | None], Cell] = {}
+        none: list[float | None] = [None] * len(QUANTILES)  # quantile_cont over no values is NULL
+        total: Percentiles = (none, none)
+        groups: dict[str | None, Percentiles] = {}
         for row in self._fetch(sql, values, params.filters.since):
-            found[(_bucket_time(row["t"]), row["k"])] = Cell(
+            if params.exact:
+                exact = (row["latency_exact"] or none, row["ttft_exact"] or none)
+                if row["gk"]:  # the whole
+                    total = exact
+                    continue
+                if params.bucket is None or row["gt"]:  # a group (without buckets, also its cell)
+                    groups[row["k"]] = exact
+                if row["gt"]:
+                    continue
+            found[(None if row["t"] is None else _bucket_time(row["t"]), row["k"])] = Cell(
                 counts={name: int(row[name]) for name in COUNTS},
                 cost_usd=float(row["cost_usd"]),
-                latency=dict(row["latency"] or {}),
-                ttft=dict(row["ttft"] or {}),
+                latency=dict(row.get("latency") or {}),
+                ttft=dict(row.get("ttft") or {}),
             )
-        return cells.shape(params, found)
+        return cells.shape(params, found, Exact(total, groups) if params.exact else None)
 
     def sessions(self, params: PageParams) -> dict[str, Any]:
         clause, values = where(params.filters)
         sql = f"""
             SELECT session_id,
               arg_max(session_name, created_at) FILTER (WHERE session_name IS NOT NULL) AS session_name,
-              count(*) AS requests, count(*) FILTER (WHERE {_ERROR}) AS errors,
+              count(*) AS requests, count(*) FILTER (WHERE {ERROR_SQL}) AS errors,
               coalesce(sum(cost_usd), 0.0) AS cost_usd,
               coalesce(sum(input_tokens), 0) AS input_tokens, coalesce(sum(output_tokens), 0) AS output_tokens,
               min(created_at) AS first_at, max(created_at) AS last_at,
@@ -344,7 +328,7 @@ class LocalBackend:
     def users(self, params: PageParams, sort: str = "cost") -> dict[str, Any]:
         clause, values = where(params.filters)
         sql = f"""
-            SELECT user_id, count(*) AS requests, count(*) FILTER (WHERE {_ERROR}) AS errors,
+            SELECT user_id, count(*) AS requests, count(*) FILTER (WHERE {ERROR_SQL}) AS errors,
               coalesce(sum(cost_usd), 0.0) AS cost_usd,
               coalesce(sum(input_tokens), 0) AS input_tokens, coalesce(sum(output_tokens), 0) AS output_tokens,
               min(created_at) AS first_seen, max(created_at) AS last_seen

@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of the query API, built from the route table and the record's own types.
 
 Schemas for records and metrics are derived from `relaylog.record.Record` and
-`relaylog.store.stats.Metrics`, so the document cannot drift from what the API returns.
+`relaylog.query.cells.Metrics`, so the document cannot drift from what the API returns.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from typing import Any, Protocol
 
 from relaylog import __version__
 from relaylog.prompts import DiffLine, Version
-from relaylog.query.params import BUCKETS, GROUP_DIMENSIONS, MAX_PAGE, ORDERS, SORTS, USER_SORTS
+from relaylog.query.cells import Metrics
+from relaylog.query.filters import GROUP_DIMENSIONS
+from relaylog.query.params import BUCKETS, MAX_PAGE, ORDERS, SORTS, USER_SORTS
 from relaylog.query.preview import PREVIEW_CHARS
 from relaylog.query.sessions import Totals
 from relaylog.record import Record
-from relaylog.store.stats import Metrics
 
 
 class RouteLike(Protocol):

@@ -11,12 +11,21 @@ import binascii
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
 
+from relaylog.query.filters import (
+    GROUP_DIMENSIONS,
+    PROPERTY_NAME,
+    PROPERTY_PREFIX,
+    SCORE_OPERATORS,
+    Filters,
+    ScoreFilter,
+    ScoreOp,
+)
 from relaylog.store.since import parse_since
 
 
@@ -27,10 +36,10 @@ class BadRequest(ValueError):
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
 MAX_VALUE = 512
-# Property names are HTTP header name suffixes, so HTTP tokens (RFC 9110); stored lowercase.
-PROPERTY_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}")
 SCORE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_SCORE_FILTER = re.compile(r"([A-Za-z0-9_.-]{1,64})(>=|<=|!=|=|>|<)(.{1,64})")
+# The longer operators first, so `>=` is not read as `>` and a value starting with `=`.
+_OPERATORS = "|".join(sorted(SCORE_OPERATORS, key=len, reverse=True))
+_SCORE_FILTER = re.compile(rf"({SCORE_NAME.pattern})({_OPERATORS})(.{{1,64}})")
 
 Sort = Literal["time", "cost", "latency"]
 Order = Literal["desc", "asc"]
@@ -39,35 +48,9 @@ SORTS: tuple[Sort, ...] = ("time", "cost", "latency")
 USER_SORTS = ("cost", "requests", "last_seen")
 ORDERS: tuple[Order, ...] = ("desc", "asc")
 BUCKETS: tuple[Bucket, ...] = ("minute", "hour", "day")
-GROUP_DIMENSIONS = ("model", "provider", "user", "session", "key", "status", "prompt")
-PROPERTY_PREFIX = "property:"
 # Points a time series may have before the caller is asked for a coarser bucket.
 MAX_BUCKETS = 2000
 _BUCKET_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
-
-
-@dataclass(frozen=True, slots=True)
-class ScoreFilter:
-    name: str
-    op: str  # one of = != > >= < <=
-    value: float  # booleans as 1.0 / 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Filters:
-    since: datetime | None = None
-    until: datetime | None = None
-    model: str | None = None
-    provider: str | None = None
-    user: str | None = None
-    session: str | None = None
-    prompt: str | None = None
-    key: str | None = None
-    error_type: str | None = None
-    status: int | Literal["ok", "error"] | None = None
-    properties: tuple[tuple[str, str], ...] = ()  # (lowercased name, value)
-    scores: tuple[ScoreFilter, ...] = ()
-    search: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,14 +71,20 @@ class ListParams:
     sort: Sort = "time"
     order: Order = "desc"
     cursor: Cursor | None = None
+    # Each row's request_preview and response_preview, made from its bodies (which are read for them).
+    previews: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class StatsParams:
     filters: Filters
-    bucket: Bucket
+    bucket: Bucket | None  # None: no time series, only the totals and the groups
     by: str | None  # a GROUP_DIMENSIONS entry or property:NAME
-    top: int
+    top: int  # groups with a time series of their own
+    # Percentiles of the totals and groups computed from every value, where the back end keeps them
+    # (Backend.exact_percentiles); otherwise, and always for the series, read from histograms. With
+    # exact and no bucket, no histograms are made (`histograms` is None).
+    exact: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +200,8 @@ def _score(text: str) -> ScoreFilter:
             value = score_value(float(raw), "score value")
         except ValueError:
             raise BadRequest(f"score value must be a number or true/false, got {raw!r}") from None
-    return ScoreFilter(match[1], match[2], value)
+    op: ScoreOp = match[2]  # type: ignore[assignment]  # the pattern admits only SCORE_OPERATORS
+    return ScoreFilter(match[1], op, value)
 
 
 def parse_filters(query: Query, now: datetime | None = None) -> Filters:
@@ -297,7 +287,7 @@ def parse_stats(query: Query, now: datetime | None = None, finest: Bucket = "min
     filters = parse_filters(query, now)
     # Stats always cover a bounded span: the last 24 hours unless told otherwise.
     since = filters.since or (filters.until or now) - timedelta(hours=24)
-    filters = Filters(**{**{f: getattr(filters, f) for f in Filters.__dataclass_fields__}, "since": since})
+    filters = replace(filters, since=since)
     until = filters.until or now
     bucket_text = query.one("bucket")
     bucket: Bucket = (
@@ -318,13 +308,3 @@ def parse_page(query: Query, extra: Sequence[str] = (), now: datetime | None = N
         limit=_int(query.one("limit"), "limit", 1, MAX_PAGE, DEFAULT_PAGE),
         offset=_int(cursor, "cursor", 0, 10_000_000, 0),
     )
-
-
-def bucket_start(created_at: str, bucket: Bucket) -> str:
-    """The bucket's label for an RFC 3339 record time: 2026-11-26T21:07 / 2026-11-26T21 / 2026-11-26."""
-    return created_at[: {"minute": 16, "hour": 13, "day": 10}[bucket]]
-
-
-def record_time(moment: datetime) -> str:
-    """A datetime in the record's created_at format, so times compare as strings."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

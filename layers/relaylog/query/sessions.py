@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypedDict
 
-from relaylog.store.stats import is_error
+from relaylog.query.filters import is_error
 
 
 class Totals(TypedDict):

@@ -1,4 +1,5 @@
-"""Reading records back: DuckDB over the local data dir."""
+"""The local data dir as storage: record files, their Parquet copies, bodies, scores, and DuckDB over
+them. What the queries mean is relaylog.query's (query/local.py)."""
 
 
 class StoreError(Exception):

@@ -21,6 +21,7 @@ _HOUR = re.compile(r"hour=(\d{2})")
 _TAIL_CHUNK = 64 * 1024
 # Where the bytes of a record cut short by a crash are kept (see seal_tail).
 DAMAGED_DIR = "damaged"
+_MAX_WARNED = 10_000
 
 
 def _subdirs(parent: Path, pattern: re.Pattern[str]) -> list[tuple[str, Path]]:
@@ -176,9 +177,23 @@ def seal_dead_writers(data_dir: Path, hostname: str) -> int:
     return sealed
 
 
-def warn_incomplete(files: list[Path]) -> int:
-    """Warn on stderr (via logging) about files whose last line will be skipped; return how many."""
-    broken = [p for p in files if has_incomplete_tail(p)]
+def warn_incomplete(files: list[Path], warned: set[tuple[Path, int]]) -> int:
+    """Warn on stderr (via logging) about files whose last line will be skipped; return how many.
+
+    Once per file and size: `warned` holds those warned about already (this adds to it), so one
+    command's several queries warn once, and a server once per state of the file, not per query.
+    """
+    if len(warned) > _MAX_WARNED:  # a server's live files pass through many sizes
+        warned.clear()
+    broken = []
+    for path in files:
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            continue
+        if (path, size) not in warned and has_incomplete_tail(path):
+            warned.add((path, size))
+            broken.append(path)
     if broken:
         log.warning(
             "skipped an incomplete last line in %d file(s) (still being written, or cut short by a crash): %s",

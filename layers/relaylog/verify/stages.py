@@ -11,8 +11,6 @@ from typing import Any, Literal, TypeVar, get_args
 StageName = Literal["proxy", "delivery", "aggregator", "query_api", "dashboard", "athena"]
 STAGES: tuple[StageName, ...] = get_args(StageName)
 Status = Literal["ok", "failed", "skipped", "not_run"]
-# Where the relaylog key comes from when --key is not given.
-KEY_ENV = "RELAYLOG_KEY"
 
 # Seconds each stage may take. Firehose's is its buffering interval plus DELIVERY_MARGIN_S,
 # read from the deployed stream (aws.py); the rest allow for a cold start (the aggregator's,

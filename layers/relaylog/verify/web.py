@@ -16,9 +16,10 @@ from urllib.parse import quote, urlencode
 import orjson
 
 from relaylog import __version__
+from relaylog.config import KEY_ENV
 from relaylog.relay import echo
 
-from .stages import KEY_ENV, StageFailed, Trail, poll
+from .stages import StageFailed, Trail, poll
 
 _USER_AGENT = f"relaylog-verify/{__version__}"
 # One HTTP exchange may take at most this long (and never past the stage's deadline).
