@@ -43,7 +43,7 @@ IMPORTS = (
     "print((time.perf_counter() - t) * 1000, (time.process_time() - c) * 1000)"
 )
 # The biggest parts of those imports, by the cumulative time -X importtime gives their first import.
-PARTS = ("aiohttp", "botocore.session", "asyncio")
+PARTS = ("ssl", "yarl", "botocore.session", "asyncio")
 # All of the init phase before the first GET /next: the imports, then the app with its AWS clients.
 CREATE = (
     "import time; t = time.perf_counter(); import relaylog.runtime.__main__; "

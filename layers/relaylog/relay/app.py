@@ -12,9 +12,6 @@ import asyncio
 import random
 import time
 
-import aiohttp
-from aiohttp.abc import AbstractResolver
-
 from ..asgi import ClientGone, Receive, Scope, Send
 from ..config import Settings
 from ..gateway.cache_policy import cache_key
@@ -35,7 +32,7 @@ from .caching import CacheSlot, entry_from
 from .client import ended
 from .deadlines import Deadlines
 from .targets import plan
-from .upstream import create_session
+from .upstream import Upstream
 
 
 class RelayApp:
@@ -46,38 +43,19 @@ class RelayApp:
         # Cache and rate-limit stores; without them those two features are refused (501).
         self.services = services
         self.limiter = RateLimiter(services.counters) if services is not None else None
-        self._session: aiohttp.ClientSession | None = None
-        # For hosts the client chose; made on first use, as most deployments never see one.
-        self._target_session: aiohttp.ClientSession | None = None
-        # The system resolver under the public-address check, unless a test replaces it.
-        self.target_resolver: AbstractResolver | None = None
+        # The HTTP clients to the providers, made on first use (hosts may skip lifespan events).
+        self.upstream = Upstream(settings)
         self.body_deadlines = Deadlines(tick_s=min(1.0, max(settings.body_timeout_s / 4, 0.01)))
-        self.attempts = Attempts(self, settings)
+        self.attempts = Attempts(self.upstream, settings)
         # relaylog's own AWS credentials, for the Bedrock calls it signs; resolved at the first one.
         self.aws_identity = AwsIdentity()
 
     async def startup(self) -> None:
-        self._session = create_session(self.settings)
+        self.upstream.client(guarded=False)  # its TLS context (the system's CAs) loaded before the first call
 
     async def shutdown(self) -> None:
         self.body_deadlines.close()
-        for session in (self._session, self._target_session):
-            if session is not None:
-                await session.close()
-        self._session = self._target_session = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            # Started lazily for hosts that skip ASGI lifespan events.
-            self._session = create_session(self.settings)
-        return self._session
-
-    @property
-    def target_session(self) -> aiohttp.ClientSession:
-        if self._target_session is None:
-            self._target_session = create_session(self.settings, public_only=True, resolver=self.target_resolver)
-        return self._target_session
+        await self.upstream.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
