@@ -1,8 +1,10 @@
-"""The Lambda Runtime API over asyncio: next invocation, streamed responses, error reports.
+"""The Lambda Runtime API over asyncio: next invocation, streamed responses, error reports, and
+the one call of the Extensions API the runtime makes (an internal extension, for SIGTERM).
 
 A streamed response is `POST .../invocation/{id}/response` in chunked encoding: a JSON prelude
 (status, headers, cookies), 8 NUL bytes, then the body as it comes. A failure after the first byte
 is reported in the trailers, which is why this writes HTTP itself: `http.client` cannot send them.
+Each request has a connection of its own, so any number can be under way at once.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 import orjson
 
 API_PATH = "/2018-06-01/runtime"
+# https://docs.aws.amazon.com/lambda/latest/dg/runtimes-extensions-api.html
+EXTENSION_PATH = "/2020-01-01/extension"
 PRELUDE_END = b"\0" * 8
 _ERROR_TRAILERS = "Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body"
 
@@ -68,6 +72,19 @@ class RuntimeAPI:
 
     async def init_error(self, error_type: str, message: str) -> None:
         await self._report(f"{API_PATH}/init/error", error_type, message)
+
+    async def register_extension(self, name: str) -> str:
+        """Register an extension for no events (only during init); its identifier."""
+        headers = {"Lambda-Extension-Name": name, "Content-Type": "application/json"}
+        status, answer, _ = await self._call("POST", f"{EXTENSION_PATH}/register", headers, b'{"events":[]}')
+        extension_id = answer.get("lambda-extension-identifier")
+        if status != 200 or not extension_id:
+            raise RuntimeAPIError(f"extension registration answered {status}")
+        return extension_id
+
+    async def next_extension_event(self, extension_id: str) -> None:
+        headers = {"Lambda-Extension-Identifier": extension_id}
+        await self._call("GET", f"{EXTENSION_PATH}/event/next", headers)
 
     async def _report(self, path: str, error_type: str, message: str) -> None:
         headers = {"Lambda-Runtime-Function-Error-Type": error_type, "Content-Type": "application/json"}
