@@ -207,6 +207,31 @@ def test_failures_stay_with_their_own_invocation(concurrent: tuple[LambdaEmulato
     assert recorded.count("/hold") == 8 + CONCURRENCY and recorded.count("/fail-after") == 4
 
 
+def test_connections_to_the_runtime_api_are_kept_and_reused(
+    concurrent: tuple[LambdaEmulator, ConcurrentApp],
+) -> None:
+    emulator, _ = concurrent
+    opened = emulator.runtime_connections
+    outcomes = [emulator.invoke(_event("/hold", ms=20), wait=False) for _ in range(10 * CONCURRENCY)]
+    _wait(outcomes)
+    # Two requests per invocation (its event, its response) on at most one new connection per
+    # poller and per response under way, instead of two new ones per invocation.
+    assert emulator.runtime_connections - opened <= 2 * CONCURRENCY < 2 * len(outcomes)
+
+
+def test_a_kept_connection_closed_under_a_request_costs_no_invocation(
+    concurrent: tuple[LambdaEmulator, ConcurrentApp],
+) -> None:
+    emulator, app = concurrent
+    _wait([emulator.invoke(_event("/hold", ms=20), wait=False) for _ in range(CONCURRENCY)])  # connections kept
+    emulator.close_kept_at_next = CONCURRENCY
+    outcomes = [emulator.invoke(_event("/hold", ms=20), wait=False) for _ in range(4 * CONCURRENCY)]
+    _wait(outcomes)
+    # Each poller asked again on a new connection; none stopped, and every invocation was served.
+    assert emulator.close_kept_at_next == 0
+    assert all(_held(o)["trace"] == o.trace_id for o in outcomes) and app.started
+
+
 def test_responses_never_wait_for_records_to_be_sent(concurrent: tuple[LambdaEmulator, ConcurrentApp]) -> None:
     emulator, app = concurrent
     app.sink.gate.clear()  # every flush now hangs, as a Firehose that does not answer would
@@ -258,5 +283,6 @@ def test_one_at_a_time_without_the_variable_as_before() -> None:
     finally:
         os.environ.pop("_X_AMZN_TRACE_ID", None)
     assert app.most_running == 1 and emulator.peak_in_flight == 1 and emulator.extensions == []
+    assert emulator.runtime_connections == emulator.next_calls + len(outcomes)  # a new one for each request
     # One invocation at a time may, and does, put its trace id where X-Ray reads it.
     assert [_held(o) for o in outcomes] == [{"trace": o.trace_id, "env": o.trace_id} for o in outcomes]

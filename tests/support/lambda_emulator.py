@@ -126,6 +126,10 @@ class LambdaEmulator:
         self.refused = 0  # Function URL requests refused as too large (never invoked)
         self.next_calls = 0
         self.in_flight = 0  # invocations handed out and not yet answered
+        self.runtime_connections = 0  # connections the runtime opened to the Runtime API
+        # This many times, a `GET next` on a kept connection is met by closing it unanswered (an
+        # idle connection the server closes just as the request goes out).
+        self.close_kept_at_next = 0
         self.peak_in_flight = 0
         self.extensions: list[tuple[str, list[str]]] = []  # (name, events) registered
         # Managed Instances: slots taken by a `GET next` waiting for an event or by an invocation
@@ -246,7 +250,9 @@ class LambdaEmulator:
     # -- Runtime API side ----------------------------------------------------------------------
 
     async def _serve_runtime(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.runtime_connections += 1
         conn = h11.Connection(h11.SERVER)
+        kept = False  # the connection has carried a request before this one
         try:
             while True:
                 event = await _next_event(conn, reader)
@@ -254,7 +260,11 @@ class LambdaEmulator:
                     return
                 target = event.target.decode()
                 headers = {k.decode().lower(): v.decode() for k, v in event.headers}
-                if event.method == b"GET" and target == f"{_PATH}/invocation/next":
+                next_call = event.method == b"GET" and target == f"{_PATH}/invocation/next"
+                if next_call and kept and self.close_kept_at_next:
+                    self.close_kept_at_next -= 1
+                    return
+                if next_call:
                     await _drain_request(conn, reader)
                     await self._answer_next(conn, reader, writer)
                 elif target.startswith(_EXTENSION_PATH):
@@ -296,6 +306,7 @@ class LambdaEmulator:
                 if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                     return
                 conn.start_next_cycle()
+                kept = True
         except (ConnectionError, h11.RemoteProtocolError, asyncio.IncompleteReadError, asyncio.CancelledError):
             return  # cancelled: the emulator is shutting down
         finally:

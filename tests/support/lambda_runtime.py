@@ -91,8 +91,8 @@ class InProcessRuntime:
 
     def __init__(self, emulator: LambdaEmulator, app: Any) -> None:
         self.app = app
-        self._api = RuntimeAPI(emulator.runtime_api)
         self._concurrency = emulator.max_concurrency
+        self._api = RuntimeAPI(emulator.runtime_api, keep_alive=self._concurrency > 1)  # as `run` makes it
         self._loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
         self._thread = threading.Thread(target=self._run, name="relaylog-runtime", daemon=True)

@@ -37,6 +37,7 @@ async def serve(app: RelayApp, api: RuntimeAPI, stop: asyncio.Event, concurrency
     finally:
         await app.shutdown()
         await asyncio.to_thread(app.sink.close)
+        api.connections.close()
 
 
 async def _serve_one_at_a_time(app: RelayApp, api: RuntimeAPI, stop: asyncio.Event) -> None:
@@ -47,7 +48,7 @@ async def _serve_one_at_a_time(app: RelayApp, api: RuntimeAPI, stop: asyncio.Eve
 
 
 async def run(factory: Callable[[], RelayApp], address: str, concurrency: int = 1) -> int:
-    api = RuntimeAPI(address)
+    api = RuntimeAPI(address, keep_alive=concurrency > 1)
     try:
         app = factory()
     except Exception as exc:

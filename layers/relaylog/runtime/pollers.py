@@ -30,9 +30,10 @@ from .runtime_api import RuntimeAPI, RuntimeAPIError
 
 log = logging.getLogger("relaylog.runtime")
 
-# How long a record may wait in the sink. At 256 one-second streams a flush then carries about
-# 50 records: one PutRecordBatch (at most 500 records, 4 MiB).
-FLUSH_INTERVAL_S = 0.2
+# How long a record may wait in the sink. At 256 one-second streams a flush carries about 256
+# records, one PutRecordBatch (500 records, 4 MiB at most; the sink splits larger ones): fewer,
+# fuller batches, each one a boto3 call's CPU.
+FLUSH_INTERVAL_S = 1.0
 # The most one flush may take retrying Firehose before spooling to S3 (nothing here waits on it).
 FLUSH_BUDGET_S = 5.0
 EXTENSION_NAME = "relaylog-sigterm"
