@@ -15,7 +15,7 @@ from relaylog.aws.cache import DynamoCacheStore
 from relaylog.aws.counters import DynamoCounters
 from relaylog.aws.keys import DynamoKeyStore
 from relaylog.query.dynamo import DynamoBackend
-from relaylog.runtime.loop import DEADLINE_MARGIN_S
+from relaylog.runtime.invocations import DEADLINE_MARGIN_S
 from relaylog.store.schema import COLUMNS
 
 from tests.support.aws import Stack
@@ -139,7 +139,7 @@ def test_the_query_function_serves_the_dashboard_and_api_from_its_url() -> None:
     assert (ROOT / query["CodeUri"] / "app.py").exists() and query["Handler"] == "app.handler"
     assert "mangum" in (ROOT / query["CodeUri"] / "requirements.txt").read_text()
     assert query["FunctionUrlConfig"] == {"AuthType": "NONE"}
-    assert (query["MemorySize"], query["Timeout"], query["Runtime"]) == (512, 30, "python3.12")
+    assert (query["MemorySize"], query["Timeout"], query["Runtime"]) == (512, 30, "python3.13")
     env = query["Environment"]["Variables"]
     assert {layout.ENV_BUCKET, layout.ENV_TABLE, layout.ENV_HOURLY_TTL_DAYS, layout.ENV_INDEX_DAYS} <= set(env)
     assert query["Layers"] == [{"Ref": "SharedLayer"}]

@@ -25,16 +25,21 @@ def tool(name: str) -> str:
     return str(path)
 
 
-def python312_dir() -> str:
-    """A directory holding python3.12, which `sam build` needs on PATH to build without Docker."""
+# The functions' runtime (template.yaml): Lambda Managed Instances runs Python 3.13 and later only.
+RUNTIME_PYTHON = "python3.13"
+
+
+def runtime_python_dir() -> str:
+    """A directory holding the functions' Python, which `sam build` needs on PATH to build without Docker."""
     root = os.environ.get("PYENV_ROOT", str(Path.home() / ".pyenv"))
-    candidates = sorted(glob.glob(f"{root}/versions/3.12*/bin/python3.12"))
+    version = RUNTIME_PYTHON.removeprefix("python")
+    candidates = sorted(glob.glob(f"{root}/versions/{version}*/bin/{RUNTIME_PYTHON}"))
     if candidates:
         return str(Path(candidates[-1]).parent)
-    found = shutil.which("python3.12")  # a pyenv shim would not do: it needs a selected version
+    found = shutil.which(RUNTIME_PYTHON)  # a pyenv shim would not do: it needs a selected version
     if found and "shims" not in found:
         return str(Path(found).parent)
-    raise AssertionError("python3.12 is needed for `sam build` (the functions' runtime)")
+    raise AssertionError(f"{RUNTIME_PYTHON} is needed for `sam build` (the functions' runtime)")
 
 
 def run(args: list[str], timeout: float = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -44,7 +49,7 @@ def run(args: list[str], timeout: float = 600, cwd: Path = ROOT) -> subprocess.C
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
-        "PATH": f"{python312_dir()}:{os.environ['PATH']}",
+        "PATH": f"{runtime_python_dir()}:{os.environ['PATH']}",
     }
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -99,3 +104,5 @@ _CfnLoader.add_multi_constructor("!", _tag)
 def load_template() -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)  # noqa: S506 (SafeLoader subclass)
     return loaded
+
+
