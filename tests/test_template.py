@@ -19,7 +19,7 @@ from relaylog.runtime.invocations import DEADLINE_MARGIN_S
 from relaylog.store.schema import COLUMNS
 
 from tests.support.aws import Stack
-from tests.support.sam import ROOT, load_template, run, tool, transformed
+from tests.support.sam import ROOT, deployed, load_template, run, tool, transformed
 from tests.test_gateway_aws import _entry
 
 GLUE_TYPES = {"VARCHAR": "string", "BIGINT": "bigint", "DOUBLE": "double", "BOOLEAN": "boolean",
@@ -37,7 +37,7 @@ def test_sam_validate_lint_passes() -> None:
 
 
 def test_the_transform_makes_the_url_public_and_streaming() -> None:
-    resources = transformed()["Resources"]
+    resources = deployed()["Resources"]  # classic capacity; both: test_template_capacity.py
     url = resources["ProxyFunctionUrl"]["Properties"]
     assert (url["AuthType"], url["InvokeMode"]) == ("NONE", "RESPONSE_STREAM")
     permissions = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::Permission"]
@@ -85,10 +85,19 @@ def test_resource_names_match_the_code() -> None:
     assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
 
 
+def _statements(function: str) -> list[dict[str, Any]]:
+    """The statements of the function's one policy: inline, or a managed policy of the template's own."""
+    resources = load_template()["Resources"]
+    (policy,) = resources[function]["Properties"]["Policies"]
+    if "Ref" in policy:
+        policy = resources[policy["Ref"]]["Properties"]["PolicyDocument"]
+    statements: list[dict[str, Any]] = policy["Statement"]
+    return statements
+
+
 def _grants(function: str) -> set[tuple[str, str]]:
-    statements = load_template()["Resources"][function]["Properties"]["Policies"][0]["Statement"]
     granted = set()
-    for statement in statements:
+    for statement in _statements(function):
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
         for action in actions:
@@ -99,6 +108,7 @@ def _grants(function: str) -> set[tuple[str, str]]:
 
 def test_each_function_may_do_only_its_job() -> None:
     bucket = "${DataBucket.Arn}/"
+    assert _grants("ProxyManagedFunction") == _grants("ProxyFunction")  # one policy, both capacities
     assert _grants("ProxyFunction") == {
         ("firehose:PutRecordBatch", "DeliveryStream.Arn"),
         ("s3:PutObject", bucket + layout.BODIES_PREFIX + "*"),
@@ -266,10 +276,12 @@ def test_the_data_outlives_the_stack_and_the_bucket_takes_only_https() -> None:
     assert abort["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] >= 1
 
 
-def test_every_function_and_firehose_log_to_groups_with_a_retention() -> None:
-    resources = transformed()["Resources"]
+@pytest.mark.parametrize("capacity", ["Lambda", "ManagedInstances"])
+def test_every_function_and_firehose_log_to_groups_with_a_retention(capacity: str) -> None:
+    resources = deployed(ProxyCapacity=capacity)["Resources"]
     functions = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::Lambda::Function"}
-    assert set(functions) == {"ProxyFunction", "AggregatorFunction", "QueryFunction"}
+    proxy = "ProxyFunction" if capacity == "Lambda" else "ProxyManagedFunction"
+    assert set(functions) == {proxy, "AggregatorFunction", "QueryFunction"}
     groups = set()
     for properties in functions.values():
         group = properties["LoggingConfig"]["LogGroup"]["Ref"]
@@ -323,9 +335,6 @@ DYNAMODB_WRITES = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "Par
                    "PartiQLDelete", "ImportTable", "RestoreTableToPointInTime")  # fmt: skip
 
 
-def _statements(function: str) -> list[dict[str, Any]]:
-    statements: list[dict[str, Any]] = load_template()["Resources"][function]["Properties"]["Policies"][0]["Statement"]
-    return statements
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -106,3 +106,64 @@ def load_template() -> dict[str, Any]:
     return loaded
 
 
+_NO_VALUE = object()  # a property left out (AWS::NoValue)
+
+
+def _holds(node: Any, parameters: dict[str, str], conditions: dict[str, Any]) -> Any:
+    """A condition's value: Fn::Equals, Not, Or, And and Condition over parameter Refs."""
+    if isinstance(node, list):
+        return [_holds(item, parameters, conditions) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ((name, args),) = node.items()
+    match name:
+        case "Ref":
+            return parameters[args]
+        case "Condition":
+            return _holds(conditions[args], parameters, conditions)
+        case "Fn::Equals":
+            first, second = _holds(args, parameters, conditions)
+            return str(first) == str(second)
+        case "Fn::Not":
+            return not _holds(args[0], parameters, conditions)
+        case "Fn::Or":
+            return any(_holds(args, parameters, conditions))
+        case "Fn::And":
+            return all(_holds(args, parameters, conditions))
+    raise AssertionError(f"{name} in a condition")
+
+
+def _chosen(node: Any, kept: set[str]) -> Any:
+    """`node` with each Fn::If replaced by its branch (`kept`: the conditions that hold), and what
+    AWS::NoValue names left out."""
+    if isinstance(node, list):
+        return [v for v in (_chosen(item, kept) for item in node) if v is not _NO_VALUE]
+    if not isinstance(node, dict):
+        return node
+    if list(node) == ["Fn::If"]:
+        condition, then, otherwise = node["Fn::If"]
+        return _chosen(then if condition in kept else otherwise, kept)
+    if node == {"Ref": "AWS::NoValue"}:
+        return _NO_VALUE
+    return {k: v for k, v in ((k, _chosen(v, kept)) for k, v in node.items()) if v is not _NO_VALUE}
+
+
+def deployed(**values: str) -> dict[str, Any]:
+    """The transformed template as CloudFormation deploys it with these parameter values (the others
+    at their defaults, and the given ones made the defaults): resources and outputs whose condition
+    is false left out, each Fn::If replaced by its branch, no conditions left."""
+    template = transformed()
+    parameters = {name: str(p.get("Default", "")) for name, p in template["Parameters"].items()} | values
+    conditions: dict[str, Any] = template.get("Conditions", {})
+    kept = {name for name, condition in conditions.items() if _holds(condition, parameters, conditions)}
+    rendered: dict[str, Any] = {key: value for key, value in template.items() if key != "Conditions"}
+    # The values given stand as the parameters' defaults, which is what a linter resolves a Ref to.
+    rendered["Parameters"] = {name: spec | ({"Default": values[name]} if name in values else {})
+                              for name, spec in template["Parameters"].items()}  # fmt: skip
+    for section in ("Resources", "Outputs"):
+        rendered[section] = {
+            name: _chosen({k: v for k, v in entry.items() if k != "Condition"}, kept)
+            for name, entry in template.get(section, {}).items()
+            if "Condition" not in entry or entry["Condition"] in kept
+        }
+    return rendered
