@@ -105,10 +105,13 @@ def test_the_two_proxies_differ_only_in_their_capacity() -> None:
     """The same code, layer, variables, log group, URL and policy: what the runtime reads is the same."""
     resources = load_template()["Resources"]
     classic, managed = (resources[name]["Properties"] for name in PROXY_FUNCTIONS.values())
-    capacity_only = {"Description", "MemorySize", "CapacityProviderConfig", "ReservedConcurrentExecutions"}
+    capacity_only = {"Description", "MemorySize", "CapacityProviderConfig", "ReservedConcurrentExecutions",
+                     "LoggingConfig"}  # fmt: skip
     assert {k: v for k, v in classic.items() if k not in capacity_only} == {
         k: v for k, v in managed.items() if k not in capacity_only
     }
+    # The same log group; Managed Instances logs in JSON only.
+    assert managed["LoggingConfig"] == classic["LoggingConfig"] | {"LogFormat": "JSON"}
     parameter = load_template()["Parameters"]["ProxyConcurrencyPerEnvironment"]
     assert (parameter["MinValue"], parameter["MaxValue"]) == (1, 1600)  # Lambda's own bounds
 
