@@ -2,7 +2,7 @@
 
 A user clones the project (the folder is then named `relaylog`) and runs the plain `sam build`;
 `sam deploy` zips each artifact (every file dated 1980-01-01) and Lambda unzips it: the layer at
-/opt/python, the function at /var/task, a python3.12 whose only third-party package is boto3, on a
+/opt/python, the function at /var/task, a python3.13 whose only third-party package is boto3, on a
 read-only file system. Here the same: a clone of the committed HEAD, SAM's own packaging code,
 the managed runtime's python, and the proof that every module of the layer is loaded from the
 bytecode it ships (a .pyc that no longer matched would be compiled again at every cold start).
@@ -95,7 +95,7 @@ def test_sam_build_from_a_clone_named_relaylog_keeps_all_third_party_code(built:
         assert str(built).encode() not in data and f"{LAYER_MOUNT}/".encode() in data, pyc
     # relaylog keeps its sources for readable tracebacks, with bytecode in __pycache__.
     assert (layer / "relaylog" / "runtime" / "loop.py").exists()
-    assert (layer / "relaylog" / "runtime" / "__pycache__" / "loop.cpython-312.pyc").exists()
+    assert (layer / "relaylog" / "runtime" / "__pycache__" / "loop.cpython-313.pyc").exists()
     assert (layer / "relaylog" / "queries" / "errors.sql").exists()
     assert (layer / "relaylog" / "dashboard" / "index.html").exists()  # the query function serves it
     assert not list(layer.glob("duckdb*")) and not list(layer.glob("uvicorn*"))  # aggregator-only / local-only

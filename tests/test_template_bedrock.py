@@ -49,17 +49,17 @@ def _bedrock_grants(models: str) -> list[tuple[str, str]]:
     ((equals,),) = allowed.values()
     left, right = equals["Fn::Equals"]
     grants = []
-    for policy in template["Resources"]["ProxyFunctionRole"]["Properties"]["Policies"]:
-        if "Fn::If" in policy:
-            condition, when_true, when_false = policy["Fn::If"]
+    # Both proxies (classic, Managed Instances) carry ProxyPolicy; the Bedrock statement is in it.
+    for statement in template["Resources"]["ProxyPolicy"]["Properties"]["PolicyDocument"]["Statement"]:
+        if "Fn::If" in statement:
+            condition, when_true, when_false = statement["Fn::If"]
             assert condition == "BedrockAllowed" and when_false == {"Ref": "AWS::NoValue"}
             if left == right:  # the condition is false
                 continue
-            policy = _resolve(when_true, parameters)
-        for statement in policy["PolicyDocument"]["Statement"]:
-            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-            grants += [(a, r) for a in actions for r in resources if a.startswith("bedrock:")]
+            statement = _resolve(when_true, parameters)
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        grants += [(a, r) for a in actions for r in resources if a.startswith("bedrock:")]
     return grants
 
 
