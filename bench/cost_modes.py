@@ -100,8 +100,10 @@ def main() -> None:
     print(f"Proxy cost, us-east-1: classic at {PROXY_GB * 1024:.0f} MB; Managed Instances at "
           f"${args.instance_hour}/instance-hour + {MANAGEMENT_FEE:.0%}, {args.per_environment} calls per "
           f"environment, NAT {'hours and data' if nat_hours else 'data only'}")  # fmt: skip
-    print("| calls a month | call | classic $/month | classic $ per 1M | Managed Instances: environments, "
-          "instances | $/month | $ per 1M |")
+    print(
+        "| calls a month | call | classic $/month | classic $ per 1M | Managed Instances: environments, "
+        "instances | $/month | $ per 1M |"
+    )
     print("|---|---|---|---|---|---|---|")
     for calls in VOLUMES:
         for seconds in DURATIONS:

@@ -58,10 +58,16 @@ def test_each_capacity_deploys_one_streaming_proxy_and_names_nothing_missing(mod
     assert {name: f["Runtime"] for name, f in functions.items()} == dict.fromkeys(functions, "python3.13")
     assert not [name for name, f in functions.items() if "VpcConfig" in f]  # Function URL streaming
     urls = _of_type(resources, "AWS::Lambda::Url")
-    assert urls[f"{proxy}Url"] == {"AuthType": "NONE", "InvokeMode": "RESPONSE_STREAM", "TargetFunctionArn": {"Ref": proxy}}
+    assert urls[f"{proxy}Url"] == {
+        "AuthType": "NONE",
+        "InvokeMode": "RESPONSE_STREAM",
+        "TargetFunctionArn": {"Ref": proxy},
+    }
     assert template["Outputs"]["ProxyUrl"]["Value"] == {"Fn::GetAtt": [f"{proxy}Url", "FunctionUrl"]}
     # The public grants a Function URL needs, for the proxy and the query function, and no others.
-    permissions = [(p["Action"], p["FunctionName"]["Ref"]) for p in _of_type(resources, "AWS::Lambda::Permission").values()]
+    permissions = [
+        (p["Action"], p["FunctionName"]["Ref"]) for p in _of_type(resources, "AWS::Lambda::Permission").values()
+    ]
     assert sorted(permissions) == sorted(
         [(a, f) for a in ("lambda:InvokeFunction", "lambda:InvokeFunctionUrl") for f in (proxy, "QueryFunction")]
     )
@@ -86,7 +92,10 @@ def test_classic_mode_is_the_proxy_as_it_was_and_creates_no_capacity() -> None:
 def test_managed_instances_mode_puts_the_proxy_on_a_capacity_provider_in_the_given_vpc() -> None:
     resources = _deployed("ManagedInstances")["Resources"]
     (provider,) = _of_type(resources, "AWS::Lambda::CapacityProvider").values()
-    assert provider["VpcConfig"] == {"SubnetIds": {"Ref": "ProxySubnetIds"}, "SecurityGroupIds": {"Ref": "ProxySecurityGroupIds"}}
+    assert provider["VpcConfig"] == {
+        "SubnetIds": {"Ref": "ProxySubnetIds"},
+        "SecurityGroupIds": {"Ref": "ProxySecurityGroupIds"},
+    }
     assert provider["CapacityProviderScalingConfig"]["MaxVCpuCount"] == {"Ref": "ProxyMaxVCpu"}
     assert provider["InstanceRequirements"]["Architectures"] == ["x86_64"]  # the layer's wheels
     operator = resources[provider["PermissionsConfig"]["CapacityProviderOperatorRoleArn"]["Fn::GetAtt"][0]]

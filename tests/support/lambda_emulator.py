@@ -360,7 +360,8 @@ class LambdaEmulator:
         assert self._slot_freed is not None
         while self._slots_taken >= self.max_concurrency:
             freed = asyncio.ensure_future(self._slot_freed.wait())
-            await asyncio.wait({freed, hangup}, return_when=asyncio.FIRST_COMPLETED)
+            waiters: set[asyncio.Future[Any]] = {freed, hangup}
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             freed.cancel()
             if hangup.done():
                 raise ConnectionError("the runtime stopped waiting for an event")
