@@ -165,8 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         kill_all()
     busy = (machine_busy_seconds() - busy_before) / (time.monotonic() - started)
-    print(f"\nrelaylog serve --workers 1, 16 connections, {opts.seconds}s runs, median of {opts.rounds} round(s);"
-          f" machine busy {busy:.2f} of {os.cpu_count()} cores on average\n")
+    print(
+        f"\nrelaylog serve --workers 1, 16 connections, {opts.seconds}s runs, median of {opts.rounds} round(s);"
+        f" machine busy {busy:.2f} of {os.cpu_count()} cores on average\n"
+    )
     print(f"{'':<12} {'plain':^46}   {'streamed':^46}")
     header = f"{'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'relay us':>9} {'export us':>10}"
     print(f"{'OTel export':<12} {header}   {header}")

@@ -183,13 +183,19 @@ def test_fallback_urls_and_headers_cannot_smuggle_control_characters(
     for url in (standin.url + "/x\x00y", standin.url + "/a b", standin.url + "/\u00e9"):
         plan = json.dumps([{"target-url": url}])  # ASCII: escapes the characters in the JSON text
         _refused(
-            proxy, _post(proxy.url + "/v1/chat/completions", headers={"Helicone-Fallbacks": plan}), 403, "target_not_allowed"
+            proxy,
+            _post(proxy.url + "/v1/chat/completions", headers={"Helicone-Fallbacks": plan}),
+            403,
+            "target_not_allowed",
         )
     for value in ("a\x7fb", "a\x0bb", "a\x1bb", "a\rb"):
         # Escaped in the JSON text (DEL too, which JSON writers leave as it is).
         plan = json.dumps([{"target-url": standin.url, "headers": {"x-a": value}}]).replace("\x7f", "\\u007f")
         _refused(
-            proxy, _post(proxy.url + "/v1/chat/completions", headers={"Helicone-Fallbacks": plan}), 400, "invalid_request"
+            proxy,
+            _post(proxy.url + "/v1/chat/completions", headers={"Helicone-Fallbacks": plan}),
+            400,
+            "invalid_request",
         )
     assert standin.requests == []
 
@@ -608,7 +614,10 @@ def test_deep_bodies_with_gateway_features_are_answered_not_crashed(
     assert standin.requests[-1].body == deep
     override = orjson.dumps([{"target-url": standin.url, "bodyKeyOverride": {"a": {"b": 1}} | _nested(40)}]).decode()
     _refused(
-        proxy, _post(proxy.url + "/v1/chat/completions", headers={"Helicone-Fallbacks": override}), 400, "invalid_request"
+        proxy,
+        _post(proxy.url + "/v1/chat/completions", headers={"Helicone-Fallbacks": override}),
+        400,
+        "invalid_request",
     )
 
 

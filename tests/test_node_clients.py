@@ -97,7 +97,9 @@ def check_record(record: dict[str, Any], expected: dict[str, Any]) -> None:
     assert record["cost_usd"] is not None and record["cost_usd"] > 0
     assert record["cost_source"] == f"genai-prices@{genai_prices.__version__}"
     usage = {name: record[name] for name in ("input_tokens", "output_tokens", "cache_read_tokens", "reasoning_tokens")}
-    assert record["cost_usd"] == pytest.approx(genai_cost(usage, record["response_model"], "openai"), rel=1e-9, abs=1e-12)
+    assert record["cost_usd"] == pytest.approx(
+        genai_cost(usage, record["response_model"], "openai"), rel=1e-9, abs=1e-12
+    )
     assert 0 < record["ttft_ms"] <= record["latency_ms"]
     assert record["response_body"]
     assert API_KEY not in orjson.dumps(record).decode()

@@ -58,10 +58,25 @@ _OPERATIONS = (
 # own times (latency, time to first chunk), or are bodies. The SDK's OTLP encoder spends most of
 # an export's CPU attribute by attribute (on the relay's process), so none is sent twice.
 _OWN_FIELDS = (
-    "request_id", "endpoint", "upstream_ms", "overhead_ms",
-    "usage_source", "cost_usd", "cost_source", "user_id", "session_id", "session_path", "session_name",
-    "prompt_id", "key_id", "cache_status", "attempt_count", "fallback_index", "parse_error",
-    "audio_input_tokens", "audio_output_tokens",
+    "request_id",
+    "endpoint",
+    "upstream_ms",
+    "overhead_ms",
+    "usage_source",
+    "cost_usd",
+    "cost_source",
+    "user_id",
+    "session_id",
+    "session_path",
+    "session_name",
+    "prompt_id",
+    "key_id",
+    "cache_status",
+    "attempt_count",
+    "fallback_index",
+    "parse_error",
+    "audio_input_tokens",
+    "audio_output_tokens",
 )
 
 
