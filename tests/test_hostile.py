@@ -27,8 +27,8 @@ from relaylog import server
 from relaylog.http_guard import GuardedHttpToolsProtocol, HeadLimits
 from relaylog.relay import upstream
 from relaylog.relay.upstream import public
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.proxy import RunningProxy
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}

@@ -19,8 +19,7 @@ import httpx
 import orjson
 import pytest
 import trustme
-
-from tests.standin import StandIn
+from relaylog.standin import StandIn
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ proxy.
         ...
         s.requests[-1].json()                 # what the provider received
 
-`python -m tests.standin --port 9100` serves in the foreground (for benchmarks).
+`python -m relaylog.standin --port 9100` serves in the foreground (for benchmarks).
 
 Scenarios (header `x-standin-scenario: NAME`, or model `standin-NAME`, else implied):
     text            a fixed short answer (the default for any model)
@@ -28,7 +28,7 @@ Scenarios (header `x-standin-scenario: NAME`, or model `standin-NAME`, else impl
 A `response_format` / `text.format` / `responseSchema` JSON schema is answered with JSON that fits
 it; `max_tokens`-style limits shorter than the answer cut it (finish reason length/max_tokens).
 
-Faults: header `x-standin-fault` (grammar in `tests.standin.faults`). API keys are never checked
+Faults: header `x-standin-fault` (grammar in `relaylog.standin.faults`). API keys are never checked
 except the key `bad-key`, which gets the provider's invalid-key error.
 """
 

@@ -361,7 +361,7 @@ class StandIn:
         loop.close()
 
     def serve_forever(self) -> None:
-        """Serve in the calling thread until interrupted (used by `python -m tests.standin`)."""
+        """Serve in the calling thread until interrupted (used by `python -m relaylog.standin`)."""
         loop = new_loop()
         asyncio.set_event_loop(loop)
         self._loop = loop
