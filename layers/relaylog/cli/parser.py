@@ -46,7 +46,7 @@ def _int_in(low: int, high: int, what: str) -> Callable[[str], int]:
 
 
 _positive_int = _int_in(1, sys.maxsize, "a positive integer")
-_port = _int_in(1, 65535, "a port number 1-65535")
+_port_or_0 = _int_in(0, 65535, "a port number 1-65535, or 0 for any free port")
 
 
 def _version(text: str) -> int:
@@ -106,7 +106,9 @@ def build_parser(settings: CommandSettings) -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", parents=[data], help="run the proxy, dashboard and query API")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    serve.add_argument("--port", type=_arg_type(_port), default=8787, help="port to listen on (default: 8787)")
+    serve.add_argument(
+        "--port", type=_arg_type(_port_or_0), default=8787, help="port to listen on (default: 8787; 0: any free port)"
+    )
     serve.add_argument("--workers", type=_arg_type(_positive_int), default=1, help="worker processes (default: 1)")
     serve.set_defaults(run=run.serve)
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import argparse
 
-from relaylog.cli.errors import UsageError
+from relaylog.cli.errors import CommandError, UsageError
 
 
 def serve(args: argparse.Namespace) -> int:
     # Imported here so the read commands work without the server's dependencies loaded.
     from relaylog import server
 
-    server.run(host=args.host, port=args.port, data_dir=args.data_dir, workers=args.workers)
+    try:
+        server.run(host=args.host, port=args.port, data_dir=args.data_dir, workers=args.workers)
+    except server.StartError as exc:
+        raise CommandError(str(exc)) from None
     return 0
 
 
