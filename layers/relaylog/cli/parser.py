@@ -112,6 +112,20 @@ def build_parser(settings: CommandSettings) -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=_arg_type(_positive_int), default=1, help="worker processes (default: 1)")
     serve.set_defaults(run=run.serve)
 
+    demo = commands.add_parser(
+        "demo", help="serve with a built-in fake provider and a mix of calls: a full dashboard, no provider key"
+    )
+    demo.add_argument(
+        "--data-dir",
+        dest="demo_dir",
+        type=Path,
+        metavar="DIR",
+        help="keep the demo's records here (default: a temporary directory, removed when the demo stops)",
+    )
+    demo.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    demo.add_argument("--port", type=_arg_type(_port_or_0), default=8787, help="port (default: 8787; 0: any free)")
+    demo.set_defaults(run=run.demo)
+
     requests = commands.add_parser("requests", parents=[reader, since, deployed], help="list recent requests")
     requests.add_argument("--limit", type=_arg_type(_positive_int), default=50, help="at most this many (default: 50)")
     requests.add_argument("--model", help="only this model (as requested)")

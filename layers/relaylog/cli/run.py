@@ -1,5 +1,5 @@
-"""`relaylog serve` (the proxy, dashboard and query API) and `relaylog verify` (a running one, or a
-deployed stack, checked end to end)."""
+"""`relaylog serve` (the proxy, dashboard and query API), `relaylog demo` (serve with a fake provider
+and a mix of calls) and `relaylog verify` (a running one, or a deployed stack, checked end to end)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,16 @@ def serve(args: argparse.Namespace) -> int:
     except server.StartError as exc:
         raise CommandError(str(exc)) from None
     return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    from relaylog.demo.runner import DemoError, Options
+    from relaylog.demo.runner import run as run_demo
+
+    try:
+        return run_demo(Options(args.demo_dir, args.host, args.port))
+    except DemoError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def verify(args: argparse.Namespace) -> int:
