@@ -3,7 +3,7 @@
     python bench/bedrock.py            # about 1 minute; --help for durations
     python bench/bedrock.py --quick    # about 20 s, noisier
 
-It starts `python -m tests.standin` and `relaylog serve --workers 1` (records written to a temporary
+It starts `python -m relaylog.standin` and `relaylog serve --workers 1` (records written to a temporary
 data dir, one relaylog key, RELAYLOG_UPSTREAM_BEDROCK at the stand-in, and the stand-in's temporary
 AWS identity in relaylog's environment for the standard credential chain to find) as subprocesses on
 127.0.0.1, and times streams one after another on one keep-alive connection (the raw-socket probe of
@@ -43,8 +43,7 @@ sys.path.insert(0, str(REPO / "layers"))
 sys.path.insert(0, str(REPO))
 
 from relaylog.keys.file import KeyStore  # noqa: E402
-
-from tests.standin.bedrock_auth import TEMPORARY  # noqa: E402
+from relaylog.standin.bedrock_auth import TEMPORARY  # noqa: E402
 
 REGION = "us-east-1"
 # As boto3 sends a model id with a colon: percent-encoded in the path.

@@ -4,7 +4,7 @@ down, to one that never answers, and to a live receiver, under the same load, in
     python bench/otel.py                  # about 5 minutes; --help for options
     python bench/otel.py --seconds 3 --rounds 1
 
-It starts `python -m tests.standin` and one `relaylog serve` per setting (records to a temporary
+It starts `python -m relaylog.standin` and one `relaylog serve` per setting (records to a temporary
 data dir, the OTLP variables set in its environment), and drives non-streamed and streamed chat
 completions at 16 connections. Settings are measured in turn, `--rounds` times, and each cell is
 the median over rounds. "live" sends to tests.support.otlp's receiver running in this process, so

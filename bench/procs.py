@@ -245,8 +245,8 @@ class RssSampler:
 
 
 def start_standin(log_dir: Path) -> tuple[Proc, str]:
-    """`python -m tests.standin` on a free loopback port, request recording off (the default)."""
-    argv = [sys.executable, "-m", "tests.standin", "--host", "127.0.0.1", "--port", "0"]
+    """`python -m relaylog.standin` on a free loopback port, request recording off (the default)."""
+    argv = [sys.executable, "-m", "relaylog.standin", "--host", "127.0.0.1", "--port", "0"]
     proc = Proc("stand-in", argv, child_env(), log_dir / "standin.log")
     line = proc.wait_for("standin listening on ", timeout=20)
     return proc, line.split("standin listening on ", 1)[1].strip()

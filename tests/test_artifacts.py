@@ -24,8 +24,8 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 from relaylog.aws import layout
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.lambda_artifacts import (
     LAYER_MOUNT,
     Unzipped,
@@ -98,6 +98,7 @@ def test_sam_build_from_a_clone_named_relaylog_keeps_all_third_party_code(built:
     assert (layer / "relaylog" / "runtime" / "__pycache__" / "loop.cpython-313.pyc").exists()
     assert (layer / "relaylog" / "queries" / "errors.sql").exists()
     assert (layer / "relaylog" / "dashboard" / "index.html").exists()  # the query function serves it
+    assert not (layer / "relaylog" / "standin").exists()  # `relaylog demo`'s fake provider stays local
     assert not list(layer.glob("duckdb*")) and not list(layer.glob("uvicorn*"))  # aggregator-only / local-only
     assert list((built / "AggregatorFunction").glob("duckdb*"))
     assert list((built / "QueryFunction").glob("mangum*")) and not list((built / "QueryFunction").glob("duckdb*"))

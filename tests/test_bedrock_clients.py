@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from anthropic import AnthropicBedrock
 from langchain_aws import ChatBedrockConverse
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.bedrock import CLIENT_IDENTITY, NOVA, REGION, RELAYLOG_IDENTITY, aws_identity, boto3_client
 from tests.support.proxy import RunningProxy
 from tests.test_node_clients import finish, node, start  # noqa: F401 - `node` is a fixture

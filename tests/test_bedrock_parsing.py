@@ -22,9 +22,8 @@ from relaylog.providers.eventstream import DAMAGED, TRUNCATED, decode
 from relaylog.providers.outcome import read_outcome
 from relaylog.providers.parsing import parse_request, parse_response, stream_ended
 from relaylog.providers.registry import PROVIDERS
+from relaylog.standin.eventstream import event, exception, frame
 from relaylog.usage import Observed, Usage
-
-from tests.standin.eventstream import event, exception, frame
 
 STREAM = "application/vnd.amazon.eventstream"
 JSON = "application/json"

@@ -22,9 +22,9 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError, EventStreamError
+from relaylog.standin import StandIn
+from relaylog.standin.bedrock_auth import Identity
 
-from tests.standin import StandIn
-from tests.standin.bedrock_auth import Identity
 from tests.support.bedrock import (
     CLAUDE,
     CLIENT_IDENTITY,

@@ -19,9 +19,8 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer
 from botocore.exceptions import ClientError, EventStreamError
-
-from tests.standin import StandIn
-from tests.standin.bedrock_auth import LONG_TERM, TEMPORARY, Identity
+from relaylog.standin import StandIn
+from relaylog.standin.bedrock_auth import LONG_TERM, TEMPORARY, Identity
 
 REGION = "eu-west-3"
 MESSAGES = [{"role": "user", "content": [{"text": "Hi"}]}]

@@ -13,8 +13,8 @@ import pytest
 from botocore.exceptions import EventStreamError
 from relaylog.cli import main
 from relaylog.query.preview import PREVIEW_CHARS
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.bedrock import CLAUDE, LLAMA, NOVA, REGION, RELAYLOG_IDENTITY, aws_identity, boto3_client
 from tests.support.proxy import RunningProxy
 

@@ -30,9 +30,8 @@ from relaylog.providers.parsing import parse_request, parse_response, stream_end
 from relaylog.providers.routing import RouteError, resolve, resolve_target
 from relaylog.providers.sse import SSEBody, SSESplitter
 from relaylog.relay.stream_usage import UsageStripper, inject, remove_top_level_key
+from relaylog.standin.eventstream import event, exception
 from relaylog.usage import Observed
-
-from tests.standin.eventstream import event, exception
 
 pytestmark = pytest.mark.slow
 

@@ -25,8 +25,8 @@ from relaylog import server
 from relaylog.http_guard import GuardedHttpToolsProtocol, HeadLimits
 from relaylog.relay.http1 import addresses, system_resolver
 from relaylog.relay.http1.addresses import public
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.proxy import RunningProxy
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}

@@ -18,8 +18,8 @@ from typing import Any
 import genai_prices
 import orjson
 import pytest
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.pricing import genai_cost
 from tests.support.proxy import RunningProxy, module_proxy
 

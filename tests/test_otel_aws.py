@@ -36,8 +36,8 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 from moto.server import ThreadedMotoServer
 from relaylog.aws import layout
 from relaylog.otel.aws import ENV_HEADERS_ARN, RESERVE_S
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.aggregator import APP, LambdaContext, invoke, load_aggregator
 from tests.support.aws import Stack, create_stack, fake_credentials
 from tests.support.lambda_emulator import LambdaEmulator

@@ -21,8 +21,8 @@ import httpx
 import openai
 import pytest
 from relaylog.config import OtelSettings
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
 from tests.support.proxy import RunningProxy
 

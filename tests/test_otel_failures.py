@@ -23,8 +23,8 @@ import pytest
 from relaylog.config import OtelSettings, otel_from_env
 from relaylog.otel import shown, span_shipper
 from relaylog.otel.stats import ExportStats
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.otlp import BlackHole, OtlpReceiver, closed_port
 from tests.support.proxy import RunningProxy
 from tests.support.records import make_record

@@ -18,8 +18,8 @@ import pytest
 from relaylog.headers import split_headers
 from relaylog.otel.context import parse_traceparent, parse_tracestate, trace_context
 from relaylog.providers.outcome import read_outcome
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.proxy import RunningProxy, module_proxy
 
 proxy = module_proxy("relaylog-otel-record")

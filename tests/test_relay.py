@@ -13,8 +13,8 @@ import orjson
 import pytest
 from aiohttp import web
 from relaylog.config import LAMBDA_MAX_REQUEST_BYTES, Settings
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.proxy import RunningProxy
 from tests.support.upstream import AiohttpUpstream
 

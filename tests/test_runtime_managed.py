@@ -20,8 +20,8 @@ import httpx
 import orjson
 import pytest
 from relaylog.aws.proxy import create_app
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.aws import Stack
 from tests.support.lambda_emulator import LambdaEmulator, Outcome
 from tests.support.lambda_runtime import InProcessRuntime, LambdaRuntime

@@ -39,8 +39,8 @@ import orjson
 import pytest
 from relaylog.aws.proxy import create_app
 from relaylog.providers.registry import PROVIDERS
+from relaylog.standin import Request, StandIn
 
-from tests.standin import Request, StandIn
 from tests.support.aggregator import invoke, load_aggregator
 from tests.support.aws import REGION, Stack
 from tests.support.bedrock import RELAYLOG_IDENTITY, aws_identity

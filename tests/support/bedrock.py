@@ -13,8 +13,7 @@ import boto3
 import botocore
 import pytest
 from botocore.config import Config
-
-from tests.standin.bedrock_auth import LONG_TERM, TEMPORARY, Identity
+from relaylog.standin.bedrock_auth import LONG_TERM, TEMPORARY, Identity
 
 REGION = "us-east-1"
 CLAUDE = "us.anthropic.claude-3-5-sonnet-20241022-v2:0"

@@ -87,8 +87,15 @@ def standin_error(status: int, message: str) -> Reply:
 
 # Headers a reply can depend on; together with method, path and body they key the reply cache.
 _KEY_HEADERS = (
-    "x-standin-scenario", "x-standin-stream-exception", "authorization", "x-amz-security-token",
-    "api-key", "x-api-key", "x-goog-api-key", "anthropic-version", "content-type",
+    "x-standin-scenario",
+    "x-standin-stream-exception",
+    "authorization",
+    "x-amz-security-token",
+    "api-key",
+    "x-api-key",
+    "x-goog-api-key",
+    "anthropic-version",
+    "content-type",
 )
 _CACHE_LIMIT = 1024
 _CACHE_MAX_BODY = 1 << 18
@@ -132,7 +139,12 @@ class App:
             fault = parse_fault(spec)
         except FaultSyntaxError as exc:
             return standin_error(400, str(exc)), None
-        if fault is not None and fault.times is not None and spec is not None and not self._fault_applies(spec, fault.times):
+        if (
+            fault is not None
+            and fault.times is not None
+            and spec is not None
+            and not self._fault_applies(spec, fault.times)
+        ):
             fault = None
         endpoint = resolve(req)
         if endpoint is None:
