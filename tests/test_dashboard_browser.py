@@ -665,8 +665,11 @@ def test_charts_stack_cost_by_the_chosen_group(page: Page, served: RunningProxy,
     page.goto(served.url + "/dashboard/#/charts?by=model")
     expect(page.locator("#groups tbody tr", has_text="gpt-4o-mini")).to_be_visible()
     drawn = _drawn(page, "Cost")
-    assert {"gpt-4o-mini", "gpt-4o", "claude-sonnet-4-5", "gemini-2.0-flash"} <= set(drawn["found"])
-    assert all(n > 0 for n in drawn["found"].values()), drawn["found"]
+    models = {"gpt-4o-mini", "gpt-4o", "claude-sonnet-4-5", "gemini-2.0-flash"}
+    assert models <= set(drawn["found"])
+    # Other tests share this proxy and their models are groups too (a few-token Bedrock call's cost
+    # is too thin a band to colour a pixel): only this test's own groups must show on the canvas.
+    assert all(drawn["found"][model] > 0 for model in models), drawn["found"]
     assert _drawn(page, "Latency p95 by model")["found"]
     shot(page, "09-charts-by-model", full=True)
 

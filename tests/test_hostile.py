@@ -177,7 +177,7 @@ def test_fallback_targets_are_held_to_the_same_rules(ssrf: tuple[RunningProxy, F
 def test_fallback_urls_and_headers_cannot_smuggle_control_characters(
     ssrf: tuple[RunningProxy, FakeDNS], standin: StandIn
 ) -> None:
-    """aiohttp raises on control characters in a request line or header (it would have been a 500)."""
+    """The upstream client refuses control characters in a request line or header (a 500 if unchecked)."""
     proxy, _ = ssrf
     standin.clear()
     for url in (standin.url + "/x\x00y", standin.url + "/a b", standin.url + "/\u00e9"):
@@ -481,12 +481,18 @@ def test_slow_body_times_out_with_a_408_and_a_record(guarded: GuardedProxy, stan
 
 
 def test_relaylog_serve_uses_the_guarded_protocol(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    seen: dict[str, Any] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: seen.update(kwargs))
+    seen: list[uvicorn.Config] = []
+
+    def serve(self: uvicorn.Server, sockets: list[Any]) -> None:  # the configuration, not the serving
+        seen.append(self.config)
+        self.started = True
+
+    monkeypatch.setattr(uvicorn.Server, "run", serve)
     monkeypatch.setenv("RELAYLOG_MAX_HEADER_BYTES", "12345")
-    server.run(data_dir=tmp_path)
-    assert seen["http"] is GuardedHttpToolsProtocol
-    assert seen["h11_max_incomplete_event_size"] == 12345
+    server.run(data_dir=tmp_path, port=0)
+    (config,) = seen
+    assert config.http is GuardedHttpToolsProtocol
+    assert config.h11_max_incomplete_event_size == 12345
 
 
 # -- path traversal ---------------------------------------------------------------------------

@@ -458,7 +458,7 @@ def test_a_call_through_the_deployed_proxy_becomes_a_child_of_the_callers_span(
         code, output = runtime.stop()
     assert code == 0, output[-3000:]
     seen = set(imports.read_text().split())
-    assert {"relaylog.relay.app", "relaylog.sinks.firehose", "relaylog.otel.context", "aiohttp"} <= seen
+    assert {"relaylog.relay.app", "relaylog.sinks.firehose", "relaylog.otel.context", "relaylog.relay.http1"} <= seen
     assert not [name for name in seen if name.startswith("opentelemetry")]
     (http_span,) = [s for s in app_spans.get_finished_spans() if s.name != "answer the user"]
 
