@@ -47,6 +47,11 @@ def fake_credentials() -> None:
     os.environ.pop("AWS_PROFILE", None)
 
 
+def shards_key(dt: str) -> dict[str, Any]:
+    """The key of a day's shard count item (aws/layout.py)."""
+    return {"pk": {"S": layout.SHARDS_PK}, "sk": {"S": dt}}
+
+
 @dataclass
 class Stack:
     bucket: str
@@ -103,6 +108,15 @@ class Stack:
             return None
         deserialise = TypeDeserializer().deserialize
         return {name: deserialise(value) for name, value in item.items()}
+
+    def index_key(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The key of a record's request index item, in its day's shard (one shard: the day has no count)."""
+        found = self.client("dynamodb").get_item(TableName=self.table, Key=shards_key(record["dt"])).get("Item")
+        shards = int(found["shards"]["N"]) if found else 1
+        return {
+            "pk": {"S": layout.request_partition(record["dt"], record["request_id"], shards)},
+            "sk": {"S": layout.requests_sk(record["created_at"], record["request_id"])},
+        }
 
     def objects(self, prefix: str) -> list[str]:
         pages = self.client("s3").get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
