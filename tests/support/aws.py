@@ -34,6 +34,27 @@ from tests.support.aggregator import LambdaContext, invoke
 REGION = "us-east-1"
 
 
+def _one_write_at_a_time() -> None:
+    """moto's DynamoDB is not thread-safe: its TransactWriteItems deep-copies every table for its
+    rollback while another thread may be writing one ("dictionary changed size during iteration").
+    DynamoDB itself takes concurrent writes (the aggregator writes its rollup chunks several at
+    once), so the emulator's writes take turns; what each one does is moto's."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+        method = getattr(DynamoDBBackend, name)
+
+        def locked(*args: Any, __method: Any = method, **kwargs: Any) -> Any:
+            with lock:
+                return __method(*args, **kwargs)
+
+        setattr(DynamoDBBackend, name, locked)
+
+
+_one_write_at_a_time()
+
+
 def fake_credentials() -> None:
     # boto3 must never find real credentials, nor reach AWS, from a test.
     os.environ.update(
