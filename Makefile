@@ -1,4 +1,4 @@
-# Two commands for a fresh machine: `make serve` and `make test`.
+# Two commands for a fresh machine: `make serve` and `make test` (`make demo` to look around first).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +10,7 @@ TOOLS_STAMP := $(TOOLS)/.installed
 # The dashboard tests drive Debian's Chromium (no browser download): installed here when we are root.
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: serve test test-fast lint lock lock-check bench bench-gateway bench-soak clean
+.PHONY: serve demo test test-fast lint lock lock-check bench bench-gateway bench-soak clean
 
 # The versions come from the lock files (`make lock` writes them from pyproject.toml), with their
 # hashes; relaylog itself is installed editable on top, without resolving anything again.
@@ -50,6 +50,10 @@ $(CHROMIUM):
 
 serve: $(SERVE_STAMP)
 	$(BIN)/relaylog serve
+
+# A fake provider, relaylog serve and a mix of calls: a populated dashboard without a provider key.
+demo: $(SERVE_STAMP)
+	$(BIN)/relaylog demo
 
 # The whole suite; the slowest 25 tests listed at the end, to see where the time goes.
 test: $(STAMP) $(TOOLS_STAMP) tests/node/node_modules/.installed $(CHROMIUM)

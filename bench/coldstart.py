@@ -3,10 +3,10 @@
     .venv/bin/python bench/coldstart.py [--build-dir DIR]
 
 Clones the committed HEAD into a folder named relaylog and runs the plain `sam build` there (the
-SAM CLI from .venv-tools, no Docker; python3.12 under pyenv or on PATH), or takes an existing
+SAM CLI from .venv-tools, no Docker; python3.13 under pyenv or on PATH), or takes an existing
 `sam build` output (`--build-dir .aws-sam/build` after `sam build` measures uncommitted work).
 Each artifact is zipped by the SAM CLI's own packaging code and unzipped, as `sam deploy` and
-Lambda do; a python3.12 with only boto3 (the managed runtime) then runs on the unzipped function
+Lambda do; a python3.13 with only boto3 (the managed runtime) then runs on the unzipped function
 and layer, laid out as the exec wrapper lays them out. Prints the min and median of fresh
 processes. Targets: under 300 ms of imports and under 40 MB unzipped for the proxy function.
 """
@@ -43,7 +43,7 @@ IMPORTS = (
     "print((time.perf_counter() - t) * 1000, (time.process_time() - c) * 1000)"
 )
 # The biggest parts of those imports, by the cumulative time -X importtime gives their first import.
-PARTS = ("aiohttp", "botocore.session", "asyncio")
+PARTS = ("ssl", "yarl", "botocore.session", "asyncio")
 # All of the init phase before the first GET /next: the imports, then the app with its AWS clients.
 CREATE = (
     "import time; t = time.perf_counter(); import relaylog.runtime.__main__; "
@@ -134,7 +134,7 @@ def _report(unzipped: Unzipped, python: Path, scratch: Path, source: str) -> Non
         ("proxy function + layer, unzipped (MB)", proxy_mb, "< 40"),
         ("aggregator function + layer, unzipped (MB)", aggregator_mb, "< 250 (Lambda limit)"),
     ]
-    print(f"{source}: `sam build`, zipped by SAM's packaging and unzipped; python3.12 with only boto3;")
+    print(f"{source}: `sam build`, zipped by SAM's packaging and unzipped; {python.name} with only boto3;")
     print(f"{RUNS} fresh processes each")
     print(f"  {'':<48} {'min':>8} {'median':>8}   target")
     for name, values, target in timings:

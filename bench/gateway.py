@@ -3,7 +3,7 @@
     python bench/gateway.py            # about 1.5 minutes; --help for durations
     python bench/gateway.py --quick    # about 30 s, noisier
 
-It starts `python -m tests.standin` and `relaylog serve --workers 1` (records written to a temporary
+It starts `python -m relaylog.standin` and `relaylog serve --workers 1` (records written to a temporary
 data dir, cache files and rate-limit counters in it too) as subprocesses on 127.0.0.1 and measures,
 with wrk, one small non-streamed chat completion sent four ways:
 

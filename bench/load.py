@@ -45,6 +45,9 @@ class Call:
     url: str
     body: bytes
     headers: tuple[tuple[str, str], ...]
+    # What marks the first event of a streamed answer for the TTFB probe: an SSE `data:` field, or
+    # `:message-type`, a header every AWS event-stream frame carries.
+    first_event: bytes = b"data:"
 
 
 def run_load(call: Call, connections: int, seconds: int, timeout_s: float = 10.0, tool: str = "auto") -> LoadResult:
@@ -185,7 +188,7 @@ def measure_ttfb(call: Call, seconds: float, max_samples: int = 2000) -> StreamT
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline and len(times.ttfb_ms) < max_samples:
             try:
-                ttfb, total = _one_stream(sock, request)
+                ttfb, total = _one_stream(sock, request, call.first_event)
             except (OSError, ValueError):
                 times.failures += 1
                 sock.close()
@@ -204,11 +207,11 @@ def _connect(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _one_stream(sock: socket.socket, request: bytes) -> tuple[float, float]:
-    """Send one request, read a chunked SSE response to its end; (ttfb, total) in seconds."""
+def _one_stream(sock: socket.socket, request: bytes, first_event: bytes) -> tuple[float, float]:
+    """Send one request, read a chunked stream to its end; (ttfb, total) in seconds."""
     started = time.perf_counter()
     sock.sendall(request)
-    reader = _Reader(sock)
+    reader = _Reader(sock, first_event)
     while (head_end := reader.buf.find(b"\r\n\r\n")) == -1:
         reader.fill()
     head = bytes(reader.buf[:head_end])
@@ -230,10 +233,11 @@ def _one_stream(sock: socket.socket, request: bytes) -> tuple[float, float]:
 
 
 class _Reader:
-    """Receive buffer that notes when the first `data:` of the body arrived."""
+    """Receive buffer that notes when the first event marker (`data:`) of the body arrived."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, marker: bytes) -> None:
         self.sock = sock
+        self.marker = marker
         self.buf = bytearray()
         self.first_event: float | None = None
         self.last_recv = 0.0  # when the latest bytes arrived: the moment a `data:` was first seen
@@ -251,8 +255,8 @@ class _Reader:
         old = len(self.buf)
         self.buf += data
         if self._body_start is not None:
-            self._check(max(self._body_start, old - 4))
+            self._check(max(self._body_start, old - len(self.marker) + 1))
 
     def _check(self, offset: int) -> None:
-        if self.first_event is None and self.buf.find(b"data:", offset) != -1:
+        if self.first_event is None and self.buf.find(self.marker, offset) != -1:
             self.first_event = self.last_recv

@@ -4,7 +4,7 @@ down, to one that never answers, and to a live receiver, under the same load, in
     python bench/otel.py                  # about 5 minutes; --help for options
     python bench/otel.py --seconds 3 --rounds 1
 
-It starts `python -m tests.standin` and one `relaylog serve` per setting (records to a temporary
+It starts `python -m relaylog.standin` and one `relaylog serve` per setting (records to a temporary
 data dir, the OTLP variables set in its environment), and drives non-streamed and streamed chat
 completions at 16 connections. Settings are measured in turn, `--rounds` times, and each cell is
 the median over rounds. "live" sends to tests.support.otlp's receiver running in this process, so
@@ -165,8 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         kill_all()
     busy = (machine_busy_seconds() - busy_before) / (time.monotonic() - started)
-    print(f"\nrelaylog serve --workers 1, 16 connections, {opts.seconds}s runs, median of {opts.rounds} round(s);"
-          f" machine busy {busy:.2f} of {os.cpu_count()} cores on average\n")
+    print(
+        f"\nrelaylog serve --workers 1, 16 connections, {opts.seconds}s runs, median of {opts.rounds} round(s);"
+        f" machine busy {busy:.2f} of {os.cpu_count()} cores on average\n"
+    )
     print(f"{'':<12} {'plain':^46}   {'streamed':^46}")
     header = f"{'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'relay us':>9} {'export us':>10}"
     print(f"{'OTel export':<12} {header}   {header}")

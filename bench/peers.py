@@ -141,7 +141,7 @@ def start_standins(work: Path, opts: Options) -> Standins:
     plain, plain_url = start_standin(work)
     procs, urls = [plain], []
     for name, pace in (("ttfb", opts.ttfb_pace_ms), ("paced", opts.rss_pace_ms)):
-        argv = [sys.executable, "-m", "tests.standin", "--host", "127.0.0.1", "--port", "0",
+        argv = [sys.executable, "-m", "relaylog.standin", "--host", "127.0.0.1", "--port", "0",
                 "--fault", f"chunk-delay-ms={pace:g}"]  # fmt: skip
         proc = Proc(f"stand-in {name}", argv, child_env(), work / f"standin-{name}.log")
         urls.append(proc.wait_for("standin listening on ", timeout=20).split("standin listening on ", 1)[1].strip())

@@ -245,22 +245,24 @@ class RssSampler:
 
 
 def start_standin(log_dir: Path) -> tuple[Proc, str]:
-    """`python -m tests.standin` on a free loopback port, request recording off (the default)."""
-    argv = [sys.executable, "-m", "tests.standin", "--host", "127.0.0.1", "--port", "0"]
+    """`python -m relaylog.standin` on a free loopback port, request recording off (the default)."""
+    argv = [sys.executable, "-m", "relaylog.standin", "--host", "127.0.0.1", "--port", "0"]
     proc = Proc("stand-in", argv, child_env(), log_dir / "standin.log")
     line = proc.wait_for("standin listening on ", timeout=20)
     return proc, line.split("standin listening on ", 1)[1].strip()
 
 
-def start_relaylog(log_dir: Path, upstream: str, data_dir: Path, workers: int) -> tuple[Proc, str]:
+def start_relaylog(
+    log_dir: Path, upstream: str, data_dir: Path, workers: int, extra_env: dict[str, str] | None = None
+) -> tuple[Proc, str]:
     """`relaylog serve` (through relaylog.cli.main, so it runs from the source tree) with records
-    written to `data_dir` and OpenAI pointed at the stand-in."""
+    written to `data_dir`, OpenAI pointed at the stand-in, and `extra_env` in its environment."""
     port = free_port()
     argv = [
         sys.executable, "-c", "import sys; from relaylog.cli import main; sys.exit(main(sys.argv[1:]))",
         "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir), "--workers", str(workers),
     ]  # fmt: skip
-    env = child_env(RELAYLOG_UPSTREAM_OPENAI=upstream)
+    env = child_env(RELAYLOG_UPSTREAM_OPENAI=upstream, **(extra_env or {}))
     proc = Proc(f"relaylog-w{workers}", argv, env, log_dir / f"relaylog-w{workers}.log")
     # With one worker uvicorn binds the socket after the app's startup, with several the supervisor
     # binds it first and each worker then logs its own startup: wait for both kinds of line.

@@ -169,9 +169,7 @@ def main() -> int:
             ok = max(runs[1:]) < TARGET_MS
             misses += target and not ok
             verdict = ("PASS" if ok else "MISS") if target else "(reference)"
-            print(
-                f"  {label:<30} {runs[0]:>8.0f} {statistics.median(runs[1:]):>8.0f} {max(runs[1:]):>8.0f}  {verdict}"
-            )
+            print(f"  {label:<30} {runs[0]:>8.0f} {statistics.median(runs[1:]):>8.0f} {max(runs[1:]):>8.0f}  {verdict}")
         return 1 if misses else 0
     finally:
         if args.data_dir is None and not args.keep:

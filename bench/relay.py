@@ -4,7 +4,7 @@
     python bench/relay.py --quick         # about 1 minute, noisier
     python bench/relay.py --profile 8     # also py-spy relaylog during an extra c=16 run
 
-It starts `python -m tests.standin` (request recording off) and `relaylog serve` (records written to a
+It starts `python -m relaylog.standin` (request recording off) and `relaylog serve` (records written to a
 temporary data dir) as subprocesses on 127.0.0.1, measures the stand-in directly, then each relaylog
 configuration (`--workers 1` and `--workers 2` by default), checks that relaylog wrote one record per
 relayed request, and prints one table. Everything shares this machine's cores, the load generator

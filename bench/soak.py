@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
 
-from tests.standin import StandIn  # noqa: E402
+from relaylog.standin import StandIn  # noqa: E402
+
 from tests.support.soak import KINDS, KNOWN, Report, plan_calls, soak_aws, soak_local, table  # noqa: E402
 
 

@@ -6,7 +6,7 @@
                            made by `make serve` only gains packages when `make test` runs in it)
   layers/requirements.txt, functions/*/requirements.txt
                            what each Lambda artifact installs ([tool.relaylog.lambda] names the
-                           packages), at dev.txt's versions, for Lambda's python3.12 on x86_64
+                           packages), at dev.txt's versions, for Lambda's python3.13 on x86_64
 
 Every file pins exact versions with their hashes. pyproject.toml's [tool.uv] exclude-newer makes a
 resolution repeatable, so --check can resolve again and compare byte for byte. uv pip compile
@@ -28,8 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DEV = "requirements/dev.txt"
 SERVE = "requirements/serve.txt"
-# Lambda's runtime (template.yaml: python3.12, x86_64) and the oldest Python relaylog supports.
-LAMBDA = ["--python-platform", "x86_64-manylinux_2_17", "--python-version", "3.12"]
+# Lambda's runtime (template.yaml: python3.13, x86_64) and the oldest Python relaylog supports.
+LAMBDA = ["--python-platform", "x86_64-manylinux_2_17", "--python-version", "3.13"]
 ANY = ["--universal", "--python-version", "3.11"]
 HEADER = (
     "# {what}: {names} ([tool.relaylog.lambda] in pyproject.toml)\n"

@@ -12,7 +12,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.standin import StandIn  # noqa: E402
+from relaylog.standin import StandIn  # noqa: E402
+
 from tests.support.aws import aws_stack  # noqa: E402, F401  (the moto-backed deployment, for any test)
 from tests.support.proxy import RunningProxy  # noqa: E402
 

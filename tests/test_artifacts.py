@@ -2,7 +2,7 @@
 
 A user clones the project (the folder is then named `relaylog`) and runs the plain `sam build`;
 `sam deploy` zips each artifact (every file dated 1980-01-01) and Lambda unzips it: the layer at
-/opt/python, the function at /var/task, a python3.12 whose only third-party package is boto3, on a
+/opt/python, the function at /var/task, a python3.13 whose only third-party package is boto3, on a
 read-only file system. Here the same: a clone of the committed HEAD, SAM's own packaging code,
 the managed runtime's python, and the proof that every module of the layer is loaded from the
 bytecode it ships (a .pyc that no longer matched would be compiled again at every cold start).
@@ -24,8 +24,8 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 from relaylog.aws import layout
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.lambda_artifacts import (
     LAYER_MOUNT,
     Unzipped,
@@ -95,9 +95,10 @@ def test_sam_build_from_a_clone_named_relaylog_keeps_all_third_party_code(built:
         assert str(built).encode() not in data and f"{LAYER_MOUNT}/".encode() in data, pyc
     # relaylog keeps its sources for readable tracebacks, with bytecode in __pycache__.
     assert (layer / "relaylog" / "runtime" / "loop.py").exists()
-    assert (layer / "relaylog" / "runtime" / "__pycache__" / "loop.cpython-312.pyc").exists()
+    assert (layer / "relaylog" / "runtime" / "__pycache__" / "loop.cpython-313.pyc").exists()
     assert (layer / "relaylog" / "queries" / "errors.sql").exists()
     assert (layer / "relaylog" / "dashboard" / "index.html").exists()  # the query function serves it
+    assert not (layer / "relaylog" / "standin").exists()  # `relaylog demo`'s fake provider stays local
     assert not list(layer.glob("duckdb*")) and not list(layer.glob("uvicorn*"))  # aggregator-only / local-only
     assert list((built / "AggregatorFunction").glob("duckdb*"))
     assert list((built / "QueryFunction").glob("mangum*")) and not list((built / "QueryFunction").glob("duckdb*"))

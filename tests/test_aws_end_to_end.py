@@ -18,8 +18,8 @@ from botocore.exceptions import ClientError
 from relaylog.aws import layout
 from relaylog.aws.proxy import create_app
 from relaylog.providers.registry import PROVIDERS
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.aggregator import invoke, load_aggregator
 from tests.support.aws import REGION, Stack
 from tests.support.lambda_emulator import LambdaEmulator

@@ -182,7 +182,9 @@ def test_requests_show_stats_and_prompts_read_the_stack(
     first = aggregated[0]
     assert main(["show", "--stack", STACK, first["request_id"]]) == 0
     shown = capsys.readouterr().out
-    assert "gpt-4o" in shown and '"content": "hi"' in shown  # the body, read from the S3 object
+    assert "gpt-4o" in shown and "--- request ---\n[user]\nhi\n" in shown  # the body, read from the S3 object
+    assert main(["show", "--stack", STACK, first["request_id"], "--raw"]) == 0
+    assert '"content": "hi"' in capsys.readouterr().out
     assert main(["show", "--stack", STACK, "no-such-id"]) == 1
     assert "no request with id 'no-such-id'" in capsys.readouterr().err
 

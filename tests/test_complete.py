@@ -23,8 +23,8 @@ import openai
 import orjson
 import pytest
 from aiohttp import web
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.proxy import RunningProxy, module_proxy
 from tests.support.upstream import AiohttpUpstream
 

@@ -28,9 +28,9 @@ import pytest
 from relaylog.config import Settings
 from relaylog.sinks import local as local_sink
 from relaylog.sinks.local import LocalSink
+from relaylog.standin import StandIn
 from relaylog.store.files import has_incomplete_tail, seal_dead_writers, seal_tail, writer_is_dead
 
-from tests.standin import StandIn
 from tests.test_serve import REPO, Served
 from tests.test_sink_local import _exchange
 

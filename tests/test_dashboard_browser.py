@@ -54,7 +54,12 @@ API_KEY = "sk-test-provider-key"
 TIMEOUT_MS = 15_000
 SIZES = {"1280x800": {"width": 1280, "height": 800}, "1920x1080": {"width": 1920, "height": 1080}}
 SESSION = str(uuid.uuid4())  # a full UUID: the column that widened the table before
-MODELS = [("openai", "gpt-4o-mini"), ("openai", "gpt-4o"), ("anthropic", "claude-sonnet-4-5"), ("gemini", "gemini-2.0-flash")]
+MODELS = [
+    ("openai", "gpt-4o-mini"),
+    ("openai", "gpt-4o"),
+    ("anthropic", "claude-sonnet-4-5"),
+    ("gemini", "gemini-2.0-flash"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +146,14 @@ def history(data_dir: Path, now: datetime | None = None) -> list[dict[str, Any]]
             "user_id": ["maya", "lee", "sam", None][i % 4],
             "session_id": SESSION if i % 9 == 0 else None,
             "properties": {"team": ["growth", "search"][i % 2]},
-            "request_body": json.dumps({"model": model, "messages": [{"role": "user", "content": f"Question {i}: what should I pack for a week in Lisbon in spring?"}]}),
+            "request_body": json.dumps(
+                {
+                    "model": model,
+                    "messages": [
+                        {"role": "user", "content": f"Question {i}: what should I pack for a week in Lisbon in spring?"}
+                    ],
+                }
+            ),
         }
         records.append(make_record(created, **{**fields, **extra}))
     write_records(data_dir, records, writer="history")
@@ -165,7 +177,9 @@ def send(proxy: RunningProxy, text: str, stream: bool = False, **headers: str) -
     messages = [{"role": "system", "content": "You are a travel agent."}, {"role": "user", "content": text}]
     extra = {"Helicone-Request-Id": request_id, **headers}
     if stream:
-        for _ in client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True, extra_headers=extra):  # type: ignore[arg-type]
+        for _ in client.chat.completions.create(
+            model="gpt-4o-mini", messages=messages, stream=True, extra_headers=extra
+        ):  # type: ignore[arg-type]
             pass
     else:
         client.chat.completions.create(model="gpt-4o-mini", messages=messages, extra_headers=extra)  # type: ignore[arg-type]
@@ -178,36 +192,67 @@ def mix(proxy: RunningProxy) -> dict[str, str]:
     paths, users, properties, a provider error and a stream cut short. Returns name -> request id."""
     trip = {"Helicone-Session-Id": SESSION, "Helicone-Session-Name": "Lisbon trip", "Helicone-User-Id": "maya"}
     ids = {
-        "plan": send(proxy, "Plan three days in Lisbon", **trip, **{"Helicone-Session-Path": "/plan", "Helicone-Property-Team": "growth"}),
-        "hotels": send(proxy, "Find a hotel in Alfama under 150 euros", stream=True, **trip, **{"Helicone-Session-Path": "/plan/hotels"}),
-        "long": send(proxy, "Tell me the whole history of Lisbon", stream=True, **{"x-standin-scenario": "long", "Helicone-User-Id": "lee"}),
+        "plan": send(
+            proxy,
+            "Plan three days in Lisbon",
+            **trip,
+            **{"Helicone-Session-Path": "/plan", "Helicone-Property-Team": "growth"},
+        ),
+        "hotels": send(
+            proxy,
+            "Find a hotel in Alfama under 150 euros",
+            stream=True,
+            **trip,
+            **{"Helicone-Session-Path": "/plan/hotels"},
+        ),
+        "long": send(
+            proxy,
+            "Tell me the whole history of Lisbon",
+            stream=True,
+            **{"x-standin-scenario": "long", "Helicone-User-Id": "lee"},
+        ),
     }
     client = openai.OpenAI(base_url=proxy.url + "/v1", api_key=API_KEY, max_retries=0)
     ids["tool"] = str(uuid.uuid4())
-    question = [{"type": "text", "text": "What is the weather where this photo was taken?"}, {"type": "image_url", "image_url": {"url": PIXEL}}]
+    question = [
+        {"type": "text", "text": "What is the weather where this photo was taken?"},
+        {"type": "image_url", "image_url": {"url": PIXEL}},
+    ]
     for _ in client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": question}], tools=[WEATHER_TOOL], stream=True,  # type: ignore[list-item]
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": question}],
+        tools=[WEATHER_TOOL],
+        stream=True,  # type: ignore[list-item]
         extra_headers={"Helicone-Request-Id": ids["tool"], "Helicone-Property-Feature": "vision"},
     ):
         pass
     ids["failed"] = str(uuid.uuid4())
     with pytest.raises(openai.InternalServerError):
         client.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "Book the flight"}],
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "Book the flight"}],
             extra_headers={"Helicone-Request-Id": ids["failed"], "x-standin-fault": "status=500"},
         )
     ids["cut"] = str(uuid.uuid4())
     with pytest.raises(openai.APIError):
         for _ in client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "Describe the tram 28 route"}], stream=True,
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "Describe the tram 28 route"}],
+            stream=True,
             extra_headers={"Helicone-Request-Id": ids["cut"], "x-standin-fault": "drop-after=3"},
         ):
             pass
     claude = anthropic.Anthropic(base_url=proxy.url + "/anthropic", api_key=API_KEY, max_retries=0)
     ids["claude"] = str(uuid.uuid4())
     with claude.messages.stream(
-        model="claude-sonnet-4-5", max_tokens=300, messages=[{"role": "user", "content": "Which pastries should I try?"}],
-        extra_headers={"Helicone-Request-Id": ids["claude"], "Helicone-User-Id": "sam", "Helicone-Property-Team": "search"},
+        model="claude-sonnet-4-5",
+        max_tokens=300,
+        messages=[{"role": "user", "content": "Which pastries should I try?"}],
+        extra_headers={
+            "Helicone-Request-Id": ids["claude"],
+            "Helicone-User-Id": "sam",
+            "Helicone-Property-Team": "search",
+        },
     ) as events:
         events.until_done()
     ids["gemini"] = str(uuid.uuid4())
@@ -272,7 +317,9 @@ PAGES = [
 ]
 
 
-def test_every_page_fits_the_window_without_errors(sized: tuple[Page, str], served: RunningProxy, calls: dict[str, str]) -> None:
+def test_every_page_fits_the_window_without_errors(
+    sized: tuple[Page, str], served: RunningProxy, calls: dict[str, str]
+) -> None:
     page, size = sized
     widths = {}
     for name, path, ready in PAGES:
@@ -284,9 +331,13 @@ def test_every_page_fits_the_window_without_errors(sized: tuple[Page, str], serv
         if name == "requests":
             widths[size] = page.evaluate("document.querySelector('#requests').getBoundingClientRect().width")
             # Every column is on screen, the last (properties) included.
-            right = page.evaluate("Math.max(...[...document.querySelectorAll('#requests thead th')].map((th) => th.getBoundingClientRect().right))")
+            right = page.evaluate(
+                "Math.max(...[...document.querySelectorAll('#requests thead th')].map((th) => th.getBoundingClientRect().right))"
+            )
             assert right <= SIZES[size]["width"]
-    found = json.loads((ARTIFACTS / "table-widths.json").read_text()) if (ARTIFACTS / "table-widths.json").exists() else {}
+    found = (
+        json.loads((ARTIFACTS / "table-widths.json").read_text()) if (ARTIFACTS / "table-widths.json").exists() else {}
+    )
     (ARTIFACTS / "table-widths.json").write_text(json.dumps({**found, **widths}, indent=1))
 
 
@@ -336,7 +387,9 @@ def test_calls_appear_live_and_filter_by_property(page: Page, served: RunningPro
     shot(page, "02-requests-filtered")
 
 
-def test_a_request_opens_beside_the_list_with_previous_and_next(page: Page, served: RunningProxy, calls: dict[str, str]) -> None:
+def test_a_request_opens_beside_the_list_with_previous_and_next(
+    page: Page, served: RunningProxy, calls: dict[str, str]
+) -> None:
     page.goto(served.url + "/dashboard/#/requests")
     drawer = page.locator("#drawer")
     expect(row(page, calls["hotels"])).to_be_visible()
@@ -383,7 +436,9 @@ def test_request_detail_tools_stream_raw_and_feedback(page: Page, served: Runnin
     facts = drawer.locator("dl.facts")
     expect(facts).to_contain_text("yes (SSE)")
     expect(drawer.locator("#conversation .msg.user img.thumb")).to_have_attribute("src", PIXEL)
-    expect(drawer.locator("#conversation .msg.assistant .tool-call")).to_have_text('tool call get_weather({"city":"Paris"})')
+    expect(drawer.locator("#conversation .msg.assistant .tool-call")).to_have_text(
+        'tool call get_weather({"city":"Paris"})'
+    )
     # Placeholders fit their fields.
     for name in ("comment", "score-name", "score-value"):
         field = drawer.locator(f'input[name="{name}"]')
@@ -419,6 +474,70 @@ def test_request_detail_tools_stream_raw_and_feedback(page: Page, served: Runnin
     page.reload()
     expect(drawer.locator('button[aria-label="thumbs down"]')).to_have_attribute("aria-pressed", "true")
     expect(drawer.locator("#score-list")).to_contain_text("accuracy: 0.8")
+
+
+def test_bedrock_conversations_are_put_back_together(page: Page, served: RunningProxy, standin: Any) -> None:
+    """Converse (a tool call streamed in pieces, a tool result sent back) and an InvokeModel stream of
+    Claude, each with the client's Bedrock API key; the event streams are recorded as SSE text."""
+    tool = {
+        "toolSpec": {
+            "name": "get_weather",
+            "description": "Current weather for a city",
+            "inputSchema": {"json": {"type": "object", "properties": {"city": {"type": "string"}}}},
+        }
+    }
+    ids = {name: str(uuid.uuid4()) for name in ("tool", "result", "claude")}
+
+    def call(name: str, path: str, body: dict[str, Any]) -> bytes:
+        headers = {"Authorization": "Bearer bedrock-api-key", "Helicone-Request-Id": ids[name]}
+        answer = httpx.post(f"{served.url}/bedrock/us-east-1{path}", json=body, headers=headers, timeout=20)
+        assert answer.status_code == 200
+        return answer.content
+
+    ask = {"role": "user", "content": [{"text": "Weather in Paris?"}]}
+    call(
+        "tool",
+        "/model/us.anthropic.claude-3-5-sonnet-20241022-v2:0/converse-stream",
+        {"system": [{"text": "Be brief."}], "messages": [ask], "toolConfig": {"tools": [tool]}},
+    )
+    used = {
+        "role": "assistant",
+        "content": [{"toolUse": {"toolUseId": "t1", "name": "get_weather", "input": {"city": "Paris"}}}],
+    }
+    back = {"role": "user", "content": [{"toolResult": {"toolUseId": "t1", "content": [{"json": {"sky": "sunny"}}]}}]}
+    answer = json.loads(
+        call(
+            "result",
+            "/model/amazon.nova-lite-v1:0/converse",
+            {"messages": [ask, used, back], "toolConfig": {"tools": [tool]}},
+        )
+    )
+    claude = {
+        "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "Which pastries should I try?"}],
+    }
+    call("claude", "/model/anthropic.claude-3-5-haiku-20241022-v1:0/invoke-with-response-stream", claude)
+    for request_id in ids.values():
+        served.record(request_id)
+
+    drawer = page.locator("#drawer")
+    page.goto(served.url + f"/dashboard/#/requests?open={ids['tool']}")
+    expect(drawer.locator("#tools")).to_contain_text("get_weather — Current weather for a city")
+    expect(drawer.locator("dl.facts")).to_contain_text("yes (AWS event stream)")
+    expect(drawer.locator("#conversation .msg.system")).to_contain_text("Be brief.")
+    expect(drawer.locator("#conversation .msg.user")).to_contain_text("Weather in Paris?")
+    expect(drawer.locator("#conversation .msg.assistant .tool-call")).to_have_text(
+        'tool call get_weather({"city":"Paris"})'
+    )
+    shot(page, "12-bedrock-tool-stream")
+    page.goto(served.url + f"/dashboard/#/requests?open={ids['result']}")
+    expect(drawer.locator("#conversation .msg.user").last).to_contain_text('tool result: {"sky":"sunny"}')
+    expect(drawer.locator("#conversation .msg.assistant").last).to_contain_text(
+        answer["output"]["message"]["content"][0]["text"]
+    )
+    page.goto(served.url + f"/dashboard/#/requests?open={ids['claude']}")
+    expect(drawer.locator("#conversation .msg.assistant")).to_contain_text("Hello! This is the relaylog stand-in")
 
 
 def test_request_view_shows_retries_and_cache_hits(page: Page, served: RunningProxy) -> None:
@@ -493,7 +612,9 @@ def _drawn(page: Page, title: str) -> dict[str, Any]:
     return page.evaluate(DRAWN, title)
 
 
-def test_charts_are_drawn_fitted_to_the_calls_with_exact_tooltips(page: Page, served: RunningProxy, calls: dict[str, str]) -> None:
+def test_charts_are_drawn_fitted_to_the_calls_with_exact_tooltips(
+    page: Page, served: RunningProxy, calls: dict[str, str]
+) -> None:
     page.goto(served.url + "/dashboard/#/charts")
     # The history starts 2.5 hours ago: the span fits it, in minutes (not 24 hourly buckets).
     expect(page.locator("#span")).to_contain_text("one bar per minute (fitted to the calls")
@@ -530,9 +651,13 @@ def test_charts_are_drawn_fitted_to_the_calls_with_exact_tooltips(page: Page, se
     tip = page.locator('[data-chart="Requests"] .u-tip')
     expect(tip).to_be_visible()
     start = datetime.fromtimestamp(point["t"] - 30, UTC)  # bars stand in the middle of their minute
-    minute = [r for r in served.records() if start <= datetime.fromisoformat(r["created_at"]) < start + timedelta(minutes=1)]
+    minute = [
+        r for r in served.records() if start <= datetime.fromisoformat(r["created_at"]) < start + timedelta(minutes=1)
+    ]
     failed = sum(1 for r in minute if is_error(r))
-    assert tip.inner_text().replace("\n", "").replace(" ", "").endswith(f"ok{len(minute) - failed}errors{failed}"), tip.inner_text()
+    assert tip.inner_text().replace("\n", "").replace(" ", "").endswith(f"ok{len(minute) - failed}errors{failed}"), (
+        tip.inner_text()
+    )
     shot(page, "08-charts-tooltip")
 
 

@@ -10,6 +10,7 @@ slower than DEADLINE fails as a hang.
 
 from __future__ import annotations
 
+import base64
 import string
 from datetime import timedelta
 from typing import Any
@@ -24,10 +25,12 @@ from relaylog.gateway.fallbacks import override_body, read_fallbacks
 from relaylog.gateway.ratelimit import parse_policy
 from relaylog.gateway.retry import read_retry
 from relaylog.headers import bearer, narrow_accept_encoding, request_id, split_headers
-from relaylog.providers.parsing import parse_request, parse_response
+from relaylog.providers.outcome import read_outcome
+from relaylog.providers.parsing import parse_request, parse_response, stream_ended
 from relaylog.providers.routing import RouteError, resolve, resolve_target
 from relaylog.providers.sse import SSEBody, SSESplitter
 from relaylog.relay.stream_usage import UsageStripper, inject, remove_top_level_key
+from relaylog.standin.eventstream import event, exception
 from relaylog.usage import Observed
 
 pytestmark = pytest.mark.slow
@@ -40,7 +43,7 @@ FUZZ = settings(
     max_examples=400,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
 )
-FAMILIES = ("openai", "anthropic", "gemini")
+FAMILIES = ("openai", "anthropic", "gemini", "bedrock")
 ENDPOINTS = (
     "/v1/chat/completions",
     "/v1/responses",
@@ -50,6 +53,8 @@ ENDPOINTS = (
     "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
     "/v1beta/openai/chat/completions",
     "/openai/deployments/x/chat/completions?api-version=1",
+    "/model/us.anthropic.claude-3-5-sonnet-20241022-v2%3A0/converse-stream",
+    "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A%3Afoundation-model%2Fmeta.llama3/invoke",
 )
 
 # -- JSON shaped like provider bodies, with wrong types in the places parsers look ---------------
@@ -62,7 +67,9 @@ _KEYS = (
     "totalTokenCount", "cachedContentTokenCount", "thoughtsTokenCount", "promptTokensDetails", "modality",
     "tokenCount", "candidates", "finishReason", "modelVersion", "choices", "delta", "type", "message",
     "response", "error", "stream_options", "include_usage", "metadata", "user_id", "x_groq", "id", "object",
-    "messages", "content", "index",
+    "messages", "content", "index", "inputTokens", "outputTokens", "cacheReadInputTokens", "cacheWriteInputTokens",
+    "cacheDetails", "ttl", "stopReason", "amazon-bedrock-invocationMetrics", "inputTokenCount", "outputTokenCount",
+    "prompt_token_count", "generation_token_count", "inputTextTokenCount", "results", "bytes", "messageStop",
 )  # fmt: skip
 _text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=20)  # JSON cannot hold lone surrogates
 _scalars = st.one_of(
@@ -157,6 +164,38 @@ def test_parse_response_streams_of_provider_shaped_events(family: Any, events: l
             family, "/v1/chat/completions" if family != "gemini" else ENDPOINTS[5], body, "text/event-stream"
         )
     )
+
+
+def _frames(events: list[tuple[str, Any, bool]]) -> bytes:
+    out = []
+    for name, value, as_chunk in events:
+        payload = _json({"bytes": base64.b64encode(_json(value)).decode()} if as_chunk else value)
+        out.append(exception(name, payload) if name.endswith("Exception") else event(name, payload))
+    return b"".join(out)
+
+
+@settings(FUZZ, max_examples=200)  # each example decodes frames with botocore: slower than SSE
+@given(
+    events=st.lists(
+        st.tuples(
+            st.sampled_from(["chunk", "metadata", "messageStop", "contentBlockDelta", "throttlingException", "x"]),
+            json_values,
+            st.booleans(),
+        ),
+        max_size=6,
+    ),
+    cut=st.integers(min_value=0, max_value=3000),
+    flip=st.one_of(st.none(), st.integers(min_value=0, max_value=3000)),
+    endpoint=st.sampled_from(ENDPOINTS[-2:]),
+)
+def test_bedrock_event_streams(events: list[tuple[str, Any, bool]], cut: int, flip: int | None, endpoint: str) -> None:
+    """AWS event streams of Bedrock-shaped events, cut anywhere, with any one byte damaged."""
+    body = bytearray(_frames(events)[:cut])
+    if flip is not None and flip < len(body):
+        body[flip] ^= 0x5A
+    _no_crash(parse_response("bedrock", endpoint, bytes(body), "application/vnd.amazon.eventstream"))
+    stream_ended("bedrock", endpoint, bytes(body))
+    read_outcome("bedrock", endpoint, bytes(body))
 
 
 @FUZZ

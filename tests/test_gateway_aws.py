@@ -25,8 +25,8 @@ from relaylog.gateway.cache.dynamo import DynamoCacheStore
 from relaylog.gateway.counters.dynamo import DynamoCounters
 from relaylog.gateway.ratelimit import RateLimiter, parse_policy
 from relaylog.providers.registry import PROVIDERS
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.aws import REGION, Stack
 from tests.support.lambda_emulator import LambdaEmulator
 from tests.support.lambda_runtime import InProcessRuntime

@@ -16,8 +16,8 @@ import pytest
 from multidict import CIMultiDict
 from relaylog.gateway.cache import CachedResponse
 from relaylog.gateway.cache.files import FileCacheStore
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.proxy import RunningProxy
 
 KEY = "sk-test-cache-tenant-a"

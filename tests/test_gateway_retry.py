@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import openai
 import orjson
 import pytest
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.proxy import RunningProxy
 
 # Short waits keep the tests quick; the backoff arithmetic itself is Helicone's.

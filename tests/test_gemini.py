@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.proxy import RunningProxy, module_proxy
 from tests.support.sdk import RELAY_STREAM_HEADERS, check_record, headers_without, recorded
 

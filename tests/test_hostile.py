@@ -21,14 +21,12 @@ import httpx
 import orjson
 import pytest
 import uvicorn
-from aiohttp import ThreadedResolver
-from aiohttp.abc import AbstractResolver, ResolveResult
 from relaylog import server
 from relaylog.http_guard import GuardedHttpToolsProtocol, HeadLimits
-from relaylog.relay import upstream
-from relaylog.relay.upstream import public
+from relaylog.relay.http1 import addresses, system_resolver
+from relaylog.relay.http1.addresses import public
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.proxy import RunningProxy
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}
@@ -48,41 +46,24 @@ def _refused(proxy: RunningProxy, response: httpx.Response, status: int, error_t
     return record
 
 
-class FakeDNS(AbstractResolver):
-    """Answers for the `.test` names; everything else from the system resolver (/etc/hosts)."""
+class FakeDNS:
+    """Answers for the `.test` names; everything else from the system resolver (/etc/hosts). A
+    relay/http1 resolver: host name and port -> the addresses to try."""
 
     def __init__(self) -> None:
-        self.answers: dict[str, list[list[tuple[str, int | None]]]] = {}
+        self.answers: dict[str, list[list[str]]] = {}
         self.asked: list[str] = []
-        self._system: ThreadedResolver | None = None  # made on the relay's loop
 
-    def set(self, name: str, *answers: list[tuple[str, int | None]]) -> None:
+    def set(self, name: str, *answers: list[str]) -> None:
         """Successive lookups of `name` get successive answers (the last one repeats)."""
         self.answers[name] = list(answers)
 
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
+    async def __call__(self, host: str, port: int) -> list[str]:
         self.asked.append(host)
         if host not in self.answers:
-            self._system = self._system or ThreadedResolver()
-            return await self._system.resolve(host, port, family)
+            return await system_resolver(host, port)
         queue = self.answers[host]
-        answer = queue.pop(0) if len(queue) > 1 else queue[0]
-        return [
-            {
-                "hostname": host,
-                "host": address,
-                "port": answer_port or port,
-                "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
-                "proto": 0,
-                "flags": socket.AI_NUMERICHOST,
-            }
-            for address, answer_port in answer
-        ]
-
-    async def close(self) -> None:
-        pass  # shared by the sessions a test makes in turn
+        return queue.pop(0) if len(queue) > 1 else queue[0]
 
 
 # -- SSRF ---------------------------------------------------------------------------------------
@@ -98,14 +79,14 @@ def ssrf(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     port = standin.url.rsplit(":", 1)[1]
     allow = (f"127.0.0.1:{port}", *(f"{name}:{port}" for name in NAMES))
     dns = FakeDNS()
-    dns.set("private.test", [("10.0.0.7", None)])
-    dns.set("mapped.test", [("::ffff:127.0.0.1", None)])
-    dns.set("mixed.test", [("93.184.215.14", None), ("127.0.0.1", None)])
-    dns.set("nat64.test", [("64:ff9b::a9fe:a9fe", None)])
+    dns.set("private.test", ["10.0.0.7"])
+    dns.set("mapped.test", ["::ffff:127.0.0.1"])
+    dns.set("mixed.test", ["93.184.215.14", "127.0.0.1"])
+    dns.set("nat64.test", ["64:ff9b::a9fe:a9fe"])
     with RunningProxy(
         tmp_path_factory.mktemp("ssrf"), standin.url, target_allowlist=allow, connect_timeout_s=2.0
     ) as proxy:
-        proxy.app.target_resolver = dns
+        proxy.app.upstream.target_resolver = dns
         yield proxy, dns
 
 
@@ -202,13 +183,19 @@ def test_fallback_urls_and_headers_cannot_smuggle_control_characters(
     for url in (standin.url + "/x\x00y", standin.url + "/a b", standin.url + "/\u00e9"):
         plan = json.dumps([{"target-url": url}])  # ASCII: escapes the characters in the JSON text
         _refused(
-            proxy, _post(proxy.url + "/v1/chat/completions", headers={"Helicone-Fallbacks": plan}), 403, "target_not_allowed"
+            proxy,
+            _post(proxy.url + "/v1/chat/completions", headers={"Helicone-Fallbacks": plan}),
+            403,
+            "target_not_allowed",
         )
     for value in ("a\x7fb", "a\x0bb", "a\x1bb", "a\rb"):
         # Escaped in the JSON text (DEL too, which JSON writers leave as it is).
         plan = json.dumps([{"target-url": standin.url, "headers": {"x-a": value}}]).replace("\x7f", "\\u007f")
         _refused(
-            proxy, _post(proxy.url + "/v1/chat/completions", headers={"Helicone-Fallbacks": plan}), 400, "invalid_request"
+            proxy,
+            _post(proxy.url + "/v1/chat/completions", headers={"Helicone-Fallbacks": plan}),
+            400,
+            "invalid_request",
         )
     assert standin.requests == []
 
@@ -220,20 +207,20 @@ def test_dns_rebinding_is_caught_where_the_connection_is_made(
     for this test), then, once its TTL has run out, an internal service on 127.0.0.2. There is no
     check-then-connect gap to exploit: the addresses checked are the addresses connected to."""
     proxy, dns = ssrf
-    monkeypatch.setattr(upstream, "public", lambda address: str(address) == "127.0.0.1")
+    monkeypatch.setattr(addresses, "public", lambda address: str(address) == "127.0.0.1")
     internal = socket.socket()
-    internal.bind(("127.0.0.2", 0))
+    port = standin.url.rsplit(":", 1)[1]
+    internal.bind(("127.0.0.2", int(port)))  # where the stand-in's port leads after the rebinding
     internal.listen(8)
     internal.setblocking(False)
-    port = standin.url.rsplit(":", 1)[1]
-    dns.set("rebind.test", [("127.0.0.1", None)], [("127.0.0.2", internal.getsockname()[1])])
+    dns.set("rebind.test", ["127.0.0.1"], ["127.0.0.2"])
     try:
         standin.clear()
         target = {"Helicone-Target-Url": f"http://rebind.test:{port}"}
         first = _post(proxy.url + "/v1/chat/completions", headers=target)
         assert first.status_code == 200 and len(standin.requests) == 1
         # The TTL runs out: the cached answer and the pooled connection are gone.
-        asyncio.run_coroutine_threadsafe(_forget(proxy), _loop_of(proxy)).result(5)
+        asyncio.run_coroutine_threadsafe(_forget(proxy), proxy.loop).result(5)
         second = _post(proxy.url + "/v1/chat/completions", headers=target)
         _refused(proxy, second, 403, "target_not_allowed")
         assert len(standin.requests) == 1
@@ -244,14 +231,7 @@ def test_dns_rebinding_is_caught_where_the_connection_is_made(
 
 
 async def _forget(proxy: RunningProxy) -> None:
-    await proxy.app.target_session.close()
-    proxy.app._target_session = None  # the next call makes a new one, on the same resolver
-
-
-def _loop_of(proxy: RunningProxy) -> asyncio.AbstractEventLoop:
-    loop = proxy.app.session._loop  # the loop the relay runs on
-    assert isinstance(loop, asyncio.AbstractEventLoop)
-    return loop
+    await proxy.app.upstream.close()  # the next call makes new clients, on the same resolver
 
 
 def test_upstream_overrides_stay_trusted(make_proxy: Callable[..., RunningProxy], standin: StandIn) -> None:
@@ -634,7 +614,10 @@ def test_deep_bodies_with_gateway_features_are_answered_not_crashed(
     assert standin.requests[-1].body == deep
     override = orjson.dumps([{"target-url": standin.url, "bodyKeyOverride": {"a": {"b": 1}} | _nested(40)}]).decode()
     _refused(
-        proxy, _post(proxy.url + "/v1/chat/completions", headers={"Helicone-Fallbacks": override}), 400, "invalid_request"
+        proxy,
+        _post(proxy.url + "/v1/chat/completions", headers={"Helicone-Fallbacks": override}),
+        400,
+        "invalid_request",
     )
 
 

@@ -24,8 +24,8 @@ import httpx2
 import openai
 import orjson
 import pytest
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.proxy import RunningProxy, module_proxy
 
 pytestmark = pytest.mark.slow
@@ -300,7 +300,7 @@ def test_the_client_sees_what_it_sees_directly(
 
 def test_the_table_covers_every_fault_the_stand_in_knows() -> None:
     """A fault added to the stand-in's grammar must get a row here or in DIFFERS."""
-    from tests.standin import faults
+    from relaylog.standin import faults
 
     grammar = faults.__doc__.split("Grammar:")[1].split("Example:")[0]  # type: ignore[union-attr]
     # Each fault's line starts with exactly four spaces (its explanation's continuations with more).

@@ -18,8 +18,8 @@ import pytest
 from langchain_core.messages import AIMessageChunk
 from langchain_openai import ChatOpenAI
 from openai.types import CompletionUsage
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.proxy import RunningProxy, module_proxy
 from tests.support.sdk import OPENAI, chat_usage, recorded
 from tests.support.sdk import check_record as check_any_record

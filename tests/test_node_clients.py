@@ -18,15 +18,15 @@ from typing import Any
 import genai_prices
 import orjson
 import pytest
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.pricing import genai_cost
 from tests.support.proxy import RunningProxy, module_proxy
 
 pytestmark = pytest.mark.node
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
-PACKAGES = ("ai", "@ai-sdk/openai", "openai")
+PACKAGES = ("ai", "@ai-sdk/openai", "@ai-sdk/amazon-bedrock", "openai")
 API_KEY = "sk-test-provider-key"
 # Headers relaylog adds to a relayed event stream (the rest must be the provider's, unchanged).
 RELAY_STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -97,7 +97,9 @@ def check_record(record: dict[str, Any], expected: dict[str, Any]) -> None:
     assert record["cost_usd"] is not None and record["cost_usd"] > 0
     assert record["cost_source"] == f"genai-prices@{genai_prices.__version__}"
     usage = {name: record[name] for name in ("input_tokens", "output_tokens", "cache_read_tokens", "reasoning_tokens")}
-    assert record["cost_usd"] == pytest.approx(genai_cost(usage, record["response_model"], "openai"), rel=1e-9, abs=1e-12)
+    assert record["cost_usd"] == pytest.approx(
+        genai_cost(usage, record["response_model"], "openai"), rel=1e-9, abs=1e-12
+    )
     assert 0 < record["ttft_ms"] <= record["latency_ms"]
     assert record["response_body"]
     assert API_KEY not in orjson.dumps(record).decode()

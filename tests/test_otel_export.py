@@ -21,8 +21,8 @@ import httpx
 import openai
 import pytest
 from relaylog.config import OtelSettings
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
 from tests.support.proxy import RunningProxy
 
@@ -41,7 +41,9 @@ def settings(endpoint: str, **overrides: Any) -> OtelSettings:
 
 
 @pytest.fixture(scope="module")
-def http_proxy(receiver: OtlpReceiver, standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
+def http_proxy(
+    receiver: OtlpReceiver, standin: StandIn, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningProxy]:
     otel = settings(receiver.http_url + "/v1/traces", resource=(("deployment.environment", "test"),))
     with RunningProxy(tmp_path_factory.mktemp("otel-http"), standin.url, otel=otel) as running:
         yield running
@@ -61,11 +63,18 @@ def gen_ai(span: ReceivedSpan) -> dict[str, Any]:
     return {k: v for k, v in span.attributes.items() if k.startswith("gen_ai.")}
 
 
-def test_a_chat_completion_is_a_genai_client_span(http_proxy: RunningProxy, receiver: OtlpReceiver, standin: StandIn) -> None:
-    request_id, headers = ids(**{
-        "Helicone-User-Id": "alice", "Helicone-Session-Id": "sess-1", "Helicone-Session-Path": "/plan",
-        "Helicone-Prompt-Id": "greeting", "Helicone-Property-Team": "search",
-    })
+def test_a_chat_completion_is_a_genai_client_span(
+    http_proxy: RunningProxy, receiver: OtlpReceiver, standin: StandIn
+) -> None:
+    request_id, headers = ids(
+        **{
+            "Helicone-User-Id": "alice",
+            "Helicone-Session-Id": "sess-1",
+            "Helicone-Session-Path": "/plan",
+            "Helicone-Prompt-Id": "greeting",
+            "Helicone-Property-Team": "search",
+        }
+    )
     client = openai.OpenAI(base_url=http_proxy.url + "/v1", api_key="sk-test", default_headers=headers)
     before = time.time_ns()
     completion = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
@@ -114,14 +123,20 @@ def test_a_chat_completion_is_a_genai_client_span(http_proxy: RunningProxy, rece
 def test_a_stream_over_grpc_carries_time_to_first_chunk_and_the_configured_headers(
     receiver: OtlpReceiver, standin: StandIn, tmp_path: Path
 ) -> None:
-    otel = settings(receiver.grpc_url, protocol="grpc", headers=(("x-api-key", "collector-secret"),), compression="gzip")
+    otel = settings(
+        receiver.grpc_url, protocol="grpc", headers=(("x-api-key", "collector-secret"),), compression="gzip"
+    )
     with RunningProxy(tmp_path, standin.url, otel=otel) as proxy:
         request_id, headers = ids()
         client = openai.OpenAI(base_url=proxy.url + "/v1", api_key="sk-test", default_headers=headers)
-        chunks = list(client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True,
-            stream_options={"include_usage": True},
-        ))
+        chunks = list(
+            client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": "hi"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
         record = proxy.record(request_id)
         span = receiver.span(request_id)
     assert span.headers["x-api-key"] == "collector-secret"
@@ -132,7 +147,9 @@ def test_a_stream_over_grpc_carries_time_to_first_chunk_and_the_configured_heade
     assert span.events[0][1] - span.start_ns == round(record["ttft_ms"] * 1_000_000)
 
 
-def test_the_span_is_a_child_of_the_instrumented_callers_http_span(http_proxy: RunningProxy, receiver: OtlpReceiver) -> None:
+def test_the_span_is_a_child_of_the_instrumented_callers_http_span(
+    http_proxy: RunningProxy, receiver: OtlpReceiver
+) -> None:
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -147,7 +164,9 @@ def test_the_span_is_a_child_of_the_instrumented_callers_http_span(http_proxy: R
     http_client = httpx.Client()
     HTTPXClientInstrumentor.instrument_client(http_client, tracer_provider=provider)
     request_id, headers = ids()
-    client = openai.OpenAI(base_url=http_proxy.url + "/v1", api_key="sk-test", default_headers=headers, http_client=http_client)
+    client = openai.OpenAI(
+        base_url=http_proxy.url + "/v1", api_key="sk-test", default_headers=headers, http_client=http_client
+    )
     with tracer.start_as_current_span("answer the user"):
         client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
     http_client.close()
@@ -166,8 +185,11 @@ def test_a_callers_unsampled_trace_stays_unsampled_unless_always_on(
         otel = settings(receiver.http_url + "/v1/traces", follow_parent_sampling=not always)
         with RunningProxy(tmp_path / folder, standin.url, otel=otel) as proxy:
             request_id, headers = ids(traceparent=unsampled, tracestate="congo=t61rcWkgMzE")
-            httpx.post(proxy.url + "/v1/chat/completions", headers=headers,
-                       json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+            httpx.post(
+                proxy.url + "/v1/chat/completions",
+                headers=headers,
+                json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+            )
             proxy.record(request_id)
         assert proxy.sink.spans is not None
         if always:
@@ -180,8 +202,11 @@ def test_a_callers_unsampled_trace_stays_unsampled_unless_always_on(
 
 def test_a_provider_error_is_an_error_span(http_proxy: RunningProxy, receiver: OtlpReceiver) -> None:
     request_id, headers = ids(**{"x-standin-fault": "status=429"})
-    reply = httpx.post(http_proxy.url + "/v1/chat/completions", headers=headers,
-                       json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+    reply = httpx.post(
+        http_proxy.url + "/v1/chat/completions",
+        headers=headers,
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert reply.status_code == 429
     record = http_proxy.record(request_id)
     span = receiver.span(request_id)
@@ -200,9 +225,16 @@ def test_content_is_exported_only_when_asked_and_never_an_omitted_body(
     messages = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
-        ]},
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "rainy, 14C"},
     ]
     with _content_proxy(receiver, standin, tmp_path) as proxy:
@@ -216,12 +248,19 @@ def test_content_is_exported_only_when_asked_and_never_an_omitted_body(
     assert json.loads(full["gen_ai.system_instructions"]) == [{"type": "text", "content": "Be brief."}]
     assert json.loads(full["gen_ai.input.messages"]) == [
         {"role": "user", "parts": [{"type": "text", "content": "Weather in Paris?"}]},
-        {"role": "assistant", "parts": [{"type": "tool_call", "id": "call_1", "name": "get_weather", "arguments": {"city": "Paris"}}]},
+        {
+            "role": "assistant",
+            "parts": [{"type": "tool_call", "id": "call_1", "name": "get_weather", "arguments": {"city": "Paris"}}],
+        },
         {"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_1", "response": "rainy, 14C"}]},
     ]
     answer = completion.choices[0]
     assert json.loads(full["gen_ai.output.messages"]) == [
-        {"role": "assistant", "parts": [{"type": "text", "content": answer.message.content}], "finish_reason": answer.finish_reason}
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": answer.message.content}],
+            "finish_reason": answer.finish_reason,
+        }
     ]
     no_request = spans["Helicone-Omit-Request"].attributes
     assert "gen_ai.input.messages" not in no_request and "gen_ai.system_instructions" not in no_request
@@ -236,17 +275,28 @@ def test_streamed_answers_are_put_back_together(receiver: OtlpReceiver, standin:
     with _content_proxy(receiver, standin, tmp_path) as proxy:
         request_id, headers = ids()
         client = openai.OpenAI(base_url=proxy.url + "/v1", api_key="sk-test", default_headers=headers)
-        chunks = list(client.chat.completions.create(
-            model="standin-long", messages=[{"role": "user", "content": "tell me"}], stream=True))
+        chunks = list(
+            client.chat.completions.create(
+                model="standin-long", messages=[{"role": "user", "content": "tell me"}], stream=True
+            )
+        )
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         openai_span = receiver.span(request_id)
 
         request_id, headers = ids()
         claude = anthropic.Anthropic(base_url=proxy.url + "/anthropic", api_key="sk-ant-test", default_headers=headers)
-        tool = {"name": "get_weather", "description": "Weather", "input_schema": {
-            "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
-        with claude.messages.stream(model="claude-sonnet-4-5", max_tokens=200, tools=[tool], system="Be brief.",
-                                    messages=[{"role": "user", "content": "Weather in Paris?"}]) as stream:
+        tool = {
+            "name": "get_weather",
+            "description": "Weather",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        }
+        with claude.messages.stream(
+            model="claude-sonnet-4-5",
+            max_tokens=200,
+            tools=[tool],
+            system="Be brief.",
+            messages=[{"role": "user", "content": "Weather in Paris?"}],
+        ) as stream:
             message = stream.get_final_message()
         claude_span = receiver.span(request_id)
     assert json.loads(openai_span.attributes["gen_ai.output.messages"]) == [
@@ -262,21 +312,51 @@ def test_streamed_answers_are_put_back_together(receiver: OtlpReceiver, standin:
         {"role": "assistant", "parts": expected_parts, "finish_reason": message.stop_reason}
     ]
     assert any(p["type"] == "tool_call" for p in expected_parts)
-    assert json.loads(claude_span.attributes["gen_ai.system_instructions"]) == [{"type": "text", "content": "Be brief."}]
+    assert json.loads(claude_span.attributes["gen_ai.system_instructions"]) == [
+        {"type": "text", "content": "Be brief."}
+    ]
 
 
 def test_gemini_content_and_provider_name(receiver: OtlpReceiver, standin: StandIn, tmp_path: Path) -> None:
     with _content_proxy(receiver, standin, tmp_path) as proxy:
         request_id, headers = ids()
-        body = {"systemInstruction": {"parts": [{"text": "Be brief."}]},
-                "contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
-        reply = httpx.post(f"{proxy.url}/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
-                           json=body, headers=headers | {"x-goog-api-key": "g-test"})
+        body = {
+            "systemInstruction": {"parts": [{"text": "Be brief."}]},
+            "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+        }
+        reply = httpx.post(
+            f"{proxy.url}/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+            json=body,
+            headers=headers | {"x-goog-api-key": "g-test"},
+        )
         span = receiver.span(request_id)
     chunks = [json.loads(line[6:]) for line in reply.text.splitlines() if line.startswith("data: ")]
-    text = "".join(p["text"] for c in chunks for cand in c.get("candidates", []) for p in cand.get("content", {}).get("parts", []))
+    text = "".join(
+        p["text"] for c in chunks for cand in c.get("candidates", []) for p in cand.get("content", {}).get("parts", [])
+    )
     assert span.name == "generate_content gemini-2.0-flash"
     assert span.attributes["gen_ai.provider.name"] == "gcp.gemini"
-    assert json.loads(span.attributes["gen_ai.input.messages"]) == [{"role": "user", "parts": [{"type": "text", "content": "hi"}]}]
+    assert json.loads(span.attributes["gen_ai.input.messages"]) == [
+        {"role": "user", "parts": [{"type": "text", "content": "hi"}]}
+    ]
     (output,) = json.loads(span.attributes["gen_ai.output.messages"])
     assert output["parts"] == [{"type": "text", "content": text}] and output["finish_reason"] == "STOP"
+
+
+def test_a_bedrock_converse_call_is_a_chat_span_of_aws_bedrock(
+    http_proxy: RunningProxy, receiver: OtlpReceiver
+) -> None:
+    request_id, headers = ids(Authorization="Bearer bedrock-api-key")  # the client's Bedrock API key
+    body = {"messages": [{"role": "user", "content": [{"text": "hi"}]}]}
+    reply = httpx.post(
+        f"{http_proxy.url}/bedrock/us-east-1/model/us.amazon.nova-lite-v1%3A0/converse", json=body, headers=headers
+    )
+    span = receiver.span(request_id)
+    usage = reply.json()["usage"]
+    assert span.name == "chat us.amazon.nova-lite-v1:0"
+    attributes = gen_ai(span)
+    assert (attributes["gen_ai.provider.name"], attributes["gen_ai.operation.name"]) == ("aws.bedrock", "chat")
+    assert (attributes["gen_ai.usage.input_tokens"], attributes["gen_ai.usage.output_tokens"]) == (
+        usage["inputTokens"],
+        usage["outputTokens"],
+    )

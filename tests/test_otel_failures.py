@@ -23,8 +23,8 @@ import pytest
 from relaylog.config import OtelSettings, otel_from_env
 from relaylog.otel import shown, span_shipper
 from relaylog.otel.stats import ExportStats
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.otlp import BlackHole, OtlpReceiver, closed_port
 from tests.support.proxy import RunningProxy
 from tests.support.records import make_record
@@ -50,8 +50,13 @@ def test_a_collector_that_is_down_costs_the_relay_nothing_and_is_reported_once(
     protocol: str, standin: StandIn, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     url = f"http://127.0.0.1:{closed_port()}"
-    otel = OtelSettings(endpoint=url + "/v1/traces" if protocol == "http/protobuf" else url, protocol=protocol,  # type: ignore[arg-type]
-                        timeout_s=0.5, schedule_delay_s=0.01, batch_size=1)
+    otel = OtelSettings(
+        endpoint=url + "/v1/traces" if protocol == "http/protobuf" else url,
+        protocol=protocol,  # type: ignore[arg-type]
+        timeout_s=0.5,
+        schedule_delay_s=0.01,
+        batch_size=1,
+    )
     with RunningProxy(tmp_path, standin.url, otel=otel) as proxy:
         request_ids = [call(proxy) for _ in range(10)]
         assert {r["request_id"] for r in proxy.wait_records(10)} >= set(request_ids)
@@ -71,9 +76,7 @@ def test_a_collector_that_is_down_costs_the_relay_nothing_and_is_reported_once(
 
 
 @pytest.mark.slow
-def test_a_stuck_exporter_blocks_nothing_and_every_record_is_accounted_for(
-    standin: StandIn, tmp_path: Path
-) -> None:
+def test_a_stuck_exporter_blocks_nothing_and_every_record_is_accounted_for(standin: StandIn, tmp_path: Path) -> None:
     otel = OtelSettings(endpoint=f"http://127.0.0.1:{closed_port()}/v1/traces", timeout_s=0.5, schedule_delay_s=0.0)
     # Prompts of 100 kB: twenty records are twice what the pipe to the exporter holds (1 MiB).
     big = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x" * 100_000}]}
@@ -96,7 +99,9 @@ def test_a_stuck_exporter_blocks_nothing_and_every_record_is_accounted_for(
 @pytest.mark.slow
 def test_a_collector_that_never_answers_blocks_nothing(standin: StandIn, tmp_path: Path) -> None:
     with BlackHole() as hole:
-        otel = OtelSettings(endpoint=hole.url + "/v1/traces", timeout_s=1, schedule_delay_s=0.0, batch_size=1, queue_size=2)
+        otel = OtelSettings(
+            endpoint=hole.url + "/v1/traces", timeout_s=1, schedule_delay_s=0.0, batch_size=1, queue_size=2
+        )
         with RunningProxy(tmp_path, standin.url, otel=otel) as proxy:
             for _ in range(20):
                 call(proxy)
@@ -142,20 +147,46 @@ def test_export_in_hand_is_synchronous_and_a_repeated_record_is_the_same_span(re
         ({}, None),
         ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, None),  # no endpoint: off
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/"}, OtelSettings(endpoint="http://c:4318/v1/traces")),
-        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t:1/x"},
-         OtelSettings(endpoint="http://t:1/x")),
-        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-          "OTEL_EXPORTER_OTLP_TIMEOUT": "2500", "OTEL_EXPORTER_OTLP_TRACES_INSECURE": "true"},
-         OtelSettings(endpoint="http://c:4317", protocol="grpc", timeout_s=2.5, insecure=True)),
-        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c", "OTEL_EXPORTER_OTLP_HEADERS": "a=1,b=x%20y",
-          "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "b=2", "OTEL_SERVICE_NAME": "gw",
-          "OTEL_RESOURCE_ATTRIBUTES": "service.name=ignored,deployment.environment=prod%2Feu",
-          "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "True", "OTEL_BSP_MAX_QUEUE_SIZE": "10",
-          "OTEL_BSP_SCHEDULE_DELAY": "250", "OTEL_TRACES_SAMPLER": "always_on",
-          "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": "100", "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"},
-         OtelSettings(endpoint="http://c/v1/traces", headers=(("a", "1"), ("b", "2")), service_name="gw",
-                      resource=(("deployment.environment", "prod/eu"),), capture_content=True, queue_size=10,
-                      schedule_delay_s=0.25, follow_parent_sampling=False, max_value_chars=100, compression="gzip")),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t:1/x"},
+            OtelSettings(endpoint="http://t:1/x"),
+        ),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                "OTEL_EXPORTER_OTLP_TIMEOUT": "2500",
+                "OTEL_EXPORTER_OTLP_TRACES_INSECURE": "true",
+            },
+            OtelSettings(endpoint="http://c:4317", protocol="grpc", timeout_s=2.5, insecure=True),
+        ),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c",
+                "OTEL_EXPORTER_OTLP_HEADERS": "a=1,b=x%20y",
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "b=2",
+                "OTEL_SERVICE_NAME": "gw",
+                "OTEL_RESOURCE_ATTRIBUTES": "service.name=ignored,deployment.environment=prod%2Feu",
+                "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "True",
+                "OTEL_BSP_MAX_QUEUE_SIZE": "10",
+                "OTEL_BSP_SCHEDULE_DELAY": "250",
+                "OTEL_TRACES_SAMPLER": "always_on",
+                "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": "100",
+                "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
+            },
+            OtelSettings(
+                endpoint="http://c/v1/traces",
+                headers=(("a", "1"), ("b", "2")),
+                service_name="gw",
+                resource=(("deployment.environment", "prod/eu"),),
+                capture_content=True,
+                queue_size=10,
+                schedule_delay_s=0.25,
+                follow_parent_sampling=False,
+                max_value_chars=100,
+                compression="gzip",
+            ),
+        ),
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c", "OTEL_SDK_DISABLED": "true"}, None),
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c", "OTEL_TRACES_EXPORTER": "none"}, None),
     ],
@@ -198,7 +229,9 @@ def test_the_relay_process_never_imports_opentelemetry(tmp_path: Path) -> None:
         "print(sorted({m.split('.')[1] for m in sys.modules if m.startswith('opentelemetry.')}), type(app.sink.spans).__name__)\n"
         "app.sink.close()\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")} | {"RELAYLOG_DATA_DIR": str(tmp_path / "d")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")} | {
+        "RELAYLOG_DATA_DIR": str(tmp_path / "d")
+    }
     off = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     assert off.stdout.strip() == "[] NoneType"
     # With an endpoint the SDK is loaded by the exporter process, not by the relay.
@@ -207,13 +240,17 @@ def test_the_relay_process_never_imports_opentelemetry(tmp_path: Path) -> None:
     assert on.stdout.strip() == "[] SpanPipe"
 
 
-def test_an_endpoint_without_the_otel_extra_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_endpoint_without_the_otel_extra_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import relaylog.otel
     from relaylog.config import Settings
 
     monkeypatch.setattr(relaylog.otel, "_NEEDED", ("opentelemetry-sdk", "opentelemetry-not-installed-here"))
     settings = replace(Settings(data_dir=tmp_path), otel=OtelSettings(endpoint="http://127.0.0.1:1/v1/traces"))
-    with pytest.raises(RuntimeError, match=r"opentelemetry-not-installed-here is not installed: pip install 'relaylog\[otel\]'"):
+    with pytest.raises(
+        RuntimeError, match=r"opentelemetry-not-installed-here is not installed: pip install 'relaylog\[otel\]'"
+    ):
         span_shipper(settings)
 
 
@@ -231,7 +268,9 @@ def test_after_a_failed_export_nothing_is_built_or_sent_for_a_pause() -> None:
     endpoint = f"http://127.0.0.1:{closed_port()}/v1/traces"
     created = datetime(2026, 11, 25, 22, 10, tzinfo=UTC)
     records: list[Any] = [make_record(created, request_id=str(uuid.uuid4())) for _ in range(5)]
-    shipper = SpanShipper(OtelSettings(endpoint=endpoint, timeout_s=0.5), {}, exporter=Counting(endpoint=endpoint, timeout=0.5))
+    shipper = SpanShipper(
+        OtelSettings(endpoint=endpoint, timeout_s=0.5), {}, exporter=Counting(endpoint=endpoint, timeout=0.5)
+    )
     try:
         assert shipper.export(records[:1]) == 0 and Counting.calls == 1
         assert shipper.export(records) == 0 and Counting.calls == 1  # paused: not even encoded

@@ -18,8 +18,8 @@ import pytest
 from relaylog.headers import split_headers
 from relaylog.otel.context import parse_traceparent, parse_tracestate, trace_context
 from relaylog.providers.outcome import read_outcome
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.proxy import RunningProxy, module_proxy
 
 proxy = module_proxy("relaylog-otel-record")
@@ -32,7 +32,10 @@ PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     [
         (PARENT, PARENT),
         ("  " + PARENT + "\t", PARENT),  # optional whitespace around a header value
-        ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"),
+        (
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+        ),
         # A later version may add fields after a dash; version 00's part is what we keep.
         ("cc-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-what-the-future-adds", PARENT),
         ("cc-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", PARENT),
@@ -200,7 +203,10 @@ def test_several_choices_are_reported_in_index_order() -> None:
     events = [
         {"id": "chatcmpl-9", "choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": None}]},
         {"id": "chatcmpl-9", "choices": [{"index": 1, "delta": {}, "finish_reason": "length"}]},
-        {"id": "chatcmpl-9", "choices": [{"index": 0, "delta": {"content": '"finish_reason":"x"'}, "finish_reason": None}]},
+        {
+            "id": "chatcmpl-9",
+            "choices": [{"index": 0, "delta": {"content": '"finish_reason":"x"'}, "finish_reason": None}],
+        },
         {"id": "chatcmpl-9", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
     ]
     body = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"

@@ -1399,9 +1399,8 @@ def test_anthropic_one_hour_cache_writes_are_read_for_pricing() -> None:
 # Completeness: has the terminal event been sent?
 
 from relaylog.providers.parsing import stream_ended  # noqa: E402
-
-from tests.standin.app import App  # noqa: E402
-from tests.standin.wire import Request  # noqa: E402
+from relaylog.standin.app import App  # noqa: E402
+from relaylog.standin.wire import Request  # noqa: E402
 
 _MSGS = [{"role": "user", "content": "Say hello"}]
 # (family, endpoint, body, extra headers): one stream of each format the stand-in speaks.

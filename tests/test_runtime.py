@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 from relaylog.config import LAMBDA_MAX_REQUEST_BYTES, Settings
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.function_url import PAYLOAD_LIMIT, Front
 from tests.support.lambda_emulator import LambdaEmulator
 from tests.support.lambda_runtime import LambdaRuntime

@@ -14,8 +14,8 @@ from typing import Any
 import anthropic
 import orjson
 import pytest
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.proxy import RunningProxy, module_proxy
 from tests.support.sdk import ANTHROPIC, MODES, headers_without
 from tests.support.sdk import check_record as check_any_record

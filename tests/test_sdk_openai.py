@@ -20,8 +20,8 @@ import openai
 import orjson
 import pytest
 from openai.types.chat import ChatCompletionChunk
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.proxy import RunningProxy, module_proxy
 from tests.support.sdk import MODES, OPENAI, RELAY_STREAM_HEADERS, Call, chat_usage, headers_without
 from tests.support.sdk import check_record as check_any_record

@@ -1,7 +1,8 @@
 """Secrets never leak: distinctive fake provider keys and relaylog keys are sent through every path
 relaylog has (success, streams, provider 401s and 5xx, retries, fallbacks that carry their own
 credentials, cache miss and hit, rate-limited 429s, an unreachable provider, a provider timeout,
-a client that goes away, an invalid relaylog key, the query API), locally and through the Lambda
+a client that goes away, an invalid relaylog key, the query API, Bedrock calls that relaylog signs
+with its own AWS identity or that carry the client's Bedrock API key), locally and through the Lambda
 runtime with the Firehose sink under moto, with DEBUG logging on. Then every byte relaylog kept
 or said is searched for them, raw and in their URL-encoded and base64 forms:
 
@@ -38,10 +39,11 @@ import orjson
 import pytest
 from relaylog.aws.proxy import create_app
 from relaylog.providers.registry import PROVIDERS
+from relaylog.standin import Request, StandIn
 
-from tests.standin import StandIn
 from tests.support.aggregator import invoke, load_aggregator
 from tests.support.aws import REGION, Stack
+from tests.support.bedrock import RELAYLOG_IDENTITY, aws_identity
 from tests.support.lambda_emulator import LambdaEmulator
 from tests.support.lambda_runtime import InProcessRuntime
 from tests.support.proxy import RunningProxy, ServedApp
@@ -57,6 +59,22 @@ FALLBACK_ONE = "sk-LEAKCANARYfallbackOne-4e5f6a"
 FALLBACK_TWO = "sk-LEAKCANARYfallbackTwo-7b8c9d"
 BAD_RELAYLOG = "rl-LEAKCANARYinvalidRelaylogKey-1a2b"
 PROVIDER_SECRETS = (OPENAI, ANTHROPIC, AZURE, GEMINI_HEADER, GEMINI_QUERY, FALLBACK_ONE, FALLBACK_TWO)
+# Bedrock: the client's API key, the signature and session token of a client that signed its own
+# call (dropped by relaylog), and relaylog's own AWS secret and session token.
+BEDROCK_API_KEY = "ABSKLEAKCANARYbedrockApiKey+/=42"
+CLIENT_SIGNATURE = "1eac" * 16
+CLIENT_SESSION_TOKEN = "LEAKCANARYclientSessionToken/+=77"
+CLIENT_SIGV4 = (
+    "AWS4-HMAC-SHA256 Credential=AKIALEAKCANARYCLIENT/20260101/us-east-1/bedrock/aws4_request, "
+    f"SignedHeaders=host;x-amz-date;x-amz-security-token, Signature={CLIENT_SIGNATURE}"
+)
+AWS_SECRETS = (
+    BEDROCK_API_KEY,
+    CLIENT_SIGNATURE,
+    CLIENT_SESSION_TOKEN,
+    RELAYLOG_IDENTITY.secret_key,
+    str(RELAYLOG_IDENTITY.token),
+)
 # Every log line of these loggers is kept, at DEBUG.
 LOGGERS = ("", "relaylog", "uvicorn", "uvicorn.error", "uvicorn.access", "aiohttp", "asyncio", "botocore", "boto3")
 RETRY = {"Helicone-Retry-Enabled": "true", "Helicone-Retry-Min-Timeout": "10", "Helicone-Retry-Max-Timeout": "50"}
@@ -200,11 +218,42 @@ def _every_path(
     # The client hangs up mid-stream; a relaylog key that is not one.
     slow = {**openai, "x-standin-fault": "chunk-delay-ms=100"}
     stream("client-disconnect", CHAT, slow, _chat(tag, stream=True))
+    # Bedrock: relaylog signs (the client's own signature is dropped), or the client's API key passes.
+    path = "/bedrock/us-east-1/model/us.amazon.nova-lite-v1%3A0/converse"
+    converse = {"messages": [{"role": "user", "content": [{"text": f"hi {tag}"}]}]}
+    signed = {
+        "Authorization": CLIENT_SIGV4,
+        "X-Amz-Security-Token": CLIENT_SESSION_TOKEN,
+        "X-Amz-Date": "20260101T000000Z",
+    }
+    assert send("bedrock-signed", "POST", path, {**auth, **signed}, json=converse).status_code == 200
+    assert send("bedrock-stream", "POST", path + "-stream", {**auth, **signed}, json=converse).status_code == 200
+    bearer_key = {**auth, "Authorization": f"Bearer {BEDROCK_API_KEY}"}
+    assert send("bedrock-api-key", "POST", path, bearer_key, json=converse).status_code == 200
+    assert send("bedrock-no-relaylog-key", "POST", path, signed, json=converse).status_code == 401
+    cached = {**auth, **signed, "Helicone-Cache-Enabled": "true"}
+    assert send("bedrock-cache-miss", "POST", path, cached, json=converse).headers["helicone-cache"] == "MISS"
+    assert send("bedrock-cache-hit", "POST", path, cached, json=converse).headers["helicone-cache"] == "HIT"
+
     invalid = {"Helicone-Auth": f"Bearer {BAD_RELAYLOG}", "Authorization": f"Bearer {OPENAI}"}
     assert send("invalid-relaylog-key", "POST", CHAT, invalid, json=_chat(tag)).status_code == 401
     assert (
         send("no-relaylog-key", "POST", CHAT, {"Authorization": f"Bearer {OPENAI}"}, json=_chat(tag)).status_code == 401
     )
+
+
+def _relaylog_signatures(requests: list[Request]) -> tuple[str, ...]:
+    """The signatures relaylog made with its identity, as the stand-in received them."""
+    marker = f"Credential={RELAYLOG_IDENTITY.access_key}/"
+    found = [r.header("authorization") or "" for r in requests]
+    return tuple(auth.rsplit("Signature=", 1)[1] for auth in found if marker in auth)
+
+
+@pytest.fixture
+def relaylog_aws_identity() -> Iterator[None]:
+    """relaylog's own AWS credentials, for the Bedrock calls it signs (moto takes any)."""
+    with aws_identity(RELAYLOG_IDENTITY):
+        yield
 
 
 def _local_sender(said: _Said, base: str) -> tuple[Callable[..., httpx.Response], Callable[..., None]]:
@@ -229,7 +278,11 @@ def _wait_for_records(proxy: RunningProxy, count: int) -> None:
 
 @pytest.mark.slow
 def test_no_secret_reaches_a_local_file_log_or_response(
-    make_proxy: Callable[..., RunningProxy], standin: StandIn, debug_logs: _Lines, capfd: pytest.CaptureFixture[str]
+    make_proxy: Callable[..., RunningProxy],
+    standin: StandIn,
+    debug_logs: _Lines,
+    capfd: pytest.CaptureFixture[str],
+    relaylog_aws_identity: None,
 ) -> None:
     standin.fault = None
     host = standin.url.split("://", 1)[1]
@@ -268,7 +321,7 @@ def test_no_secret_reaches_a_local_file_log_or_response(
         slow_send("timeout-gemini", "POST", path, headers, json=body, params={"key": GEMINI_QUERY}).status_code == 504
     )
 
-    for running, count in ((proxy, 21), (gone, 2), (slow, 2)):
+    for running, count in ((proxy, 27), (gone, 2), (slow, 2)):
         _wait_for_records(running, count)
         assert len(running.records()) == count  # one record per call: every path was logged
     records = proxy.records()
@@ -287,7 +340,9 @@ def test_no_secret_reaches_a_local_file_log_or_response(
         "stderr": err.encode(),
     }
     assert len(debug_logs.lines) > 0
-    assert _hits((*PROVIDER_SECRETS, BAD_RELAYLOG, relaylog_key), where) == []
+    signatures = _relaylog_signatures(standin.requests)
+    assert len(signatures) >= 3  # signed, streamed, cache miss (the hit and the refusal called no one)
+    assert _hits((*PROVIDER_SECRETS, *AWS_SECRETS, *signatures, BAD_RELAYLOG, relaylog_key), where) == []
 
 
 # -- AWS: the Lambda runtime, Firehose under moto, then the aggregator ---------------------------------
@@ -323,6 +378,7 @@ def test_no_secret_reaches_aws_storage_metrics_logs_or_responses(
     capfd: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    relaylog_aws_identity: None,
 ) -> None:
     for name in PROVIDERS:
         monkeypatch.setenv(f"RELAYLOG_UPSTREAM_{name.upper()}", standin.url)
@@ -355,7 +411,7 @@ def test_no_secret_reaches_aws_storage_metrics_logs_or_responses(
         for line in data.splitlines()
         if line.strip()
     ]
-    assert len(delivered) == len({r["request_id"] for r in delivered}) == 23  # one record per call
+    assert len(delivered) == len({r["request_id"] for r in delivered}) == 29  # one record per call
     assert any(k.startswith("s3://raw/") for k in objects) and any(k.endswith(".parquet") for k in objects)
     assert any(r["response_body_ref"] for r in delivered)
     out, err = capfd.readouterr()
@@ -369,7 +425,8 @@ def test_no_secret_reaches_aws_storage_metrics_logs_or_responses(
         "stdout": out.encode(),
         "stderr": err.encode(),
     }
-    assert _hits((*PROVIDER_SECRETS, BAD_RELAYLOG, relaylog_key), where) == []
+    signatures = _relaylog_signatures(standin.requests)
+    assert _hits((*PROVIDER_SECRETS, *AWS_SECRETS, *signatures, BAD_RELAYLOG, relaylog_key), where) == []
 
 
 # -- a provider that echoes the key ------------------------------------------------------------------

@@ -19,8 +19,7 @@ import httpx
 import orjson
 import pytest
 import trustme
-
-from tests.standin import StandIn
+from relaylog.standin import StandIn
 
 pytestmark = pytest.mark.slow
 
@@ -236,3 +235,102 @@ def test_worker_processes_share_rate_limits_and_the_cache(tmp_path: Path, standi
         assert sum(1 for r in standin.requests if marker.encode() in r.body) == 21
     finally:
         server.stop(signal.SIGTERM)
+
+
+# -- start-up: the banner once listening, one sentence when it cannot start ----------------------
+
+
+def _serve(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "relaylog", "serve", *args],
+        env={**os.environ, "PYTHONPATH": str(REPO / "layers")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_port_in_use_is_one_sentence_naming_it(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _serve("--port", str(port), "--data-dir", str(tmp_path / "data"))
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"relaylog: error: port {port} on 127.0.0.1 is already in use; stop what holds it or pick another with --port\n"
+    )
+
+
+def test_a_data_dir_that_cannot_be_made_or_is_a_file_is_one_sentence(tmp_path: Path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    done = _serve("--port", "0", "--data-dir", str(a_file / "data"))
+    assert (done.returncode, done.stderr) == (1, f"relaylog: error: cannot create the data dir {a_file}/data: Not a directory\n")
+    done = _serve("--port", "0", "--data-dir", str(a_file))
+    assert (done.returncode, done.stderr) == (1, f"relaylog: error: the data dir {a_file} is not a directory\n")
+
+
+def test_an_unwritable_data_dir_is_one_sentence(tmp_path: Path) -> None:
+    data_dir = tmp_path / "read-only"
+    data_dir.mkdir()
+    data_dir.chmod(0o555)
+    if os.geteuid() == 0:
+        # root writes through permissions; sysfs refuses new files even to root.
+        data_dir = Path("/sys")
+    done = _serve("--port", "0", "--data-dir", str(data_dir))
+    assert (done.returncode, done.stderr) == (1, f"relaylog: error: the data dir {data_dir} is not writable: Permission denied\n")
+
+
+def test_banner_comes_once_listening_and_names_upstream_overrides(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO / "layers"),
+        "RELAYLOG_UPSTREAM_ANTHROPIC": "http://user:secret@127.0.0.1:9/base",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "relaylog", "serve", "--port", str(port), "--data-dir", str(tmp_path / "data")],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        assert first.startswith(f"relaylog proxy on http://127.0.0.1:{port} ")
+        # The banner is printed after the socket listens: a connection made now is accepted.
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        lines = [process.stderr.readline() for _ in range(3)]
+        assert "upstream override: anthropic -> http://127.0.0.1:9/base  (RELAYLOG_UPSTREAM_ANTHROPIC)\n" in lines
+        assert not any("secret" in line for line in [first, *lines])
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, rest = process.communicate(timeout=30)
+    assert "Traceback" not in rest
+
+
+def test_revoking_the_last_key_warns_in_the_cli_and_the_server_log(served: tuple[Served, Path], standin: StandIn) -> None:
+    server, data_dir = served
+    cli_env = {**os.environ, "PYTHONPATH": str(REPO / "layers")}
+
+    def relaylog(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "relaylog", *args, "--data-dir", str(data_dir)]
+        return subprocess.run(command, env=cli_env, capture_output=True, text=True, check=True)
+
+    first = relaylog("keys", "create", "--json")
+    second = relaylog("keys", "create", "--json")
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    time.sleep(1.2)  # the server re-reads keys.json once a second
+    assert httpx.post(server.url + "/v1/chat/completions", json=chat).status_code == 401
+    one = relaylog("keys", "revoke", orjson.loads(first.stdout)["key_id"])
+    assert "OPEN" not in one.stderr  # a key is left
+    last = relaylog("keys", "revoke", orjson.loads(second.stdout)["key_id"])
+    assert last.stderr == (
+        "relaylog: warning: no active relaylog key is left: the proxy and the dashboard are OPEN again to anyone"
+        " who can reach them (relaylog keys create)\n"
+    )
+    time.sleep(1.2)
+    assert httpx.post(server.url + "/v1/chat/completions", json=chat).status_code == 200
+    log = server.stop(signal.SIGTERM)
+    assert "no active relaylog key is left: the proxy and the dashboard are OPEN again" in log

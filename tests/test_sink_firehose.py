@@ -20,8 +20,8 @@ from relaylog.headers import HeliconeMeta
 from relaylog.observe import Exchange
 from relaylog.providers.registry import PROVIDERS
 from relaylog.sinks.firehose import MAX_RECORD_BYTES, FirehoseSink
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.aws import REGION, Stack
 
 pytestmark = pytest.mark.aws

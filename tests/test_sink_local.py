@@ -15,7 +15,9 @@ from relaylog.sinks.local import LocalSink
 
 def _exchange(n: int) -> Exchange:
     started = time.perf_counter()
-    exchange = Exchange(f"0b8d0c1e-2f4a-4d5b-9c6e-{n:012d}", 1_795_000_000.0, started, "GET", "/v1/models", HeliconeMeta())
+    exchange = Exchange(
+        f"0b8d0c1e-2f4a-4d5b-9c6e-{n:012d}", 1_795_000_000.0, started, "GET", "/v1/models", HeliconeMeta()
+    )
     exchange.provider = PROVIDERS["openai"]
     exchange.endpoint = "/v1/models"
     exchange.finished = started + 0.001
@@ -23,7 +25,9 @@ def _exchange(n: int) -> Exchange:
 
 
 def _lines(data_dir: Path) -> list[dict[str, object]]:
-    return [orjson.loads(line) for f in sorted(data_dir.glob("raw/*/*/*.jsonl")) for line in f.read_bytes().splitlines()]
+    return [
+        orjson.loads(line) for f in sorted(data_dir.glob("raw/*/*/*.jsonl")) for line in f.read_bytes().splitlines()
+    ]
 
 
 def test_flush_returns_once_every_submitted_record_is_written(tmp_path: Path) -> None:

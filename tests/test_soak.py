@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.soak import KNOWN, plan_calls, soak_aws, soak_local, table
 
 pytestmark = [pytest.mark.soak, pytest.mark.aws]

@@ -25,10 +25,10 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-# conftest.py puts the repository root on sys.path, so the stand-in imports as `tests.standin`.
-from tests.standin import StandIn
-from tests.standin.app import App
-from tests.standin.wire import AFTER_TOOL, LONG_TEXT, REFUSAL, TEXT, THINKING, Request
+# conftest.py puts the repository root on sys.path, so the stand-in imports as `relaylog.standin`.
+from relaylog.standin import StandIn
+from relaylog.standin.app import App
+from relaylog.standin.wire import AFTER_TOOL, LONG_TEXT, REFUSAL, TEXT, THINKING, Request
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}
@@ -660,7 +660,7 @@ def test_langchain_openai(s: StandIn) -> None:
 
 def test_runs_as_subprocess() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.standin", "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "relaylog.standin", "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     try:
         assert proc.stdout is not None

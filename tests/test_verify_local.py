@@ -15,8 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.proxy import RunningProxy, read_records
 from tests.test_serve import REPO, Served, _free_port, served  # noqa: F401 (served: a fixture)
 

@@ -51,8 +51,10 @@ def _env_int(name: str, default: int) -> int:
 
 def _default_allowlist() -> tuple[str, ...]:
     # Every known provider's own host is a fair Helicone-Target-Url; nothing else unless configured.
+    # A host named by the path ("{resource}") is allowed as a wildcard where the allow-list can say
+    # it (`*.openai.azure.com`); Bedrock's regional hosts cannot be, and are listed by the operator.
     hosts = [p.origin.split("://", 1)[1] for p in PROVIDERS.values()]
-    return tuple(h.replace("{resource}", "*") for h in hosts)
+    return tuple(h.replace("{resource}", "*") for h in hosts if "{resource}" not in h[1:])
 
 
 @dataclass(frozen=True, slots=True)

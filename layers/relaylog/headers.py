@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 # RFC 9110 hop-by-hop headers, plus those the HTTP client recomputes for the upstream connection.
@@ -23,6 +23,7 @@ _HOP_BY_HOP = frozenset(
     }
 )
 _NOT_FORWARDED_UP = _HOP_BY_HOP | {b"host", b"content-length"}
+_HOP_BY_HOP_AND_LENGTH = _HOP_BY_HOP | {b"content-length"}
 # Encodings relaylog can decode to read usage from a compressed response.
 DECODABLE_ENCODINGS = (b"gzip", b"deflate")
 
@@ -72,6 +73,7 @@ _FLAG_HEADERS = {
 }
 _GATEWAY_PREFIXES = ("helicone-cache-", "helicone-retry-", "helicone-ratelimit-", "helicone-fallbacks")
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
+_TRACE_NAMES = frozenset({"traceparent", "tracestate"})
 
 
 def truthy(value: str) -> bool:
@@ -82,28 +84,40 @@ def split_headers(raw: list[tuple[bytes, bytes]]) -> tuple[HeliconeMeta, list[tu
     """Split request headers into Helicone metadata and the headers forwarded upstream.
 
     Returns (meta, upstream headers, the client's Accept-Encoding). Accept-Encoding is held back
-    so the relay can narrow it to encodings it can decode.
+    so the relay can narrow it to encodings it can decode. Names arrive in lower case (ASGI).
     """
     meta = HeliconeMeta()
     upstream: list[tuple[str, str]] = []
     accept_encoding: bytes | None = None
-    dropped = _NOT_FORWARDED_UP | _named_by_connection(raw)
+    connection: list[bytes] | None = None
+    traced = False
+    # One pass: the headers a Connection header names (rare) are taken out after it.
     for name, value in raw:
+        if name in _NOT_FORWARDED_UP:
+            if name == b"connection":
+                connection = [*(connection or ()), value]
+            continue
         text = value.decode("latin-1") if value.isascii() else header_text(value)
         if name.startswith(b"helicone-"):
             _read_helicone(meta, name.decode("latin-1"), text)
         elif name == b"accept-encoding":
             accept_encoding = value
-        elif name not in dropped:
+        else:
             upstream.append((name.decode("latin-1"), text))
-            if name in _TRACE_HEADERS:
-                _read_trace(meta, name, text)
+            traced = traced or name in _TRACE_HEADERS
+    if connection is not None:
+        named = _connection_tokens(connection)
+        upstream = [(key, text) for key, text in upstream if key.encode("latin-1") not in named]
+    if traced:
+        for key, text in upstream:
+            if key in _TRACE_NAMES:
+                _read_trace(meta, key, text)
     return meta, upstream, accept_encoding
 
 
 def header_text(value: bytes) -> str:
-    """A header value as text: UTF-8 when it is (aiohttp writes header text as UTF-8, so those
-    bytes reach the provider unchanged), else one character per byte. aiohttp cannot write other
+    """A header value as text: UTF-8 when it is (relay/http1 writes header text as UTF-8, so those
+    bytes reach the provider unchanged), else one character per byte. It does not write other
     bytes as they are: such a value reaches the provider as the UTF-8 of those characters."""
     try:
         return value.decode("utf-8")
@@ -113,7 +127,7 @@ def header_text(value: bytes) -> str:
 
 def _read_helicone(meta: HeliconeMeta, name: str, value: str) -> None:
     if name.startswith(_PROPERTY_PREFIX):
-        key = name[len(_PROPERTY_PREFIX):]
+        key = name[len(_PROPERTY_PREFIX) :]
         if key:
             meta.properties[key] = value
         return
@@ -122,11 +136,11 @@ def _read_helicone(meta: HeliconeMeta, name: str, value: str) -> None:
     elif (attribute := _FLAG_HEADERS.get(name)) is not None:
         setattr(meta, attribute, truthy(value))
     elif name.startswith(_GATEWAY_PREFIXES):
-        meta.gateway[name[len("helicone-"):]] = value
+        meta.gateway[name[len("helicone-") :]] = value
 
 
-def _read_trace(meta: HeliconeMeta, name: bytes, value: str) -> None:
-    if name == b"traceparent":
+def _read_trace(meta: HeliconeMeta, name: str, value: str) -> None:
+    if name == "traceparent":
         # Two traceparent headers cannot both be the caller: "" keeps neither (it never validates).
         meta.traceparent = value if meta.traceparent is None else ""
     else:
@@ -161,28 +175,21 @@ def narrow_accept_encoding(value: bytes | None) -> str | None:
     """Keep only the encodings relaylog can decode, so usage can be read from any response."""
     if value is None:
         return None
-    kept = [
-        part.strip()
-        for part in value.split(b",")
-        if part.split(b";", 1)[0].strip().lower() in DECODABLE_ENCODINGS
-    ]
+    kept = [part.strip() for part in value.split(b",") if part.split(b";", 1)[0].strip().lower() in DECODABLE_ENCODINGS]
     return b", ".join(kept).decode("latin-1") if kept else "identity"
 
 
-def response_headers(raw: tuple[tuple[bytes, bytes], ...], *, keep_length: bool) -> list[tuple[bytes, bytes]]:
-    """Upstream response headers as relayed: hop-by-hop removed, everything else unchanged."""
-    dropped = _HOP_BY_HOP | _named_by_connection(raw)
-    return [
-        (name, value)
-        for name, value in raw
-        if (lowered := name.lower()) not in dropped and (keep_length or lowered != b"content-length")
-    ]
+def response_headers(
+    raw: Sequence[tuple[bytes, bytes]], *, keep_length: bool, connection: Sequence[bytes] = ()
+) -> list[tuple[bytes, bytes]]:
+    """Upstream response headers as relayed: hop-by-hop removed (with those `connection`, the
+    values of its Connection headers, names), everything else unchanged."""
+    dropped = _HOP_BY_HOP if keep_length else _HOP_BY_HOP_AND_LENGTH
+    if connection:
+        dropped = dropped | _connection_tokens(connection)
+    return [(name, value) for name, value in raw if name.lower() not in dropped]
 
 
-def _named_by_connection(raw: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+def _connection_tokens(values: Iterable[bytes]) -> frozenset[bytes]:
     """Headers that a Connection header names are hop-by-hop too (RFC 9110, 7.6.1)."""
-    named: set[bytes] = set()
-    for name, value in raw:
-        if name.lower() == b"connection":
-            named.update(token.strip().lower() for token in value.split(b","))
-    return frozenset(named)
+    return frozenset(token.strip().lower() for value in values for token in value.split(b","))

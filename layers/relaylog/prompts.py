@@ -50,6 +50,25 @@ def _part(part: Any) -> str:
     if kind == "tool_result" or "functionResponse" in part:
         result = part.get("content", (part.get("functionResponse") or {}).get("response"))
         return "tool result: " + _content(result)
+    if kind is None:
+        return _bedrock_part(part)
+    return orjson.dumps(part, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _bedrock_part(part: Mapping[str, Any]) -> str:
+    """A Bedrock Converse content block, named by its one key (`{"toolUse": {...}}`)."""
+    if isinstance(part.get("toolUse"), Mapping):
+        use = part["toolUse"]
+        return f"tool call {use.get('name')}({orjson.dumps(use.get('input')).decode()})"
+    if isinstance(part.get("toolResult"), Mapping):
+        return "tool result: " + _content(part["toolResult"].get("content"))
+    if "json" in part:  # a tool result's JSON content
+        return orjson.dumps(part["json"], option=orjson.OPT_SORT_KEYS).decode()
+    for key, name in (("image", "[image]"), ("document", "[file]"), ("video", "[video]"), ("audio", "[audio]")):
+        if key in part:
+            return name
+    if "cachePoint" in part or "reasoningContent" in part:
+        return ""
     return orjson.dumps(part, option=orjson.OPT_SORT_KEYS).decode()
 
 
@@ -77,7 +96,7 @@ def _message(message: Any) -> tuple[str, str]:
 
 
 def messages(body: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(role, text) for every message of an OpenAI, Anthropic, Gemini or Responses API body."""
+    """(role, text) for every message of an OpenAI, Anthropic, Gemini, Responses API or Bedrock body."""
     blocks: list[tuple[str, str]] = []
     system = body.get("system", body.get("instructions"))
     if system is not None:
@@ -91,8 +110,15 @@ def messages(body: Mapping[str, Any]) -> list[tuple[str, str]]:
             blocks.append(("user", value))
         elif isinstance(value, list):
             blocks.extend(_message(m) for m in value)
-    if not blocks and isinstance(body.get("prompt"), str):  # legacy completions
-        blocks.append(("prompt", body["prompt"]))
+    if isinstance(body.get("chat_history"), list) and isinstance(body.get("message"), str):  # Cohere on Bedrock
+        for turn in body["chat_history"]:
+            if isinstance(turn, Mapping):
+                blocks.append(("assistant" if turn.get("role") == "CHATBOT" else "user", _content(turn.get("message"))))
+        blocks.append(("user", body["message"]))
+    if not blocks:  # legacy completions, Llama, Mistral and Titan (`inputText`) on Bedrock
+        for key in ("prompt", "inputText"):
+            if isinstance(body.get(key), str):
+                blocks.append(("prompt", body[key]))
     return blocks
 
 

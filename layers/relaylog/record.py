@@ -31,6 +31,7 @@ ErrorType = Literal[
     "gateway_unavailable",
     "request_timeout",
     "invalid_path",
+    "aws_credentials_unavailable",
 ]
 # Where the tokens came from: the provider's usage, usage relaylog asked for on the client's behalf
 # (and removed from what the client received), or none at all (tokens null, never 0).

@@ -11,6 +11,8 @@ import orjson
 from .config import Settings
 from .observe import Attempt, Exchange
 from .otel.context import trace_context
+from .providers.bedrock_stream import CONTENT_TYPE, as_recorded
+from .providers.eventstream import DAMAGED
 from .providers.outcome import read_outcome
 from .providers.parsing import parse_response
 from .record import SCHEMA_VERSION, ErrorType, Record, UsageSource
@@ -45,16 +47,21 @@ def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> R
         problems.append("response: body larger than the capture limit, stored truncated")
     response_plain = _decode(response_raw, exchange.response_content_encoding, problems)
 
+    content_type = exchange.response_content_type or ""
+    readable = response_plain + b"".join(exchange.withheld) if response_plain is not None else None
+    bedrock_stream = provider is not None and provider.family == "bedrock" and content_type.startswith(CONTENT_TYPE)
+    if response_plain and bedrock_stream:
+        # A Bedrock event stream is kept as SSE text, one event per binary frame.
+        response_plain, readable, problem = as_recorded(response_plain, exchange.withheld)
+        content_type = "text/event-stream"
+        if problem == DAMAGED:
+            problems.append(f"response: {problem}")
+
     observed = Observed()
     hit = exchange.cache_status == "HIT"
     answered = exchange.upstream_started is not None or hit
-    if provider is not None and answered and response_plain is not None:
-        observed = parse_response(
-            provider.family,
-            exchange.endpoint or exchange.path,
-            response_plain + b"".join(exchange.withheld),
-            exchange.response_content_type or "",
-        )
+    if provider is not None and answered and readable is not None:
+        observed = parse_response(provider.family, exchange.endpoint or exchange.path, readable, content_type)
         if observed.parse_error and exchange.status < 400:
             problems.append(f"response: {observed.parse_error}")
     response_id, finish_reasons = (
@@ -108,7 +115,7 @@ def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> R
     )
     response_body, response_ref = _place_body(
         response_plain if response_plain is not None else response_raw,
-        exchange.response_content_type,
+        content_type,
         meta.omit_response,
         exchange,
         dt,

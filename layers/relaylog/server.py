@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import errno
 import functools
 import gc
 import importlib.util
 import logging
 import os
+import socket
 import sys
+import tempfile
 from pathlib import Path
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
+from uvicorn.supervisors import Multiprocess
 
 from .asgi import Receive, Scope, Send
 from .config import Settings
@@ -34,6 +38,8 @@ log = logging.getLogger("relaylog")
 
 # Expired cache entries are looked for at start-up and then this often.
 _SWEEP_INTERVAL_S = 3600.0
+# Connections waiting to be accepted (uvicorn's default).
+_BACKLOG = 2048
 
 
 class _CutResponseNotice(logging.Filter):
@@ -123,39 +129,81 @@ def create_app() -> LocalApp:
     return app
 
 
+class StartError(Exception):
+    """`relaylog serve` cannot start: one sentence naming the port or directory at fault."""
+
+
+def check_data_dir(data_dir: Path) -> None:
+    """Create the data dir if it is missing, and prove it writable, before anything else uses it
+    (a failure there would otherwise surface later as a traceback about keys.json.lock or a record file)."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise StartError(f"the data dir {data_dir} is not a directory")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartError(f"cannot create the data dir {data_dir}: {exc.strerror or exc}") from None
+    try:
+        tempfile.TemporaryFile(dir=data_dir).close()
+    except OSError as exc:
+        raise StartError(f"the data dir {data_dir} is not writable: {exc.strerror or exc}") from None
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the banner says where to connect (as uvicorn would bind it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(_BACKLOG)  # connections made between the banner and the first accept wait, not fail
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StartError(
+                f"port {port} on {host} is already in use; stop what holds it or pick another with --port"
+            ) from None
+        raise StartError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)  # worker processes inherit it
+    return sock
+
+
+def banner(url: str, data_dir: Path, settings: Settings, keys: int | None) -> list[str]:
+    """What `relaylog serve` prints once it is listening."""
+    lines = [
+        f"relaylog proxy on {url}  (OpenAI: {url}/v1, Anthropic: {url}/anthropic, ...)",
+        f"dashboard: {url}/dashboard/   query API: {url}/api/v1/ (openapi.json)",
+        f"records: {data_dir.resolve()}/raw  (relaylog requests --data-dir {data_dir})",
+    ]
+    for provider, origin in sorted(settings.upstream_overrides.items()):
+        lines.append(f"upstream override: {provider} -> {shown(origin)}  (RELAYLOG_UPSTREAM_{provider.upper()})")
+    if keys is None:
+        lines.append(f"cannot read {data_dir / 'keys.json'}: every call is refused (503) until it can be read")
+    elif keys:
+        lines.append(f"{keys} relaylog key(s) active: calls need 'Helicone-Auth: Bearer <key>'")
+    else:
+        lines.append(
+            "no relaylog keys: the proxy and the dashboard are OPEN to anyone who can reach them (relaylog keys create)"
+        )
+    if settings.otel is not None:
+        otel = settings.otel
+        content = ", with prompt content" if otel.capture_content else ""
+        lines.append(f"OpenTelemetry: spans to {shown(otel.endpoint)} ({otel.protocol}{content})")
+    return lines
+
+
 def run(host: str = "127.0.0.1", port: int = 8787, data_dir: Path = Path("relaylog-data"), workers: int = 1) -> None:
+    """Serve until interrupted; StartError (before anything is printed) if it cannot start."""
     os.environ["RELAYLOG_DATA_DIR"] = str(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    check_data_dir(data_dir)
     try:
         keys: int | None = KeyStore.in_data_dir(data_dir).active_count()
     except KeysUnavailable:
         keys = None
-    url = f"http://{host}:{port}"
-    print(f"relaylog proxy on {url}  (OpenAI: {url}/v1, Anthropic: {url}/anthropic, ...)", file=sys.stderr)
-    print(f"dashboard: {url}/dashboard/   query API: {url}/api/v1/ (openapi.json)", file=sys.stderr)
-    print(f"records: {data_dir.resolve()}/raw  (relaylog requests --data-dir {data_dir})", file=sys.stderr)
-    if keys is None:
-        print(
-            f"cannot read {data_dir / 'keys.json'}: every call is refused (503) until it can be read",
-            file=sys.stderr,
-        )
-    elif keys:
-        print(f"{keys} relaylog key(s) active: calls need 'Helicone-Auth: Bearer <key>'", file=sys.stderr)
-    else:
-        print(
-            "no relaylog keys: the proxy and the dashboard are OPEN to anyone who can reach them"
-            " (relaylog keys create)",
-            file=sys.stderr,
-        )
     grace = float(os.environ.get("RELAYLOG_SHUTDOWN_GRACE", "30"))
     settings = Settings.from_env()
-    if settings.otel is not None:
-        otel = settings.otel
-        content = ", with prompt content" if otel.capture_content else ""
-        print(f"OpenTelemetry: spans to {shown(otel.endpoint)} ({otel.protocol}{content})", file=sys.stderr)
     log_config = copy.deepcopy(LOGGING_CONFIG)
     log_config["loggers"]["relaylog"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
-    uvicorn.run(
+    config = uvicorn.Config(
         "relaylog.server:create_app",
         factory=True,
         host=host,
@@ -175,7 +223,26 @@ def run(host: str = "127.0.0.1", port: int = 8787, data_dir: Path = Path("relayl
         proxy_headers=False,
         log_level="info",
         log_config=log_config,
+        backlog=_BACKLOG,
         # Calls still running this long after SIGTERM are cancelled, and recorded as such. uvicorn
         # annotates an int but hands it to asyncio.wait_for, which takes fractions too.
         timeout_graceful_shutdown=grace,  # type: ignore[arg-type]
     )
+    sock = bind(host, port)
+    actual_port = sock.getsockname()[1]  # --port 0: the one the system chose
+    shown_host = f"[{host}]" if ":" in host else host
+    lines = banner(f"http://{shown_host}:{actual_port}", data_dir, settings, keys)
+    print("\n".join(lines), file=sys.stderr, flush=True)
+    # What uvicorn.run does with a socket it bound itself, given ours instead.
+    server = uvicorn.Server(config)
+    try:
+        if workers > 1:
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
+    if workers == 1 and not server.started:
+        raise StartError("relaylog did not start (its log above says why)")

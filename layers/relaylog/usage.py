@@ -55,9 +55,7 @@ class Observed:
     stream_error: bool = False
 
 
-def stream_observed(
-    usage: Usage | None, model: str | None, *, ended: bool, errored: bool, bad_event: bool
-) -> Observed:
+def stream_observed(usage: Usage | None, model: str | None, *, ended: bool, errored: bool, bad_event: bool) -> Observed:
     """What a stream parser learned. A stream that reached neither its end marker nor an error
     event was cut short; an unreadable event is worth saying even when the rest parsed."""
     if not (ended or errored):

@@ -4,7 +4,7 @@
 named `relaylog` (what `git clone` gives a user). `package` zips each built artifact with the SAM
 CLI's own packaging code (the code `sam deploy` runs: every entry dated 1980-01-01, Lambda's
 permissions) and unzips it the way unzip does (modes and dates kept). `managed_runtime` is a
-python3.12 with only boto3 beside it: what the managed runtime ships. `lambda_env` is what a
+python3.13 with only boto3 beside it: what the managed runtime ships. `lambda_env` is what a
 function's process would see: the template's variables, the function's code first on the path and
 the layer where Lambda mounts it (/opt/python), and no way out to AWS.
 """
@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tests.support.sam import ROOT, TOOLS, load_template, python312_dir, run, tool
+from tests.support.sam import ROOT, RUNTIME_PYTHON, TOOLS, load_template, run, runtime_python_dir, tool
 
 LAYER = "SharedLayer"
 # Where the managed runtime looks for the layer's code (/opt/python); the tests put it at that
@@ -114,9 +114,9 @@ def package(build: Path, scratch: Path) -> Unzipped:
 
 
 def managed_runtime(dest: Path) -> Path:
-    """A python3.12 with boto3 and its dependencies and nothing else: its interpreter."""
-    subprocess.run([str(Path(python312_dir()) / "python3.12"), "-m", "venv", str(dest)], check=True)
-    python = dest / "bin" / "python3.12"
+    """The functions' Python with boto3 and its dependencies and nothing else: its interpreter."""
+    subprocess.run([str(Path(runtime_python_dir()) / RUNTIME_PYTHON), "-m", "venv", str(dest)], check=True)
+    python = dest / "bin" / RUNTIME_PYTHON
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", "boto3"], check=True, capture_output=True)
     return python
 

@@ -32,6 +32,22 @@ what AWS documents rather than what is convenient. Each behaviour names its page
   502 before the prelude, a cut connection after it). 900 s is the longest timeout
   (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html).
 - The event, the headers the Function URL adds and the 6 MB request limit: `function_url.py`.
+- Lambda Managed Instances (`max_concurrency` above 1, which the runtime is told in
+  `AWS_LAMBDA_MAX_CONCURRENCY`): the same Runtime API, except that it "can accept concurrent /next
+  and /response requests up to the configured AWS_LAMBDA_MAX_CONCURRENCY limit"
+  (https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html). At most that many invocations
+  are handed out and not yet answered; a `GET next` beyond them waits for one to end (AWS's own
+  Node.js client in that mode asks again as soon as it has dispatched an invocation, so the limit
+  is the Runtime API's to keep). The environment is never frozen, each invocation has its own
+  timeout, and one that times out is failed alone: no other is interrupted and the environment is
+  not reset (https://docs.aws.amazon.com/lambda/latest/dg/lambda-managed-instances-execution-environment.html).
+  What the runtime's response connection sees then is not documented: it is dropped here, as in
+  the default mode, and `on_reset` is not called.
+- Extensions (https://docs.aws.amazon.com/lambda/latest/dg/runtimes-extensions-api.html): `POST
+  /2020-01-01/extension/register` during Init (before the runtime's first `GET next`) answers a
+  `Lambda-Extension-Identifier`; `GET .../event/next` is held open, since no event is emulated
+  (an extension registered for none, as an internal one asking only for SIGTERM is, gets none
+  before shutdown). A registration after Init is refused; how is not documented: 403 here.
 
 Use: `with LambdaEmulator() as emulator:` start a runtime with `AWS_LAMBDA_RUNTIME_API=
 emulator.runtime_api`, then `emulator.invoke(event)` returns its `Outcome` (or call `emulator.url`
@@ -56,6 +72,7 @@ from tests.support.function_url import PAYLOAD_LIMIT, Front, event_for, payload_
 
 PRELUDE_END = b"\0" * 8
 _PATH = "/2018-06-01/runtime"
+_EXTENSION_PATH = "/2020-01-01/extension"
 # Go's net/http buffers this much of a response before it must choose its framing: a body that
 # fits goes out with Content-Length, a larger one chunked.
 _GO_BUFFER = 2048
@@ -88,6 +105,7 @@ class Outcome:
     # Internal: front ↔ runtime hand-over, used on the emulator's loop only.
     _updates: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
     _runtime_writer: asyncio.StreamWriter | None = None
+    _holds_slot: bool = False  # handed out under Managed Instances' limit
 
     @property
     def body(self) -> bytes:
@@ -99,13 +117,25 @@ class Outcome:
 
 
 class LambdaEmulator:
-    def __init__(self, timeout_s: float = 30.0, front: Front | None = None) -> None:
+    def __init__(self, timeout_s: float = 30.0, front: Front | None = None, max_concurrency: int = 1) -> None:
         self.timeout_s = timeout_s
         self.front = front or Front()
+        self.max_concurrency = max_concurrency
         self.outcomes: list[Outcome] = []
         self.init_errors: list[dict[str, Any]] = []
         self.refused = 0  # Function URL requests refused as too large (never invoked)
         self.next_calls = 0
+        self.in_flight = 0  # invocations handed out and not yet answered
+        self.runtime_connections = 0  # connections the runtime opened to the Runtime API
+        # This many times, a `GET next` on a kept connection is met by closing it unanswered (an
+        # idle connection the server closes just as the request goes out).
+        self.close_kept_at_next = 0
+        self.peak_in_flight = 0
+        self.extensions: list[tuple[str, list[str]]] = []  # (name, events) registered
+        # Managed Instances: slots taken by a `GET next` waiting for an event or by an invocation
+        # under way; set when one is given back.
+        self._slots_taken = 0
+        self._slot_freed: asyncio.Event | None = None
         # What the runtime did, in order: ("next", None, p) when it asked for an event,
         # ("response", request_id, p) when a response body had fully arrived (before the runtime
         # is told it was accepted), ("error", request_id, p) for an invocation error report. p is
@@ -151,6 +181,13 @@ class LambdaEmulator:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.front_port}"
+
+    def runtime_env(self) -> dict[str, str]:
+        """What Lambda tells a runtime about this Runtime API, in its environment."""
+        env = {"AWS_LAMBDA_RUNTIME_API": self.runtime_api}
+        if self.max_concurrency > 1:
+            env["AWS_LAMBDA_MAX_CONCURRENCY"] = str(self.max_concurrency)
+        return env
 
     def wait_polled(self, count: int, timeout_s: float = 15) -> None:
         """Wait until the runtime has asked for its `count`-th event: everything before is flushed."""
@@ -201,6 +238,7 @@ class LambdaEmulator:
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._pending = asyncio.Queue()
+        self._slot_freed = asyncio.Event()
         runtime = self._loop.run_until_complete(asyncio.start_server(self._serve_runtime, "127.0.0.1", 0))
         front = self._loop.run_until_complete(asyncio.start_server(self._serve_front, "127.0.0.1", 0))
         self._servers = [runtime, front]
@@ -212,7 +250,9 @@ class LambdaEmulator:
     # -- Runtime API side ----------------------------------------------------------------------
 
     async def _serve_runtime(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.runtime_connections += 1
         conn = h11.Connection(h11.SERVER)
+        kept = False  # the connection has carried a request before this one
         try:
             while True:
                 event = await _next_event(conn, reader)
@@ -220,9 +260,16 @@ class LambdaEmulator:
                     return
                 target = event.target.decode()
                 headers = {k.decode().lower(): v.decode() for k, v in event.headers}
-                if event.method == b"GET" and target == f"{_PATH}/invocation/next":
+                next_call = event.method == b"GET" and target == f"{_PATH}/invocation/next"
+                if next_call and kept and self.close_kept_at_next:
+                    self.close_kept_at_next -= 1
+                    return
+                if next_call:
                     await _drain_request(conn, reader)
                     await self._answer_next(conn, reader, writer)
+                elif target.startswith(_EXTENSION_PATH):
+                    await self._serve_extension(conn, reader, writer, target, headers)
+                    return
                 elif target.endswith("/response"):
                     outcome = self._find(target.split("/")[-2])
                     if outcome.timed_out:
@@ -259,6 +306,7 @@ class LambdaEmulator:
                 if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                     return
                 conn.start_next_cycle()
+                kept = True
         except (ConnectionError, h11.RemoteProtocolError, asyncio.IncompleteReadError, asyncio.CancelledError):
             return  # cancelled: the emulator is shutting down
         finally:
@@ -272,20 +320,28 @@ class LambdaEmulator:
         self._mark("next", None)
         self.next_calls += 1
         assert self._pending is not None
-        getter = asyncio.ensure_future(self._pending.get())
         # A runtime that stops hangs up while it waits: its event must go to the next runtime.
         hangup = asyncio.ensure_future(reader.read(1))
+        concurrent = self.max_concurrency > 1
+        if concurrent:
+            await self._take_slot(hangup)
+        getter = asyncio.ensure_future(self._pending.get())
         await asyncio.wait({getter, hangup}, return_when=asyncio.FIRST_COMPLETED)
         if hangup.done():
             if getter.done():
                 self._pending.put_nowait(getter.result())
             getter.cancel()
+            if concurrent:
+                self._give_slot_back()
             raise ConnectionError("the runtime stopped waiting for an event")
         hangup.cancel()
         await asyncio.gather(hangup, return_exceptions=True)
         outcome = getter.result()
         # The invocation starts now: its timeout runs from here.
         outcome.deadline_ms = int((time.time() + outcome.timeout_s) * 1000)
+        outcome._holds_slot = concurrent
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         asyncio.get_running_loop().call_later(outcome.timeout_s, self._expire, outcome)
         body = outcome.event if isinstance(outcome.event, bytes) else orjson.dumps(outcome.event)
         # Without Content-Length h11 frames the body chunked, as Go does for a body this large.
@@ -300,6 +356,23 @@ class LambdaEmulator:
         ]
         _send(writer, conn, h11.Response(status_code=200, headers=headers), h11.Data(data=body), h11.EndOfMessage())
 
+    async def _take_slot(self, hangup: asyncio.Future[bytes]) -> None:
+        assert self._slot_freed is not None
+        while self._slots_taken >= self.max_concurrency:
+            freed = asyncio.ensure_future(self._slot_freed.wait())
+            waiters: set[asyncio.Future[Any]] = {freed, hangup}
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            freed.cancel()
+            if hangup.done():
+                raise ConnectionError("the runtime stopped waiting for an event")
+        self._slots_taken += 1
+
+    def _give_slot_back(self) -> None:
+        assert self._slot_freed is not None
+        self._slots_taken -= 1
+        self._slot_freed.set()  # wakes every waiter; each checks again
+        self._slot_freed = asyncio.Event()
+
     def _expire(self, outcome: Outcome) -> None:
         if outcome.done.is_set():
             return
@@ -307,8 +380,38 @@ class LambdaEmulator:
         if outcome._runtime_writer is not None:
             outcome._runtime_writer.transport.abort()
         self._settle(outcome, ("timeout", None))
-        if self.on_reset is not None:
+        # Managed Instances fails the one invocation and leaves the environment running.
+        if self.on_reset is not None and self.max_concurrency == 1:
             self.on_reset(outcome)
+
+    async def _serve_extension(
+        self,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        target: str,
+        headers: dict[str, str],
+    ) -> None:
+        body = await _drain_request(conn, reader)
+        if target == f"{_EXTENSION_PATH}/register":
+            if self.next_calls:
+                _json_answer(writer, conn, 403, b'{"errorMessage":"registration is only allowed during Init"}')
+                await writer.drain()
+                return
+            name = headers.get("lambda-extension-name", "")
+            self.extensions.append((name, list((orjson.loads(body) if body else {}).get("events", []))))
+            self._mark("register", None)
+            answer = orjson.dumps({"functionName": "relaylog-proxy", "functionVersion": "$LATEST", "handler": ""})
+            response_headers = [
+                ("content-type", "application/json"),
+                ("content-length", str(len(answer))),
+                ("lambda-extension-identifier", str(uuid.uuid4())),
+            ]
+            _send(writer, conn, h11.Response(status_code=200, headers=response_headers), h11.Data(data=answer))
+            _send(writer, conn, h11.EndOfMessage())
+            await writer.drain()
+        elif target == f"{_EXTENSION_PATH}/event/next":
+            await reader.read(1)  # no event ever comes: held until the extension hangs up
 
     async def _read_response(
         self, conn: h11.Connection, reader: asyncio.StreamReader, outcome: Outcome, headers: dict[str, str]
@@ -365,6 +468,9 @@ class LambdaEmulator:
         if not outcome.done.is_set():
             self._update(outcome, update)
             outcome.done.set()
+            self.in_flight -= 1
+            if outcome._holds_slot:
+                self._give_slot_back()
 
     def _find(self, request_id: str) -> Outcome:
         for outcome in self.outcomes:

@@ -1,6 +1,7 @@
 """relaylog's Lambda runtime against the Runtime API emulator: as Lambda starts it (the exec
 wrapper, in its own process, with the local sink so tests can read the records), or its loop on a
-thread of the test process with any app."""
+thread of the test process with any app. Either serves as many invocations at once as the
+emulator's `max_concurrency` (Lambda Managed Instances) says."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ class LambdaRuntime:
         self.data_dir = data_dir
         self.env = {
             **os.environ,
-            "AWS_LAMBDA_RUNTIME_API": emulator.runtime_api,
+            **emulator.runtime_env(),
             "LAMBDA_TASK_ROOT": str(BOOTSTRAP.parent),
             "RELAYLOG_APP_FACTORY": "relaylog.server:create_app",
             "RELAYLOG_DATA_DIR": str(data_dir),
@@ -90,13 +91,14 @@ class InProcessRuntime:
 
     def __init__(self, emulator: LambdaEmulator, app: Any) -> None:
         self.app = app
-        self._api = RuntimeAPI(emulator.runtime_api)
+        self._concurrency = emulator.max_concurrency
+        self._api = RuntimeAPI(emulator.runtime_api, keep_alive=self._concurrency > 1)  # as `run` makes it
         self._loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
         self._thread = threading.Thread(target=self._run, name="relaylog-runtime", daemon=True)
 
     def _run(self) -> None:
-        self._loop.run_until_complete(serve(self.app, self._api, self._stop))
+        self._loop.run_until_complete(serve(self.app, self._api, self._stop, self._concurrency))
         self._loop.close()
 
     def __enter__(self) -> InProcessRuntime:
@@ -104,7 +106,7 @@ class InProcessRuntime:
         return self
 
     def stop(self) -> None:
-        """What SIGTERM does: the loop ends after the invocation under way, flushing and closing."""
+        """What SIGTERM does: the loop ends after the invocations under way, flushing and closing."""
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(15)

@@ -41,10 +41,15 @@ class ServedApp:
             date_header=False,
         )
         self._server = uvicorn.Server(config)
+        self.loop: asyncio.AbstractEventLoop  # the app's, once started
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
     def _serve(self) -> None:
-        asyncio.run(self._server.serve(sockets=[self._sock]))
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        self.loop = asyncio.get_running_loop()  # for a test to run something on the app's loop
+        await self._server.serve(sockets=[self._sock])
 
     def __enter__(self) -> Self:
         self._thread.start()

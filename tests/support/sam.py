@@ -25,16 +25,21 @@ def tool(name: str) -> str:
     return str(path)
 
 
-def python312_dir() -> str:
-    """A directory holding python3.12, which `sam build` needs on PATH to build without Docker."""
+# The functions' runtime (template.yaml): Lambda Managed Instances runs Python 3.13 and later only.
+RUNTIME_PYTHON = "python3.13"
+
+
+def runtime_python_dir() -> str:
+    """A directory holding the functions' Python, which `sam build` needs on PATH to build without Docker."""
     root = os.environ.get("PYENV_ROOT", str(Path.home() / ".pyenv"))
-    candidates = sorted(glob.glob(f"{root}/versions/3.12*/bin/python3.12"))
+    version = RUNTIME_PYTHON.removeprefix("python")
+    candidates = sorted(glob.glob(f"{root}/versions/{version}*/bin/{RUNTIME_PYTHON}"))
     if candidates:
         return str(Path(candidates[-1]).parent)
-    found = shutil.which("python3.12")  # a pyenv shim would not do: it needs a selected version
+    found = shutil.which(RUNTIME_PYTHON)  # a pyenv shim would not do: it needs a selected version
     if found and "shims" not in found:
         return str(Path(found).parent)
-    raise AssertionError("python3.12 is needed for `sam build` (the functions' runtime)")
+    raise AssertionError(f"{RUNTIME_PYTHON} is needed for `sam build` (the functions' runtime)")
 
 
 def run(args: list[str], timeout: float = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -44,7 +49,7 @@ def run(args: list[str], timeout: float = 600, cwd: Path = ROOT) -> subprocess.C
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
-        "PATH": f"{python312_dir()}:{os.environ['PATH']}",
+        "PATH": f"{runtime_python_dir()}:{os.environ['PATH']}",
     }
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -99,3 +104,70 @@ _CfnLoader.add_multi_constructor("!", _tag)
 def load_template() -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)  # noqa: S506 (SafeLoader subclass)
     return loaded
+
+
+_NO_VALUE = object()  # a property left out (AWS::NoValue)
+
+
+def _holds(node: Any, parameters: dict[str, str], conditions: dict[str, Any]) -> Any:
+    """A condition's value: Fn::Equals, Not, Or, And, Join and Condition over parameter Refs."""
+    if isinstance(node, list):
+        return [_holds(item, parameters, conditions) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ((name, args),) = node.items()
+    match name:
+        case "Ref":
+            return parameters[args]
+        case "Condition":
+            return _holds(conditions[args], parameters, conditions)
+        case "Fn::Equals":
+            first, second = _holds(args, parameters, conditions)
+            return str(first) == str(second)
+        case "Fn::Not":
+            return not _holds(args[0], parameters, conditions)
+        case "Fn::Or":
+            return any(_holds(args, parameters, conditions))
+        case "Fn::And":
+            return all(_holds(args, parameters, conditions))
+        case "Fn::Join":
+            # A CommaDelimitedList parameter (BedrockModels) is a list to Fn::Join.
+            delimiter, items = args[0], _holds(args[1], parameters, conditions)
+            return delimiter.join(items.split(",") if isinstance(items, str) else items)
+    raise AssertionError(f"{name} in a condition")
+
+
+def _chosen(node: Any, kept: set[str]) -> Any:
+    """`node` with each Fn::If replaced by its branch (`kept`: the conditions that hold), and what
+    AWS::NoValue names left out."""
+    if isinstance(node, list):
+        return [v for v in (_chosen(item, kept) for item in node) if v is not _NO_VALUE]
+    if not isinstance(node, dict):
+        return node
+    if list(node) == ["Fn::If"]:
+        condition, then, otherwise = node["Fn::If"]
+        return _chosen(then if condition in kept else otherwise, kept)
+    if node == {"Ref": "AWS::NoValue"}:
+        return _NO_VALUE
+    return {k: v for k, v in ((k, _chosen(v, kept)) for k, v in node.items()) if v is not _NO_VALUE}
+
+
+def deployed(**values: str) -> dict[str, Any]:
+    """The transformed template as CloudFormation deploys it with these parameter values (the others
+    at their defaults, and the given ones made the defaults): resources and outputs whose condition
+    is false left out, each Fn::If replaced by its branch, no conditions left."""
+    template = transformed()
+    parameters = {name: str(p.get("Default", "")) for name, p in template["Parameters"].items()} | values
+    conditions: dict[str, Any] = template.get("Conditions", {})
+    kept = {name for name, condition in conditions.items() if _holds(condition, parameters, conditions)}
+    rendered: dict[str, Any] = {key: value for key, value in template.items() if key != "Conditions"}
+    # The values given stand as the parameters' defaults, which is what a linter resolves a Ref to.
+    rendered["Parameters"] = {name: spec | ({"Default": values[name]} if name in values else {})
+                              for name, spec in template["Parameters"].items()}  # fmt: skip
+    for section in ("Resources", "Outputs"):
+        rendered[section] = {
+            name: _chosen({k: v for k, v in entry.items() if k != "Condition"}, kept)
+            for name, entry in template.get(section, {}).items()
+            if "Condition" not in entry or entry["Condition"] in kept
+        }
+    return rendered

@@ -21,8 +21,8 @@ import httpx
 import openai
 import orjson
 import pytest
+from relaylog.standin import StandIn
 
-from tests.standin import StandIn
 from tests.support.pricing import genai_cost
 from tests.support.proxy import RunningProxy
 

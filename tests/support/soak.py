@@ -38,10 +38,10 @@ from moto import mock_aws
 from relaylog.aws import layout
 from relaylog.aws.proxy import create_app
 from relaylog.providers.registry import PROVIDERS
+from relaylog.standin.app import App
+from relaylog.standin.faults import parse_fault
+from relaylog.standin.wire import Reply, Request
 
-from tests.standin.app import App
-from tests.standin.faults import parse_fault
-from tests.standin.wire import Reply, Request
 from tests.support.aggregator import invoke, load_aggregator
 from tests.support.aws import Stack, create_stack, fake_credentials
 from tests.support.lambda_emulator import LambdaEmulator

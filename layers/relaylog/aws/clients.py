@@ -8,6 +8,7 @@ session parses the endpoint and retry data again, 80 ms more for the proxy's thr
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import cache
 from typing import Any
@@ -23,6 +24,12 @@ _CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 2},
     tcp_keepalive=True,
 )
+
+
+# At DEBUG, botocore logs every request's headers (the role's session token) and its canonical
+# requests and signatures: those two loggers stay at INFO, so no log level ever writes a credential.
+for _name in ("botocore.endpoint", "botocore.auth"):
+    logging.getLogger(_name).setLevel(logging.INFO)
 
 
 @cache

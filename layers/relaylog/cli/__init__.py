@@ -4,7 +4,8 @@ Exit codes: 0 ok, 1 the command failed, 2 bad usage. Errors are one line on stde
 a bad SQL query also gets DuckDB's pointer to where it went wrong.
 
     parser.py   the commands, their options and types
-    read.py     requests, show, stats, prompts: through the query API's back end
+    read.py     requests, stats, prompts: through the query API's back end
+    show.py     show: one request, its answer put back together (relaylog.query.answer)
     sql.py      query: SQL on DuckDB locally, on Athena with --stack
     keys.py     keys create, list, revoke
     run.py      serve, verify

@@ -10,7 +10,7 @@ from typing import Any
 
 from relaylog.cli import output, sources
 from relaylog.cli.errors import CommandError
-from relaylog.keys import normalise_limit
+from relaylog.keys import OPEN_AGAIN, normalise_limit
 from relaylog.keys.file import KeyFileError, KeyStore
 
 
@@ -87,4 +87,6 @@ def revoke(args: argparse.Namespace) -> int:
         output.print_json({"key_id": args.key_id, "revoked": True})
     else:
         print(f"Revoked {args.key_id}.")
+    if not any(k.active for k in store.list()):
+        print(f"relaylog: warning: {OPEN_AGAIN}", file=sys.stderr)
     return 0

@@ -10,14 +10,16 @@ from typing import Any, NoReturn
 
 from relaylog import __version__
 from relaylog.cli import keys, read, run, sql
+from relaylog.cli import show as show_command
 from relaylog.cli.errors import UsageError
 from relaylog.config import DATA_DIR_ENV, KEY_ENV, CommandSettings
-from relaylog.query.filters import PROPERTY_NAME, PROPERTY_PREFIX
+from relaylog.query.filters import GROUP_DIMENSIONS, PROPERTY_PREFIX
+from relaylog.query.params import BadRequest, parse_group_by
 from relaylog.store.since import parse_since
 from relaylog.verify.stages import parse_timeout
 
-# What `stats --by` groups by (the query API takes more: relaylog.query.filters.GROUP_DIMENSIONS).
-STATS_BY = ("model", "user", "provider", "session")
+# What `stats --by` groups by: what the query API's `by` takes.
+STATS_BY = "|".join([*GROUP_DIMENSIONS, PROPERTY_PREFIX + "NAME"])
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,7 +48,7 @@ def _int_in(low: int, high: int, what: str) -> Callable[[str], int]:
 
 
 _positive_int = _int_in(1, sys.maxsize, "a positive integer")
-_port = _int_in(1, 65535, "a port number 1-65535")
+_port_or_0 = _int_in(0, 65535, "a port number 1-65535, or 0 for any free port")
 
 
 def _version(text: str) -> int:
@@ -63,14 +65,14 @@ def _http_url(text: str) -> str:
 
 
 def _group_by(text: str) -> str:
-    if text in STATS_BY:
-        return text
-    if text.startswith(PROPERTY_PREFIX):
-        name = text[len(PROPERTY_PREFIX) :]
-        if PROPERTY_NAME.fullmatch(name):
-            return text
-        raise ValueError(f"{name!r} is not a property name (the NAME of a Helicone-Property-NAME header)")
-    raise ValueError(f"expected one of {', '.join([*STATS_BY, PROPERTY_PREFIX + 'NAME'])}, got {text!r}")
+    """`stats --by`: what the query API's `by` takes, from the same definition (query.filters)."""
+    try:
+        by = parse_group_by(text)
+    except BadRequest as exc:
+        raise ValueError(str(exc).removeprefix("by must be ")) from None
+    if by is None:
+        raise ValueError(f"expected one of {STATS_BY}, got {text!r}")
+    return by
 
 
 def build_parser(settings: CommandSettings) -> argparse.ArgumentParser:
@@ -106,9 +108,25 @@ def build_parser(settings: CommandSettings) -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", parents=[data], help="run the proxy, dashboard and query API")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    serve.add_argument("--port", type=_arg_type(_port), default=8787, help="port to listen on (default: 8787)")
+    serve.add_argument(
+        "--port", type=_arg_type(_port_or_0), default=8787, help="port to listen on (default: 8787; 0: any free port)"
+    )
     serve.add_argument("--workers", type=_arg_type(_positive_int), default=1, help="worker processes (default: 1)")
     serve.set_defaults(run=run.serve)
+
+    demo = commands.add_parser(
+        "demo", help="serve with a built-in fake provider and a mix of calls: a full dashboard, no provider key"
+    )
+    demo.add_argument(
+        "--data-dir",
+        dest="demo_dir",
+        type=Path,
+        metavar="DIR",
+        help="keep the demo's records here (default: a temporary directory, removed when the demo stops)",
+    )
+    demo.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    demo.add_argument("--port", type=_arg_type(_port_or_0), default=8787, help="port (default: 8787; 0: any free)")
+    demo.set_defaults(run=run.demo)
 
     requests = commands.add_parser("requests", parents=[reader, since, deployed], help="list recent requests")
     requests.add_argument("--limit", type=_arg_type(_positive_int), default=50, help="at most this many (default: 50)")
@@ -118,9 +136,12 @@ def build_parser(settings: CommandSettings) -> argparse.ArgumentParser:
     requests.add_argument("--session", help="only this session id")
     requests.set_defaults(run=read.requests)
 
-    show = commands.add_parser("show", parents=[reader, deployed], help="one request in full, with its bodies")
+    show = commands.add_parser(
+        "show", parents=[reader, deployed], help="one request in full: fields, scores, prompt and answer"
+    )
     show.add_argument("id", help="request id (the Helicone-Id header), or a unique prefix of it")
-    show.set_defaults(run=read.show)
+    show.add_argument("--raw", action="store_true", help="the bodies as relayed (SSE and all), not put back together")
+    show.set_defaults(run=show_command.show)
 
     stats = commands.add_parser(
         "stats", parents=[reader, since, deployed], help="counts, errors, tokens, cost, latency"
@@ -128,18 +149,20 @@ def build_parser(settings: CommandSettings) -> argparse.ArgumentParser:
     stats.add_argument(
         "--by",
         type=_arg_type(_group_by),
-        metavar="|".join([*STATS_BY, PROPERTY_PREFIX + "NAME"]),
+        metavar=STATS_BY,
         help="one row per value of this field",
     )
     stats.set_defaults(run=read.stats)
 
     query = commands.add_parser(
-        "query", parents=[reader, deployed], help="run SQL on `requests` (DuckDB locally, Athena with --stack)"
+        "query",
+        parents=[reader, deployed],
+        help="run read-only SQL on `requests` (DuckDB locally, Athena with --stack)",
     )
     query.add_argument(
         "sql",
         metavar="SQL",
-        help='e.g. "SELECT model, count(*) FROM requests GROUP BY 1", or with --stack a saved query: '
+        help='read-only SQL, e.g. "SELECT model, count(*) FROM requests GROUP BY 1", or a saved query: '
         + ", ".join(sorted(sql.saved_queries())),
     )
     query.set_defaults(run=sql.query)

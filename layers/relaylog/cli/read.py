@@ -1,5 +1,6 @@
-"""`relaylog requests`, `show`, `stats` and `prompts`: the records, read through the query back end
-the API uses (relaylog.query.backend), from the data dir or the stack, printed as tables or JSON.
+"""`relaylog requests`, `stats` and `prompts`: the records, read through the query back end the API
+uses (relaylog.query.backend), from the data dir or the stack, printed as tables or JSON (`show`
+is show.py).
 
 JSON rows hold the record's own columns (the API's extras, such as scores and previews, are left
 out), the same from either source.
@@ -12,12 +13,12 @@ from dataclasses import replace
 from typing import Any
 
 from relaylog.cli import output, sources
-from relaylog.cli.errors import CommandError, UsageError
+from relaylog.cli.errors import CommandError
 from relaylog.query.backend import NotFound, version_diff
 from relaylog.query.cells import Metrics
 from relaylog.query.filters import Filters
-from relaylog.query.params import BadRequest, ListParams, StatsParams, decode_cursor, parse_group_by
-from relaylog.record import FIELDS, SUMMARY_FIELDS
+from relaylog.query.params import ListParams, StatsParams, decode_cursor
+from relaylog.record import SUMMARY_FIELDS
 
 LIST_FILTERS = ("since", "model", "provider", "user", "session")
 
@@ -42,7 +43,8 @@ def requests(args: argparse.Namespace) -> int:
         filtered = any(getattr(args, name) is not None for name in LIST_FILTERS)
         print("No requests match." if filtered else f"No requests recorded in {sources.where(args)} yet.")
         return 0
-    headers = ["TIME (UTC)", "ID", "PROVIDER", "MODEL", "STATUS", "IN", "OUT", "COST", "LATENCY", "USER"]
+    # ERROR beside STATUS: a stream cut mid-answer is a 200 with an error_type.
+    headers = ["TIME (UTC)", "ID", "PROVIDER", "MODEL", "STATUS", "ERROR", "IN", "OUT", "COST", "LATENCY", "USER"]
     table = [
         [
             output.time(r["created_at"]),
@@ -50,6 +52,7 @@ def requests(args: argparse.Namespace) -> int:
             r["provider"] or "-",
             r["model"] or "-",
             "-" if r["status"] is None else str(r["status"]),
+            r["error_type"] or "-",
             output.count(r["input_tokens"]),
             output.count(r["output_tokens"]),
             output.cost(r["cost_usd"]),
@@ -58,37 +61,14 @@ def requests(args: argparse.Namespace) -> int:
         ]
         for r in rows
     ]
-    print(output.table(headers, table, right=frozenset({4, 5, 6, 7, 8})))
-    return 0
-
-
-def show(args: argparse.Namespace) -> int:
-    if not args.id:
-        raise UsageError("relaylog show: error: give a request id")
-    try:
-        found = sources.backend(args).get_request(args.id)
-    except NotFound as exc:
-        raise CommandError(f"{exc} in {sources.where(args)}") from None
-    except BadRequest as exc:  # a prefix of several ids
-        raise CommandError(str(exc)) from None
-    record = {name: found[name] for name in FIELDS}
-    if args.json:
-        output.print_json(record)
-        return 0
-    fields = [f for f in SUMMARY_FIELDS if f != "properties"]
-    lines = [(name, output.field(record[name])) for name in fields]
-    lines += [("property", f"{key} = {value}") for key, value in sorted((record["properties"] or {}).items())]
-    print(output.pairs(lines))
-    for name in ("request_body", "response_body"):
-        print(f"\n--- {name.replace('_', ' ')} ---")
-        print(output.body(record[name]))
+    print(output.table(headers, table, right=frozenset({4, 6, 7, 8, 9})))
     return 0
 
 
 def stats(args: argparse.Namespace) -> int:
     backend = sources.backend(args)
     # No time series: the totals and groups, with exact percentiles where the back end keeps every value.
-    params = StatsParams(Filters(since=args.since), None, parse_group_by(args.by), 0, backend.exact_percentiles)
+    params = StatsParams(Filters(since=args.since), None, args.by, 0, backend.exact_percentiles)
     answer = backend.stats(params)
     if args.json:
         output.print_json(

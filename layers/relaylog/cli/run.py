@@ -1,19 +1,32 @@
-"""`relaylog serve` (the proxy, dashboard and query API) and `relaylog verify` (a running one, or a
-deployed stack, checked end to end)."""
+"""`relaylog serve` (the proxy, dashboard and query API), `relaylog demo` (serve with a fake provider
+and a mix of calls) and `relaylog verify` (a running one, or a deployed stack, checked end to end)."""
 
 from __future__ import annotations
 
 import argparse
 
-from relaylog.cli.errors import UsageError
+from relaylog.cli.errors import CommandError, UsageError
 
 
 def serve(args: argparse.Namespace) -> int:
     # Imported here so the read commands work without the server's dependencies loaded.
     from relaylog import server
 
-    server.run(host=args.host, port=args.port, data_dir=args.data_dir, workers=args.workers)
+    try:
+        server.run(host=args.host, port=args.port, data_dir=args.data_dir, workers=args.workers)
+    except server.StartError as exc:
+        raise CommandError(str(exc)) from None
     return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    from relaylog.demo.runner import DemoError, Options
+    from relaylog.demo.runner import run as run_demo
+
+    try:
+        return run_demo(Options(args.demo_dir, args.host, args.port))
+    except DemoError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def verify(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
-"""`relaylog query SQL`: any SQL over the `requests` view, on DuckDB over the data dir, or on the
-stack's Athena workgroup, where a bare name runs one of the saved queries (relaylog/queries/)."""
+"""`relaylog query SQL`: read-only SQL over the `requests` view, on DuckDB over the data dir
+(relaylog.store.sandbox) or on the stack's Athena workgroup; a bare name runs one of the saved
+queries (relaylog/queries/, which the template also saves as Athena named queries) on either."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from relaylog.cli import output, sources
 from relaylog.cli.errors import CommandError
+from relaylog.store import EXAMPLE_SQL
 
 
 def saved_queries() -> dict[str, Traversable]:
@@ -19,8 +21,20 @@ def saved_queries() -> dict[str, Traversable]:
     return {p.name.removesuffix(".sql"): p for p in files if p.name.endswith(".sql")}
 
 
+def _sql(text: str) -> str:
+    """The SQL to run: a bare name is never SQL, it names a saved query (the same file either way)."""
+    name = text.strip()
+    if not name.isidentifier():
+        return text
+    saved = saved_queries()
+    if name not in saved:
+        raise CommandError(f"no saved query {name!r}; saved queries: {', '.join(sorted(saved))}")
+    return saved[name].read_text()
+
+
 def query(args: argparse.Namespace) -> int:
-    result = _athena(args) if args.stack else sources.local_store(args).query(args.sql)
+    sql = _sql(args.sql)
+    result = _athena(args, sql) if args.stack else sources.local_store(args).query(sql)
     if args.json:
         output.print_json([dict(zip(result.columns, row, strict=True)) for row in result.rows])
         return 0
@@ -30,18 +44,15 @@ def query(args: argparse.Namespace) -> int:
         print("(no rows)")
         return 0
     numeric = frozenset(i for i, v in enumerate(result.rows[0]) if isinstance(v, (int, float, Decimal)))
-    print(output.table(result.columns, [[output.cell(v) for v in row] for row in result.rows], right=numeric))
+    cells = [[output.cell(v, c) for v, c in zip(row, result.columns, strict=True)] for row in result.rows]
+    print(output.table(result.columns, cells, right=numeric))
     return 0
 
 
-def _athena(args: argparse.Namespace) -> Any:
+def _athena(args: argparse.Namespace, sql: str) -> Any:
     from relaylog.aws.athena import run_query
 
-    sql = args.sql
-    if sql.isidentifier():  # a bare name is never SQL: it names a saved query
-        saved = saved_queries()
-        if sql not in saved:
-            raise CommandError(f"no saved query {sql!r}; saved queries: {', '.join(sorted(saved))}")
-        sql = saved[sql].read_text()
+    if not sql.strip():  # Athena's answer to nothing is an AWS error: say it plainly, as locally
+        raise CommandError(f'no SQL to run (the query is empty); e.g. "{EXAMPLE_SQL}"')
     database, workgroup = sources.stack_output(args, "DatabaseName", "AthenaWorkGroup")
     return run_query(sql, database, workgroup)

@@ -1,5 +1,7 @@
 // A request's prompt and answer as messages, for every provider format relaylog relays: OpenAI chat
-// and Responses, Anthropic messages, Gemini; whole bodies or streams put back together from SSE.
+// and Responses, Anthropic messages, Gemini, Bedrock (Converse and the InvokeModel bodies of its
+// model families); whole bodies or streams put back together from SSE (a Bedrock event stream is
+// recorded as SSE text, one event per frame).
 import { h } from "./dom.js";
 
 export function parseJSON(text) {
@@ -57,7 +59,30 @@ function partNodes(part) {
     return [h("div", { className: "tool-call" }, "tool result: " + (typeof content === "string" ? content : JSON.stringify(content, null, 1)))];
   }
   if (type === "thinking") return [h("div", { className: "text muted" }, part.thinking || "")];
+  if (!type) {
+    const bedrock = bedrockPart(part);
+    if (bedrock) return bedrock;
+  }
   return [h("div", { className: "tool-call" }, JSON.stringify(part, null, 1))];
+}
+
+// A Bedrock Converse content block, named by its one key ({toolUse: {...}}, {image: {...}}).
+function bedrockPart(part) {
+  if (part.toolUse) return [h("div", { className: "tool-call" }, `tool call ${part.toolUse.name}(${JSON.stringify(part.toolUse.input ?? {}, null, 1)})`)];
+  if (part.toolResult) {
+    const content = (part.toolResult.content || []).map((c) => (typeof c.text === "string" ? c.text : JSON.stringify(c.json ?? c))).join("\n");
+    return [h("div", { className: "tool-call" }, "tool result: " + content)];
+  }
+  if (part.image && part.image.source && typeof part.image.source.bytes === "string") {
+    return [mediaThumb(`data:image/${part.image.format};base64,${part.image.source.bytes}`)];
+  }
+  for (const media of ["image", "document", "video", "audio"]) if (part[media]) return [h("div", { className: "tool-call" }, `[${media}]`)];
+  if (part.reasoningContent) {
+    const reasoning = part.reasoningContent.reasoningText;
+    return [h("div", { className: "text muted" }, (reasoning && reasoning.text) || "")];
+  }
+  if (part.cachePoint) return [];
+  return null;
 }
 
 function contentNodes(content) {
@@ -92,16 +117,25 @@ export function requestMessages(body) {
     for (const call of m.tool_calls || []) nodes.push(h("div", { className: "tool-call" }, `tool call ${call.function.name}(${call.function.arguments})`));
     out.push(message(m.role === "tool" ? `tool ${m.tool_call_id || ""}`.trim() : m.role || "user", nodes));
   }
-  if (!out.length && typeof body.prompt === "string") out.push(message("prompt", contentNodes(body.prompt)));
+  // Cohere on Bedrock: earlier turns in chat_history, the new one in message.
+  for (const turn of Array.isArray(body.chat_history) && typeof body.message === "string" ? body.chat_history : []) {
+    out.push(message(turn.role === "CHATBOT" ? "assistant" : "user", contentNodes(turn.message)));
+  }
+  if (Array.isArray(body.chat_history) && typeof body.message === "string") out.push(message("user", contentNodes(body.message)));
+  // Legacy completions; Llama, Mistral and Titan (`inputText`) on Bedrock.
+  const prompt = body.prompt ?? body.inputText;
+  if (!out.length && typeof prompt === "string") out.push(message("prompt", contentNodes(prompt)));
   return out;
 }
 
 // The tools offered with a request, whatever the provider: [{name, description, parameters}].
 export function offeredTools(body) {
   const tools = [];
-  for (const t of Array.isArray(body && body.tools) ? body.tools : []) {
+  const listed = body && body.toolConfig && Array.isArray(body.toolConfig.tools) ? body.toolConfig.tools : body && body.tools;
+  for (const t of Array.isArray(listed) ? listed : []) {
     if (!t || typeof t !== "object") continue;
     if (t.function) tools.push({ name: t.function.name, description: t.function.description, parameters: t.function.parameters });
+    else if (t.toolSpec) tools.push({ name: t.toolSpec.name, description: t.toolSpec.description, parameters: (t.toolSpec.inputSchema || {}).json });
     else if (Array.isArray(t.functionDeclarations || t.function_declarations)) {
       for (const f of t.functionDeclarations || t.function_declarations) tools.push({ name: f.name, description: f.description, parameters: f.parameters });
     } else if (t.name) tools.push({ name: t.name, description: t.description, parameters: t.input_schema || t.parameters });
@@ -165,6 +199,8 @@ export function completion(text) {
       content += `[${data.data.length} embedding(s)]`;
     } else if (data.error && typeof data.error.message === "string") {
       content += data.error.message;
+    } else {
+      content += bedrockEvent(name, data, blocks, call);
     }
   }
   const nodes = [];
@@ -172,6 +208,38 @@ export function completion(text) {
   nodes.push(...blocks.flatMap(partNodes));
   for (const c of calls.values()) nodes.push(h("div", { className: "tool-call" }, `tool call ${c.name}(${c.args})`));
   return nodes.length ? message("assistant", nodes) : h("p", { className: "muted" }, "No completion text (see the raw view).");
+}
+
+// A Bedrock answer or stream event: Converse (whole, or its contentBlockStart/Delta events), Nova's
+// InvokeModel stream (the same events inside the payload), Llama, Titan, Mistral and Cohere bodies
+// and chunks, an exception frame. Returns the text it adds; tool calls and blocks go to `blocks`/`call`.
+function bedrockEvent(name, data, blocks, call) {
+  if (data.type !== undefined) return ""; // every other format's events that carry no answer (message_stop, response.*.done)
+  for (const key of ["contentBlockDelta", "contentBlockStart"]) {
+    if (data[key] && typeof data[key] === "object") {
+      name = key;
+      data = data[key];
+    }
+  }
+  const whole = data.output && data.output.message;
+  if (whole && Array.isArray(whole.content)) {
+    blocks.push(...whole.content);
+    return "";
+  }
+  if (name === "contentBlockStart" && data.start && data.start.toolUse) {
+    call("b" + data.contentBlockIndex).name = data.start.toolUse.name;
+    return "";
+  }
+  if (name === "contentBlockDelta" && data.delta) {
+    if (data.delta.toolUse) call("b" + data.contentBlockIndex).args += data.delta.toolUse.input;
+    return typeof data.delta.text === "string" ? data.delta.text : "";
+  }
+  if (name && (name.endsWith("Exception") || name === "error")) return typeof data.message === "string" ? data.message : "";
+  for (const key of ["generation", "outputText", "text"]) if (typeof data[key] === "string") return data[key];
+  const items = data.results || data.outputs || data.generations;
+  if (Array.isArray(items)) return items.map((item) => item.outputText ?? item.text ?? "").join("");
+  if (typeof data.message === "string" && Object.keys(data).length === 1) return data.message; // Bedrock's error body
+  return "";
 }
 
 export function pretty(text) {

@@ -109,7 +109,7 @@ function facts(r) {
   const rows = [
     ["Id", h("code", {}, r.request_id)], ["Endpoint", `${r.method} ${r.endpoint}`], ["Time", h("span", { title: r.created_at }, fmt.when(r.created_at))], ["Provider", r.provider],
     ["Model", r.response_model && r.response_model !== r.model ? `${r.model} → ${r.response_model}` : r.model],
-    ["Status", r.error_type ? `${r.status} · ${r.error_type}` : String(r.status)], ["Stream", r.stream ? "yes (SSE)" : "no"],
+    ["Status", r.error_type ? `${r.status} · ${r.error_type}` : String(r.status)], ["Stream", r.stream ? (r.provider === "bedrock" ? "yes (AWS event stream)" : "yes (SSE)") : "no"],
     ["Tokens in / out", `${fmt.int(r.input_tokens)} / ${fmt.int(r.output_tokens)}`],
     ["Cache read / write", r.cache_read_tokens || r.cache_write_tokens ? `${fmt.int(r.cache_read_tokens)} / ${fmt.int(r.cache_write_tokens)}` : null],
     ["Reasoning tokens", r.reasoning_tokens ? fmt.int(r.reasoning_tokens) : null], ["Cost", `${fmt.cost(r.cost_usd)} (${r.cost_source})`],

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from time import time
-
-from multidict import CIMultiDictProxy
 
 # Helicone's defaults.
 DEFAULT_NUM = 5
@@ -68,15 +67,16 @@ def _number(raw: dict[str, str], name: str, default: float, low: float, high: fl
     return value
 
 
-def retry_after_s(headers: CIMultiDictProxy[str]) -> float | None:
-    """The provider's requested wait: `retry-after-ms` (OpenAI), else `retry-after` (seconds or a date)."""
-    millis = headers.get("retry-after-ms")
+def retry_after_s(header: Callable[[bytes], str | None]) -> float | None:
+    """The provider's requested wait: `retry-after-ms` (OpenAI), else `retry-after` (seconds or a
+    date). `header` gives a response header's first value by its lower-case name."""
+    millis = header(b"retry-after-ms")
     if millis is not None:
         try:
             return max(float(millis) / 1000.0, 0.0)
         except ValueError:
             pass
-    value = headers.get("retry-after")
+    value = header(b"retry-after")
     if value is None:
         return None
     try:

@@ -10,6 +10,7 @@ and `dynamo.py` (the deployment's DynamoDB table, AWS).
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,6 +18,8 @@ from time import monotonic
 from typing import Protocol
 
 from ..gateway.ratelimit import parse_policy
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "rl-"
 PREFIX_HINT_CHARS = 6
@@ -81,6 +84,12 @@ class KeysUnavailable(Exception):
     call may pass (relaylog answers 503 until a read succeeds)."""
 
 
+# Said when the last active key goes: by the server (its log) and by `relaylog keys revoke`.
+OPEN_AGAIN = (
+    "no active relaylog key is left: the proxy and the dashboard are OPEN again to anyone who can reach them"
+    " (relaylog keys create)"
+)
+
 # A store that could not be read at start is tried again this soon, not a whole interval later.
 _FIRST_LOAD_RETRY_S = 1.0
 
@@ -136,6 +145,8 @@ class CachedKeys:
             # key with an old limit.
             active = {sha256: info.key_id for sha256, info in loaded}
             limits = {info.key_id: info.limit for _, info in loaded if info.limit is not None}
+            if self._active and not active:
+                log.warning(OPEN_AGAIN)
             self._active, self._limits = active, limits
 
     def _load_active(self) -> list[tuple[str, KeyInfo]] | None:

@@ -210,7 +210,10 @@ class SpanShipper:
                 data.trace_id, data.parent_span_id, is_remote=True, trace_flags=flags, trace_state=state
             )
         context = SpanContext(
-            data.trace_id, data.span_id, is_remote=False, trace_flags=flags,
+            data.trace_id,
+            data.span_id,
+            is_remote=False,
+            trace_flags=flags,
             trace_state=parent.trace_state if parent is not None else TraceState(),
         )
         return ReadableSpan(
@@ -248,8 +251,12 @@ class SpanShipper:
         log.warning(
             "OpenTelemetry: %d span(s) not exported to %s since the last report%s; so far %d exported,"
             " %d dropped with the queue full, %d failed",
-            count, shown(self.settings.endpoint), f" (last error: {problem})" if problem else "",
-            stats.exported, stats.queue_full, stats.failed,
+            count,
+            shown(self.settings.endpoint),
+            f" (last error: {problem})" if problem else "",
+            stats.exported,
+            stats.queue_full,
+            stats.failed,
         )
 
 

@@ -79,8 +79,9 @@ class SpanPipe:
             return
         except BrokenPipeError:
             self._gone = True
-            log.error("the OpenTelemetry exporter process exited (code %s); spans are no longer exported",
-                      self._proc.poll())
+            log.error(
+                "the OpenTelemetry exporter process exited (code %s); spans are no longer exported", self._proc.poll()
+            )
             self._dropped(count)
             return
         if written < len(lines):

@@ -38,6 +38,7 @@ _PROVIDER_NAMES = {
     "deepseek": "deepseek",
     "xai": "x_ai",
     "perplexity": "perplexity",
+    "bedrock": "aws.bedrock",
 }
 # Endpoint path ending -> gen_ai.operation.name (well-known values where one applies).
 _OPERATIONS = (
@@ -46,6 +47,8 @@ _OPERATIONS = (
     ("/embeddings", "embeddings"),
     ("/responses", "chat"),
     ("/messages", "chat"),
+    ("/converse", "chat"),  # Bedrock
+    ("/converse-stream", "chat"),
     (":generateContent", "generate_content"),
     (":streamGenerateContent", "generate_content"),
     (":embedContent", "embeddings"),
@@ -55,10 +58,25 @@ _OPERATIONS = (
 # own times (latency, time to first chunk), or are bodies. The SDK's OTLP encoder spends most of
 # an export's CPU attribute by attribute (on the relay's process), so none is sent twice.
 _OWN_FIELDS = (
-    "request_id", "endpoint", "upstream_ms", "overhead_ms",
-    "usage_source", "cost_usd", "cost_source", "user_id", "session_id", "session_path", "session_name",
-    "prompt_id", "key_id", "cache_status", "attempt_count", "fallback_index", "parse_error",
-    "audio_input_tokens", "audio_output_tokens",
+    "request_id",
+    "endpoint",
+    "upstream_ms",
+    "overhead_ms",
+    "usage_source",
+    "cost_usd",
+    "cost_source",
+    "user_id",
+    "session_id",
+    "session_path",
+    "session_name",
+    "prompt_id",
+    "key_id",
+    "cache_status",
+    "attempt_count",
+    "fallback_index",
+    "parse_error",
+    "audio_input_tokens",
+    "audio_output_tokens",
 )
 
 

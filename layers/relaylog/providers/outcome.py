@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from relaylog.providers import bedrock, bedrock_stream
+from relaylog.providers.eventstream import looks_like_event_stream
 from relaylog.providers.registry import Family, wire_family
 from relaylog.providers.sse import SSEBody
 
@@ -36,6 +38,8 @@ def read_outcome(family: Family, endpoint: str, body: bytes) -> Outcome:
     """(response id, finish reasons) of a decoded response body, each None when not stated."""
     try:
         family = wire_family(family, endpoint)
+        if family == "bedrock" and looks_like_event_stream(body):
+            body = bedrock_stream.transcript(body)[0]  # the raw frames of a Bedrock stream
         head = body.lstrip()[:1]
         if head in (b"{", b"["):
             try:
@@ -78,6 +82,8 @@ def _from_json(family: Family, obj: Any) -> Outcome:
         return response_id, _reasons(by_index)
     if not isinstance(obj, dict):
         return _NOTHING
+    if family == "bedrock":  # Converse names no id; Anthropic's and OpenAI-shaped bodies do
+        return _text(obj.get("id")), bedrock.finish_reasons(obj)
     if family == "anthropic":
         reason = _text(obj.get("stop_reason"))
         return _text(obj.get("id")), (reason,) if reason else None
@@ -101,6 +107,8 @@ def _responses_api(response: dict[str, Any]) -> Outcome:
 
 def _from_sse(family: Family, body: bytes) -> Outcome:
     events = SSEBody(body)
+    if family == "bedrock":
+        return bedrock_stream.outcome(events.forward())
     first = _first_object(events)
     if family == "openai" and isinstance(first.get("response"), dict):
         # A Responses stream: its last event carries the whole final response object.

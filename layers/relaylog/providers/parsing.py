@@ -9,12 +9,13 @@ reported in `parse_error` with a short reason that never quotes the body.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import orjson
 
-from relaylog.providers import anthropic, gemini, openai
+from relaylog.providers import anthropic, bedrock, bedrock_stream, gemini, openai
+from relaylog.providers.eventstream import looks_like_event_stream
 from relaylog.providers.registry import Family, wire_family
 from relaylog.providers.sse import SSEBody, complete_prefix, looks_like_sse
 from relaylog.usage import Observed
@@ -99,12 +100,15 @@ def _parse_request(family: Family, endpoint: str, body: bytes) -> RequestInfo:
         # Gemini names the model and the streaming mode in the path, never in the body.
         path_model, action = gemini.model_from_path(endpoint)
         path_stream = action == "streamGenerateContent"
+    elif family == "bedrock":
+        # So does Bedrock (`/model/{modelId}/converse-stream`).
+        path_model, path_stream, _ = bedrock.request_fields(endpoint, {})
 
     if not body:
         return RequestInfo(path_model, path_stream, parse_error="empty body")
     if body.startswith(b"--"):
         # multipart/form-data (audio transcription, file uploads): model is a form field.
-        if family == "gemini":
+        if family in ("gemini", "bedrock"):
             return RequestInfo(path_model, path_stream, parse_error="multipart body")
         m = _FORM_MODEL.search(body)
         return RequestInfo(
@@ -116,7 +120,7 @@ def _parse_request(family: Family, endpoint: str, body: bytes) -> RequestInfo:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         error = _json_error(exc)
-        if family == "gemini":
+        if family in ("gemini", "bedrock"):
             return RequestInfo(path_model, path_stream, parse_error=error)
         # Still name the model when the body is broken (e.g. one absurd number in it).
         m = _MODEL_KEY.search(body)
@@ -132,6 +136,8 @@ def _parse_request(family: Family, endpoint: str, body: bytes) -> RequestInfo:
         model, stream, user = openai.request_fields(obj, endpoint)
     elif family == "anthropic":
         model, stream, user = anthropic.request_fields(obj)
+    elif family == "bedrock":
+        model, stream, user = bedrock.request_fields(endpoint, obj)
     else:
         model, stream, user = path_model, path_stream, None
     return RequestInfo(model, stream, user, obj)
@@ -159,6 +165,11 @@ def _parse_response(family: Family, endpoint: str, body: bytes, content_type: st
     family = wire_family(family, endpoint)
     if type(body) is not bytes:
         body = bytes(body)  # bytearray / memoryview from the relay's buffers
+    if family == "bedrock" and looks_like_event_stream(body):
+        # The raw frames of a Bedrock stream (the recorder hands over their SSE transcript instead).
+        text, problem = bedrock_stream.transcript(body)
+        observed = _parse_sse(family, text) if text else Observed()
+        return observed if problem is None else replace(observed, parse_error=problem)
     m = _LEADING_WS.match(body)
     first = m.end() if m else 0
     head = body[first : first + 1]
@@ -190,6 +201,8 @@ def _parse_json(family: Family, body: bytes, is_array: bool) -> Observed:
         return openai.from_json(obj)
     if family == "anthropic":
         return anthropic.from_json(obj)
+    if family == "bedrock":
+        return bedrock.from_json(obj)
     return gemini.from_json(obj)
 
 
@@ -199,6 +212,8 @@ def _parse_sse(family: Family, body: bytes) -> Observed:
         return openai.from_sse(events.backward())
     if family == "anthropic":
         return anthropic.from_sse(events.backward(), events.forward())
+    if family == "bedrock":
+        return bedrock_stream.from_sse(events.backward(), events.forward())
     return gemini.from_sse(events.backward())
 
 
@@ -224,6 +239,8 @@ def stream_ended(family: Family, endpoint: str, body: bytes) -> bool:
 
 
 def _stream_ended(family: Family, body: bytes) -> bool:
+    if family == "bedrock":
+        return bedrock_stream.ended(body)
     m = _LEADING_WS.match(body)
     if family == "gemini" and body.startswith(b"[", m.end() if m else 0):
         # streamGenerateContent without alt=sse: one JSON array, complete once it parses.

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Family = Literal["openai", "anthropic", "gemini"]
+Family = Literal["openai", "anthropic", "gemini", "bedrock"]
 
 
 @dataclass(frozen=True, slots=True)
 class Provider:
     name: str
-    # Scheme and host that replace the path prefix; "{resource}" is filled from the path (Azure).
+    # Scheme and host that replace the path prefix; "{resource}" is filled from the path (Azure's
+    # resource name, Bedrock's region).
     origin: str
     # Wire format of requests and responses, which decides the parser.
     family: Family
@@ -37,6 +38,7 @@ PROVIDERS: dict[str, Provider] = {
         Provider("xai", "https://api.x.ai", "openai", True, "x-ai"),
         Provider("fireworks", "https://api.fireworks.ai", "openai", True, "fireworks"),
         Provider("perplexity", "https://api.perplexity.ai", "openai", False, "perplexity"),
+        Provider("bedrock", "https://bedrock-runtime.{resource}.amazonaws.com", "bedrock", False, "aws"),
     )
 }
 
@@ -45,10 +47,14 @@ CUSTOM = Provider("custom", "", "openai", False, "")
 
 
 def wire_family(family: Family, endpoint: str) -> Family:
-    """The format a call actually uses: Gemini and Anthropic also serve OpenAI-compatible
-    endpoints (`/v1beta/openai/chat/completions`, `/v1/chat/completions`) with OpenAI bodies."""
+    """The format a call actually uses: Gemini, Anthropic and Bedrock also serve OpenAI-compatible
+    endpoints (`/v1beta/openai/chat/completions`, `/v1/chat/completions`, Bedrock's
+    `/openai/v1/chat/completions` and Responses) with OpenAI bodies."""
     if family == "gemini" and "/openai/" in endpoint:
         return "openai"
-    if family == "anthropic" and endpoint.split("?", 1)[0].endswith("/chat/completions"):
+    path = endpoint.split("?", 1)[0]
+    if family == "anthropic" and path.endswith("/chat/completions"):
+        return "openai"
+    if family == "bedrock" and path.endswith(("/chat/completions", "/responses")):
         return "openai"
     return family

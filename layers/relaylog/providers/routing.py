@@ -14,8 +14,12 @@ from ..config import Settings
 from ..relay import echo
 from .registry import CUSTOM, PROVIDERS, Provider
 
-# A resource name becomes part of a host name, so it is held to what Azure itself allows.
-_AZURE_RESOURCE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
+# A path segment that becomes part of a host name ("{resource}" in the provider's origin), held to
+# what the provider itself allows: an Azure resource name, an AWS region (`us-east-1`, `us-gov-west-1`).
+_RESOURCES = {
+    "azure": (re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?"), "Azure paths are /azure/{resource}/..."),
+    "bedrock": (re.compile(r"[a-z]{2}(?:-[a-z]+){1,2}-[0-9]{1,2}"), "Bedrock paths are /bedrock/{region}/..."),
+}
 
 PREFIXES: tuple[str, ...] = ("/v1",) + tuple(f"/{name}" for name in PROVIDERS)
 
@@ -30,6 +34,8 @@ class Route:
     # A host name the client chose (Helicone-Target-Url, Helicone-Fallbacks): it may only be
     # connected to at public addresses, checked when the connection is made (relay/upstream.py).
     guarded: bool = False
+    # The "{resource}" of the provider's origin: Azure's resource, Bedrock's region (which signs).
+    resource: str | None = None
 
 
 # The record's error_type of each refusal (the README's error table).
@@ -64,12 +70,13 @@ def resolve(path: str, target_url: str | None, settings: Settings) -> Route:
             f"No provider for path {path[:200]!r}. Known prefixes: {', '.join(PREFIXES)}",
         )
     rest = "/" + segments[2] if len(segments) > 2 else "/"
-    if provider.name == "azure":
+    if provider.name in _RESOURCES:
+        pattern, usage = _RESOURCES[provider.name]
         resource, _, tail = rest[1:].partition("/")
-        if not _AZURE_RESOURCE.fullmatch(resource):
-            raise RouteError(404, "unknown_provider", "Azure paths are /azure/{resource}/...")
-        origin = settings.upstream_overrides.get("azure") or provider.origin.format(resource=resource)
-        return Route(provider, origin, "/" + tail)
+        if not pattern.fullmatch(resource):
+            raise RouteError(404, "unknown_provider", usage)
+        origin = settings.upstream_overrides.get(provider.name) or provider.origin.format(resource=resource)
+        return Route(provider, origin, "/" + tail, resource=resource)
     return _route(provider, rest, settings)
 
 
@@ -122,7 +129,8 @@ def resolve_target(
     guarded = isinstance(address, str) and origin not in settings.upstream_overrides.values()
     if prefer is not None and origin == settings.upstream_overrides.get(prefer.name, prefer.origin):
         return Route(prefer, origin, base + path, guarded)
-    return Route(_provider_for_host(host), origin, base + path, guarded)
+    provider, resource = _provider_for_host(host)
+    return Route(provider, origin, base + path, guarded, resource)
 
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -205,9 +213,15 @@ def _refuse_dot_segments(path: str) -> None:
         raise RouteError(400, "invalid_path", "Paths with '.' or '..' segments are not relayed")
 
 
-def _provider_for_host(host: str) -> Provider:
+def _provider_for_host(host: str) -> tuple[Provider, str | None]:
+    """The provider whose origin `host` is, and the "{resource}" the host fills in."""
     for provider in PROVIDERS.values():
         origin_host = provider.origin.split("://", 1)[1]
-        if origin_host == host or ("{resource}" in origin_host and host.endswith(origin_host.split("}", 1)[1])):
-            return provider
-    return CUSTOM
+        if origin_host == host:
+            return provider, None
+        before, marker, after = origin_host.partition("{resource}")
+        if marker and host.startswith(before) and host.endswith(after):
+            resource = host[len(before) : len(host) - len(after)]
+            if _RESOURCES[provider.name][0].fullmatch(resource):
+                return provider, resource
+    return CUSTOM, None

@@ -1,7 +1,8 @@
 """Admission: what a call must pass before relaylog calls a provider. A relaylog key (failing
-closed while the keys cannot be read), a request body within its size and time limits, and the
-rate limits: the key's own, then the Helicone-RateLimit-Policy header's. Whatever fails raises
-`Refusal`, which the app answers with relaylog's own JSON error.
+closed while the keys cannot be read), for a Bedrock call relaylog signs a valid relaylog key and
+AWS credentials, a request body within its size and time limits, and the rate limits: the key's
+own, then the Helicone-RateLimit-Policy header's. Whatever fails raises `Refusal`, which the app
+answers with relaylog's own JSON error.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ..gateway.ratelimit import RateLimiter, RatePolicy, segment_value
 from ..headers import bearer
 from ..keys import KeysUnavailable, KeyVerifier
 from ..observe import Exchange, Header
+from ..providers.bedrock_auth import AwsIdentity, Signer, auth_mode, unsigned
 from ..record import ErrorType, Record
 from .deadlines import Deadlines
 
@@ -47,6 +49,39 @@ def authenticate(keys: KeyVerifier, exchange: Exchange) -> None:
     if key_id is None:
         raise Refusal(401, "unauthorized", "Missing or invalid Helicone-Auth: Bearer <relaylog key>")
     exchange.authenticated(key_id)
+
+
+async def bedrock_signer(
+    keys: KeyVerifier, exchange: Exchange, headers: list[tuple[str, str]], identity: AwsIdentity, region: str
+) -> Signer | None:
+    """How a Bedrock call authenticates. The client's own Bedrock API key (`Authorization: Bearer`)
+    passes through like any provider's key: None. Otherwise relaylog signs with its own AWS
+    identity, which may call Bedrock, so the call needs a valid relaylog key even where no keys
+    exist (a relaylog without keys is open for calls that carry their own credentials, never for
+    calls paid with its identity); the client's own signature headers are dropped from `headers`."""
+    if auth_mode(headers) == "api_key":
+        return None
+    if exchange.key_id is None:
+        key_id = keys.verify(bearer(exchange.meta.auth) or "")
+        if key_id is None:
+            raise Refusal(
+                401,
+                "unauthorized",
+                "relaylog signs Bedrock calls with its own AWS identity only for a valid relaylog key "
+                "(Helicone-Auth: Bearer <relaylog key>; `relaylog keys create`), even with no keys set up; "
+                "or send your own Bedrock API key as Authorization: Bearer <key>",
+            )
+        exchange.authenticated(key_id)
+    headers[:] = unsigned(headers)
+    credentials = await identity.frozen()
+    if credentials is None:
+        raise Refusal(
+            503,
+            "aws_credentials_unavailable",
+            "relaylog has no AWS credentials to sign Bedrock calls with (the standard AWS credential chain "
+            "found none); send your own Bedrock API key as Authorization: Bearer <key>",
+        )
+    return Signer(credentials, region)
 
 
 async def read_body(

@@ -12,9 +12,6 @@ import asyncio
 import random
 import time
 
-import aiohttp
-from aiohttp.abc import AbstractResolver
-
 from ..asgi import ClientGone, Receive, Scope, Send
 from ..config import Settings
 from ..gateway.cache_policy import cache_key
@@ -24,17 +21,18 @@ from ..gateway.services import Services
 from ..headers import narrow_accept_encoding, request_id, split_headers
 from ..keys import KeyVerifier
 from ..observe import Exchange
+from ..providers.bedrock_auth import AwsIdentity
 from ..providers.parsing import parse_request
 from ..providers.routing import RouteError, resolve
 from ..sinks import Sink
 from . import echo, respond
-from .admission import Refusal, admit, authenticate, charge, key_policy, read_body
+from .admission import Refusal, admit, authenticate, bedrock_signer, charge, key_policy, read_body
 from .attempts import Attempts
 from .caching import CacheSlot, entry_from
 from .client import ended
 from .deadlines import Deadlines
 from .targets import plan
-from .upstream import create_session
+from .upstream import Upstream
 
 
 class RelayApp:
@@ -45,36 +43,19 @@ class RelayApp:
         # Cache and rate-limit stores; without them those two features are refused (501).
         self.services = services
         self.limiter = RateLimiter(services.counters) if services is not None else None
-        self._session: aiohttp.ClientSession | None = None
-        # For hosts the client chose; made on first use, as most deployments never see one.
-        self._target_session: aiohttp.ClientSession | None = None
-        # The system resolver under the public-address check, unless a test replaces it.
-        self.target_resolver: AbstractResolver | None = None
+        # The HTTP clients to the providers, made on first use (hosts may skip lifespan events).
+        self.upstream = Upstream(settings)
         self.body_deadlines = Deadlines(tick_s=min(1.0, max(settings.body_timeout_s / 4, 0.01)))
-        self.attempts = Attempts(self, settings)
+        self.attempts = Attempts(self.upstream, settings)
+        # relaylog's own AWS credentials, for the Bedrock calls it signs; resolved at the first one.
+        self.aws_identity = AwsIdentity()
 
     async def startup(self) -> None:
-        self._session = create_session(self.settings)
+        self.upstream.client(guarded=False)  # its TLS context (the system's CAs) loaded before the first call
 
     async def shutdown(self) -> None:
         self.body_deadlines.close()
-        for session in (self._session, self._target_session):
-            if session is not None:
-                await session.close()
-        self._session = self._target_session = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            # Started lazily for hosts that skip ASGI lifespan events.
-            self._session = create_session(self.settings)
-        return self._session
-
-    @property
-    def target_session(self) -> aiohttp.ClientSession:
-        if self._target_session is None:
-            self._target_session = create_session(self.settings, public_only=True, resolver=self.target_resolver)
-        return self._target_session
+        await self.upstream.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -142,6 +123,10 @@ class RelayApp:
             route = resolve(exchange.path, meta.target_url, self.settings)
             exchange.routed(route.provider, route.endpoint)
             authenticate(self.keys, exchange)
+            signer = None
+            if route.provider.name == "bedrock":  # relaylog signs, unless the client sends its Bedrock API key
+                region = route.resource or ""
+                signer = await bedrock_signer(self.keys, exchange, upstream_headers, self.aws_identity, region)
             body = await read_body(exchange, scope, receive, self.settings, self.body_deadlines)
             if route.provider is echo.PROVIDER:  # `relaylog verify`: relaylog answers, no provider is called
                 return await respond.answer(exchange, send, 200, None, echo.body(exchange))
@@ -151,7 +136,7 @@ class RelayApp:
                 gateway = read_gateway(meta, upstream_headers)
                 own_limit = key_policy(self.keys, exchange.key_id)
                 targets = plan(
-                    route, gateway.fallbacks, upstream_headers, body, info, query, exchange.model, self.settings
+                    route, gateway.fallbacks, upstream_headers, body, info, query, exchange.model, self.settings, signer
                 )
             except ValueError as error:  # PolicyError, or a fallback's body override that cannot apply
                 raise Refusal(400, "invalid_request", str(error)) from None

@@ -15,9 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Protocol
-
-import aiohttp
 
 from ..asgi import Receive, Send
 from ..config import Settings
@@ -27,8 +24,9 @@ from ..observe import Attempt, Exchange
 from ..record import ErrorType
 from . import respond
 from .client import DisconnectWatcher, ended
+from .http1 import ForbiddenAddress, Response, Whole
 from .targets import Target
-from .upstream import Whole, forbidden, read_whole
+from .upstream import Upstream
 
 log = logging.getLogger("relaylog.relay")
 
@@ -38,21 +36,11 @@ log = logging.getLogger("relaylog.relay")
 _READ_ON_S = 5.0
 
 
-class Sessions(Protocol):
-    """The app's aiohttp sessions: one for the provider routes, one for hosts a client chose."""
-
-    @property
-    def session(self) -> aiohttp.ClientSession: ...
-
-    @property
-    def target_session(self) -> aiohttp.ClientSession: ...
-
-
 @dataclass(slots=True)
 class Answered:
     """The provider answered (any status); with its body when relaylog had to read it to decide."""
 
-    response: aiohttp.ClientResponse
+    response: Response
     preread: Whole | None
     attempt: Attempt
 
@@ -72,8 +60,8 @@ Outcome = Answered | Unanswered
 class Attempts:
     """Calls the provider for the relay; one per app, shared by every call."""
 
-    def __init__(self, sessions: Sessions, settings: Settings) -> None:
-        self._sessions = sessions
+    def __init__(self, upstream: Upstream, settings: Settings) -> None:
+        self._upstream = upstream
         self._settings = settings
 
     async def send(
@@ -89,7 +77,7 @@ class Attempts:
         cuts the client's response the same way (the app returns without completing it)."""
         read_on_s = min(_READ_ON_S, self._settings.read_timeout_s)
         watcher = DisconnectWatcher(receive, exchange, read_on_s)
-        response: aiohttp.ClientResponse | None = None
+        response: Response | None = None
         try:
             outcome = await self._send_handling_fallbacks(exchange, targets, retry, accept_encoding)
             if isinstance(outcome, Unanswered):
@@ -104,7 +92,7 @@ class Attempts:
                 raise
         except TimeoutError:
             _cut(exchange, "upstream_timeout", "the provider went silent mid-response")
-        except (aiohttp.ClientError, OSError):
+        except OSError:  # UpstreamDisconnected (a ConnectionError) and the socket's own errors
             _cut(exchange, "upstream_disconnect", "the provider closed the connection mid-response")
         finally:
             watcher.stop()
@@ -149,37 +137,26 @@ class Attempts:
         relaylog asked for (400 naming stream_options) is asked again as the client asked, within
         the same attempt; that 400's body is read to decide, and kept if it is the answer."""
         began = exchange.attempt_started(target)
-        session = self._sessions.target_session if target.route.guarded else self._sessions.session
+        client = self._upstream.client(target.route.guarded)
+        headers = _headers(exchange, target, accept_encoding)
         preread = None
         try:
-            response = await session.request(
-                exchange.method,
-                target.url,
-                headers=_headers(exchange, target, accept_encoding),
-                data=target.upstream_body or None,
-                allow_redirects=False,
-            )
+            response = await client.request(exchange.method, target.url, headers, target.upstream_body)
             if exchange.usage_injected and response.status == 400:
-                preread = await read_whole(response)
+                preread = await response.read()
                 if preread.failure is None and b"stream_options" in preread.data:
-                    response.release()
+                    response.close()
                     exchange.usage_refused()
                     preread = None
-                    response = await session.request(
-                        exchange.method,
-                        target.url,
-                        headers=_headers(exchange, target, accept_encoding),
-                        data=target.body or None,
-                        allow_redirects=False,
-                    )
-        except (TimeoutError, aiohttp.ClientError, OSError) as error:
+                    response = await client.request(exchange.method, target.url, headers, target.body)
+        except OSError as error:  # TimeoutError, ForbiddenAddress and every connection failure
             failure = _failure(error)
             return Unanswered(error, failure, exchange.attempt_ended(target.index, 0, failure, began))
         return Answered(response, preread, exchange.attempt_ended(target.index, response.status, None, began))
 
 
 def _failure(error: BaseException) -> ErrorType:
-    if forbidden(error) is not None:
+    if isinstance(error, ForbiddenAddress):
         return "target_not_allowed"
     return "upstream_timeout" if isinstance(error, TimeoutError) else "upstream_unreachable"
 
@@ -190,6 +167,10 @@ def _headers(exchange: Exchange, target: Target, accept_encoding: bytes | None) 
         headers.append(("accept-encoding", "identity"))  # the stripper reads the stream as text
     elif accept_encoding is not None:
         headers.append(("accept-encoding", narrow_accept_encoding(accept_encoding) or "identity"))
+    if target.signer is not None:
+        # Signed per attempt: a retry gets a fresh date, a fallback its own host and region. Bedrock
+        # is never asked for stream usage, so `upstream_body` is the one body sent to a signed target.
+        headers += target.signer.headers(exchange.method, target.route, target.url, target.upstream_body)
     return headers
 
 
@@ -201,7 +182,7 @@ def _backoff(retry: RetryPolicy | None, retries: int, outcome: Outcome) -> float
         return None if outcome.error_type == "target_not_allowed" else retry.delay_s(retries, None)
     if not retryable(outcome.response.status):
         return None
-    return retry.delay_s(retries, retry_after_s(outcome.response.headers))
+    return retry.delay_s(retries, retry_after_s(outcome.response.header))
 
 
 def _falls_through(target: Target, outcome: Outcome) -> bool:
@@ -216,7 +197,7 @@ async def _refuse_unanswered(exchange: Exchange, send: Send, outcome: Unanswered
     """No provider answered: relaylog says why (its refusal of a forbidden host, 504 or 502)."""
     error = outcome.error
     if outcome.error_type == "target_not_allowed":
-        await respond.refuse(exchange, send, 403, "target_not_allowed", str(forbidden(error)))
+        await respond.refuse(exchange, send, 403, "target_not_allowed", str(error))
     elif outcome.error_type == "upstream_timeout":
         await respond.refuse(exchange, send, 504, "upstream_timeout", "The provider did not answer in time")
     else:
@@ -236,6 +217,6 @@ def _cut(exchange: Exchange, error: ErrorType, what: str) -> None:
 
 
 def _describe(error: BaseException) -> str:
-    # The class name and aiohttp's text name the failure; neither carries request headers or keys.
+    # The class name and the error's text name the failure; neither carries request headers or keys.
     text = str(error).strip()
     return f"Provider unreachable: {type(error).__name__}{': ' + text if text else ''}"[:500]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import aiohttp
 import orjson
 
 from ..asgi import Receive, Send
@@ -19,30 +18,28 @@ from ..headers import response_headers
 from ..observe import Exchange, Header
 from ..record import ErrorType
 from .client import DisconnectWatcher
+from .http1 import Response, Whole
 from .stream_usage import UsageStripper
-from .upstream import Whole, read_whole, received_before_the_cut
 
 _JSON = b"application/json"
 # Non-streamed bodies up to this size are read whole and sent in one write.
 _READ_WHOLE_MAX = 4 * 1024 * 1024
-# How a provider's connection breaks mid-body, as aiohttp reports it.
-_CUT = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, ConnectionError)
 
 
 async def relay(
     exchange: Exchange,
-    response: aiohttp.ClientResponse,
+    response: Response,
     send: Send,
     watcher: DisconnectWatcher,
     preread: Whole | None,
 ) -> None:
     """Relay the provider's response: status, headers and bytes as they came. A failure reading it
     is raised after the client was sent every byte that arrived before it."""
-    content_type = response.headers.get("Content-Type", "")
-    exchange.response_described(content_type, response.headers.get("Content-Encoding"))
+    content_type = response.header(b"content-type") or ""
+    exchange.response_described(content_type, response.header(b"content-encoding"))
     event_stream = content_type.startswith("text/event-stream")
     stripper = UsageStripper(exchange.withheld) if exchange.usage_injected and event_stream else None
-    headers = response_headers(tuple(response.raw_headers), keep_length=stripper is None)
+    headers = response_headers(response.raw_headers, keep_length=stripper is None, connection=response.connection)
     if event_stream:
         _add_stream_headers(headers)
     headers.append((b"helicone-id", exchange.request_id.encode()))
@@ -50,7 +47,7 @@ async def relay(
 
     length = response.content_length
     if preread is not None or (not event_stream and length is not None and length <= _READ_WHOLE_MAX):
-        whole = preread if preread is not None else await read_whole(response)
+        whole = preread if preread is not None else await response.read()
         exchange.upstream_done()
         exchange.response_started(response.status, headers)
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
@@ -64,18 +61,12 @@ async def relay(
 
     exchange.response_started(response.status, headers)
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    try:
-        async for chunk in response.content.iter_any():
-            out = stripper.feed(chunk) if stripper is not None else chunk
-            if out and exchange.chunk_sent(out):
-                await send({"type": "http.response.body", "body": out, "more_body": True})
-    except _CUT:
-        # The client gets every byte the provider sent before it hung up, as it would directly.
-        tail = received_before_the_cut(response.content)
-        out = stripper.feed(tail) if stripper is not None and tail else tail
+    # The client gets every byte the provider sent before a cut, as it would directly: the
+    # response hands out what arrived before it raises the failure.
+    async for chunk in response.chunks():
+        out = stripper.feed(chunk) if stripper is not None else chunk
         if out and exchange.chunk_sent(out):
             await send({"type": "http.response.body", "body": out, "more_body": True})
-        raise
     exchange.upstream_done()
     await _send_last(exchange, send, watcher, stripper.finish() if stripper is not None else b"")
 

@@ -8,6 +8,7 @@ from yarl import URL
 
 from ..config import Settings
 from ..gateway.fallbacks import Fallback, override_body
+from ..providers.bedrock_auth import Signer, auth_mode
 from ..providers.parsing import RequestInfo, parse_request
 from ..providers.routing import Route, resolve_target
 from .stream_usage import inject
@@ -27,6 +28,10 @@ class Target:
     # Index in Helicone-Fallbacks, and that entry (None for the request's own route).
     index: int | None = None
     fallback: Fallback | None = None
+    # relaylog's AWS identity, when it signs the call (admission's `bedrock_signer`): each attempt
+    # at this target is signed anew for its own host, region and date (the signer signs Bedrock
+    # targets only; a fallback elsewhere never carries relaylog's identity).
+    signer: Signer | None = None
 
 
 def plan(
@@ -38,12 +43,13 @@ def plan(
     query: bytes,
     model: str | None,
     settings: Settings,
+    signer: Signer | None = None,
 ) -> list[Target]:
     """The targets in the order they are tried. Raises RouteError for a target off the allow-list,
     before anything is called."""
     suffix = "?" + query.decode("latin-1") if query else ""
     if not fallbacks:
-        return [_target(route, headers, body, info, suffix, model, settings)]
+        return [_target(route, headers, body, info, suffix, model, settings, signer)]
     targets = []
     for index, fallback in enumerate(fallbacks):
         where = f"Helicone-Fallbacks[{index}] target-url"
@@ -53,7 +59,7 @@ def plan(
         entry_body = override_body(body, fallback.body_override)
         entry_info = info if entry_body is body else parse_request(routed.provider.family, routed.endpoint, entry_body)
         entry_model = model if entry_body is body else entry_info.model or model
-        target = _target(routed, merged, entry_body, entry_info, suffix, entry_model, settings)
+        target = _target(routed, merged, entry_body, entry_info, suffix, entry_model, settings, signer)
         targets.append(replace(target, index=index, fallback=fallback))
     return targets
 
@@ -66,6 +72,7 @@ def _target(
     suffix: str,
     model: str | None,
     settings: Settings,
+    signer: Signer | None,
 ) -> Target:
     upstream_body, injected = body, False
     if (
@@ -79,4 +86,6 @@ def _target(
         if asked is not None:
             upstream_body, injected = asked, True
     url = URL(route.origin + route.endpoint + suffix, encoded=True)
-    return Target(route, url, headers, body, upstream_body, injected, model)
+    if signer is not None and auth_mode(headers) == "api_key":
+        signer = None  # a Helicone-Fallbacks entry that brings its own Bedrock API key uses it
+    return Target(route, url, headers, body, upstream_body, injected, model, signer=signer)

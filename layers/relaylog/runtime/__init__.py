@@ -2,6 +2,8 @@
 
 `events` turns a Function URL event into an ASGI request, `invoke` runs the app for one event into
 any `ResponseStream`, `runtime_api` is the Lambda Runtime API transport (streamed responses with
-error trailers), `loop` is the invocation loop, `buffered` the plain-handler fallback, `factory`
-says which app both serve.
+error trailers), `invocations` serves one invocation under its deadline, `loop` is the invocation
+loop (one at a time), `pollers` serves many at once (Lambda Managed Instances), `context` says which
+invocation the running code serves, `buffered` is the plain-handler fallback, `factory` says which
+app both serve.
 """

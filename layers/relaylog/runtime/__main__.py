@@ -8,13 +8,25 @@ import logging
 import os
 import sys
 
+from .context import RequestIdFilter
 from .factory import create_app
 from .loop import run
+from .pollers import max_concurrency
 
 
 def main() -> int:
-    logging.basicConfig(level=os.environ.get("RELAYLOG_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s %(message)s")
-    return asyncio.run(run(create_app, os.environ["AWS_LAMBDA_RUNTIME_API"]))
+    # Lambda Managed Instances sets it (https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html).
+    concurrency = max_concurrency(os.environ.get("AWS_LAMBDA_MAX_CONCURRENCY"))
+    level = os.environ.get("RELAYLOG_LOG_LEVEL", "INFO")
+    if concurrency > 1:
+        # Concurrent invocations' lines interleave: each says which invocation it is about.
+        handler = logging.StreamHandler()
+        handler.addFilter(RequestIdFilter())
+        handler.setFormatter(logging.Formatter("%(levelname)s %(aws_request_id)s %(name)s %(message)s"))
+        logging.basicConfig(level=level, handlers=[handler])
+    else:
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s %(message)s")
+    return asyncio.run(run(create_app, os.environ["AWS_LAMBDA_RUNTIME_API"], concurrency))
 
 
 if __name__ == "__main__":

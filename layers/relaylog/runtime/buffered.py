@@ -75,7 +75,7 @@ class BufferedResponse:
 
 class _Host:
     """The app and its event loop, created on the first call and kept for the environment's life
-    (the aiohttp session belongs to the loop)."""
+    (the pooled upstream connections belong to the loop)."""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()

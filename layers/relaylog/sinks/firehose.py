@@ -2,6 +2,9 @@
 
 On Lambda one invocation runs at a time and the runtime calls `flush` once the response is
 complete, so `submit` only builds and queues (no I/O, no thread) and `flush` does the sending.
+On Lambda Managed Instances many run at once and a background flusher calls `flush` on a thread
+while the event loop goes on submitting: the queue is taken whole under a lock and what was not
+sent is put back in front, so a record submitted during a flush is neither sent twice nor lost.
 Nothing is dropped silently: what cannot be sent stays queued for the next flush, and only what
 `close` still cannot send at shutdown is counted lost (by request id; never the content).
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 import gzip
 import logging
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -87,6 +91,9 @@ class FirehoseSink:
         self._jitter = jitter
         self._clock = clock
         self._queue: list[_Pending] = []
+        self._queue_lock = threading.Lock()  # submit (event loop) against flush (a thread)
+        self._flushing = threading.Lock()  # one flush at a time
+        self._metrics_lock = threading.Lock()  # Powertools' metric set is a plain dict
         self._writer = f"{uuid.uuid4().hex[:12]}"
         self._spools = 0
 
@@ -104,9 +111,9 @@ class FirehoseSink:
             log.exception("could not build the record for request %s", exchange.request_id)
             self._count("RecordsLost")
             return None
-        self._queue.append(
-            _Pending(record["request_id"], line, f"dt={record['dt']}/hour={record['hour']}", bodies.items)
-        )
+        pending = _Pending(record["request_id"], line, f"dt={record['dt']}/hour={record['hour']}", bodies.items)
+        with self._queue_lock:
+            self._queue.append(pending)
         return record
 
     @property
@@ -116,29 +123,36 @@ class FirehoseSink:
     def flush(self, timeout_s: float) -> None:
         """Bodies, then records, each step started only while the budget lasts; a record Firehose
         would not take is spooled to S3 (in the time kept back for that); the rest stays queued."""
-        if self._queue:
-            deadline = self._clock() + timeout_s
-            ready = self._upload_bodies(self._queue, deadline)
-            tried, refused = self._put_batches(ready, deadline)
-            if refused:
-                refused = self._spool(refused)
-            done = {id(p) for p in tried} - {id(p) for p in refused}
-            self._queue = [p for p in self._queue if id(p) not in done]
-        self._flush_metrics()
+        with self._flushing:
+            with self._queue_lock:
+                taken, self._queue = self._queue, []
+            if taken:
+                deadline = self._clock() + timeout_s
+                ready = self._upload_bodies(taken, deadline)
+                tried, refused = self._put_batches(ready, deadline)
+                if refused:
+                    refused = self._spool(refused)
+                done = {id(p) for p in tried} - {id(p) for p in refused}
+                left = [p for p in taken if id(p) not in done]
+                with self._queue_lock:
+                    self._queue[:0] = left  # before what was submitted meanwhile, in order
+            self._flush_metrics()
 
     def close(self) -> None:
         self.flush(CLOSE_TIMEOUT_S)
-        if self._queue:
-            self._count("RecordsLost", len(self._queue))
-            for pending in self._queue:
+        with self._queue_lock:
+            lost, self._queue = self._queue, []
+        if lost:
+            self._count("RecordsLost", len(lost))
+            for pending in lost:
                 log.error("record for request %s could not be sent to Firehose nor S3: lost", pending.request_id)
-            self._queue = []
             self._flush_metrics()
 
     def _flush_metrics(self) -> None:
-        metrics = self._metrics_
-        if metrics is not None and metrics.metric_set:  # Powertools warns when asked to publish nothing
-            metrics.flush_metrics()
+        with self._metrics_lock:
+            metrics = self._metrics_
+            if metrics is not None and metrics.metric_set:  # Powertools warns when asked to publish nothing
+                metrics.flush_metrics()
 
     # -- bodies --------------------------------------------------------------------------------
 
@@ -226,14 +240,11 @@ class FirehoseSink:
             self._count("RecordsSpilled", len(group))
         return left
 
-    @property
-    def _metrics(self) -> Any:
-        if self._metrics_ is None:
-            self._metrics_ = self._make_metrics()
-        return self._metrics_
-
     def _count(self, name: str, value: int = 1) -> None:
-        self._metrics.add_metric(name=name, unit="Count", value=value)
+        with self._metrics_lock:
+            if self._metrics_ is None:
+                self._metrics_ = self._make_metrics()
+            self._metrics_.add_metric(name=name, unit="Count", value=value)
 
 
 def _batches(records: list[_Pending]) -> list[list[_Pending]]:

@@ -1,5 +1,5 @@
 """DuckDB over a local data dir: a `requests` view of the record files (their Parquet copies where
-they have them), the bodies kept in files of their own, and any SQL over the view.
+they have them), the bodies kept in files of their own, and read-only SQL over the view.
 
 One in-memory database per store, shared by the connections it hands out: each gets its own
 cursor and TEMP views, so callers on different threads never share one, and each sees the files
@@ -19,6 +19,7 @@ import duckdb
 
 from relaylog.store import StoreError, columnar
 from relaylog.store.files import raw_files, warn_incomplete
+from relaylog.store.sandbox import read_only_statements, sandboxed
 from relaylog.store.schema import empty_select
 
 log = logging.getLogger(__name__)
@@ -57,11 +58,17 @@ class LocalStore:
         """A connection of its own (safe to use on this thread only) with the `requests` view;
         with `since`, only files that can hold records at or after it are read (the caller still
         filters on created_at)."""
+        con = self.cursor()
+        view, _ = self._view(con, since)
+        con.execute(f"CREATE OR REPLACE TEMP VIEW requests AS {view}")
+        return con
+
+    def _view(self, con: duckdb.DuckDBPyConnection, since: datetime | None) -> tuple[str, list[Path]]:
+        """The SELECT behind the `requests` view, and the files it reads (making Parquet copies)."""
         # Whole days: Parquet copies cover a day at a time, and a copy of part of a day, made
         # for one `since`, would be no use to the next.
         day = since.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) if since else None
         files = raw_files(self.data_dir, day)
-        con = self.cursor()
         sources = columnar.resolve(con, self.data_dir, files)
         warn_incomplete(sources.json, self._warned)
         parts = []
@@ -70,8 +77,7 @@ class LocalStore:
         if sources.json:
             parts.append(columnar.json_select(sources.json))
         view = " UNION ALL ".join(parts) if parts else empty_select()
-        con.execute(f"CREATE OR REPLACE TEMP VIEW requests AS {view}")
-        return con
+        return view, [*sources.parquet, *sources.json]
 
     def read_body(self, ref: str) -> str | None:
         """A body kept in a file of its own (`*_body_ref`, relative to the data dir); None if unreadable."""
@@ -88,10 +94,17 @@ class LocalStore:
             return None
 
     def query(self, sql: str) -> QueryResult:
-        """Run any SQL against the `requests` view. Raises StoreError with DuckDB's message."""
+        """Run SQL someone typed against the `requests` view, read-only and unable to open any
+        other file (store.sandbox). Raises StoreError with DuckDB's message."""
+        statements = read_only_statements(sql)
         try:
-            with self.connect() as con:
-                cursor = con.execute(sql)
+            with self.cursor() as con:  # the store's own connection makes the Parquet copies
+                view, files = self._view(con, None)
+            with sandboxed(files) as con:
+                con.execute(f"CREATE TEMP VIEW requests AS {view}")
+                for statement in statements[:-1]:
+                    con.execute(statement)
+                cursor = con.execute(statements[-1])
                 columns = [d[0] for d in cursor.description or []]
                 rows = cursor.fetchall() if cursor.description else []
         except duckdb.Error as exc:

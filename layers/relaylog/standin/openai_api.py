@@ -53,7 +53,15 @@ SNAPSHOTS = {
     "gpt-5-nano": "gpt-5-nano-2025-08-07",
 }
 
-CHAT_FIELDS = ("messages", "tools", "tool_choice", "max_tokens", "max_completion_tokens", "reasoning_effort", "response_format")
+CHAT_FIELDS = (
+    "messages",
+    "tools",
+    "tool_choice",
+    "max_tokens",
+    "max_completion_tokens",
+    "reasoning_effort",
+    "response_format",
+)
 
 
 def is_reasoning_model(model: str) -> bool:
@@ -86,12 +94,28 @@ def headers(ids: Ids, content_type: str = JSON_TYPE) -> list[tuple[str, str]]:
 
 _ERRORS: dict[int, tuple[str, str | None, str]] = {
     400: ("invalid_request_error", None, "The stand-in was asked to reject this request (x-standin-fault status=400)."),
-    401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided: bad-key. You can find your API key at https://platform.openai.com/account/api-keys."),
-    403: ("invalid_request_error", "unsupported_country_region_territory", "Country, region, or territory not supported"),
-    404: ("invalid_request_error", "model_not_found", "The model `unknown` does not exist or you do not have access to it."),
+    401: (
+        "invalid_request_error",
+        "invalid_api_key",
+        "Incorrect API key provided: bad-key. You can find your API key at https://platform.openai.com/account/api-keys.",
+    ),
+    403: (
+        "invalid_request_error",
+        "unsupported_country_region_territory",
+        "Country, region, or territory not supported",
+    ),
+    404: (
+        "invalid_request_error",
+        "model_not_found",
+        "The model `unknown` does not exist or you do not have access to it.",
+    ),
     409: ("invalid_request_error", None, "The request conflicted with another request."),
     413: ("invalid_request_error", None, "Request too large."),
-    429: ("requests", "rate_limit_exceeded", "Rate limit reached for gpt-4o-mini in organization org-standin on requests per min (RPM): Limit 3, Used 3, Requested 1. Please try again in 20s. Visit https://platform.openai.com/account/rate-limits to learn more."),
+    429: (
+        "requests",
+        "rate_limit_exceeded",
+        "Rate limit reached for gpt-4o-mini in organization org-standin on requests per min (RPM): Limit 3, Used 3, Requested 1. Please try again in 20s. Visit https://platform.openai.com/account/rate-limits to learn more.",
+    ),
     500: ("server_error", None, "The server had an error while processing your request. Sorry about that!"),
     502: ("server_error", None, "Bad gateway."),
     503: ("server_error", None, "The engine is currently overloaded, please try again later"),
@@ -99,14 +123,22 @@ _ERRORS: dict[int, tuple[str, str | None, str]] = {
 }
 
 
-def error(status: int, ids: Ids, message: str | None = None, *, param: str | None = None, code: str | None = None) -> Reply:
+def error(
+    status: int, ids: Ids, message: str | None = None, *, param: str | None = None, code: str | None = None
+) -> Reply:
     """An OpenAI error: `{"error": {message, type, param, code}}`, which OpenAI indents by four
     spaces and ends with a newline, unlike its two-space success bodies."""
     kind, default_code, default_message = _ERRORS.get(
         status,
-        ("server_error" if status >= 500 else "invalid_request_error", None, f"The stand-in answered with status {status}."),
+        (
+            "server_error" if status >= 500 else "invalid_request_error",
+            None,
+            f"The stand-in answered with status {status}.",
+        ),
     )
-    payload = {"error": {"message": message or default_message, "type": kind, "param": param, "code": code or default_code}}
+    payload = {
+        "error": {"message": message or default_message, "type": kind, "param": param, "code": code or default_code}
+    }
     body = json.dumps(payload, indent=4, ensure_ascii=False).encode() + b"\n"
     return Reply(status, headers(ids), body, compress=True)
 
@@ -178,9 +210,21 @@ def chat_completions(req: Request) -> Reply:
     if not model:
         return error(400, raw_ids(req), "you must provide a model parameter")
     if not isinstance(messages, list):
-        return error(400, raw_ids(req), "Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter")
+        return error(
+            400,
+            raw_ids(req),
+            "Missing required parameter: 'messages'.",
+            param="messages",
+            code="missing_required_parameter",
+        )
     if not messages:
-        return error(400, raw_ids(req), "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.", param="messages", code="empty_array")
+        return error(
+            400,
+            raw_ids(req),
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+            param="messages",
+            code="empty_array",
+        )
 
     tools = [
         (t["function"].get("name", "tool"), t["function"].get("parameters"))
@@ -193,8 +237,12 @@ def chat_completions(req: Request) -> Reply:
     scenario = pick_scenario(req.header("x-standin-scenario"), model, implied)
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
     plan = make_plan(
-        scenario, tools, after_tool=after_tool, reasoning_family=is_reasoning_model(model),
-        max_tokens=limit, schema=response_schema(body.get("response_format")),
+        scenario,
+        tools,
+        after_tool=after_tool,
+        reasoning_family=is_reasoning_model(model),
+        max_tokens=limit,
+        schema=response_schema(body.get("response_format")),
     )
     ids = seed_for(req.route, model, scenario, body, CHAT_FIELDS)
 
@@ -209,7 +257,9 @@ def chat_completions(req: Request) -> Reply:
 
     if body.get("stream") is True:
         options = obj(body.get("stream_options"))
-        return info.stream(plan, use, options.get("include_usage") is True, options.get("include_obfuscation", True) is not False)
+        return info.stream(
+            plan, use, options.get("include_usage") is True, options.get("include_obfuscation", True) is not False
+        )
     if plan.stream_error:
         return error(500, ids)
     return info.complete(plan, use)
@@ -257,11 +307,17 @@ class _Chat:
         # Chunks are assembled from bytes so that the two modes differ only by `,"usage":null`
         # in every chunk and the extra usage chunk, exactly like the real API.
         prefix = (
-            b'{"id":"' + self.completion_id.encode()
-            + b'","object":"chat.completion.chunk","created":' + str(CREATED).encode()
-            + b',"model":' + dumps(self.model)
-            + b',"service_tier":' + dumps(self.tier)
-            + b',"system_fingerprint":"' + fingerprint(self.model).encode() + b'","choices":'
+            b'{"id":"'
+            + self.completion_id.encode()
+            + b'","object":"chat.completion.chunk","created":'
+            + str(CREATED).encode()
+            + b',"model":'
+            + dumps(self.model)
+            + b',"service_tier":'
+            + dumps(self.tier)
+            + b',"system_fingerprint":"'
+            + fingerprint(self.model).encode()
+            + b'","choices":'
         )
         null_usage = b',"usage":null' if include_usage else b""
         events: list[bytes] = []
@@ -279,8 +335,17 @@ class _Chat:
         if plan.calls:
             # No separate role chunk: the first tool-call delta carries the role, as OpenAI sends it.
             for i, call in enumerate(plan.calls):
-                opening = {"index": i, "id": self.call_id(i), "type": "function", "function": {"name": call.name, "arguments": ""}}
-                first: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": [opening], "refusal": None} if i == 0 else {"tool_calls": [opening]}
+                opening = {
+                    "index": i,
+                    "id": self.call_id(i),
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": ""},
+                }
+                first: dict[str, Any] = (
+                    {"role": "assistant", "content": None, "tool_calls": [opening], "refusal": None}
+                    if i == 0
+                    else {"tool_calls": [opening]}
+                )
                 delta(first)
                 for piece in json_pieces(call.arguments):
                     delta({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})

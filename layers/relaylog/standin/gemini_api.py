@@ -33,11 +33,23 @@ FIELDS = ("contents", "systemInstruction", "system_instruction", "tools", "gener
 THOUGHT_TOKENS = 160
 _STATUS = {
     400: ("INVALID_ARGUMENT", "Request contains an invalid argument."),
-    401: ("UNAUTHENTICATED", "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential."),
-    403: ("PERMISSION_DENIED", "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API."),
+    401: (
+        "UNAUTHENTICATED",
+        "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
+    ),
+    403: (
+        "PERMISSION_DENIED",
+        "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
+    ),
     404: ("NOT_FOUND", "models/unknown is not found for API version v1beta, or is not supported for generateContent."),
-    429: ("RESOURCE_EXHAUSTED", "You exceeded your current quota, please check your plan and billing details. For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits."),
-    500: ("INTERNAL", "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting"),
+    429: (
+        "RESOURCE_EXHAUSTED",
+        "You exceeded your current quota, please check your plan and billing details. For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.",
+    ),
+    500: (
+        "INTERNAL",
+        "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting",
+    ),
     503: ("UNAVAILABLE", "The model is overloaded. Please try again later."),
     504: ("DEADLINE_EXCEEDED", "The request timed out. Please try again."),
 }
@@ -60,15 +72,19 @@ def headers(content_type: str = "application/json; charset=UTF-8") -> list[tuple
 
 
 def error(status: int, message: str | None = None, retry_after: str | None = None, reason: str | None = None) -> Reply:
-    name, default = _STATUS.get(status, ("INTERNAL" if status >= 500 else "FAILED_PRECONDITION", f"The stand-in answered with status {status}."))
+    name, default = _STATUS.get(
+        status, ("INTERNAL" if status >= 500 else "FAILED_PRECONDITION", f"The stand-in answered with status {status}.")
+    )
     err: dict[str, Any] = {"code": status, "message": message or default, "status": name}
     if reason:
-        err["details"] = [{
-            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-            "reason": reason,
-            "domain": "googleapis.com",
-            "metadata": {"service": "generativelanguage.googleapis.com"},
-        }]
+        err["details"] = [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": reason,
+                "domain": "googleapis.com",
+                "metadata": {"service": "generativelanguage.googleapis.com"},
+            }
+        ]
     elif status == 429:
         err["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after or 20}s"}]
     return Reply(status, headers(), dumps_pretty({"error": err}) + b"\n", compress=True)
@@ -91,31 +107,58 @@ def handle(req: Request) -> Reply:
     contents = body.get("contents")
     if method == "countTokens":
         count = prompt_tokens(contents, body.get("systemInstruction"))
-        return Reply(200, headers(), dumps_pretty({"totalTokens": count, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": count}]}), compress=True)
+        return Reply(
+            200,
+            headers(),
+            dumps_pretty({"totalTokens": count, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": count}]}),
+            compress=True,
+        )
     if not isinstance(contents, list) or not contents:
         return error(400, "* GenerateContentRequest.contents: contents is not specified\n")
     tools = [
         (decl.get("name", "tool"), decl.get("parameters") or decl.get("parametersJsonSchema"))
-        for tool in body.get("tools") or [] if isinstance(tool, dict)
-        for decl in (tool.get("functionDeclarations") or tool.get("function_declarations") or []) if isinstance(decl, dict)
+        for tool in body.get("tools") or []
+        if isinstance(tool, dict)
+        for decl in (tool.get("functionDeclarations") or tool.get("function_declarations") or [])
+        if isinstance(decl, dict)
     ]
     parts = contents[-1].get("parts") if isinstance(contents[-1], dict) else None
-    after_tool = isinstance(parts, list) and any(isinstance(p, dict) and ("functionResponse" in p or "function_response" in p) for p in parts)
+    after_tool = isinstance(parts, list) and any(
+        isinstance(p, dict) and ("functionResponse" in p or "function_response" in p) for p in parts
+    )
     implied = "tool" if tools and not after_tool else "text"
     scenario = pick_scenario(req.header("x-standin-scenario"), model, implied)
     config = body.get("generationConfig") or body.get("generation_config") or {}
     thinking = config.get("thinkingConfig") or config.get("thinking_config") or {}
-    thinks = model.startswith(("gemini-2.5", "gemini-3")) and thinking.get("thinkingBudget", thinking.get("thinking_budget")) != 0
+    thinks = (
+        model.startswith(("gemini-2.5", "gemini-3"))
+        and thinking.get("thinkingBudget", thinking.get("thinking_budget")) != 0
+    )
     schema = config.get("responseJsonSchema") or config.get("responseSchema") or config.get("response_schema")
     if schema is None and config.get("responseMimeType") == "application/json":
         schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
-    plan = make_plan(scenario, tools, after_tool=after_tool, reasoning_family=thinks, max_tokens=config.get("maxOutputTokens"), schema=schema)
-    answer = _Answer(seed_for(req.route.rsplit(":", 1)[0], model, scenario, body, FIELDS), model, plan, body, bool(thinking.get("includeThoughts") or thinking.get("include_thoughts")))
+    plan = make_plan(
+        scenario,
+        tools,
+        after_tool=after_tool,
+        reasoning_family=thinks,
+        max_tokens=config.get("maxOutputTokens"),
+        schema=schema,
+    )
+    answer = _Answer(
+        seed_for(req.route.rsplit(":", 1)[0], model, scenario, body, FIELDS),
+        model,
+        plan,
+        body,
+        bool(thinking.get("includeThoughts") or thinking.get("include_thoughts")),
+    )
     if method == "streamGenerateContent":
         return answer.stream(req.query.get("alt") == "sse")
     if plan.stream_error:
         return error(503)
-    return Reply(200, headers(), dumps_pretty(answer.chunk(answer.all_parts(), True, answer.output)) + b"\n", compress=True)
+    return Reply(
+        200, headers(), dumps_pretty(answer.chunk(answer.all_parts(), True, answer.output)) + b"\n", compress=True
+    )
 
 
 def _compact(value: Any) -> bytes:
@@ -129,7 +172,9 @@ class _Answer:
     def __init__(self, ids: Ids, model: str, plan: Plan, body: dict[str, Any], show_thoughts: bool) -> None:
         self.ids, self.model, self.plan, self.show_thoughts = ids, model, plan, show_thoughts
         self.cached = CACHED_PREFIX_TOKENS if plan.cached else 0
-        self.prompt = prompt_tokens(body.get("contents"), body.get("systemInstruction"), body.get("tools")) + self.cached
+        self.prompt = (
+            prompt_tokens(body.get("contents"), body.get("systemInstruction"), body.get("tools")) + self.cached
+        )
         self.thoughts = THOUGHT_TOKENS if plan.reasoning else 0
         self.output = plan.output_tokens()
         self.response_id = ids.token("resp", 23)
@@ -171,15 +216,24 @@ class _Answer:
     def chunk(self, parts: list[dict[str, Any]], last: bool, candidates: int) -> dict[str, Any]:
         candidate: dict[str, Any] = {}
         if self.plan.refusal is not None:
-            candidate = {"finishReason": "SAFETY", "index": 0, "safetyRatings": [
-                {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True},
-            ]}
+            candidate = {
+                "finishReason": "SAFETY",
+                "index": 0,
+                "safetyRatings": [
+                    {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True},
+                ],
+            }
         else:
             candidate["content"] = {"parts": parts, "role": "model"}
             if last:
                 candidate["finishReason"] = self.finish()
             candidate["index"] = 0
-        return {"candidates": [candidate], "usageMetadata": self.usage(candidates), "modelVersion": self.model, "responseId": self.response_id}
+        return {
+            "candidates": [candidate],
+            "usageMetadata": self.usage(candidates),
+            "modelVersion": self.model,
+            "responseId": self.response_id,
+        }
 
     def stream(self, as_sse: bool) -> Reply:
         """Text arrives in three chunks, each with cumulative usage; the finish reason rides on the
@@ -197,11 +251,15 @@ class _Answer:
         payloads: list[dict[str, Any]] = []
         for n, parts in enumerate(groups):
             done = n == len(groups) - 1
-            text_so_far = sum(len(text_pieces(p["text"])) for g in groups[: n + 1] for p in g if "text" in p and not p.get("thought"))
+            text_so_far = sum(
+                len(text_pieces(p["text"])) for g in groups[: n + 1] for p in g if "text" in p and not p.get("thought")
+            )
             payloads.append(self.chunk(parts, done, self.output if done else max(text_so_far, 1)))
         error_at = 1 if self.plan.stream_error else None
         if error_at is not None:
-            payloads = payloads[:error_at] + [{"error": {"code": 503, "message": _STATUS[503][1], "status": "UNAVAILABLE"}}]
+            payloads = payloads[:error_at] + [
+                {"error": {"code": 503, "message": _STATUS[503][1], "status": "UNAVAILABLE"}}
+            ]
         if as_sse:
             events = [b"data: " + _compact(p) + b"\r\n\r\n" for p in payloads]
             return Reply(200, headers("text/event-stream"), events=events, tail=0 if error_at else 1)

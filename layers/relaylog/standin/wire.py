@@ -20,14 +20,10 @@ import orjson
 CREATED = 1767225600
 CREATED_ISO = "2026-01-01T00:00:00Z"
 
-SCENARIOS = frozenset(
-    {"text", "long", "tool", "parallel-tools", "refusal", "reasoning", "cached", "stream-error"}
-)
+SCENARIOS = frozenset({"text", "long", "tool", "parallel-tools", "refusal", "reasoning", "cached", "stream-error"})
 
 TEXT = "Hello! This is the relaylog stand-in \u2014 every run returns exactly these words."
-LONG_TEXT = " ".join(
-    f"Sentence {i} of the long answer keeps the stream going for a while." for i in range(1, 41)
-)
+LONG_TEXT = " ".join(f"Sentence {i} of the long answer keeps the stream going for a while." for i in range(1, 41))
 REFUSAL = "I'm sorry, but I can't help with that request."
 AFTER_TOOL = "The tool answered: it is sunny and 22 \u00b0C in Paris."
 TOOL_PREAMBLE = "I'll look that up with the tool."
@@ -219,7 +215,10 @@ def _sample(schema: dict[str, Any], name: str, variant: int, root: dict[str, Any
     kind = str(kind).lower()  # Gemini spells types in upper case
     if kind == "object":
         props = schema.get("properties") or {}
-        return {key: _sample(sub if isinstance(sub, dict) else {}, key, variant, root, depth + 1) for key, sub in props.items()}
+        return {
+            key: _sample(sub if isinstance(sub, dict) else {}, key, variant, root, depth + 1)
+            for key, sub in props.items()
+        }
     if kind == "array":
         items = schema.get("items")
         return [_sample(items, name, variant, root, depth + 1)] if isinstance(items, dict) else []
@@ -294,7 +293,10 @@ class Plan:
         return max(count, 1)
 
 
-DEFAULT_TOOL = ("get_weather", {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]})
+DEFAULT_TOOL = (
+    "get_weather",
+    {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]},
+)
 
 
 def make_plan(
@@ -329,7 +331,13 @@ def make_plan(
         plan.text = LONG_TEXT
     else:
         plan.text = TEXT
-    if plan.text and not plan.structured and isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens > 0:
+    if (
+        plan.text
+        and not plan.structured
+        and isinstance(max_tokens, int)
+        and not isinstance(max_tokens, bool)
+        and max_tokens > 0
+    ):
         pieces = text_pieces(plan.text)
         if len(pieces) > max_tokens:
             plan.text = "".join(pieces[:max_tokens])

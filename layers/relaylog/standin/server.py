@@ -226,7 +226,6 @@ class _Conn(asyncio.Protocol):
         elif not keep_alive:
             transport.close()
 
-
     async def _ends_late(self, fault: Fault) -> bool:
         """Wait out `end-delay-ms` before the end of a body; False when the client left meanwhile."""
         if fault.end_delay_ms:
@@ -361,7 +360,7 @@ class StandIn:
         loop.close()
 
     def serve_forever(self) -> None:
-        """Serve in the calling thread until interrupted (used by `python -m tests.standin`)."""
+        """Serve in the calling thread until interrupted (used by `python -m relaylog.standin`)."""
         loop = new_loop()
         asyncio.set_event_loop(loop)
         self._loop = loop

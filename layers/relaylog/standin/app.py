@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from . import anthropic_api, gemini_api, openai_api, openai_extras, openai_responses
+from . import anthropic_api, bedrock_api, gemini_api, openai_api, openai_extras, openai_responses
 from .faults import Fault, FaultSyntaxError, parse_fault
 from .wire import Reply, Request, UsageError
 
@@ -25,7 +25,7 @@ Handler = Callable[[Request], Reply]
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    provider: str  # "openai", "anthropic" or "gemini": picks the error format
+    provider: str  # "openai", "anthropic", "gemini" or "bedrock": picks the error format
     handler: Handler
 
 
@@ -45,6 +45,8 @@ def resolve(req: Request) -> Endpoint | None:
     path = req.route
     if req.method == "POST" and "/models/" in path and ":" in path.rsplit("/", 1)[-1]:
         return Endpoint("gemini", gemini_api.handle)
+    if req.method == "POST" and "/model/" in path and path.rsplit("/", 1)[-1] in bedrock_api.OPERATIONS:
+        return Endpoint("bedrock", bedrock_api.handle)
     for method, suffix, endpoint in _SUFFIXES:
         if req.method == method and path.endswith(suffix):
             return endpoint
@@ -61,6 +63,8 @@ def provider_error(provider: str, status: int, req: Request, fault: Fault | None
         return anthropic_api.error(status, anthropic_api.raw_ids(req))
     if provider == "gemini":
         return gemini_api.error(status, retry_after=fault.retry_after if fault else None)
+    if provider == "bedrock":
+        return bedrock_api.error(status)
     return openai_api.error(status, openai_api.raw_ids(req))
 
 
@@ -82,7 +86,17 @@ def standin_error(status: int, message: str) -> Reply:
 
 
 # Headers a reply can depend on; together with method, path and body they key the reply cache.
-_KEY_HEADERS = ("x-standin-scenario", "authorization", "api-key", "x-api-key", "x-goog-api-key", "anthropic-version", "content-type")
+_KEY_HEADERS = (
+    "x-standin-scenario",
+    "x-standin-stream-exception",
+    "authorization",
+    "x-amz-security-token",
+    "api-key",
+    "x-api-key",
+    "x-goog-api-key",
+    "anthropic-version",
+    "content-type",
+)
 _CACHE_LIMIT = 1024
 _CACHE_MAX_BODY = 1 << 18
 
@@ -125,7 +139,12 @@ class App:
             fault = parse_fault(spec)
         except FaultSyntaxError as exc:
             return standin_error(400, str(exc)), None
-        if fault is not None and fault.times is not None and spec is not None and not self._fault_applies(spec, fault.times):
+        if (
+            fault is not None
+            and fault.times is not None
+            and spec is not None
+            and not self._fault_applies(spec, fault.times)
+        ):
             fault = None
         endpoint = resolve(req)
         if endpoint is None:

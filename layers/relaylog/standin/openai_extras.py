@@ -31,7 +31,11 @@ def embeddings(req: Request) -> Reply:
         return body
     raw = body.get("input")
     if raw is None or raw == "" or raw == []:
-        return error(400, raw_ids(req), "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference.")
+        return error(
+            400,
+            raw_ids(req),
+            "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference.",
+        )
     model = str(body.get("model") or "text-embedding-3-small")
     # A list of strings or of token arrays is a batch; a string or one token array is one input.
     batch = raw if isinstance(raw, list) and raw and isinstance(raw[0], (str, list)) else [raw]
@@ -44,7 +48,12 @@ def embeddings(req: Request) -> Reply:
         vector = _vector(repr(item).encode(), dims)
         packed: Any = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode() if as_base64 else vector
         data.append({"object": "embedding", "index": index, "embedding": packed})
-    payload = {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    payload = {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
     ids = seed_for(req.route, model, "embed", body, ("input", "dimensions"))
     return Reply(200, headers(ids), dumps_pretty(payload), compress=True)
 
@@ -63,7 +72,14 @@ def models(req: Request) -> Reply:
     return Reply(200, headers(ids), dumps_pretty({"object": "list", "data": data}), compress=True)
 
 
-_AUDIO_TYPES = {"mp3": "audio/mpeg", "opus": "audio/ogg", "aac": "audio/aac", "flac": "audio/flac", "wav": "audio/wav", "pcm": "audio/pcm"}
+_AUDIO_TYPES = {
+    "mp3": "audio/mpeg",
+    "opus": "audio/ogg",
+    "aac": "audio/aac",
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",
+}
 
 
 def speech(req: Request) -> Reply:
@@ -74,7 +90,9 @@ def speech(req: Request) -> Reply:
         return body
     text = body.get("input")
     if not isinstance(text, str) or not text:
-        return error(400, raw_ids(req), "Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
+        return error(
+            400, raw_ids(req), "Missing required parameter: 'input'.", param="input", code="missing_required_parameter"
+        )
     fmt = str(body.get("response_format") or "mp3")
     ids = seed_for(req.route, str(body.get("model")), "speech", body, ("input", "voice", "response_format", "speed"))
     noise = hashlib.shake_256(ids.seed).digest(6000 + 2000 * len(text.split()))
@@ -89,7 +107,9 @@ def transcriptions(req: Request) -> Reply:
     multipart body reached the provider intact."""
     fields = parse_multipart(req)
     if fields is None or "file" not in fields:
-        return error(400, raw_ids(req), "Missing required parameter: 'file'.", param="file", code="missing_required_parameter")
+        return error(
+            400, raw_ids(req), "Missing required parameter: 'file'.", param="file", code="missing_required_parameter"
+        )
     filename, content = fields["file"]
     model = fields.get("model", ("", b""))[1].decode() or "whisper-1"
     fmt = fields.get("response_format", ("", b"json"))[1].decode()
@@ -100,7 +120,13 @@ def transcriptions(req: Request) -> Reply:
         return Reply(200, headers(ids, "text/plain; charset=utf-8"), text.encode() + b"\n", compress=True)
     payload: dict[str, Any] = {"text": text}
     if fmt == "verbose_json":
-        payload = {"task": "transcribe", "language": "english", "duration": round(len(content) / 16000, 2), "text": text, "segments": []}
+        payload = {
+            "task": "transcribe",
+            "language": "english",
+            "duration": round(len(content) / 16000, 2),
+            "text": text,
+            "segments": [],
+        }
     elif model.startswith("whisper"):
         payload["usage"] = {"type": "duration", "seconds": max(1, len(content) // 16000)}
     else:
@@ -143,4 +169,3 @@ def parse_multipart(req: Request) -> dict[str, tuple[str, bytes]] | None:
         if name:
             fields[name] = (filename, content)
     return fields
-

@@ -85,7 +85,10 @@ _ERRORS: dict[int, tuple[str, str]] = {
     403: ("permission_error", "Your API key does not have permission to use the specified resource."),
     404: ("not_found_error", "Not found"),
     413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
-    429: ("rate_limit_error", "This request would exceed the rate limit for your organization (00000000-0000-4000-8000-00000057a9d1) of 50 input tokens per minute. For details, refer to: https://docs.claude.com/en/api/rate-limits. You can see the response headers for current usage. Please reduce the prompt length or the maximum tokens requested, or try again later. You may also contact sales at https://www.anthropic.com/contact-sales to discuss your options for a rate limit increase."),
+    429: (
+        "rate_limit_error",
+        "This request would exceed the rate limit for your organization (00000000-0000-4000-8000-00000057a9d1) of 50 input tokens per minute. For details, refer to: https://docs.claude.com/en/api/rate-limits. You can see the response headers for current usage. Please reduce the prompt length or the maximum tokens requested, or try again later. You may also contact sales at https://www.anthropic.com/contact-sales to discuss your options for a rate limit increase.",
+    ),
     500: ("api_error", "Internal server error"),
     503: ("overloaded_error", "Overloaded"),
     504: ("timeout_error", "Request timeout"),
@@ -94,7 +97,10 @@ _ERRORS: dict[int, tuple[str, str]] = {
 
 
 def error(status: int, ids: Ids, message: str | None = None) -> Reply:
-    kind, default = _ERRORS.get(status, ("api_error" if status >= 500 else "invalid_request_error", f"The stand-in answered with status {status}."))
+    kind, default = _ERRORS.get(
+        status,
+        ("api_error" if status >= 500 else "invalid_request_error", f"The stand-in answered with status {status}."),
+    )
     payload = {"type": "error", "error": {"type": kind, "message": message or default}, "request_id": request_id(ids)}
     return Reply(status, headers(ids), dumps(payload), compress=True)
 
@@ -141,25 +147,38 @@ def messages(req: Request) -> Reply:
     if "max_tokens" not in body:
         return error(400, raw_ids(req), "max_tokens: Field required")
     model = str(body["model"])
-    convo = body["messages"] if isinstance(body["messages"], list) else []
-    tools = [(t.get("name", "tool"), t.get("input_schema")) for t in body.get("tools") or [] if isinstance(t, dict) and "name" in t]
-    content = obj(convo[-1] if convo else None).get("content")
-    after_tool = isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
-    implied = "tool" if tools and obj(body.get("tool_choice")).get("type") != "none" and not after_tool else "text"
-    scenario = pick_scenario(req.header("x-standin-scenario"), model, implied)
-    wants_thinking = obj(body.get("thinking")).get("type") in ("enabled", "adaptive")
-    plan = make_plan(scenario, tools, after_tool=after_tool, reasoning_family=wants_thinking, max_tokens=body.get("max_tokens"))
-    if plan.calls:
-        plan.text = TOOL_PREAMBLE  # Claude usually says what it is about to do before calling
-    msg = _Message(seed_for(req.route, model, scenario, body, FIELDS), ALIASES.get(model, model), plan, body)
+    msg = message_for(req, body, model, ALIASES.get(model, model))
     if body.get("stream") is True:
         return msg.stream()
-    if plan.stream_error:
+    if msg.plan.stream_error:
         return error(529, msg.ids)
     return Reply(200, headers(msg.ids), dumps(msg.complete()), compress=True)
 
 
-class _Message:
+def message_for(req: Request, body: dict[str, Any], model: str, reported_model: str) -> Message:
+    """The answer to a Messages request body (also what Bedrock's InvokeModel relays for Claude)."""
+    convo = body["messages"] if isinstance(body.get("messages"), list) else []
+    tools = [
+        (t.get("name", "tool"), t.get("input_schema"))
+        for t in body.get("tools") or []
+        if isinstance(t, dict) and "name" in t
+    ]
+    content = obj(convo[-1] if convo else None).get("content")
+    after_tool = isinstance(content, list) and any(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in content
+    )
+    implied = "tool" if tools and obj(body.get("tool_choice")).get("type") != "none" and not after_tool else "text"
+    scenario = pick_scenario(req.header("x-standin-scenario"), model, implied)
+    wants_thinking = obj(body.get("thinking")).get("type") in ("enabled", "adaptive")
+    plan = make_plan(
+        scenario, tools, after_tool=after_tool, reasoning_family=wants_thinking, max_tokens=body.get("max_tokens")
+    )
+    if plan.calls:
+        plan.text = TOOL_PREAMBLE  # Claude usually says what it is about to do before calling
+    return Message(seed_for(req.route, model, scenario, body, FIELDS), reported_model, plan, body)
+
+
+class Message:
     __slots__ = ("ids", "input", "mid", "model", "output", "plan", "read", "write")
 
     def __init__(self, ids: Ids, model: str, plan: Plan, body: dict[str, Any]) -> None:
@@ -201,7 +220,9 @@ class _Message:
         if text:
             out.append({"type": "text", "text": text})
         for i, call in enumerate(self.plan.calls):
-            out.append({"type": "tool_use", "id": self.tool_id(i), "name": call.name, "input": json.loads(call.arguments)})
+            out.append(
+                {"type": "tool_use", "id": self.tool_id(i), "name": call.name, "input": json.loads(call.arguments)}
+            )
         return out
 
     def complete(self) -> dict[str, Any]:
@@ -223,14 +244,26 @@ class _Message:
             events.append(sse(dumps({"type": kind, **payload}), kind))
 
         start: dict[str, Any] = {
-            "model": self.model, "id": self.mid, "type": "message", "role": "assistant", "content": [],
-            "stop_reason": None, "stop_sequence": None, "usage": self.usage(1),
+            "model": self.model,
+            "id": self.mid,
+            "type": "message",
+            "role": "assistant",
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": self.usage(1),
         }
         emit("message_start", {"message": start})
         for index, block in enumerate(self.blocks()):
             kind = block["type"]
-            opening = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}} if kind == "tool_use" else (
-                {"type": "thinking", "thinking": "", "signature": ""} if kind == "thinking" else {"type": "text", "text": ""}
+            opening = (
+                {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+                if kind == "tool_use"
+                else (
+                    {"type": "thinking", "thinking": "", "signature": ""}
+                    if kind == "thinking"
+                    else {"type": "text", "text": ""}
+                )
             )
             emit("content_block_start", {"index": index, "content_block": opening})
             if index == 0:
@@ -238,18 +271,31 @@ class _Message:
                 events.append(sse(b'{"type": "ping"}', "ping"))
             if kind == "thinking":
                 for piece in text_pieces(THINKING):
-                    emit("content_block_delta", {"index": index, "delta": {"type": "thinking_delta", "thinking": piece}})
-                emit("content_block_delta", {"index": index, "delta": {"type": "signature_delta", "signature": block["signature"]}})
+                    emit(
+                        "content_block_delta", {"index": index, "delta": {"type": "thinking_delta", "thinking": piece}}
+                    )
+                emit(
+                    "content_block_delta",
+                    {"index": index, "delta": {"type": "signature_delta", "signature": block["signature"]}},
+                )
             elif kind == "tool_use":
                 # Real streams open every tool input with an empty fragment.
                 for piece in [""] + json_pieces(dumps(block["input"]).decode()):
-                    emit("content_block_delta", {"index": index, "delta": {"type": "input_json_delta", "partial_json": piece}})
+                    emit(
+                        "content_block_delta",
+                        {"index": index, "delta": {"type": "input_json_delta", "partial_json": piece}},
+                    )
             else:
                 pieces = text_pieces(block["text"])
                 if self.plan.stream_error:
                     for piece in pieces[:3]:
                         emit("content_block_delta", {"index": index, "delta": {"type": "text_delta", "text": piece}})
-                    events.append(sse(b'{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}', "error"))
+                    events.append(
+                        sse(
+                            b'{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}',
+                            "error",
+                        )
+                    )
                     return Reply(200, headers(self.ids, SSE_TYPE), events=events, tail=0)
                 for piece in pieces:
                     emit("content_block_delta", {"index": index, "delta": {"type": "text_delta", "text": piece}})
@@ -260,6 +306,8 @@ class _Message:
             "cache_read_input_tokens": self.read,
             "output_tokens": self.output,
         }
-        emit("message_delta", {"delta": {"stop_reason": self.stop_reason(), "stop_sequence": None}, "usage": final_usage})
+        emit(
+            "message_delta", {"delta": {"stop_reason": self.stop_reason(), "stop_sequence": None}, "usage": final_usage}
+        )
         emit("message_stop", {})
         return Reply(200, headers(self.ids, SSE_TYPE), events=events, tail=2)

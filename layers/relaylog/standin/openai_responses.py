@@ -42,7 +42,16 @@ from .wire import (
     text_pieces,
 )
 
-FIELDS = ("input", "instructions", "tools", "tool_choice", "max_output_tokens", "reasoning", "text", "previous_response_id")
+FIELDS = (
+    "input",
+    "instructions",
+    "tools",
+    "tool_choice",
+    "max_output_tokens",
+    "reasoning",
+    "text",
+    "previous_response_id",
+)
 
 
 def responses(req: Request) -> Reply:
@@ -51,21 +60,32 @@ def responses(req: Request) -> Reply:
         return body
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        return error(400, raw_ids(req), "Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
+        return error(
+            400, raw_ids(req), "Missing required parameter: 'model'.", param="model", code="missing_required_parameter"
+        )
     items = body.get("input")
     tools = [
         (t.get("name", "tool"), t.get("parameters"))
         for t in body.get("tools") or []
         if isinstance(t, dict) and t.get("type") == "function"
     ]
-    after_tool = isinstance(items, list) and bool(items) and isinstance(items[-1], dict) and items[-1].get("type") == "function_call_output"
+    after_tool = (
+        isinstance(items, list)
+        and bool(items)
+        and isinstance(items[-1], dict)
+        and items[-1].get("type") == "function_call_output"
+    )
     implied = "tool" if tools and body.get("tool_choice") != "none" and not after_tool else "text"
     scenario = pick_scenario(req.header("x-standin-scenario"), model, implied)
     fmt = obj(obj(body.get("text")).get("format"))
     schema = (fmt.get("schema") or {}) if fmt.get("type") == "json_schema" else None
     plan = make_plan(
-        scenario, tools, after_tool=after_tool, reasoning_family=is_reasoning_model(model),
-        max_tokens=body.get("max_output_tokens"), schema=schema,
+        scenario,
+        tools,
+        after_tool=after_tool,
+        reasoning_family=is_reasoning_model(model),
+        max_tokens=body.get("max_output_tokens"),
+        schema=schema,
     )
     built = _Response(seed_for(req.route, model, scenario, body, FIELDS), body, model, plan)
     if body.get("stream") is True:
@@ -135,7 +155,12 @@ class _Response:
     def part(self, done: bool) -> dict[str, Any]:
         if self.plan.refusal is not None:
             return {"type": "refusal", "refusal": self.plan.refusal if done else ""}
-        return {"type": "output_text", "annotations": [], "logprobs": [], "text": (self.plan.text or "") if done else ""}
+        return {
+            "type": "output_text",
+            "annotations": [],
+            "logprobs": [],
+            "text": (self.plan.text or "") if done else "",
+        }
 
     def message_item(self, done: bool) -> dict[str, Any]:
         status = ("incomplete" if self.plan.truncated else "completed") if done else "in_progress"
@@ -153,11 +178,17 @@ class _Response:
         """The response object; `stage` is "start" (created/in_progress), "final" or "failed"."""
         body = self.body
         final = stage == "final"
-        status = {"start": "in_progress", "failed": "failed"}.get(stage, "incomplete" if self.plan.truncated else "completed")
+        status = {"start": "in_progress", "failed": "failed"}.get(
+            stage, "incomplete" if self.plan.truncated else "completed"
+        )
         text = {"format": {"type": "text"}, "verbosity": "medium"}
         if isinstance(body.get("text"), dict):
             text.update(body["text"])
-        tools = [dict({"strict": True}, **t) if t.get("type") == "function" else t for t in body.get("tools") or [] if isinstance(t, dict)]
+        tools = [
+            dict({"strict": True}, **t) if t.get("type") == "function" else t
+            for t in body.get("tools") or []
+            if isinstance(t, dict)
+        ]
         return {
             "id": self.rid,
             "object": "response",
@@ -166,7 +197,12 @@ class _Response:
             "background": False,
             "billing": {"payer": "developer"},
             "completed_at": CREATED + 1 if final and not self.plan.truncated else None,
-            "error": {"code": "server_error", "message": "The server had an error while processing your request. Sorry about that!"} if stage == "failed" else None,
+            "error": {
+                "code": "server_error",
+                "message": "The server had an error while processing your request. Sorry about that!",
+            }
+            if stage == "failed"
+            else None,
             "incomplete_details": {"reason": "max_output_tokens"} if final and self.plan.truncated else None,
             "instructions": body.get("instructions"),
             "max_output_tokens": body.get("max_output_tokens"),
@@ -196,7 +232,10 @@ class _Response:
     # -- the stream -------------------------------------------------------------------------
 
     def stream(self) -> Reply:
-        obfuscate = not (isinstance(self.body.get("stream_options"), dict) and self.body["stream_options"].get("include_obfuscation") is False)
+        obfuscate = not (
+            isinstance(self.body.get("stream_options"), dict)
+            and self.body["stream_options"].get("include_obfuscation") is False
+        )
         events: list[bytes] = []
 
         def emit(kind: str, fields: dict[str, Any]) -> None:
@@ -215,9 +254,18 @@ class _Response:
             item = self.call_item(i, call.name, call.arguments, done=False)
             emit("response.output_item.added", {"output_index": index, "item": item})
             for piece in json_pieces(call.arguments):
-                emit("response.function_call_arguments.delta", {"item_id": item["id"], "output_index": index, "delta": piece})
-            emit("response.function_call_arguments.done", {"item_id": item["id"], "output_index": index, "arguments": call.arguments})
-            emit("response.output_item.done", {"output_index": index, "item": self.call_item(i, call.name, call.arguments, done=True)})
+                emit(
+                    "response.function_call_arguments.delta",
+                    {"item_id": item["id"], "output_index": index, "delta": piece},
+                )
+            emit(
+                "response.function_call_arguments.done",
+                {"item_id": item["id"], "output_index": index, "arguments": call.arguments},
+            )
+            emit(
+                "response.output_item.done",
+                {"output_index": index, "item": self.call_item(i, call.name, call.arguments, done=True)},
+            )
             index += 1
         has_message = self.plan.text is not None or self.plan.refusal is not None
         if has_message and self._message_events(emit, index):

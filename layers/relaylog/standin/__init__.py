@@ -1,4 +1,5 @@
-"""relaylog's provider stand-in: a fake OpenAI, Anthropic and Gemini on a real loopback socket.
+"""relaylog's provider stand-in: a fake OpenAI, Anthropic, Gemini and Amazon Bedrock on a real
+loopback socket.
 
 It follows each provider's wire format (JSON layout and key order, SSE framing and event names,
 usage fields, error bodies, headers) and is deterministic: fixed ids and timestamps derived from
@@ -10,7 +11,7 @@ proxy.
         ...
         s.requests[-1].json()                 # what the provider received
 
-`python -m tests.standin --port 9100` serves in the foreground (for benchmarks).
+`python -m relaylog.standin --port 9100` serves in the foreground (for benchmarks).
 
 Scenarios (header `x-standin-scenario: NAME`, or model `standin-NAME`, else implied):
     text            a fixed short answer (the default for any model)
@@ -28,8 +29,10 @@ Scenarios (header `x-standin-scenario: NAME`, or model `standin-NAME`, else impl
 A `response_format` / `text.format` / `responseSchema` JSON schema is answered with JSON that fits
 it; `max_tokens`-style limits shorter than the answer cut it (finish reason length/max_tokens).
 
-Faults: header `x-standin-fault` (grammar in `tests.standin.faults`). API keys are never checked
-except the key `bad-key`, which gets the provider's invalid-key error.
+Faults: header `x-standin-fault` (grammar in `relaylog.standin.faults`). API keys are never checked
+except the key `bad-key`, which gets the provider's invalid-key error. Bedrock (`/model/{id}/...`,
+see `relaylog.standin.bedrock_api`) checks SigV4 signatures against its fake identities in
+`relaylog.standin.bedrock_auth`, and refuses unsigned calls, as AWS does.
 """
 
 from .faults import Fault, parse_fault
