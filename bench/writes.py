@@ -4,6 +4,9 @@ writes take (botocore against a local endpoint that answers at once).
 
     .venv/bin/python bench/writes.py [records per object] [objects] [--units-only]
 
+Then the client CPU of the index writes, and the wall-clock time of one object's rollup chunks
+written one at a time and several at once, against a local endpoint that answers after a delay.
+
 Synthetic records as bench/rollup.py makes them (12 models, 2,000 users, 5,000 sessions, 0-3
 properties), cut into objects that process_object reads from moto's S3 one after another; then one
 more object holding copies of the first tenth of the records (a resent PutRecordBatch).
@@ -204,11 +207,13 @@ def write_units(per_object: int, objects: int) -> None:
 # -- client CPU per request index item ------------------------------------------------------------
 
 _STUB = """
-import http.server, sys
+import http.server, sys, time
+DELAY = float(sys.argv[1])
 class Answer(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_POST(self):
         self.rfile.read(int(self.headers["Content-Length"]))
+        time.sleep(DELAY)
         body = b'{"UnprocessedItems":{}}' if "BatchWriteItem" in self.headers["X-Amz-Target"] else b"{}"
         head = b"HTTP/1.1 200 OK\\r\\nContent-Type: application/x-amz-json-1.0\\r\\nContent-Length: %d\\r\\n\\r\\n"
         self.wfile.write(head % len(body) + body)
@@ -220,35 +225,75 @@ server.serve_forever()
 """
 
 
-def client_cpu(n: int) -> None:
-    """Process CPU per index item: BatchWriteItem of 25 (the index before) against one conditional
-    PutItem each (claims.claim), the answers coming from another process."""
+def _stub(delay: float) -> tuple[subprocess.Popen[str], int]:
+    """A DynamoDB endpoint in another process that answers every call after `delay` seconds."""
+    stub = subprocess.Popen([sys.executable, "-c", _STUB, str(delay)], stdout=subprocess.PIPE, text=True)
+    return stub, int(stub.stdout.readline()) if stub.stdout else 0
+
+
+def _client(port: int, checked: bool) -> Any:
     import botocore.session
     from botocore.config import Config
+
+    return botocore.session.get_session().create_client(
+        "dynamodb",
+        region_name="us-east-1",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+        config=Config(retries={"mode": "standard", "max_attempts": 2}, parameter_validation=checked),
+    )
+
+
+def client_cpu(n: int) -> None:
+    """Process CPU per index item: BatchWriteItem of 25 (the index before claims) against one
+    conditional PutItem each (claims.claim), with botocore's parameter check and without it (the
+    aggregator's client), the answers coming at once from another process."""
     from relaylog.aggregate.claims import claim
     from relaylog.aggregate.index import Source, index_item, write_index
 
-    stub = subprocess.Popen([sys.executable, "-c", _STUB], stdout=subprocess.PIPE, text=True)
+    stub, port = _stub(0.0)
     try:
-        port = int(stub.stdout.readline()) if stub.stdout else 0
-        client = botocore.session.get_session().create_client(
-            "dynamodb",
-            region_name="us-east-1",
-            endpoint_url=f"http://127.0.0.1:{port}",
-            aws_access_key_id="bench",
-            aws_secret_access_key="bench",
-            config=Config(retries={"mode": "standard", "max_attempts": 2}),
-        )
+        checked, unchecked = _client(port, True), _client(port, False)
         source = Source("raw/dt=2026-11-26/hour=08/bench.gz", "etag", 30)
         records = synthetic(n)
-        items = [item for i, r in enumerate(records) if (item := index_item(r, source, i)) is not None]
+        items = [item for i, r in enumerate(records) if (item := index_item(r, source, i, None, 32)) is not None]
         print(f"\nclient CPU per request index item ({len(items):,} items, 8 writer threads, best of 3)")
         for label, work in (
-            ("BatchWriteItem, 25 an item", lambda: write_index(client, "t", items)),
-            ("PutItem on condition", lambda: claim(client, "t", source, len(items), enumerate(items))),
+            ("BatchWriteItem, 25 an item", lambda: write_index(checked, "t", items)),
+            ("PutItem on condition", lambda: claim(checked, "t", source, len(items), enumerate(items))),
+            ("the same, unchecked", lambda: claim(unchecked, "t", source, len(items), enumerate(items))),
         ):
             best = min(_cpu(work) for _ in range(3))
             print(f"{label:>28} {best / len(items) * 1e6:>8.0f} µs   {len(items) / best:>8,.0f} items/s per CPU")
+    finally:
+        stub.terminate()
+        stub.wait()
+
+
+def chunk_writes(n: int, delay: float) -> None:
+    """One object's rollup chunks (dynamo.apply_once) against an endpoint that answers each call
+    after `delay` seconds, as DynamoDB does after its round trip: one chunk at a time, and 8."""
+    from relaylog.aggregate.dynamo import apply_once
+    from relaylog.aggregate.rollup import rollup
+
+    stub, port = _stub(delay)
+    try:
+        client = _client(port, False)
+        deltas = rollup(synthetic(n))
+        chunks = -(-len(deltas) // 99)
+        print(f"\nrollup chunks of one object of {n:,} records ({len(deltas):,} updates, {chunks} transactions,"
+              f" answers after {delay * 1000:.0f} ms; best of 3)")  # fmt: skip
+        print(f"{'':>16}{'wall s':>10}{'records/s':>12}{'CPU µs/update':>15}")
+        for writers in (1, 8):
+            runs = []
+            for _ in range(3):
+                wall, cpu = time.perf_counter(), time.process_time()
+                apply_once(client, "t", f"OBJECT#bench-{writers}", deltas, writers=writers)
+                runs.append((time.perf_counter() - wall, time.process_time() - cpu))
+            wall_s, cpu_s = min(runs)
+            label = f"{writers} at once" if writers > 1 else "one at a time"
+            print(f"{label:>16}{wall_s:>10.2f}{n / wall_s:>12,.0f}{cpu_s / len(deltas) * 1e6:>15.0f}")
     finally:
         stub.terminate()
         stub.wait()
@@ -266,6 +311,7 @@ def main() -> None:
     write_units(per_object, objects)
     if "--units-only" not in sys.argv:  # e.g. run on a checkout from before claims.py
         client_cpu(2_000)
+        chunk_writes(20_000, 0.010)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import gzip
 import json
 import threading
 import time
+import zlib
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -66,11 +67,7 @@ def _scan(stack: Stack, prefix: str) -> list[dict[str, Any]]:
 
 
 def _get(stack: Stack, record: dict[str, Any]) -> dict[str, Any] | None:
-    key = {
-        "pk": {"S": layout.requests_pk(record["dt"])},
-        "sk": {"S": layout.requests_sk(record["created_at"], record["request_id"])},
-    }
-    item = stack.client("dynamodb").get_item(TableName=stack.table, Key=key).get("Item")
+    item = stack.client("dynamodb").get_item(TableName=stack.table, Key=stack.index_key(record)).get("Item")
     return item
 
 
@@ -176,7 +173,8 @@ def test_one_item_per_record_with_its_summary_ttl_source_and_line(aws_stack: Sta
         raw = _get(aws_stack, record)
         assert raw is not None
         item = _plain(raw)
-        assert item["pk"] == f"REQS#{DAY}" and item["sk"] == f"{record['created_at']}#{record['request_id']}"
+        shard = zlib.crc32(record["request_id"].encode()) % layout.DEFAULT_INDEX_SHARDS
+        assert item["pk"] == f"REQS#{DAY}#{shard}" and item["sk"] == f"{record['created_at']}#{record['request_id']}"
         for name in SUMMARY_FIELDS:
             value = record[name]
             if value is None or value == {}:
@@ -257,7 +255,7 @@ def test_each_index_finds_its_items(aws_stack: Stack) -> None:
     assert [i["request_id"] for i in in_s1] == [sessions[i]["request_id"] for i in (1, 3, 0)]  # time order
     assert in_s1[0]["model"] == "gpt-4o-mini"  # projection ALL: the whole summary
     by_id = _query(aws_stack, "by_id", "request_id", sessions[2]["request_id"])
-    assert by_id == [{"pk": f"REQS#{DAY}", "sk": layout.requests_sk(sessions[2]["created_at"], sessions[2]["request_id"]),
+    assert by_id == [{"pk": aws_stack.index_key(sessions[2])["pk"]["S"], "sk": layout.requests_sk(sessions[2]["created_at"], sessions[2]["request_id"]),
                       "request_id": sessions[2]["request_id"]}]  # fmt: skip
     alice = _query(aws_stack, "by_user", "user_id", "alice")
     assert [i["sk"].split("#")[1] for i in alice] == [sessions[i]["request_id"] for i in (2, 0, 4)]

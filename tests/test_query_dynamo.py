@@ -20,7 +20,7 @@ from relaylog.config import Retention
 from relaylog.query.backend import NotFound, Unsupported, version_diff
 from relaylog.query.dynamo import index
 from relaylog.query.dynamo.backend import DynamoBackend
-from relaylog.query.dynamo.index import Scan, Span, Stream
+from relaylog.query.dynamo.scan import Scan, Span, Stream
 from relaylog.query.dynamo.table import Table
 from relaylog.query.filters import Filters, ScoreFilter, matches
 from relaylog.query.local import LocalBackend
@@ -528,7 +528,7 @@ def test_scan_stops_at_its_budget_with_a_position() -> None:
             return page
 
     span = Span("2026-11-26", "~")
-    scan = Scan(Table(Client(), "t"), [Stream({}, "2026-11-25~")], span, max_calls=2)
+    scan = Scan(Table(Client(), "t"), [Stream([{}], "2026-11-25~")], span, max_calls=2)
     assert len(list(scan.pages())) == 2 and not scan.exhausted
     assert scan.position == "2026-11-26T10:00:00.000000Z#b"
 

@@ -6,11 +6,13 @@ import asyncio
 import re
 import time
 import uuid
+from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
 import pytest
+from relaylog.aggregate.process import process_object
 from relaylog.aws import layout
 from relaylog.gateway.cache.dynamo import DynamoCacheStore
 from relaylog.gateway.counters.dynamo import DynamoCounters
@@ -21,6 +23,7 @@ from relaylog.runtime.invocations import DEADLINE_MARGIN_S
 from relaylog.store.schema import COLUMNS
 
 from tests.support.aws import Stack
+from tests.support.records import make_record
 from tests.support.sam import ROOT, deployed, load_template, run, tool, transformed
 from tests.support.sam import TEMPLATE as TEMPLATE_PATH
 from tests.test_gateway_aws import _entry
@@ -147,6 +150,9 @@ def test_each_function_may_do_only_its_job() -> None:
         ("dynamodb:PutItem", "Table.Arn"),
         ("dynamodb:ConditionCheckItem", "Table.Arn"),
         ("dynamodb:BatchWriteItem", "Table.Arn"),
+        # Only a day's shard count and its index (LeadingKeys; aggregate/shards.py).
+        ("dynamodb:GetItem", "Table.Arn"),
+        ("dynamodb:Query", "Table.Arn"),
     }
     assert _grants("QueryFunction") == {
         ("s3:GetObject", bucket + layout.RAW_PREFIX + "*"),
@@ -528,6 +534,15 @@ class _Recorder:
             keys = [params["ExpressionAttributeValues"][placeholder]["S"]]
         elif operation == "BatchGetItem":
             keys = [key["pk"]["S"] for wanted in params["RequestItems"].values() for key in wanted["Keys"]]
+        elif operation == "BatchWriteItem":
+            keys = [put["PutRequest"]["Item"]["pk"]["S"] for puts in params["RequestItems"].values() for put in puts]
+        elif operation == "TransactWriteItems":
+            # IAM has no action for the transaction: it authorises each of its actions on its own.
+            for action in params["TransactItems"]:
+                ((kind, details),) = action.items()
+                operation = "ConditionCheckItem" if kind == "ConditionCheck" else f"{kind}Item"
+                self.calls.append((operation, "Table.Arn", [(details.get("Key") or details["Item"])["pk"]["S"]]))
+            return
         else:
             keys = [(params.get("Key") or params["Item"])["pk"]["S"]]
         self.calls.append((operation, "${Table.Arn}/index/*" if "IndexName" in params else "Table.Arn", keys))
@@ -564,6 +579,13 @@ def test_the_calls_the_code_makes_are_the_calls_its_role_allows(aws_stack: Stack
     query_calls = recorder.take()
     assert "UpdateItem" in {operation for operation, _, _ in query_calls}
     assert [call for call in query_calls if not _allows("QueryFunction", *call)] == []
+    # The aggregator: an object indexed (a day's shard count decided), rolled up and written.
+    record = make_record(datetime.now(UTC), prompt_id="p1")
+    aws_stack.put_raw_object("raw/dt=x/hour=00/one.gz", [record])
+    process_object(s3, dynamodb, table, aws_stack.bucket, "raw/dt=x/hour=00/one.gz")
+    aggregator_calls = recorder.take()
+    assert {"GetItem", "Query", "PutItem", "UpdateItem"} <= {c[0] for c in aggregator_calls}
+    assert [call for call in aggregator_calls if not _allows("AggregatorFunction", *call)] == []
     # `relaylog keys create` and `revoke`: an operator's calls, which neither function may make.
     store = DynamoKeyStore(table, dynamodb)
     _, info = store.create("ops")

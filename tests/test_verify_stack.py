@@ -93,7 +93,9 @@ def deployed(aws_stack: Stack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
         cloudformation = CloudFormation(STACK, outputs, resources)
         real = clients.make_client
         fakes = {"cloudformation": cloudformation, "athena": athena}
-        monkeypatch.setattr(clients, "make_client", lambda service: fakes.get(service) or real(service))
+        monkeypatch.setattr(
+            clients, "make_client", lambda service, **options: fakes.get(service) or real(service, **options)
+        )
         try:
             yield Deployed(aws_stack, key, runtime, outputs, athena, load_aggregator())
         finally:

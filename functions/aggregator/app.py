@@ -29,7 +29,7 @@ logger = Logger(service="aggregator")
 metrics = Metrics(namespace="relaylog", service="aggregator")
 processor = BatchProcessor(event_type=EventType.SQS)
 s3 = make_client("s3")
-dynamodb = make_client("dynamodb")
+dynamodb = make_client("dynamodb", checked=False)  # thousands of claims and updates an object
 # None unless an OTLP endpoint is set; built at the cold start (its headers read from their secret).
 spans = object_spans(os.environ, make_client, dynamodb)
 tune_gc()

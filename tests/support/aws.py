@@ -34,6 +34,27 @@ from tests.support.aggregator import LambdaContext, invoke
 REGION = "us-east-1"
 
 
+def _one_write_at_a_time() -> None:
+    """moto's DynamoDB is not thread-safe: its TransactWriteItems deep-copies every table for its
+    rollback while another thread may be writing one ("dictionary changed size during iteration").
+    DynamoDB itself takes concurrent writes (the aggregator writes its rollup chunks several at
+    once), so the emulator's writes take turns; what each one does is moto's."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+        method = getattr(DynamoDBBackend, name)
+
+        def locked(*args: Any, __method: Any = method, **kwargs: Any) -> Any:
+            with lock:
+                return __method(*args, **kwargs)
+
+        setattr(DynamoDBBackend, name, locked)
+
+
+_one_write_at_a_time()
+
+
 def fake_credentials() -> None:
     # boto3 must never find real credentials, nor reach AWS, from a test.
     os.environ.update(
@@ -45,6 +66,11 @@ def fake_credentials() -> None:
         AWS_REGION=REGION,
     )
     os.environ.pop("AWS_PROFILE", None)
+
+
+def shards_key(dt: str) -> dict[str, Any]:
+    """The key of a day's shard count item (aws/layout.py)."""
+    return {"pk": {"S": layout.SHARDS_PK}, "sk": {"S": dt}}
 
 
 @dataclass
@@ -103,6 +129,15 @@ class Stack:
             return None
         deserialise = TypeDeserializer().deserialize
         return {name: deserialise(value) for name, value in item.items()}
+
+    def index_key(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The key of a record's request index item, in its day's shard (one shard: the day has no count)."""
+        found = self.client("dynamodb").get_item(TableName=self.table, Key=shards_key(record["dt"])).get("Item")
+        shards = int(found["shards"]["N"]) if found else 1
+        return {
+            "pk": {"S": layout.request_partition(record["dt"], record["request_id"], shards)},
+            "sk": {"S": layout.requests_sk(record["created_at"], record["request_id"])},
+        }
 
     def objects(self, prefix: str) -> list[str]:
         pages = self.client("s3").get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)

@@ -4,7 +4,8 @@ item, put on condition, so that a record found in several objects is counted and
 A record can reach S3 twice: the proxy's sink sends a PutRecordBatch again after a timeout that
 Firehose had in fact accepted, botocore retries on its own, Firehose itself delivers at least
 once, and a record spooled to S3 may have reached Firehose too. Its copies are the same bytes, so
-they give the same index item key (REQS#<dt>, <created_at>#<request_id>): that item is the marker.
+they give the same index item key (REQS#<dt>#<shard>, <created_at>#<request_id>, the shard from the
+request_id and the day's shard count, fixed once for the day: shards.py): that item is the marker.
 Its condition, `attribute_not_exists(pk) OR (source = this key AND source_version = this
 version)`, lets the first object to put it own the request for good, and lets that same object
 put it again (a redelivery, a retry of a put whose answer was lost) without losing it. A put
@@ -33,8 +34,8 @@ long as SQS keeps a message: a copy processed later than that counts again. A re
 never comes back (its message in the dead-letter queue) is missing until the message is redriven,
 even if another object held a copy. A record without a request_id or created_at has no item to
 claim: it is counted by every object that holds it. A request found twice in one object counts
-once (index.request_items). The item key is a function of the record alone; sharding REQS#<dt>
-must keep it so (a shard from a hash of the request_id, never from the object or the clock).
+once (index.request_items). The item key is a function of the record alone, the day's shard count
+being fixed once decided (a shard from a hash of the request_id, never from the object or the clock).
 
 Cost: one PutItem per request instead of one BatchWriteItem per 25 (DynamoDB has no batch of
 conditional writes outside a transaction, and a transaction costs two write units an item);

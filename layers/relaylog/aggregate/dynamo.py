@@ -5,14 +5,17 @@ The deltas go in (pk, sk) order, in chunks of up to 99 `Update`s plus one `Put` 
 in one TransactWriteItems: a chunk is applied together with its marker or not at all. A
 redelivered object, or one whose processing crashed halfway, meets the markers of the chunks
 already applied and skips exactly those. The same object always gives the same chunks, because
-the deltas are a function of its bytes and their order is fixed.
+the deltas are a function of its bytes and their order is fixed. Chunks go several at once: no
+item is in two of them, and each has its own marker.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from operator import itemgetter
@@ -21,6 +24,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ..aws import layout
+from .index import WRITERS
 from .retry import MAX_ATTEMPTS, RETRY_ERRORS, backoff, error_code
 from .rollup import Delta
 
@@ -94,19 +98,34 @@ def apply_once(
     *,
     chunk_size: int = CHUNK_UPDATES,
     sleep: Callable[[float], None] = time.sleep,
+    writers: int = WRITERS,
 ) -> Applied:
-    """Apply `deltas` for the object whose marker key is `marker` (layout.object_pk), each chunk once."""
+    """Apply `deltas` for the object whose marker key is `marker` (layout.object_pk), each chunk once,
+    `writers` chunks at once: each carries its own marker and no item is in two chunks, so their
+    order does not matter, and a crash leaves a set of applied chunks that a redelivery skips."""
     ordered = sorted(deltas, key=_key)
-    applied = skipped = 0
-    for number, start in enumerate(range(0, len(ordered), chunk_size)):
+
+    def chunk(number: int) -> bool:
+        start = number * chunk_size
         actions = [update_action(table, delta) for delta in ordered[start : start + chunk_size]]
         actions.append(marker_action(table, marker, number, time.time()))
-        if _transact(client, actions, sleep):
-            applied += 1
-        else:
-            skipped += 1
+        return _transact(client, actions, sleep)
+
+    numbers = range(math.ceil(len(ordered) / chunk_size))
+    if writers <= 1 or len(numbers) <= 1:
+        outcomes = [chunk(number) for number in numbers]
+    else:
+        with ThreadPoolExecutor(max_workers=min(writers, len(numbers))) as pool:
+            futures = [pool.submit(chunk, number) for number in numbers]
+            try:
+                outcomes = [future.result() for future in futures]  # the first failure is raised here
+            finally:
+                for future in futures:  # after a failure: no chunk that has not started
+                    future.cancel()
+    for number, done in enumerate(outcomes):
+        if not done:
             log.info("chunk %d of %s was applied by an earlier delivery; skipped", number, marker)
-    return Applied(applied, skipped)
+    return Applied(sum(outcomes), len(outcomes) - sum(outcomes))
 
 
 def _transact(client: Any, actions: list[dict[str, Any]], sleep: Callable[[float], None]) -> bool:

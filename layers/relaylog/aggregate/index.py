@@ -123,18 +123,18 @@ class Source:
 
 
 def index_item(
-    record: Mapping[str, Any], source: Source, line: int, template: str | None = None
+    record: Mapping[str, Any], source: Source, line: int, template: str | None = None, shards: int = 1
 ) -> dict[str, Any] | None:
     """The request index item of `record` (low-level attribute values), found at `line` of `source`,
-    `template` being its template's hash; None when the record has no request_id and created_at to
-    key it by."""
+    `template` being its template's hash, on a day of `shards` shards; None when the record has no
+    request_id and created_at to key it by."""
     request_id, created_at = record.get("request_id"), record.get("created_at")
     if not (_indexable(request_id) and isinstance(created_at, str) and created_at):
         return None
     sk = layout.requests_sk(created_at, request_id)
     if len(sk.encode("utf-8", "surrogatepass")) > MAX_SORT_KEY_BYTES:
         return None
-    item: dict[str, Any] = {"pk": {"S": layout.requests_pk(record["dt"])}, "sk": {"S": sk}}
+    item: dict[str, Any] = {"pk": {"S": layout.request_partition(record["dt"], request_id, shards)}, "sk": {"S": sk}}
     for name in SUMMARY_FIELDS:
         value = record.get(name)
         if name in _GSI_KEYS and not _indexable(value):
@@ -229,10 +229,11 @@ def request_items(
     lines: Sequence[int],
     source: Source,
     hashes: Sequence[str | None],
+    shards: Callable[[str], int] = lambda dt: 1,
 ) -> Iterator[tuple[int, dict[str, Any] | None]]:
     """(position in `records`, index item) for each record but repeats, made as they are consumed
     (all at once would double the memory the records take); the item is None for a record without
-    a request_id/created_at to key it by.
+    a request_id/created_at to key it by. `shards`: a day's shard count (shards.DayShards.of).
 
     A request found twice in the object (a retried delivery) is yielded once, at its first line:
     its later lines are the same request, which the object's own claim would let it count again.
@@ -240,7 +241,7 @@ def request_items(
     seen: set[tuple[str, str]] = set()
     skipped = 0
     for position, (record, line, hashed) in enumerate(zip(records, lines, hashes, strict=True)):
-        item = index_item(record, source, line, hashed)
+        item = index_item(record, source, line, hashed, shards(record["dt"]))
         if item is None:
             skipped += 1
             yield position, None

@@ -19,6 +19,7 @@ from .index import Source, prompt_items, request_items, templates, write_index
 from .objects import decode, fetch
 from .parquet import curated_key, write_parquet
 from .rollup import REQUIRED, rollup
+from .shards import DayShards
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,13 @@ def index_days() -> int:
     return int(os.environ.get(layout.ENV_INDEX_DAYS) or layout.DEFAULT_INDEX_DAYS)
 
 
+def index_shards() -> int:
+    shards = int(os.environ.get(layout.ENV_INDEX_SHARDS) or layout.DEFAULT_INDEX_SHARDS)
+    if not 1 <= shards <= layout.MAX_INDEX_SHARDS:
+        raise ValueError(f"{layout.ENV_INDEX_SHARDS} must be 1 to {layout.MAX_INDEX_SHARDS}, not {shards}")
+    return shards
+
+
 def process_object(s3: Any, dynamodb: Any, table: str, bucket: str, key: str) -> Processed:
     fetched = fetch(s3, bucket, key)
     decoded = decode(fetched.data, f"s3://{bucket}/{key}", REQUIRED)
@@ -72,12 +80,13 @@ def process_object(s3: Any, dynamodb: Any, table: str, bucket: str, key: str) ->
     found = templates(s3, bucket, decoded.records)
     # Prompt texts first, so that a template hash read from an index item always finds its text.
     write_index(dynamodb, table, prompt_items(found.texts))
+    shards = DayShards(dynamodb, table, index_shards())
     claims = claim(
         dynamodb,
         table,
         source,
         len(decoded.records),
-        request_items(decoded.records, decoded.lines, source, found.hashes),
+        request_items(decoded.records, decoded.lines, source, found.hashes, shards.of),
     )
     counted = [record for record, mine in zip(decoded.records, claims.counted, strict=True) if mine]
     deltas = rollup(counted, hourly_ttl_days())

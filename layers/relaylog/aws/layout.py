@@ -19,12 +19,18 @@ DynamoDB (one table, string keys `pk` and `sk`, TTL attribute `expires_at`):
     object marks  pk OBJECT#<bucket>/<key>#<version id or ETag>, sk chunk#<n>: that chunk of rollup
                   updates is applied
     keys          pk KEY, sk <sha256 of the key>
-    request index pk REQS#<dt>, sk <created_at>#<request_id>: one item per record, written by the
-                  aggregator with TTL (RELAYLOG_INDEX_DAYS): the record's summary columns (no
+    request index pk REQS#<dt>#<shard>, sk <created_at>#<request_id>: one item per record, written by
+                  the aggregator with TTL (RELAYLOG_INDEX_DAYS), its shard a hash of the
+                  request_id modulo the day's shard count (pk REQS#<dt> on a day of one shard,
+                  as every day was before shards): the record's summary columns (no
                   bodies), `template` (prompt template hash, see relaylog.prompts) and `source`,
                   `line`: the S3 object and 0-based line that hold the full record. Sparse GSIs:
                   by_id (request_id), by_session (session_id, sk), by_prompt (prompt_id, sk),
                   by_user (user_id, sk).
+    index shards  pk SHARDS, sk <dt>: `shards` (Number), the day's shard count, put on condition by
+                  the first aggregator to index that day and never changed (no TTL): readers find
+                  every shard of a day, and a record always gets the same item, whatever the
+                  setting (RELAYLOG_INDEX_SHARDS) is now. No item: one shard.
     prompt texts  pk PROMPT#<prompt_id>, sk T#<template hash>: the template text, written once
     scores        pk SCORE#<request_id>, sk scores: `scores` map name -> number or bool, `feedback_comment`
     cache         pk CACHE#<cache key>, sk slot#<n>: `entry` (Binary, the encoded response) or `object`
@@ -33,6 +39,8 @@ DynamoDB (one table, string keys `pk` and `sk`, TTL attribute `expires_at`):
 """
 
 from __future__ import annotations
+
+import zlib
 
 RAW_PREFIX = "raw/"
 SPOOL_PREFIX = "spool/"
@@ -48,11 +56,13 @@ ENV_TABLE = "RELAYLOG_TABLE"
 ENV_FIREHOSE_STREAM = "RELAYLOG_FIREHOSE_STREAM"
 ENV_HOURLY_TTL_DAYS = "RELAYLOG_HOURLY_ROLLUP_DAYS"
 ENV_INDEX_DAYS = "RELAYLOG_INDEX_DAYS"
+ENV_INDEX_SHARDS = "RELAYLOG_INDEX_SHARDS"
 
 ROLLUP_PK = "ROLLUP"
 OBJECT_PK = "OBJECT"
 KEY_PK = "KEY"
 REQUESTS_PK = "REQS"
+SHARDS_PK = "SHARDS"
 PROMPT_PK = "PROMPT"
 SCORE_PK = "SCORE"
 CACHE_PK = "CACHE"
@@ -66,6 +76,11 @@ INDEXES = {
     "by_user": ("user_id", "sk"),
 }
 DEFAULT_INDEX_DAYS = 30
+# Shards of a day's request index for days that have none yet. DynamoDB writes one partition at
+# most 1,000 write units a second; an index item is one unit (under 1 KB), so 32 shards take
+# 10,000 records a second at about a third of that (README, "At 10,000 calls a second").
+DEFAULT_INDEX_SHARDS = 32
+MAX_INDEX_SHARDS = 1000
 TTL_ATTRIBUTE = "expires_at"
 
 
@@ -88,8 +103,22 @@ def object_pk(bucket: str, key: str, version: str) -> str:
     return f"{OBJECT_PK}#{bucket}/{key}#{version}"
 
 
-def requests_pk(dt: str) -> str:
-    return f"{REQUESTS_PK}#{dt}"
+def requests_pk(dt: str, shard: int | None = None) -> str:
+    """A day's index partition: shard `shard` of it, or the day's only one (None)."""
+    return f"{REQUESTS_PK}#{dt}" if shard is None else f"{REQUESTS_PK}#{dt}#{shard}"
+
+
+def request_partition(dt: str, request_id: str, shards: int) -> str:
+    """The partition of a request's index item on a day of `shards` shards. crc32, not hash(): the
+    same in every process, so every copy of a record gets the same item (aggregate/claims.py)."""
+    if shards <= 1:
+        return requests_pk(dt)
+    return requests_pk(dt, zlib.crc32(request_id.encode("utf-8", "surrogatepass")) % shards)
+
+
+def day_partitions(dt: str, shards: int) -> list[str]:
+    """Every index partition of a day of `shards` shards."""
+    return [requests_pk(dt)] if shards <= 1 else [requests_pk(dt, shard) for shard in range(shards)]
 
 
 def requests_sk(created_at: str, request_id: str) -> str:

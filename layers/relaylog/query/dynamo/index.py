@@ -3,89 +3,28 @@ session, prompt or user GSI), filtered in Python with relaylog.query.filters' me
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from relaylog.aws import layout
 from relaylog.query.backend import Unsupported
-from relaylog.query.dynamo.items import END, created_at, days, plain, shift, summary
+from relaylog.query.dynamo.items import END, created_at, days, shift, summary
 from relaylog.query.dynamo.records import Records
+from relaylog.query.dynamo.scan import KEYS_ONLY, Scan, Span, Stream
 from relaylog.query.dynamo.scores import Scores
 from relaylog.query.dynamo.table import Table
 from relaylog.query.filters import Filters, matches, record_time, scored
 from relaylog.query.params import BadRequest, Cursor, ListParams, encode_cursor
 
-# Query calls one request page may make: a month of day partitions and some more. A page cut
-# short by this comes back with a next_cursor, so the client carries on where it stopped.
+# Rounds of Query calls one request page may make (a round reads a day's shards at once): a month
+# of days and some more. A page cut short by this comes back with a next_cursor, so the client
+# carries on where it stopped.
 MAX_LIST_CALLS = 60
 # Index items read to sort by cost or latency, or to list prompts: one Lambda call's worth.
 MAX_RANGE_ITEMS = 20_000
 # Filters a GSI answers directly, most selective first: filter name -> (index, attribute).
 _GSIS = {"session": ("by_session", "session_id"), "prompt": ("by_prompt", "prompt_id"), "user": ("by_user", "user_id")}
-_KEYS_ONLY = frozenset({"by_id", "by_user"})
-
-
-@dataclass(frozen=True, slots=True)
-class Span:
-    """Index sort keys strictly between low and high: neither bound is ever an item's sk, except a
-    cursor's, which the page before returned already."""
-
-    low: str
-    high: str
-
-    def condition(self) -> tuple[str, dict[str, Any]]:
-        return "sk BETWEEN :low AND :high", {":low": {"S": self.low}, ":high": {"S": self.high}}
-
-    def holds(self, sk: str) -> bool:
-        return self.low < sk < self.high
-
-
-@dataclass(frozen=True, slots=True)
-class Stream:
-    query: dict[str, Any]  # Query arguments, ExclusiveStartKey aside
-    end: str | None  # the position once it is read to the end: a day's edge; None for a GSI
-
-
-@dataclass
-class Scan:
-    """Index items of a span in sort key order, stream after stream, one Query page at a time."""
-
-    table: Table
-    streams: list[Stream]
-    span: Span
-    max_calls: int | None = None
-    page_size: int | None = None
-    calls: int = 0
-    read: int = 0  # items DynamoDB read (before a FilterExpression)
-    position: str | None = None  # the sort key read last: where a cut-short scan goes on from
-    exhausted: bool = False
-
-    def pages(self) -> Iterator[list[dict[str, Any]]]:
-        for stream in self.streams:
-            start: dict[str, Any] | None = None
-            while True:
-                if self.max_calls is not None and self.calls >= self.max_calls:
-                    return
-                extra: dict[str, Any] = {"ExclusiveStartKey": start} if start else {}
-                if self.page_size is not None:
-                    extra["Limit"] = self.page_size
-                answer = self.table.query(**stream.query, **extra)
-                self.calls += 1
-                self.read += answer.get("ScannedCount", 0)
-                items = answer.get("Items", [])
-                start = answer.get("LastEvaluatedKey")
-                if start or items:
-                    self.position = (start or items[-1])["sk"]["S"]
-                if stream.query.get("IndexName") in _KEYS_ONLY:
-                    items = self.table.get_items(items)
-                yield [item for item in map(plain, items) if self.span.holds(item["sk"])]
-                if not start:
-                    break
-            if stream.end is not None:
-                self.position = stream.end
-        self.exhausted = True
 
 
 class RequestIndex:
@@ -106,7 +45,7 @@ class RequestIndex:
 
     def streams(self, filters: Filters, span: Span, descending: bool, only: str | None = None) -> list[Stream]:
         """Queries for the index items of a span, in order: one on a GSI when a filter names its key,
-        else one per day partition. `only`: a FilterExpression (DynamoDB drops other items)."""
+        else one per shard of each day. `only`: a FilterExpression (DynamoDB drops other items)."""
         if span.low >= span.high:
             return []
         condition, values = span.condition()
@@ -117,26 +56,30 @@ class RequestIndex:
                 query = {
                     **common,
                     # A keys-only index holds no other attribute to filter on.
-                    **({"FilterExpression": only} if only is not None and index not in _KEYS_ONLY else {}),
+                    **({"FilterExpression": only} if only is not None and index not in KEYS_ONLY else {}),
                     "IndexName": index,
                     "KeyConditionExpression": f"{attribute} = :key AND {condition}",
                     "ExpressionAttributeValues": {**values, ":key": {"S": value}},
                 }
-                return [Stream(query, None)]
+                return [Stream([query], None)]
         if only is not None:
             common["FilterExpression"] = only
         last = span.high[:10] if span.high != END else datetime.now(UTC).strftime("%Y-%m-%d")
+        shards = self.table.index_shards(span.low[:10], last)
         streams = []
         for day in reversed(days(span.low[:10], last)) if descending else days(span.low[:10], last):
-            query = {
-                **common,
-                "KeyConditionExpression": f"pk = :pk AND {condition}",
-                "ExpressionAttributeValues": {**values, ":pk": {"S": layout.requests_pk(day)}},
-            }
+            queries = [
+                {
+                    **common,
+                    "KeyConditionExpression": f"pk = :pk AND {condition}",
+                    "ExpressionAttributeValues": {**values, ":pk": {"S": partition}},
+                }
+                for partition in layout.day_partitions(day, shards.get(day, 1))
+            ]
             # Once this day is read, the next page starts on the next day: at a bound past all of this
             # day's keys ('2026-11-25~' < '2026-11-26T...', '2026-11-27' < '2026-11-27T...').
             edge = f"{shift(day, -1)}{END}" if descending else shift(day, 1)
-            streams.append(Stream(query, edge))
+            streams.append(Stream(queries, edge))
         return streams
 
     def matching(self, items: Iterable[Mapping[str, Any]], filters: Filters) -> list[dict[str, Any]]:

@@ -9,9 +9,10 @@ from typing import Any
 
 from relaylog.query import sessions as session_tree
 from relaylog.query.backend import NotFound, Unsupported
-from relaylog.query.dynamo.index import MAX_RANGE_ITEMS, RequestIndex, Scan
+from relaylog.query.dynamo.index import MAX_RANGE_ITEMS, RequestIndex
 from relaylog.query.dynamo.items import END
 from relaylog.query.dynamo.rollups import Rollups
+from relaylog.query.dynamo.scan import Scan
 from relaylog.query.dynamo.table import parallel
 from relaylog.query.filters import Filters
 from relaylog.query.params import PageParams

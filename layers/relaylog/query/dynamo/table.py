@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from relaylog.aws import layout
 from relaylog.query.backend import NotFound
 from relaylog.query.dynamo.items import plain
 
@@ -78,3 +79,16 @@ class Table:
             KeyConditionExpression=f"pk = :pk AND {op}",
             ExpressionAttributeValues={":pk": {"S": pk}, ":sk": {"S": sk}},
         )
+
+    def index_shards(self, first: str, last: str) -> dict[str, int]:
+        """day -> its request index's shard count, for the days from first to last (YYYY-MM-DD) that
+        have one (aws/layout.py; a day without has one shard)."""
+        items = self.query_all(
+            KeyConditionExpression="pk = :pk AND sk BETWEEN :first AND :last",
+            ExpressionAttributeValues={
+                ":pk": {"S": layout.SHARDS_PK},
+                ":first": {"S": first},
+                ":last": {"S": last},
+            },
+        )
+        return {item["sk"]: int(item["shards"]) for item in items}
