@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import orjson  # noqa: E402
 from relaylog.aggregate.index import Source, index_item  # noqa: E402
 from relaylog.aws import layout  # noqa: E402
+from relaylog.standin import StandIn  # noqa: E402
 
 from bench.writes import size  # noqa: E402
-from tests.standin import StandIn  # noqa: E402
 from tests.support.proxy import read_records  # noqa: E402
 from tests.support.soak import plan_calls, soak_local  # noqa: E402
 

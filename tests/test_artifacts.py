@@ -26,6 +26,7 @@ from moto.server import ThreadedMotoServer
 from relaylog.aws import layout
 from relaylog.standin import StandIn
 
+from tests.support.aws import moto_endpoint
 from tests.support.lambda_artifacts import (
     LAYER_MOUNT,
     Unzipped,
@@ -196,7 +197,7 @@ def wrapped_proxy(
     # call while it cannot (keys fail closed): it gets a table, on a moto server of its own.
     aws = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     aws.start()
-    endpoint = f"http://127.0.0.1:{aws._server.server_port}"  # moto exposes no getter for the port
+    endpoint = moto_endpoint(aws)
     resources = _resources(endpoint)
     with LambdaEmulator() as emulator:
         env = lambda_env(
@@ -319,7 +320,7 @@ def test_the_shipped_aggregator_exports_spans_on_the_managed_runtime_and_the_pro
     aws = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     aws.start()
     try:
-        endpoint = f"http://127.0.0.1:{aws._server.server_port}"  # moto exposes no getter for the port
+        endpoint = moto_endpoint(aws)
         monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
         stack = create_stack("relaylog-shipped")
         sent = records(2)

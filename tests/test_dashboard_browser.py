@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import anthropic
 import httpx
 import openai
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, ViewportSize, expect, sync_playwright
 from relaylog.aggregate.process import process_object
 from relaylog.aws import layout
 from relaylog.keys.dynamo import DynamoKeyStore
@@ -52,7 +52,10 @@ FLAGS = [
 ]
 API_KEY = "sk-test-provider-key"
 TIMEOUT_MS = 15_000
-SIZES = {"1280x800": {"width": 1280, "height": 800}, "1920x1080": {"width": 1920, "height": 1080}}
+SIZES: dict[str, ViewportSize] = {
+    "1280x800": {"width": 1280, "height": 800},
+    "1920x1080": {"width": 1920, "height": 1080},
+}
 SESSION = str(uuid.uuid4())  # a full UUID: the column that widened the table before
 MODELS = [
     ("openai", "gpt-4o-mini"),
@@ -171,11 +174,11 @@ WEATHER_TOOL = {
 PIXEL = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 
 
-def send(proxy: RunningProxy, text: str, stream: bool = False, **headers: str) -> str:
+def send(proxy: RunningProxy, text: str, headers: Mapping[str, str] | None = None, stream: bool = False) -> str:
     request_id = str(uuid.uuid4())
     client = openai.OpenAI(base_url=proxy.url + "/v1", api_key=API_KEY, max_retries=0)
     messages = [{"role": "system", "content": "You are a travel agent."}, {"role": "user", "content": text}]
-    extra = {"Helicone-Request-Id": request_id, **headers}
+    extra = {"Helicone-Request-Id": request_id, **(headers or {})}
     if stream:
         for _ in client.chat.completions.create(
             model="gpt-4o-mini", messages=messages, stream=True, extra_headers=extra
@@ -195,21 +198,19 @@ def mix(proxy: RunningProxy) -> dict[str, str]:
         "plan": send(
             proxy,
             "Plan three days in Lisbon",
-            **trip,
-            **{"Helicone-Session-Path": "/plan", "Helicone-Property-Team": "growth"},
+            {**trip, "Helicone-Session-Path": "/plan", "Helicone-Property-Team": "growth"},
         ),
         "hotels": send(
             proxy,
             "Find a hotel in Alfama under 150 euros",
+            {**trip, "Helicone-Session-Path": "/plan/hotels"},
             stream=True,
-            **trip,
-            **{"Helicone-Session-Path": "/plan/hotels"},
         ),
         "long": send(
             proxy,
             "Tell me the whole history of Lisbon",
+            {"x-standin-scenario": "long", "Helicone-User-Id": "lee"},
             stream=True,
-            **{"x-standin-scenario": "long", "Helicone-User-Id": "lee"},
         ),
     }
     client = openai.OpenAI(base_url=proxy.url + "/v1", api_key=API_KEY, max_retries=0)
@@ -370,8 +371,8 @@ def test_calls_appear_live_and_filter_by_property(page: Page, served: RunningPro
     page.goto(served.url + "/dashboard/")
     expect(page.locator("h1")).to_have_text("Requests")
     # Sent after the page loaded: the table must pick it up without a reload.
-    first = send(served, "Find me a flight", **{"Helicone-User-Id": "maya", "Helicone-Property-Team": "growth"})
-    second = send(served, "And a hotel", **{"Helicone-User-Id": "maya", "Helicone-Property-Team": "search"})
+    first = send(served, "Find me a flight", {"Helicone-User-Id": "maya", "Helicone-Property-Team": "growth"})
+    second = send(served, "And a hotel", {"Helicone-User-Id": "maya", "Helicone-Property-Team": "search"})
     expect(row(page, first)).to_be_visible()
     expect(row(page, second)).to_be_visible()
     expect(row(page, first)).to_contain_text("maya")
@@ -547,8 +548,8 @@ def test_request_view_shows_retries_and_cache_hits(page: Page, served: RunningPr
         "Helicone-Retry-Min-Timeout": "10",
         "x-standin-fault": f"status=503;times=1;id={uuid.uuid4().hex}",
     }
-    missed = send(served, "Weekend in Sintra", **gateway)
-    hit = send(served, "Weekend in Sintra", **gateway)
+    missed = send(served, "Weekend in Sintra", gateway)
+    hit = send(served, "Weekend in Sintra", gateway)
     page.goto(served.url + f"/dashboard/#/requests/{missed}")  # an old-style link opens the panel
     facts = page.locator("#drawer dl.facts")
     expect(facts).to_contain_text("MISS")
@@ -577,8 +578,8 @@ def test_session_tree_opens_requests_beside_it(page: Page, served: RunningProxy,
 
 def test_prompt_versions_diff(page: Page, served: RunningProxy) -> None:
     tag = '<helicone-prompt-input key="city">{}</helicone-prompt-input>'
-    send(served, "Best food in " + tag.format("Porto"), **{"Helicone-Prompt-Id": "food-guide"})
-    send(served, "Best cheap food in " + tag.format("Faro"), **{"Helicone-Prompt-Id": "food-guide"})
+    send(served, "Best food in " + tag.format("Porto"), {"Helicone-Prompt-Id": "food-guide"})
+    send(served, "Best cheap food in " + tag.format("Faro"), {"Helicone-Prompt-Id": "food-guide"})
     page.goto(served.url + "/dashboard/#/prompts")
     page.locator("#prompts tbody tr", has_text="food-guide").click()
     expect(page.locator("#versions tbody tr")).to_have_count(2)

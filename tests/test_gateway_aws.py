@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+from unittest import mock
 
 import openai
 import orjson
@@ -262,7 +263,7 @@ def serialised_updates(aws_stack: Stack) -> Iterator[None]:
     step. moto runs each request on the caller's thread with no such lock, so two threads can both
     read n=99 and both add. This puts the lock back, around moto's update_item, so the test checks
     our condition expression rather than moto's lack of isolation."""
-    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core.models import DEFAULT_ACCOUNT_ID
     from moto.dynamodb.models import dynamodb_backends
 
     backend = dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION]
@@ -274,9 +275,9 @@ def serialised_updates(aws_stack: Stack) -> Iterator[None]:
             return update(*args, **kwargs)
 
     # Not monkeypatch: its undo runs after moto's reset has replaced the backend's attributes.
-    backend.update_item = locked
-    yield
-    del backend.update_item
+    # patch.object undoes at this fixture's end, by deleting the instance attribute it set.
+    with mock.patch.object(backend, "update_item", locked):
+        yield
 
 
 @pytest.mark.usefixtures("serialised_updates")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from typing import TypedDict
 
 import openai
 import orjson
@@ -43,9 +44,20 @@ def _fault(spec: str) -> str:
     return f"{spec};id={uuid.uuid4().hex}"
 
 
-def _attempts(record: dict[str, object]) -> list[dict[str, object]]:
+class Attempt(TypedDict):
+    """One object of a record's `attempts` JSON array (relaylog/record.py)."""
+
+    target: int | None
+    status: int
+    error_type: str | None
+    ms: float
+    wait_ms: float
+
+
+def _attempts(record: dict[str, object]) -> list[Attempt]:
     assert isinstance(record["attempts"], str)
-    return orjson.loads(record["attempts"])
+    attempts: list[Attempt] = orjson.loads(record["attempts"])
+    return attempts
 
 
 def test_5xx_twice_then_success_is_retried_and_every_attempt_recorded(proxy: RunningProxy, standin: StandIn) -> None:

@@ -231,7 +231,7 @@ def test_cents_are_checked_before_and_deducted_after(tmp_path: Path) -> None:
 
 def test_expired_counters_restart_and_are_swept_now_and_then(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [1_000_000.0]
-    monkeypatch.setattr(counters_sqlite.time, "time", lambda: clock[0])
+    monkeypatch.setattr(time, "time", lambda: clock[0])  # the clock the store reads (time.time)
     path = tmp_path / "c.sqlite"
     store = SqliteCounters(path)
 

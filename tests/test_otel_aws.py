@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Self
 
 import httpx
@@ -39,7 +38,7 @@ from relaylog.otel.aws import ENV_HEADERS_ARN, RESERVE_S
 from relaylog.standin import StandIn
 
 from tests.support.aggregator import APP, LambdaContext, invoke, load_aggregator
-from tests.support.aws import Stack, create_stack, fake_credentials
+from tests.support.aws import Stack, create_stack, fake_credentials, moto_endpoint
 from tests.support.lambda_emulator import LambdaEmulator
 from tests.support.lambda_runtime import LambdaRuntime
 from tests.support.otlp import OtlpReceiver, ReceivedSpan, closed_port
@@ -78,7 +77,7 @@ def epoch_ns(created_at: str) -> int:
     return seconds * 10**9 + int(fraction) * 1000
 
 
-def exporting(monkeypatch: pytest.MonkeyPatch, endpoint: str, **env: str) -> ModuleType:
+def exporting(monkeypatch: pytest.MonkeyPatch, endpoint: str, **env: str) -> Any:  # load_aggregator's module
     """The aggregator as the template configures it with an endpoint, cold-started now."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
@@ -410,7 +409,7 @@ def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     fake_credentials()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
-    endpoint = f"http://127.0.0.1:{server._server.server_port}"  # moto exposes no getter for the port
+    endpoint = moto_endpoint(server)
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
     try:
         yield endpoint
@@ -478,7 +477,9 @@ def test_a_call_through_the_deployed_proxy_becomes_a_child_of_the_callers_span(
     assert span.parent_span_id == f"{caller.span_id:016x}" != span.span_id
     # It starts inside the caller's call. Its end is the proxy's (after its last write), which under
     # load can come a moment after the client read that last byte: not compared with the caller's.
-    assert http_span.start_time <= span.start_ns <= http_span.end_time
+    started, ended = http_span.start_time, http_span.end_time
+    assert started is not None and ended is not None  # a finished span has both
+    assert started <= span.start_ns <= ended
     assert span.start_ns == epoch_ns(record["created_at"])
     assert span.end_ns - span.start_ns == round(record["latency_ms"] * 1_000_000)
     assert span.attributes["gen_ai.response.id"] == completion.id

@@ -459,7 +459,8 @@ def test_multipart_upload_passes_through_byte_for_byte(proxy: RunningProxy, stan
     response = httpx.post(proxy.url + "/v1/audio/transcriptions", files=files, data={"model": "whisper-1"})
     assert response.status_code == 200
     sent = standin.requests[-1]
-    assert audio in sent.body and sent.header("content-type").startswith("multipart/form-data; boundary=")
+    content_type = sent.header("content-type")
+    assert audio in sent.body and content_type is not None and content_type.startswith("multipart/form-data; boundary=")
     assert str(len(audio)) in response.json()["text"]
     record = proxy.record(response.headers["helicone-id"])
     assert record["request_body"] is None

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import boto3
@@ -30,6 +30,9 @@ from moto import mock_aws
 from relaylog.aws import layout
 
 from tests.support.aggregator import LambdaContext, invoke
+
+if TYPE_CHECKING:
+    from moto.server import ThreadedMotoServer
 
 REGION = "us-east-1"
 
@@ -71,6 +74,13 @@ def fake_credentials() -> None:
 def shards_key(dt: str) -> dict[str, Any]:
     """The key of a day's shard count item (aws/layout.py)."""
     return {"pk": {"S": layout.SHARDS_PK}, "sk": {"S": dt}}
+
+
+def moto_endpoint(server: ThreadedMotoServer) -> str:
+    """The URL of a started moto server bound to 127.0.0.1, port 0 (moto exposes no getter for the port)."""
+    wsgi = server._server
+    assert wsgi is not None, "start() the moto server first"
+    return f"http://127.0.0.1:{wsgi.server_port}"
 
 
 @dataclass

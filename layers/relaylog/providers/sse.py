@@ -47,7 +47,7 @@ class SSESplitter:
         """Bytes received after the last complete event (an unfinished event, or nothing)."""
         return bytes(self._buf)
 
-    def feed(self, chunk: bytes) -> list[bytes]:
+    def feed(self, chunk: bytes | bytearray | memoryview) -> list[bytes]:
         buf = self._buf
         if buf:
             buf += chunk
@@ -67,7 +67,8 @@ class SSESplitter:
             find = data.find
             while (i := find(delimiter, pos)) >= 0:
                 end = i + len(delimiter)
-                events.append(data if end == n and not start and data is chunk else bytes(data[start:end]))
+                # The whole chunk is one event: hand it on uncopied (bytes only: the buffer changes).
+                events.append(data if end == n and not start and type(data) is bytes else bytes(data[start:end]))
                 start = pos = end
         else:
             search = _BLANK_LINE.search
