@@ -43,11 +43,13 @@ def test_one_column_per_record_field_with_its_type(tmp_path: Path) -> None:
     records[0].update(properties={"Team": "ml", "env": "dev"}, response_body=None, request_body="é" * 10_000)
     path = tmp_path / "one.parquet"
     assert write_parquet(records, path) == len(records)
-    described = dict(duckdb.sql(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM '{path}')").fetchall())
+    described = dict(
+        duckdb.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM '{path}')").fetchall()
+    )
     assert list(described) == [name for name in FIELDS if name != "dt"]  # dt comes from the Hive path
     assert {name: described[name] for name in TYPES} == TYPES
     assert set(described.values()) == {"BIGINT", "VARCHAR", "DOUBLE", "BOOLEAN", "MAP(VARCHAR, VARCHAR)"}
-    rows = duckdb.sql(f"SELECT * FROM '{path}'").fetchall()
+    rows = duckdb.execute(f"SELECT * FROM '{path}'").fetchall()
     assert len(rows) == len(records)
     for row, record in zip(rows, records, strict=True):
         assert dict(zip(described, row, strict=True)) == {k: v for k, v in record.items() if k != "dt"}
@@ -69,7 +71,7 @@ def _download(stack: Stack, target: Path) -> None:
 
 
 def _read(directory: Path) -> list[tuple[Any, ...]]:
-    return duckdb.sql(
+    return duckdb.execute(
         "SELECT CAST(dt AS VARCHAR), request_id, status, stream, cost_usd, properties "
         f"FROM read_parquet('{directory}/curated/*/*.parquet', hive_partitioning = true) ORDER BY created_at"
     ).fetchall()

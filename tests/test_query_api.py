@@ -341,7 +341,7 @@ def test_stats_histograms_hold_every_call_in_its_bucket(api: httpx.Client, serve
 def test_the_default_bucket_fits_the_span_and_the_back_end() -> None:
     now = datetime(2026, 11, 26, 12, tzinfo=UTC)
 
-    def bucket(since: str, finest: Any = "minute") -> str:
+    def bucket(since: str, finest: Any = "minute") -> str | None:
         return parse_stats(Query([("since", since)]), now, finest).bucket
 
     assert [bucket(s) for s in ("15m", "3h", "4h", "7d", "8d")] == ["minute", "minute", "hour", "hour", "day"]
@@ -512,7 +512,12 @@ def test_cursor_pages_have_no_gaps_or_repeats(
     seen: list[str] = []
     cursor = None
     while True:
-        params = {"sort": sort, "order": order, "limit": 17, **({"cursor": cursor} if cursor else {})}
+        params: dict[str, str | int] = {
+            "sort": sort,
+            "order": order,
+            "limit": 17,
+            **({"cursor": cursor} if cursor else {}),
+        }
         page = client.get("/requests", params=params).json()
         seen.extend(row["request_id"] for row in page["data"])
         cursor = page["next_cursor"]

@@ -110,7 +110,10 @@ def test_every_record_is_on_disk_after_a_signal(served: tuple[Served, Path], sig
     server, data_dir = served
     ids = []
     for _ in range(25):
-        response = httpx.post(server.url + "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+        response = httpx.post(
+            server.url + "/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+        )
         assert response.status_code == 200
         ids.append(response.headers["helicone-id"])
     # A stream still running when the signal arrives is finished, then recorded.
@@ -139,7 +142,10 @@ def test_start_up_says_when_keys_are_required(served: tuple[Served, Path], stand
     secret = created.stdout.strip()
     again = Served(data_dir, standin.url)
     try:
-        refused = httpx.post(again.url + "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+        refused = httpx.post(
+            again.url + "/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+        )
         allowed = httpx.post(
             again.url + "/v1/chat/completions",
             json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
@@ -165,7 +171,9 @@ def test_https_providers_are_verified_and_relayed(tmp_path: Path) -> None:
         trusted = Served(tmp_path / "trusted", provider.url, SSL_CERT_FILE=str(ca_file))
         try:
             relayed = httpx.post(trusted.url + "/v1/chat/completions", json=body)
-            direct = httpx.post(provider.url + "/v1/chat/completions", json=body, verify=ssl.create_default_context(cafile=str(ca_file)))
+            direct = httpx.post(
+                provider.url + "/v1/chat/completions", json=body, verify=ssl.create_default_context(cafile=str(ca_file))
+            )
         finally:
             trusted.stop(signal.SIGTERM)
         assert relayed.status_code == 200 and relayed.content == direct.content
@@ -219,7 +227,9 @@ def test_worker_processes_share_rate_limits_and_the_cache(tmp_path: Path, standi
         limited = {"authorization": "Bearer sk-test-workers", "Helicone-RateLimit-Policy": "20;w=600"}
 
         async def burst() -> list[int]:
-            async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=httpx.Limits(max_connections=64)) as client:
+            async with httpx.AsyncClient(
+                base_url=server.url, timeout=30, limits=httpx.Limits(max_connections=64)
+            ) as client:
                 calls = [client.post("/v1/chat/completions", json=body, headers=limited) for _ in range(64)]
                 return [r.status_code for r in await asyncio.gather(*calls)]
 
@@ -230,7 +240,10 @@ def test_worker_processes_share_rate_limits_and_the_cache(tmp_path: Path, standi
         first = httpx.post(server.url + "/v1/chat/completions", json=body, headers=cached)
         assert first.headers["helicone-cache"] == "MISS"
         # New connections land on either worker; every one of them finds the entry.
-        hits = {httpx.post(server.url + "/v1/chat/completions", json=body, headers=cached).headers["helicone-cache"] for _ in range(8)}
+        hits = {
+            httpx.post(server.url + "/v1/chat/completions", json=body, headers=cached).headers["helicone-cache"]
+            for _ in range(8)
+        }
         assert hits == {"HIT"}
         assert sum(1 for r in standin.requests if marker.encode() in r.body) == 21
     finally:
@@ -266,7 +279,10 @@ def test_a_data_dir_that_cannot_be_made_or_is_a_file_is_one_sentence(tmp_path: P
     a_file = tmp_path / "file"
     a_file.write_text("")
     done = _serve("--port", "0", "--data-dir", str(a_file / "data"))
-    assert (done.returncode, done.stderr) == (1, f"relaylog: error: cannot create the data dir {a_file}/data: Not a directory\n")
+    assert (done.returncode, done.stderr) == (
+        1,
+        f"relaylog: error: cannot create the data dir {a_file}/data: Not a directory\n",
+    )
     done = _serve("--port", "0", "--data-dir", str(a_file))
     assert (done.returncode, done.stderr) == (1, f"relaylog: error: the data dir {a_file} is not a directory\n")
 
@@ -279,7 +295,10 @@ def test_an_unwritable_data_dir_is_one_sentence(tmp_path: Path) -> None:
         # root writes through permissions; sysfs refuses new files even to root.
         data_dir = Path("/sys")
     done = _serve("--port", "0", "--data-dir", str(data_dir))
-    assert (done.returncode, done.stderr) == (1, f"relaylog: error: the data dir {data_dir} is not writable: Permission denied\n")
+    assert (done.returncode, done.stderr) == (
+        1,
+        f"relaylog: error: the data dir {data_dir} is not writable: Permission denied\n",
+    )
 
 
 def test_banner_comes_once_listening_and_names_upstream_overrides(tmp_path: Path) -> None:
@@ -310,7 +329,9 @@ def test_banner_comes_once_listening_and_names_upstream_overrides(tmp_path: Path
     assert "Traceback" not in rest
 
 
-def test_revoking_the_last_key_warns_in_the_cli_and_the_server_log(served: tuple[Served, Path], standin: StandIn) -> None:
+def test_revoking_the_last_key_warns_in_the_cli_and_the_server_log(
+    served: tuple[Served, Path], standin: StandIn
+) -> None:
     server, data_dir = served
     cli_env = {**os.environ, "PYTHONPATH": str(REPO / "layers")}
 

@@ -32,7 +32,7 @@ from relaylog.standin.wire import AFTER_TOOL, LONG_TEXT, REFUSAL, TEXT, THINKING
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}
-WEATHER_TOOL = {
+WEATHER_TOOL: dict[str, Any] = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -45,7 +45,10 @@ WEATHER_TOOL = {
         },
     },
 }
-TIME_TOOL = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}}}}
+TIME_TOOL = {
+    "type": "function",
+    "function": {"name": "get_time", "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}}},
+}
 
 
 @pytest.fixture
@@ -120,7 +123,9 @@ def test_openai_chat_stream_and_usage_modes(s: StandIn, oai: openai.OpenAI) -> N
     # The raw bytes of the two modes differ by exactly `,"usage":null` per chunk plus the usage chunk.
     with httpx.Client(base_url=s.url) as http:
         plain = http.post("/v1/chat/completions", json={**CHAT, "stream": True})
-        usage = http.post("/v1/chat/completions", json={**CHAT, "stream": True, "stream_options": {"include_usage": True}})
+        usage = http.post(
+            "/v1/chat/completions", json={**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+        )
     assert plain.headers["content-type"] == "text/event-stream; charset=utf-8"
     assert "content-encoding" not in plain.headers and plain.headers["transfer-encoding"] == "chunked"
     assert b'"usage"' not in plain.content
@@ -133,7 +138,16 @@ def test_openai_chat_stream_and_usage_modes(s: StandIn, oai: openai.OpenAI) -> N
     rebuilt = b"\n\n".join(e for e in usage_events if e != usage_chunk).replace(b',"usage":null', b"")
     assert rebuilt == plain.content
     first = sse_data(plain.content)[0]
-    assert list(first) == ["id", "object", "created", "model", "service_tier", "system_fingerprint", "choices", "obfuscation"]
+    assert list(first) == [
+        "id",
+        "object",
+        "created",
+        "model",
+        "service_tier",
+        "system_fingerprint",
+        "choices",
+        "obfuscation",
+    ]
     assert first["choices"][0]["delta"] == {"role": "assistant", "content": "", "refusal": None}
 
 
@@ -165,7 +179,10 @@ def test_openai_tool_calls(oai: openai.OpenAI) -> None:
     assert final.choices[0].message.tool_calls[0].id == call.id
 
     # After the tool result the model answers in text, so agent loops end.
-    messages += [choice.message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": "22C"}]
+    messages += [
+        choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "22C"},
+    ]
     follow = oai.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=[WEATHER_TOOL])
     assert follow.choices[0].message.content == AFTER_TOOL
 
@@ -184,7 +201,9 @@ def test_openai_parallel_tools_stream_deltas(s: StandIn, oai: openai.OpenAI) -> 
     assert deltas[1]["tool_calls"][0] == {"index": 0, "function": {"arguments": '{"'}}
     second = next(d for d in deltas if d.get("tool_calls", [{}])[0].get("index") == 1)
     assert second["tool_calls"][0]["function"]["name"] == "get_time"
-    completion = oai.chat.completions.create(**CHAT, tools=[WEATHER_TOOL, TIME_TOOL], extra_headers={"x-standin-scenario": "parallel-tools"})
+    completion = oai.chat.completions.create(
+        **CHAT, tools=[WEATHER_TOOL, TIME_TOOL], extra_headers={"x-standin-scenario": "parallel-tools"}
+    )
     assert [c.function.name for c in completion.choices[0].message.tool_calls] == ["get_weather", "get_time"]
 
 
@@ -265,8 +284,18 @@ def test_responses_create_and_stream(s: StandIn, oai: openai.OpenAI) -> None:
         kinds = [event.type for event in stream]
         final = stream.get_final_response()
     assert final.output_text == TEXT and final.id == response.id
-    assert kinds[:4] == ["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added"]
-    assert kinds[-4:] == ["response.output_text.done", "response.content_part.done", "response.output_item.done", "response.completed"]
+    assert kinds[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
 
     with httpx.Client(base_url=s.url) as http:
         raw = http.post("/v1/responses", json={"model": "gpt-4o", "input": "Say hello", "stream": True}).content
@@ -282,8 +311,12 @@ def test_responses_tools_reasoning_cached(oai: openai.OpenAI) -> None:
     call = final.output[0]
     assert call.type == "function_call" and json.loads(call.arguments) == {"city": "Paris", "unit": "celsius"}
     follow = oai.responses.create(
-        model="gpt-4o", tools=[tool],
-        input=[{"role": "user", "content": "Weather?"}, {"type": "function_call_output", "call_id": call.call_id, "output": "22C"}],
+        model="gpt-4o",
+        tools=[tool],
+        input=[
+            {"role": "user", "content": "Weather?"},
+            {"type": "function_call_output", "call_id": call.call_id, "output": "22C"},
+        ],
     )
     assert follow.output_text == AFTER_TOOL
 
@@ -320,14 +353,16 @@ def test_models_audio(s: StandIn, oai: openai.OpenAI) -> None:
     upload = bytes(range(256)) * 64
     text = oai.audio.transcriptions.create(model="whisper-1", file=("clip.wav", upload, "audio/wav"))
     assert f"Received {len(upload)} bytes from clip.wav" in text.text
-    assert s.requests[-1].header("content-type").startswith("multipart/form-data; boundary=")
+    assert (s.requests[-1].header("content-type") or "").startswith("multipart/form-data; boundary=")
 
 
 # -- Anthropic --------------------------------------------------------------------------------
 
 
 def test_anthropic_messages(s: StandIn, claude: anthropic.Anthropic) -> None:
-    raw = claude.messages.with_raw_response.create(model="claude-haiku-4-5", max_tokens=256, messages=[{"role": "user", "content": "Hi"}])
+    raw = claude.messages.with_raw_response.create(
+        model="claude-haiku-4-5", max_tokens=256, messages=[{"role": "user", "content": "Hi"}]
+    )
     message = raw.parse()
     assert message.content[0].text == TEXT and message.stop_reason == "end_turn"
     assert message.model == "claude-haiku-4-5-20251001" and message.id.startswith("msg_01")
@@ -337,12 +372,19 @@ def test_anthropic_messages(s: StandIn, claude: anthropic.Anthropic) -> None:
     # Newer SDKs send the key as a bearer token; older ones as x-api-key.
     assert "sk-ant-test" in (s.requests[-1].header("x-api-key") or s.requests[-1].header("authorization") or "")
 
-    with claude.messages.stream(model="claude-haiku-4-5", max_tokens=256, messages=[{"role": "user", "content": "Hi"}]) as stream:
+    with claude.messages.stream(
+        model="claude-haiku-4-5", max_tokens=256, messages=[{"role": "user", "content": "Hi"}]
+    ) as stream:
         final = stream.get_final_message()
     assert final.content[0].text == TEXT and final.usage.output_tokens == message.usage.output_tokens
 
     with httpx.Client(base_url=s.url) as http:
-        body = {"model": "claude-haiku-4-5", "max_tokens": 256, "stream": True, "messages": [{"role": "user", "content": "Hi"}]}
+        body = {
+            "model": "claude-haiku-4-5",
+            "max_tokens": 256,
+            "stream": True,
+            "messages": [{"role": "user", "content": "Hi"}],
+        }
         raw_stream = http.post("/v1/messages", json=body)
     assert raw_stream.headers["content-type"] == "text/event-stream; charset=utf-8"
     events = sse_events(raw_stream.content)
@@ -355,29 +397,54 @@ def test_anthropic_messages(s: StandIn, claude: anthropic.Anthropic) -> None:
 
 
 def test_anthropic_thinking_tools_cache(claude: anthropic.Anthropic) -> None:
-    tools = [{"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+    tools = [
+        {
+            "name": "get_weather",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        }
+    ]
     with claude.messages.stream(
-        model="claude-sonnet-4-6", max_tokens=4096, thinking={"type": "enabled", "budget_tokens": 2048},
-        tools=tools, messages=[{"role": "user", "content": "Weather in Paris?"}],
+        model="claude-sonnet-4-6",
+        max_tokens=4096,
+        thinking={"type": "enabled", "budget_tokens": 2048},
+        tools=tools,
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
     ) as stream:
         final = stream.get_final_message()
     assert [b.type for b in final.content] == ["thinking", "text", "tool_use"]
     assert final.content[0].thinking == THINKING and final.content[0].signature
     assert final.content[2].input == {"city": "Paris"} and final.stop_reason == "tool_use"
     follow = claude.messages.create(
-        model="claude-sonnet-4-6", max_tokens=1024, tools=tools,
+        model="claude-sonnet-4-6",
+        max_tokens=1024,
+        tools=tools,
         messages=[
             {"role": "user", "content": "Weather in Paris?"},
-            {"role": "assistant", "content": [{"type": "tool_use", "id": final.content[2].id, "name": "get_weather", "input": {"city": "Paris"}}]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": final.content[2].id, "content": "22C"}]},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "tool_use", "id": final.content[2].id, "name": "get_weather", "input": {"city": "Paris"}}
+                ],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": final.content[2].id, "content": "22C"}],
+            },
         ],
     )
     assert follow.content[0].text == AFTER_TOOL
 
-    cached = claude.messages.create(model="claude-haiku-4-5", max_tokens=64, messages=[{"role": "user", "content": "Hi"}], extra_headers={"x-standin-scenario": "cached"})
+    cached = claude.messages.create(
+        model="claude-haiku-4-5",
+        max_tokens=64,
+        messages=[{"role": "user", "content": "Hi"}],
+        extra_headers={"x-standin-scenario": "cached"},
+    )
     assert (cached.usage.cache_read_input_tokens, cached.usage.cache_creation_input_tokens) == (2048, 512)
     assert cached.usage.cache_creation.ephemeral_5m_input_tokens == 512
-    refusal = claude.messages.create(model="standin-refusal", max_tokens=64, messages=[{"role": "user", "content": "Hi"}])
+    refusal = claude.messages.create(
+        model="standin-refusal", max_tokens=64, messages=[{"role": "user", "content": "Hi"}]
+    )
     assert refusal.stop_reason == "refusal"
 
 
@@ -386,17 +453,36 @@ def test_anthropic_errors(s: StandIn, claude: anthropic.Anthropic) -> None:
     with pytest.raises(anthropic.AuthenticationError) as auth:
         bad.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=[{"role": "user", "content": "Hi"}])
     body = json.loads(auth.value.response.content)
-    assert body["type"] == "error" and body["error"]["type"] == "authentication_error" and body["request_id"].startswith("req_")
+    assert (
+        body["type"] == "error"
+        and body["error"]["type"] == "authentication_error"
+        and body["request_id"].startswith("req_")
+    )
     with pytest.raises(anthropic.RateLimitError) as limited:
-        claude.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=[{"role": "user", "content": "Hi"}], extra_headers={"x-standin-fault": "status=429;retry-after=7"})
+        claude.messages.create(
+            model="claude-haiku-4-5",
+            max_tokens=8,
+            messages=[{"role": "user", "content": "Hi"}],
+            extra_headers={"x-standin-fault": "status=429;retry-after=7"},
+        )
     assert limited.value.response.headers["retry-after"] == "7"
     with pytest.raises(anthropic.APIStatusError) as overloaded:
-        claude.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=[{"role": "user", "content": "Hi"}], extra_headers={"x-standin-fault": "status=529"})
+        claude.messages.create(
+            model="claude-haiku-4-5",
+            max_tokens=8,
+            messages=[{"role": "user", "content": "Hi"}],
+            extra_headers={"x-standin-fault": "status=529"},
+        )
     assert overloaded.value.status_code == 529 and overloaded.value.body["error"]["type"] == "overloaded_error"
     missing = httpx.post(s.url + "/v1/messages", json={"model": "claude-haiku-4-5", "messages": []})
-    assert missing.status_code == 400 and missing.json()["error"] == {"type": "invalid_request_error", "message": "max_tokens: Field required"}
+    assert missing.status_code == 400 and missing.json()["error"] == {
+        "type": "invalid_request_error",
+        "message": "max_tokens: Field required",
+    }
     with pytest.raises(anthropic.APIStatusError, match="Overloaded"):
-        with claude.messages.stream(model="standin-stream-error", max_tokens=64, messages=[{"role": "user", "content": "Hi"}]) as stream:
+        with claude.messages.stream(
+            model="standin-stream-error", max_tokens=64, messages=[{"role": "user", "content": "Hi"}]
+        ) as stream:
             for _ in stream:
                 pass
 
@@ -417,11 +503,16 @@ def test_gemini_generate_and_stream(s: StandIn) -> None:
     usage = result["usageMetadata"]
     assert result["candidates"][0]["content"]["parts"][0]["text"] == TEXT
     assert result["candidates"][0]["finishReason"] == "STOP" and result["modelVersion"] == "gemini-2.5-flash"
-    assert usage["totalTokenCount"] == usage["promptTokenCount"] + usage["candidatesTokenCount"] + usage["thoughtsTokenCount"]
+    assert (
+        usage["totalTokenCount"]
+        == usage["promptTokenCount"] + usage["candidatesTokenCount"] + usage["thoughtsTokenCount"]
+    )
     assert "thoughtsTokenCount" not in plain.json()["usageMetadata"]
 
     assert sse.headers["content-type"] == "text/event-stream"
-    assert sse.content.endswith(b"\r\n\r\n") and sse.content.startswith(b'data: {"candidates": [{"content": {"parts": [{"text": ')
+    assert sse.content.endswith(b"\r\n\r\n") and sse.content.startswith(
+        b'data: {"candidates": [{"content": {"parts": [{"text": '
+    )
     chunks = [json.loads(e[6:]) for e in sse.content.decode().split("\r\n\r\n") if e]
     assert "".join(c["candidates"][0]["content"]["parts"][0]["text"] for c in chunks) == TEXT
     assert chunks[-1]["usageMetadata"] == usage and {c["responseId"] for c in chunks} == {result["responseId"]}
@@ -433,13 +524,36 @@ def test_gemini_generate_and_stream(s: StandIn) -> None:
 
 
 def test_gemini_tools_cached_errors(s: StandIn) -> None:
-    tools = [{"functionDeclarations": [{"name": "get_weather", "parameters": {"type": "OBJECT", "properties": {"city": {"type": "STRING"}}}}]}]
+    tools = [
+        {
+            "functionDeclarations": [
+                {"name": "get_weather", "parameters": {"type": "OBJECT", "properties": {"city": {"type": "STRING"}}}}
+            ]
+        }
+    ]
     with httpx.Client(base_url=s.url) as http:
-        called = http.post("/v1beta/models/gemini-2.0-flash:generateContent", json={**GEMINI_BODY, "tools": tools}).json()
-        cached = http.post("/v1beta/models/gemini-2.0-flash:generateContent", json=GEMINI_BODY, headers={"x-standin-scenario": "cached"}).json()
-        limited = http.post("/v1beta/models/gemini-2.0-flash:generateContent", json=GEMINI_BODY, headers={"x-standin-fault": "status=429"})
-        busy = http.post("/v1beta/models/gemini-2.0-flash:generateContent", json=GEMINI_BODY, headers={"x-standin-fault": "status=503"})
-    assert called["candidates"][0]["content"]["parts"][0]["functionCall"] == {"name": "get_weather", "args": {"city": "Paris"}}
+        called = http.post(
+            "/v1beta/models/gemini-2.0-flash:generateContent", json={**GEMINI_BODY, "tools": tools}
+        ).json()
+        cached = http.post(
+            "/v1beta/models/gemini-2.0-flash:generateContent",
+            json=GEMINI_BODY,
+            headers={"x-standin-scenario": "cached"},
+        ).json()
+        limited = http.post(
+            "/v1beta/models/gemini-2.0-flash:generateContent",
+            json=GEMINI_BODY,
+            headers={"x-standin-fault": "status=429"},
+        )
+        busy = http.post(
+            "/v1beta/models/gemini-2.0-flash:generateContent",
+            json=GEMINI_BODY,
+            headers={"x-standin-fault": "status=503"},
+        )
+    assert called["candidates"][0]["content"]["parts"][0]["functionCall"] == {
+        "name": "get_weather",
+        "args": {"city": "Paris"},
+    }
     assert cached["usageMetadata"]["cachedContentTokenCount"] == 2048
     assert limited.status_code == 429 and limited.json()["error"]["status"] == "RESOURCE_EXHAUSTED"
     assert busy.json()["error"]["status"] == "UNAVAILABLE"
@@ -454,7 +568,12 @@ def test_fault_delays(s: StandIn) -> None:
         http.post("/v1/chat/completions", json=CHAT, headers={"x-standin-fault": "delay-ms=300"})
         assert time.monotonic() - started >= 0.3
         started = time.monotonic()
-        with http.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}, headers={"x-standin-fault": "chunk-delay-ms=20"}) as response:
+        with http.stream(
+            "POST",
+            "/v1/chat/completions",
+            json={**CHAT, "stream": True},
+            headers={"x-standin-fault": "chunk-delay-ms=20"},
+        ) as response:
             arrivals = [time.monotonic() for _ in response.iter_raw()]
         assert time.monotonic() - started >= 0.02 * 15  # 17 events: 16 gaps
         assert len(arrivals) >= 5  # the events really arrived one by one
@@ -474,7 +593,9 @@ def test_fault_end_delay_holds_back_the_end_of_the_body(s: StandIn) -> None:
             ended_at = time.monotonic()
         assert got == whole and ended_at - done_at >= 0.25  # every event, then the end of the body late
         plain = http.post("/v1/chat/completions", json=CHAT, headers={"accept-encoding": "identity"}).content
-        with http.stream("POST", "/v1/chat/completions", json=CHAT, headers={"accept-encoding": "identity", **fault}) as response:
+        with http.stream(
+            "POST", "/v1/chat/completions", json=CHAT, headers={"accept-encoding": "identity", **fault}
+        ) as response:
             pieces = [(time.monotonic(), piece) for piece in response.iter_raw()]
         assert b"".join(piece for _, piece in pieces) == plain
         assert pieces[-1][1] == plain[-1:] and pieces[-1][0] - pieces[0][0] >= 0.25  # the last byte, late
@@ -485,7 +606,9 @@ def test_fault_drop_reset_stall_truncate(s: StandIn) -> None:
     with httpx.Client(base_url=s.url, timeout=httpx.Timeout(5, read=0.5)) as http:
         got: list[bytes] = []
         with pytest.raises(httpx.RemoteProtocolError):
-            with http.stream("POST", "/v1/chat/completions", json=streamed, headers={"x-standin-fault": "drop-after=3"}) as response:
+            with http.stream(
+                "POST", "/v1/chat/completions", json=streamed, headers={"x-standin-fault": "drop-after=3"}
+            ) as response:
                 for piece in response.iter_raw():
                     got.append(piece)
         assert b"".join(got).count(b"data: ") == 3
@@ -495,7 +618,9 @@ def test_fault_drop_reset_stall_truncate(s: StandIn) -> None:
             http.post("/v1/chat/completions", json=CHAT, headers={"x-standin-fault": "reset"})
         got = []
         with pytest.raises(httpx.ReadTimeout):
-            with http.stream("POST", "/v1/chat/completions", json=streamed, headers={"x-standin-fault": "stall-after=2"}) as response:
+            with http.stream(
+                "POST", "/v1/chat/completions", json=streamed, headers={"x-standin-fault": "stall-after=2"}
+            ) as response:
                 for piece in response.iter_raw():
                     got.append(piece)
         assert b"".join(got).count(b"data: ") == 2
@@ -503,9 +628,26 @@ def test_fault_drop_reset_stall_truncate(s: StandIn) -> None:
         events = sse_data(truncated.content)
         assert truncated.status_code == 200 and "[DONE]" not in events
         assert all(e["choices"][0]["finish_reason"] is None for e in events)
-        assert len(sse_data(http.post("/v1/chat/completions", json=streamed, headers={"x-standin-fault": "truncate=2"}).content)) == 2
-        anth = {"model": "claude-haiku-4-5", "max_tokens": 64, "stream": True, "messages": [{"role": "user", "content": "Hi"}]}
-        kinds = [k for k, _ in sse_events(http.post("/v1/messages", json=anth, headers={"x-standin-fault": "truncate"}).content)]
+        assert (
+            len(
+                sse_data(
+                    http.post("/v1/chat/completions", json=streamed, headers={"x-standin-fault": "truncate=2"}).content
+                )
+            )
+            == 2
+        )
+        anth = {
+            "model": "claude-haiku-4-5",
+            "max_tokens": 64,
+            "stream": True,
+            "messages": [{"role": "user", "content": "Hi"}],
+        }
+        kinds = [
+            k
+            for k, _ in sse_events(
+                http.post("/v1/messages", json=anth, headers={"x-standin-fault": "truncate"}).content
+            )
+        ]
         assert kinds[-1] == "content_block_stop"
         typo = http.post("/v1/chat/completions", json=CHAT, headers={"x-standin-fault": "stauts=500"})
         assert typo.status_code == 400 and "stauts" in typo.json()["standin_error"]
@@ -530,14 +672,22 @@ def test_fault_times_fails_the_first_n_then_answers(s: StandIn) -> None:
     with httpx.Client(base_url=s.url) as http:
         assert http.post("/v1/chat/completions", json=CHAT).status_code == 200  # now in the reply cache
         spec = f"status=503;times=2;id={uuid.uuid4()}"
-        statuses = [http.post("/v1/chat/completions", json=CHAT, headers={"x-standin-fault": spec}).status_code for _ in range(4)]
+        statuses = [
+            http.post("/v1/chat/completions", json=CHAT, headers={"x-standin-fault": spec}).status_code
+            for _ in range(4)
+        ]
         assert statuses == [503, 503, 200, 200]
         answered = http.post("/v1/chat/completions", json=CHAT, headers={"x-standin-fault": spec})
         assert answered.json()["choices"][0]["message"]["content"] == TEXT
         # Another id is another count; so is the same fault written differently (the exact value counts).
         other = f"status=503;times=2;id={uuid.uuid4()}"
         assert http.post("/v1/chat/completions", json=CHAT, headers={"x-standin-fault": other}).status_code == 503
-        assert http.post("/v1/chat/completions", json=CHAT, headers={"x-standin-fault": spec.replace(";", ",")}).status_code == 503
+        assert (
+            http.post(
+                "/v1/chat/completions", json=CHAT, headers={"x-standin-fault": spec.replace(";", ",")}
+            ).status_code
+            == 503
+        )
         limited = f"status=429;retry-after=1;times=1;id={uuid.uuid4()}"
         first = http.post("/v1/chat/completions", json=CHAT, headers={"x-standin-fault": limited})
         assert first.status_code == 429 and first.headers["retry-after"] == "1"
@@ -553,8 +703,14 @@ def test_fault_times_shapes_streams_and_other_faults_too(s: StandIn) -> None:
     streamed = {**CHAT, "stream": True}
     spec = f"truncate=2;times=1;id={uuid.uuid4()}"
     with httpx.Client(base_url=s.url) as http:
-        assert len(sse_data(http.post("/v1/chat/completions", json=streamed, headers={"x-standin-fault": spec}).content)) == 2
-        assert sse_data(http.post("/v1/chat/completions", json=streamed, headers={"x-standin-fault": spec}).content)[-1] == "[DONE]"
+        assert (
+            len(sse_data(http.post("/v1/chat/completions", json=streamed, headers={"x-standin-fault": spec}).content))
+            == 2
+        )
+        assert (
+            sse_data(http.post("/v1/chat/completions", json=streamed, headers={"x-standin-fault": spec}).content)[-1]
+            == "[DONE]"
+        )
 
 
 def test_sdk_retries_through_a_fault_with_times(s: StandIn) -> None:
@@ -569,7 +725,12 @@ def test_sdk_retries_through_a_fault_with_times(s: StandIn) -> None:
 def test_fault_times_counts_exactly_under_concurrency() -> None:
     app = App(gzip=False)
     spec = f"status=429;times=25;id={uuid.uuid4()}"
-    req = Request("POST", "/v1/chat/completions", [("x-standin-fault", spec), ("content-type", "application/json")], json.dumps(CHAT).encode())
+    req = Request(
+        "POST",
+        "/v1/chat/completions",
+        [("x-standin-fault", spec), ("content-type", "application/json")],
+        json.dumps(CHAT).encode(),
+    )
 
     def status() -> int:
         return app.handle(Request(req.method, req.path, req.headers, req.body))[0].status
@@ -588,7 +749,9 @@ def test_determinism_and_gzip(s: StandIn) -> None:
         second = http.post("/v1/chat/completions", json=CHAT, headers={"accept-encoding": "gzip"})
         identity = http.post("/v1/chat/completions", json=CHAT, headers={"accept-encoding": "identity"})
         streamed = http.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers={"accept-encoding": "gzip"})
-        streamed_usage = http.post("/v1/chat/completions", json={**CHAT, "stream": True, "stream_options": {"include_usage": True}})
+        streamed_usage = http.post(
+            "/v1/chat/completions", json={**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+        )
         other = http.post("/v1/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": "Other"}]})
     assert first.headers["content-encoding"] == "gzip" and "content-encoding" not in identity.headers
     assert first.content == second.content == identity.content
@@ -600,7 +763,10 @@ def test_determinism_and_gzip(s: StandIn) -> None:
     assert other.json()["id"] != first.json()["id"]
     s.gzip = False
     with httpx.Client(base_url=s.url) as http:
-        assert "content-encoding" not in http.post("/v1/chat/completions", json=CHAT, headers={"accept-encoding": "gzip"}).headers
+        assert (
+            "content-encoding"
+            not in http.post("/v1/chat/completions", json=CHAT, headers={"accept-encoding": "gzip"}).headers
+        )
 
 
 def http_raw_gzip(s: StandIn) -> bytes:
@@ -628,7 +794,11 @@ def test_recording_off_and_keep_alive_pipelining() -> None:
 
 def test_request_recording(s: StandIn) -> None:
     with httpx.Client(base_url=s.url) as http:
-        http.post("/openai/deployments/my-gpt/chat/completions?api-version=2024-10-21", content=b'{"messages":[{"role":"user","content":"x"}]}', headers={"X-Custom": "A", "x-custom": "B"})
+        http.post(
+            "/openai/deployments/my-gpt/chat/completions?api-version=2024-10-21",
+            content=b'{"messages":[{"role":"user","content":"x"}]}',
+            headers={"X-Custom": "A", "x-custom": "B"},
+        )
     seen = s.requests[0]
     assert seen.path == "/openai/deployments/my-gpt/chat/completions?api-version=2024-10-21"
     assert seen.route == "/openai/deployments/my-gpt/chat/completions" and seen.query == {"api-version": "2024-10-21"}
@@ -655,7 +825,10 @@ def test_langchain_openai(s: StandIn) -> None:
     assert "".join(str(chunk.content) for chunk in chat.stream("Say hello")) == TEXT
     message = chat.bind_tools([WEATHER_TOOL]).invoke("Weather?")
     assert message.tool_calls[0]["name"] == "get_weather" and message.tool_calls[0]["args"]["city"] == "Paris"
-    assert message.usage_metadata["total_tokens"] == message.usage_metadata["input_tokens"] + message.usage_metadata["output_tokens"]
+    assert (
+        message.usage_metadata["total_tokens"]
+        == message.usage_metadata["input_tokens"] + message.usage_metadata["output_tokens"]
+    )
 
 
 def test_runs_as_subprocess() -> None:

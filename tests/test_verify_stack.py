@@ -278,7 +278,9 @@ def test_the_names_verify_reads_are_the_templates() -> None:
         group = function.removesuffix("Function") + "LogGroup"
         assert types[group] == "AWS::Logs::LogGroup"
         assert template["Resources"][function]["Properties"]["LoggingConfig"]["LogGroup"] == {"Ref": group}
-        assert template["Resources"][group]["Properties"]["LogGroupName"] == {"Sub": LOG_GROUPS[group].replace(STACK, "${AWS::StackName}")}
+        assert template["Resources"][group]["Properties"]["LogGroupName"] == {
+            "Sub": LOG_GROUPS[group].replace(STACK, "${AWS::StackName}")
+        }
     read = {"ProxyUrl", "QueryApiUrl", "DashboardUrl", "BucketName", "TableName", "DeliveryStreamName",
             "DatabaseName", "AthenaWorkGroup"}  # fmt: skip
     assert read <= set(template["Outputs"])
