@@ -157,7 +157,7 @@ def test_previews_of_bedrock_calls(proxy: RunningProxy, key: str) -> None:
         ), request_id
 
 
-def test_relaylog_show_prints_the_stream_as_sse_text(
+def test_relaylog_show_puts_the_stream_together_and_raw_keeps_its_sse_text(
     proxy: RunningProxy, key: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     request_id = str(uuid.uuid4())
@@ -171,8 +171,12 @@ def test_relaylog_show_prints_the_stream_as_sse_text(
     assert main(["show", request_id[:8], "--data-dir", str(proxy.data_dir)]) == 0
     shown = capsys.readouterr().out
     assert "bedrock" in shown and NOVA in shown
-    assert 'event: contentBlockDelta\ndata: {"contentBlockIndex":0,"delta":{"text":"Hello!"}' in shown
-    assert "event: metadata\n" in shown
+    assert "Say hello" in shown and "Hello!" in shown  # the prompt, and the answer put back together
+    assert "event: contentBlockDelta" not in shown
+    assert main(["show", request_id[:8], "--raw", "--data-dir", str(proxy.data_dir)]) == 0
+    raw = capsys.readouterr().out
+    assert 'event: contentBlockDelta\ndata: {"contentBlockIndex":0,"delta":{"text":"Hello!"}' in raw
+    assert "event: metadata\n" in raw
 
 
 def test_the_record_of_a_refused_bedrock_call(proxy: RunningProxy, key: str) -> None:
