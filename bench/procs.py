@@ -264,9 +264,9 @@ def start_relaylog(
     ]  # fmt: skip
     env = child_env(RELAYLOG_UPSTREAM_OPENAI=upstream, **(extra_env or {}))
     proc = Proc(f"relaylog-w{workers}", argv, env, log_dir / f"relaylog-w{workers}.log")
-    # With one worker uvicorn binds the socket after the app's startup, with several the supervisor
-    # binds it first and each worker then logs its own startup: wait for both kinds of line.
-    proc.wait_for("Uvicorn running on", timeout=60)
+    # relaylog binds the socket and prints its banner first, then each worker starts the app and
+    # logs it: wait for both kinds of line.
+    proc.wait_for("relaylog proxy on", timeout=60)
     proc.wait_for("Application startup complete", count=workers, timeout=60)
     return proc, f"http://127.0.0.1:{port}"
 
