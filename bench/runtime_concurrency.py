@@ -55,9 +55,9 @@ TARGET_RSS_MB, TARGET_CPU_US = 400, 500
 def serve(max_concurrency: int) -> None:
     """Run the emulator and a moto server until SIGINT; print where they listen, then how many
     invocations were under way at most."""
-    import boto3
     from moto.server import ThreadedMotoServer
 
+    from tests.support.aws import moto_endpoint, proxy_resources
     from tests.support.lambda_emulator import LambdaEmulator
 
     # A shell that starts the bench in the background leaves SIGINT ignored in its children, and
@@ -65,24 +65,8 @@ def serve(max_concurrency: int) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     aws = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     aws.start()
-    endpoint = f"http://127.0.0.1:{aws._server.server_port}"  # moto exposes no getter for the port
-    client = lambda service: boto3.client(service, endpoint_url=endpoint, **_boto_credentials())  # noqa: E731
-    client("dynamodb").create_table(
-        TableName=NAMES["RELAYLOG_TABLE"],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk")],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    client("s3").create_bucket(Bucket=NAMES["RELAYLOG_BUCKET"])
-    client("firehose").create_delivery_stream(
-        DeliveryStreamName=NAMES["RELAYLOG_FIREHOSE_STREAM"],
-        DeliveryStreamType="DirectPut",
-        ExtendedS3DestinationConfiguration={
-            "RoleARN": "arn:aws:iam::123456789012:role/firehose",
-            "BucketARN": f"arn:aws:s3:::{NAMES['RELAYLOG_BUCKET']}",
-            "Prefix": "raw/",
-        },
-    )
+    endpoint = moto_endpoint(aws)
+    proxy_resources(endpoint, NAMES)
     with LambdaEmulator(timeout_s=60, max_concurrency=max_concurrency) as emulator:
         print(f"emulator {emulator.runtime_api} {emulator.url} {endpoint}", flush=True)
         try:

@@ -18,15 +18,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-import boto3
 import pytest
 from moto.server import ThreadedMotoServer
-from relaylog.aws import layout
 from relaylog.standin import StandIn
 
-from tests.support.aws import moto_endpoint
+from tests.support.aws import moto_endpoint, proxy_resources
 from tests.support.lambda_artifacts import (
     LAYER_MOUNT,
     Unzipped,
@@ -198,7 +196,14 @@ def wrapped_proxy(
     aws = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     aws.start()
     endpoint = moto_endpoint(aws)
-    resources = _resources(endpoint)
+    resources = proxy_resources(
+        endpoint,
+        {
+            "RELAYLOG_TABLE": "relaylog-artifact",
+            "RELAYLOG_BUCKET": "relaylog-artifact-data",
+            "RELAYLOG_FIREHOSE_STREAM": "relaylog-artifact-records",
+        },
+    )
     with LambdaEmulator() as emulator:
         env = lambda_env(
             "ProxyFunction",
@@ -230,37 +235,6 @@ def wrapped_proxy(
             process.wait(30)
             reader.join(5)
             aws.stop()
-
-
-def _resources(endpoint: str) -> dict[str, str]:
-    """The proxy's table, bucket and delivery stream, as the template declares them, on the moto
-    server at `endpoint`: the proxy's environment variables naming them."""
-
-    def client(service: str) -> Any:
-        return boto3.client(
-            service, endpoint_url=endpoint, region_name="us-east-1",
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        )  # fmt: skip
-
-    names = {"RELAYLOG_TABLE": "relaylog-artifact", "RELAYLOG_BUCKET": "relaylog-artifact-data",
-             "RELAYLOG_FIREHOSE_STREAM": "relaylog-artifact-records"}  # fmt: skip
-    client("dynamodb").create_table(
-        TableName=names["RELAYLOG_TABLE"],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk")],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    client("s3").create_bucket(Bucket=names["RELAYLOG_BUCKET"])
-    client("firehose").create_delivery_stream(
-        DeliveryStreamName=names["RELAYLOG_FIREHOSE_STREAM"],
-        DeliveryStreamType="DirectPut",
-        ExtendedS3DestinationConfiguration={
-            "RoleARN": "arn:aws:iam::123456789012:role/firehose",
-            "BucketARN": f"arn:aws:s3:::{names['RELAYLOG_BUCKET']}",
-            "Prefix": layout.RAW_PREFIX,
-        },
-    )
-    return names
 
 
 def test_the_exec_wrapper_starts_the_interpreter_it_is_given_and_streams(

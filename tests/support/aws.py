@@ -83,6 +83,35 @@ def moto_endpoint(server: ThreadedMotoServer) -> str:
     return f"http://127.0.0.1:{wsgi.server_port}"
 
 
+def proxy_resources(endpoint: str, names: dict[str, str]) -> dict[str, str]:
+    """The proxy's table, bucket and delivery stream, as the template declares them, made on the
+    moto server at `endpoint` under `names` (the proxy's environment variables naming them)."""
+
+    def client(service: str) -> Any:
+        return boto3.client(
+            service, endpoint_url=endpoint, region_name="us-east-1",
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )  # fmt: skip
+
+    client("dynamodb").create_table(
+        TableName=names["RELAYLOG_TABLE"],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk")],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client("s3").create_bucket(Bucket=names["RELAYLOG_BUCKET"])
+    client("firehose").create_delivery_stream(
+        DeliveryStreamName=names["RELAYLOG_FIREHOSE_STREAM"],
+        DeliveryStreamType="DirectPut",
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": "arn:aws:iam::123456789012:role/firehose",
+            "BucketARN": f"arn:aws:s3:::{names['RELAYLOG_BUCKET']}",
+            "Prefix": layout.RAW_PREFIX,
+        },
+    )
+    return names
+
+
 @dataclass
 class Stack:
     bucket: str

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from . import anthropic_api, bedrock_api, gemini_api, openai_api, openai_extras, openai_responses
+from . import anthropic_api, bedrock_api, bedrock_replies, gemini_api, openai_api, openai_extras, openai_responses
 from .faults import Fault, FaultSyntaxError, parse_fault
 from .wire import Reply, Request, UsageError
 
@@ -64,7 +64,7 @@ def provider_error(provider: str, status: int, req: Request, fault: Fault | None
     if provider == "gemini":
         return gemini_api.error(status, retry_after=fault.retry_after if fault else None)
     if provider == "bedrock":
-        return bedrock_api.error(status)
+        return bedrock_replies.error(status)
     return openai_api.error(status, openai_api.raw_ids(req))
 
 
