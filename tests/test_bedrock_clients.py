@@ -16,7 +16,14 @@ from anthropic import AnthropicBedrock
 from langchain_aws import ChatBedrockConverse
 from relaylog.standin import StandIn
 
-from tests.support.bedrock import CLIENT_IDENTITY, NOVA, REGION, RELAYLOG_IDENTITY, aws_identity, boto3_client
+from tests.support.bedrock import (
+    CLIENT_IDENTITY,
+    NOVA,
+    REGION,
+    RELAYLOG_IDENTITY,
+    boto3_client,
+    signing_proxy,
+)
 from tests.support.proxy import RunningProxy
 from tests.test_node_clients import finish, node, start  # noqa: F401 - `node` is a fixture
 
@@ -26,11 +33,7 @@ API_KEY = "bedrock-api-key-clients"
 
 @pytest.fixture(scope="module")
 def proxy(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
-    standin.fault = None
-    with (
-        aws_identity(RELAYLOG_IDENTITY),
-        RunningProxy(tmp_path_factory.mktemp("bedrock-clients"), standin.url) as running,
-    ):
+    with signing_proxy(tmp_path_factory.mktemp("bedrock-clients"), standin) as running:
         yield running
 
 

@@ -35,6 +35,7 @@ from tests.support.bedrock import (
     RELAYLOG_IDENTITY,
     aws_identity,
     boto3_client,
+    signing_proxy,
 )
 from tests.support.pricing import genai_cost
 from tests.support.proxy import RunningProxy
@@ -47,12 +48,8 @@ BODY = {"messages": MESSAGES}
 
 @pytest.fixture(scope="module")
 def proxy(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
-    standin.fault = None
     host = standin.url.split("://", 1)[1]
-    with (
-        aws_identity(RELAYLOG_IDENTITY),
-        RunningProxy(tmp_path_factory.mktemp("bedrock"), standin.url, target_allowlist=(host,)) as running,
-    ):
+    with signing_proxy(tmp_path_factory.mktemp("bedrock"), standin, target_allowlist=(host,)) as running:
         yield running
 
 

@@ -15,7 +15,14 @@ from relaylog.cli import main
 from relaylog.query.preview import PREVIEW_CHARS
 from relaylog.standin import StandIn
 
-from tests.support.bedrock import CLAUDE, LLAMA, NOVA, REGION, RELAYLOG_IDENTITY, aws_identity, boto3_client
+from tests.support.bedrock import (
+    CLAUDE,
+    LLAMA,
+    NOVA,
+    REGION,
+    boto3_client,
+    signing_proxy,
+)
 from tests.support.proxy import RunningProxy
 
 TOOLS = {
@@ -33,11 +40,7 @@ TOOLS = {
 
 @pytest.fixture(scope="module")
 def proxy(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
-    standin.fault = None
-    with (
-        aws_identity(RELAYLOG_IDENTITY),
-        RunningProxy(tmp_path_factory.mktemp("bedrock-views"), standin.url) as running,
-    ):
+    with signing_proxy(tmp_path_factory.mktemp("bedrock-views"), standin) as running:
         yield running
 
 

@@ -7,13 +7,17 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import boto3
 import botocore
 import pytest
 from botocore.config import Config
+from relaylog.standin import StandIn
 from relaylog.standin.bedrock_auth import LONG_TERM, TEMPORARY, Identity
+
+from tests.support.proxy import RunningProxy
 
 REGION = "us-east-1"
 CLAUDE = "us.anthropic.claude-3-5-sonnet-20241022-v2:0"
@@ -48,6 +52,15 @@ def aws_identity(identity: Identity | None) -> Iterator[None]:
             if identity.token is not None:
                 patch.setenv("AWS_SESSION_TOKEN", identity.token)
         yield
+
+
+@contextmanager
+def signing_proxy(data_dir: Path, standin: StandIn, **settings: Any) -> Iterator[RunningProxy]:
+    """relaylog in front of `standin` with relaylog's own AWS identity (RELAYLOG_IDENTITY) in the
+    environment, for the Bedrock calls it signs; the stand-in's fault cleared."""
+    standin.fault = None
+    with aws_identity(RELAYLOG_IDENTITY), RunningProxy(data_dir, standin.url, **settings) as running:
+        yield running
 
 
 def boto3_client(endpoint_url: str, *, identity: Identity | None = None, headers: dict[str, str] | None = None) -> Any:
