@@ -8,9 +8,10 @@
 // AWS_REGION (default us-east-1); HELICONE_AUTH (the Helicone-Auth header, sent when set);
 // HELICONE_REQUEST_ID; MODEL (default us.amazon.nova-lite-v1:0).
 // Prints one JSON object: text, deltas, finishReason, usage, heliconeId (the `helicone-id`
-// response header, or null). A failed call prints {error: {name, message, statusCode}} and exits 1.
+// response header, or null). A failed call prints {error: {name, message, statusCode, responseBody}}
+// and exits 1.
 import { createAmazonBedrock } from "@ai-sdk/amazon-bedrock";
-import { streamText } from "ai";
+import { streamOrExit } from "./stream_text.mjs";
 
 const baseURL = process.argv[2];
 if (!baseURL) {
@@ -31,30 +32,9 @@ const bedrock = createAmazonBedrock({
   headers,
 });
 
-let failure = null;
-const result = streamText({
-  model: bedrock(process.env.MODEL ?? "us.amazon.nova-lite-v1:0"),
-  prompt: process.argv[3] ?? "Say hello",
-  maxRetries: 0,
-  onError: ({ error }) => {
-    failure = error;
-  },
-});
+const model = bedrock(process.env.MODEL ?? "us.amazon.nova-lite-v1:0");
+const { result, text, deltas } = await streamOrExit(model, process.argv[3] ?? "Say hello");
 
-let text = "";
-const deltas = [];
-for await (const delta of result.textStream) {
-  text += delta;
-  deltas.push(delta);
-}
-if (failure) {
-  console.log(
-    JSON.stringify({
-      error: { name: failure?.name ?? null, message: failure?.message ?? String(failure), statusCode: failure?.statusCode ?? null },
-    }),
-  );
-  process.exit(1);
-}
 const response = await result.response;
 console.log(
   JSON.stringify({

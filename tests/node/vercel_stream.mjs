@@ -10,7 +10,7 @@
 // modelId, timestamp, headers} and heliconeId (the `helicone-id` response header, or null).
 // A failed call prints {error: {name, message, statusCode, responseBody}} and exits with 1.
 import { createOpenAI } from "@ai-sdk/openai";
-import { streamText } from "ai";
+import { streamOrExit } from "./stream_text.mjs";
 
 const baseURL = process.argv[2] ?? process.env.RELAYLOG_BASE_URL;
 if (!baseURL) {
@@ -27,37 +27,7 @@ if (process.env.HELICONE_REQUEST_ID) headers["Helicone-Request-Id"] = process.en
 
 const openai = createOpenAI({ baseURL, apiKey: process.env.OPENAI_API_KEY ?? "sk-test", headers });
 
-let failure = null;
-const result = streamText({
-  model: openai(process.env.MODEL ?? "gpt-4o"),
-  prompt,
-  maxRetries: 0,
-  onError: ({ error }) => {
-    failure = error;
-  },
-});
-
-let text = "";
-const deltas = [];
-for await (const delta of result.textStream) {
-  text += delta;
-  deltas.push(delta);
-}
-if (failure) {
-  // A failed call prints what the SDK reported (AI_APICallError carries status and body), exit 1.
-  console.log(
-    JSON.stringify({
-      error: {
-        name: failure?.name ?? null,
-        message: failure?.message ?? String(failure),
-        statusCode: failure?.statusCode ?? null,
-        responseBody: failure?.responseBody ?? null,
-      },
-    }),
-  );
-  console.error(String(failure?.stack ?? failure));
-  process.exit(1);
-}
+const { result, text, deltas } = await streamOrExit(openai(process.env.MODEL ?? "gpt-4o"), prompt);
 
 const response = await result.response;
 const responseHeaders = { ...(response.headers ?? {}) };
