@@ -62,11 +62,19 @@ def test_usage_inside_a_content_chunk_is_read_and_removed() -> None:
         (b'{"usage":{"x":[1,{"y":"}"}]}}', b"{}"),
         (b'{"n":{"usage":1},"usage":"s,t"}', b'{"n":{"usage":1}}'),
         (b'{"s":"\\"usage\\":null","usage":null}', b'{"s":"\\"usage\\":null"}'),
+        (b'{"a":1, "usage":null}', b'{"a":1}'),
+        (b'{"a":1,"usage":null }', b'{"a":1}'),
+        (b'{"a":1,"usage": null,"b":2}', b'{"a":1,"b":2}'),
+        (b'{"a":{"usage":null},"usage":null}', b'{"a":{"usage":null}}'),
+        (b'{"a":{"b":1,"usage":null},"usage":null,"c":3}', b'{"a":{"b":1,"usage":null},"c":3}'),
     ],
 )
 def test_remove_top_level_key(text: bytes, expected: bytes) -> None:
     assert remove_top_level_key(text, b'"usage"') == expected
     assert orjson.loads(expected) == {k: v for k, v in orjson.loads(text).items() if k != "usage"}
+    if orjson.loads(text)["usage"] is None:
+        # The stripper's shortcut for the common `"usage":null` cuts exactly the same bytes.
+        assert UsageStripper().feed(b"data: " + text + b"\n\n") == b"data: " + expected + b"\n\n"
 
 
 def test_inject_appends_without_touching_the_rest() -> None:

@@ -14,6 +14,7 @@ import orjson
 from ..providers.sse import SSESplitter
 
 _USAGE_KEY = b'"usage"'
+_USAGE_NULL = b'"usage":null'
 
 
 def inject(body: bytes, parsed: dict[str, Any]) -> bytes | None:
@@ -52,9 +53,9 @@ class UsageStripper:
 
     def feed(self, chunk: bytes) -> bytes:
         events = self._splitter.feed(chunk)
-        if not events:
-            return b""
-        return b"".join(self._event(event) for event in events)
+        if len(events) == 1:  # a read usually holds one event
+            return self._event(events[0])
+        return b"".join([self._event(event) for event in events])
 
     def finish(self) -> bytes:
         rest, self._splitter = self._splitter.rest, SSESplitter()
@@ -77,7 +78,22 @@ class UsageStripper:
             return b""
         if chunk["usage"] is not None:
             self.withheld.append(event)
-        return event[:start] + remove_top_level_key(payload, _USAGE_KEY) + event[end:]
+        return event[:start] + _without_usage(payload) + event[end:]
+
+
+def _without_usage(payload: bytes) -> bytes:
+    """`payload` (a JSON object with a top-level "usage") without that member. Every chunk but the
+    last carries it as compact `"usage":null` between two members or last: cut those bytes directly
+    (what remove_top_level_key would cut, at a third of its cost); anything else goes the long way."""
+    at = payload.find(_USAGE_NULL)
+    if at != -1 and payload.count(_USAGE_KEY) == 1:
+        end = at + len(_USAGE_NULL)
+        following = payload[end : end + 1]
+        if following == b",":
+            return payload[:at] + payload[end + 1 :]
+        if following == b"}" and payload[at - 1 : at] == b",":
+            return payload[: at - 1] + payload[end:]
+    return remove_top_level_key(payload, _USAGE_KEY)
 
 
 def remove_top_level_key(data: bytes, key: bytes) -> bytes:
