@@ -32,6 +32,7 @@ from .otel import shown, span_shipper
 from .query.api import QueryApp, is_query_path
 from .query.backend import Backend
 from .relay.app import RelayApp
+from .sinks.deferred import Deferred
 from .sinks.local import LocalSink
 
 log = logging.getLogger("relaylog")
@@ -54,10 +55,11 @@ class LocalApp(RelayApp):
     """The proxy, with the query API and dashboard on their own paths of the same port."""
 
     def __init__(
-        self, settings: Settings, keys: KeyStore, sink: LocalSink, query: QueryApp, cache: FileCacheStore
+        self, settings: Settings, keys: KeyStore, sink: Deferred, query: QueryApp, cache: FileCacheStore
     ) -> None:
         counters = SqliteCounters(settings.data_dir / "ratelimits.sqlite3")
         super().__init__(settings, keys, sink, Services(cache=cache, counters=counters))
+        self.records = sink
         self.query = query
         self.cache_files = cache
         self._sweeping: asyncio.Task[None] | None = None
@@ -84,6 +86,7 @@ class LocalApp(RelayApp):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            self.records.call_started()
             path = scope["path"]
             if is_query_path(path):
                 await self.query(scope, receive, send)
@@ -107,7 +110,7 @@ def local_app(settings: Settings) -> LocalApp:
     keys = KeyStore.in_data_dir(settings.data_dir, settings.key_reload_s)
     query = QueryApp(functools.partial(_local_backend, settings.data_dir), keys)
     # Cache entries and rate-limit counters live in the data dir, shared by every worker process.
-    sink = LocalSink(settings, span_shipper(settings))
+    sink = Deferred(LocalSink(settings, span_shipper(settings)))
     return LocalApp(settings, keys, sink, query, FileCacheStore(settings.data_dir / "cache"))
 
 
