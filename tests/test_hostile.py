@@ -22,7 +22,7 @@ import orjson
 import pytest
 import uvicorn
 from relaylog import server
-from relaylog.http_guard import GuardedHttpToolsProtocol, HeadLimits
+from relaylog.http_server import HeadLimits, HttpProtocol
 from relaylog.relay.http1 import addresses, system_resolver
 from relaylog.relay.http1.addresses import public
 from relaylog.standin import StandIn
@@ -284,11 +284,11 @@ def test_public_addresses(address: str, expected: bool) -> None:
 
 
 class GuardedProxy(RunningProxy):
-    """RunningProxy served the way `relaylog serve` serves: GuardedHttpToolsProtocol, small limits."""
+    """RunningProxy served the way `relaylog serve` serves: its HttpProtocol, small limits."""
 
     def __init__(self, data_dir: Path, upstream_url: str, limits: HeadLimits, **settings: Any) -> None:
         super().__init__(data_dir, upstream_url, **settings)
-        protocol = type("TestProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})
+        protocol = type("TestProtocol", (HttpProtocol,), {"limits": limits})
         config = uvicorn.Config(
             self.app, loop="asyncio", http=protocol, lifespan="on", access_log=False, log_level="warning",
             server_header=False, date_header=False,
@@ -491,7 +491,7 @@ def test_relaylog_serve_uses_the_guarded_protocol(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("RELAYLOG_MAX_HEADER_BYTES", "12345")
     server.run(data_dir=tmp_path, port=0)
     (config,) = seen
-    assert config.http is GuardedHttpToolsProtocol
+    assert config.http is HttpProtocol
     assert config.h11_max_incomplete_event_size == 12345
 
 

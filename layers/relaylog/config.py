@@ -34,7 +34,7 @@ READ_TIMEOUT_S = 600.0
 # allowance is generous: 64 MB of base64 images over a slow uplink still fits.
 HEADER_TIMEOUT_S = 30.0
 BODY_TIMEOUT_S = 120.0
-# Request head (request line and headers) limits, enforced by relaylog.http_guard under uvicorn.
+# Request head (request line and headers) limits, enforced by relaylog.http_server under uvicorn.
 MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADER_COUNT = 200
 

@@ -25,7 +25,7 @@ from .cost import load_prices
 from .gateway.cache.files import FileCacheStore
 from .gateway.counters.sqlite import SqliteCounters
 from .gateway.services import Services
-from .http_guard import GuardedHttpToolsProtocol
+from .http_server import HttpProtocol
 from .keys import KeysUnavailable
 from .keys.file import KeyStore
 from .otel import shown, span_shipper
@@ -41,14 +41,6 @@ log = logging.getLogger("relaylog")
 _SWEEP_INTERVAL_S = 3600.0
 # Connections waiting to be accepted (uvicorn's default).
 _BACKLOG = 2048
-
-
-class _CutResponseNotice(logging.Filter):
-    """Drop uvicorn's error line for a response relaylog cut on purpose (the provider cut it
-    first); the relay logs a warning naming the request instead."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != "ASGI callable returned without completing response."
 
 
 class LocalApp(RelayApp):
@@ -118,7 +110,6 @@ def create_app() -> LocalApp:
     """App factory for uvicorn: one per worker process, configured from the environment."""
     settings = Settings.from_env()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    logging.getLogger("uvicorn.error").addFilter(_CutResponseNotice())
     app = local_app(settings)
     load_prices()
     # Everything loaded so far lives as long as the process: keeping it out of the collector's
@@ -213,9 +204,9 @@ def run(host: str = "127.0.0.1", port: int = 8787, data_dir: Path = Path("relayl
         port=port,
         workers=workers,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        # httptools with the head limits and timeout uvicorn lacks (relaylog.http_guard); h11 has
-        # only its own bound on head size, set to the same number.
-        http=GuardedHttpToolsProtocol if importlib.util.find_spec("httptools") else "h11",
+        # relaylog's own protocol on httptools (relaylog.http_server: leaner per call, with the
+        # head limits uvicorn lacks); h11 has only its own bound on head size, set to the same number.
+        http=HttpProtocol if importlib.util.find_spec("httptools") else "h11",
         h11_max_incomplete_event_size=settings.max_header_bytes,
         lifespan="on",
         access_log=False,

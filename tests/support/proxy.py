@@ -15,6 +15,7 @@ import orjson
 import pytest
 import uvicorn
 from relaylog.config import Settings
+from relaylog.http_server import HttpProtocol
 from relaylog.keys.file import KeyStore
 from relaylog.providers.registry import PROVIDERS
 from relaylog.server import local_app
@@ -22,7 +23,8 @@ from relaylog.sinks.local import LocalSink
 
 
 class ServedApp:
-    """An ASGI app under uvicorn in a background thread, on a real loopback socket."""
+    """An ASGI app under uvicorn in a background thread, on a real loopback socket, with the HTTP
+    protocol `relaylog serve` gives uvicorn."""
 
     def __init__(self, app: Any, lifespan: Literal["auto", "on", "off"] = "on") -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -32,8 +34,8 @@ class ServedApp:
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
             app,
-            loop="asyncio",
-            http="httptools",
+            loop="uvloop",  # as `relaylog serve` runs: its transports are not asyncio's classes
+            http=HttpProtocol,
             lifespan=lifespan,
             access_log=False,
             log_level="warning",
