@@ -79,7 +79,7 @@ def _read_until_closed(sock: socket.socket) -> bytes:
 def _read_responses(sock: socket.socket, count: int) -> list[bytes]:
     """`count` responses with a Content-Length, as raw bytes."""
     buffer = b""
-    responses = []
+    responses: list[bytes] = []
     while len(responses) < count:
         end = buffer.find(b"\r\n\r\n")
         if end != -1:
