@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 from relaylog.asgi import Message, Receive, Scope, Send
-from support.proxy import ServedApp
+
+from tests.support.proxy import ServedApp
 
 BODY = b'{"ok":true}'
 
