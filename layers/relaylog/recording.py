@@ -17,7 +17,7 @@ from .otel.context import trace_context
 from .providers.bedrock_stream import CONTENT_TYPE, as_recorded
 from .providers.eventstream import DAMAGED
 from .providers.outcome import read_outcome
-from .providers.parsing import parse_response
+from .providers.parsing import parse_response, read_response
 from .providers.registry import Provider
 from .record import SCHEMA_VERSION, ErrorType, Record, UsageSource
 from .usage import EMPTY_FIELDS, Observed, Usage
@@ -55,7 +55,10 @@ def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> R
     response_plain = _decode(response_raw, exchange.response_content_encoding, problems)
 
     content_type = exchange.response_content_type or ""
-    readable = response_plain + b"".join(exchange.withheld) if response_plain is not None else None
+    # What is read for usage: the body plus what the client never saw (usage relaylog asked for).
+    readable = response_plain
+    if response_plain is not None and exchange.withheld:
+        readable = response_plain + b"".join(exchange.withheld)
     bedrock_stream = provider is not None and provider.family == "bedrock" and content_type.startswith(CONTENT_TYPE)
     if response_plain and bedrock_stream:
         # A Bedrock event stream is kept as SSE text, one event per binary frame.
@@ -65,17 +68,20 @@ def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> R
             problems.append(f"response: {problem}")
 
     observed = Observed()
+    response_id: str | None = None
+    finish_reasons: tuple[str, ...] | None = None
     hit = exchange.cache_status == "HIT"
     answered = exchange.upstream_started is not None or hit
     if provider is not None and answered and readable is not None:
-        observed = parse_response(provider.family, exchange.endpoint or exchange.path, readable, content_type)
+        endpoint = exchange.endpoint or exchange.path
+        if response_plain and readable is response_plain:
+            observed, (response_id, finish_reasons) = read_response(provider.family, endpoint, readable, content_type)
+        else:
+            observed = parse_response(provider.family, endpoint, readable, content_type)
+            if response_plain:
+                response_id, finish_reasons = read_outcome(provider.family, endpoint, response_plain)
         if observed.parse_error and exchange.status < 400:
             problems.append(f"response: {observed.parse_error}")
-    response_id, finish_reasons = (
-        read_outcome(provider.family, exchange.endpoint or exchange.path, response_plain)
-        if provider is not None and answered and response_plain
-        else (None, None)
-    )
     error_type: ErrorType | None = exchange.error_type
     if error_type is None and observed.stream_error:
         error_type = "upstream_stream_error"
