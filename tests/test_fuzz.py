@@ -26,7 +26,7 @@ from relaylog.gateway.ratelimit import parse_policy
 from relaylog.gateway.retry import read_retry
 from relaylog.headers import bearer, narrow_accept_encoding, request_id, split_headers
 from relaylog.providers.outcome import read_outcome
-from relaylog.providers.parsing import parse_request, parse_response, stream_ended
+from relaylog.providers.parsing import parse_request, parse_response, read_response, stream_ended
 from relaylog.providers.routing import RouteError, resolve, resolve_target
 from relaylog.providers.sse import SSEBody, SSESplitter
 from relaylog.relay.stream_usage import UsageStripper, inject, remove_top_level_key
@@ -145,7 +145,10 @@ def test_parse_request(family: Any, endpoint: str, body: bytes) -> None:
     content_type=st.sampled_from(["application/json", "text/event-stream", "audio/mpeg", "", "text/plain"]),
 )
 def test_parse_response(family: Any, endpoint: str, body: bytes, content_type: str) -> None:
-    _no_crash(parse_response(family, endpoint, body, content_type))
+    observed = parse_response(family, endpoint, body, content_type)
+    _no_crash(observed)
+    # The record reads both with one call that decodes a JSON body once: the same answers.
+    assert read_response(family, endpoint, body, content_type) == (observed, read_outcome(family, endpoint, body))
 
 
 @FUZZ

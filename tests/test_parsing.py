@@ -8,7 +8,8 @@ from typing import Any
 
 import orjson
 import pytest
-from relaylog.providers.parsing import RequestInfo, parse_request, parse_response
+from relaylog.providers.outcome import read_outcome
+from relaylog.providers.parsing import RequestInfo, parse_request, parse_response, read_response
 from relaylog.providers.registry import Family
 from relaylog.usage import Observed, Usage
 
@@ -1514,3 +1515,28 @@ def test_stream_ended_never_raises_and_is_false_for_what_is_not_a_stream() -> No
             assert stream_ended(family, "/v1/chat/completions", body) is False  # type: ignore[arg-type]
     assert stream_ended("openai", "/v1/chat/completions", b"data: [DONE]\r\n\r\n")
     assert stream_ended("anthropic", "/v1/messages", b'data: {"type":"message_stop"}\n\n')  # no `event:` lines
+
+
+def test_read_response_answers_as_the_two_readers_do() -> None:
+    """The record's one call (a JSON body decoded once) against parse_response and read_outcome."""
+    gemini_path = "/v1beta/models/gemini-2.5-flash:generateContent"
+    cases: list[tuple[Family, str, bytes]] = [
+        ("openai", CHAT, orjson.dumps(CHAT_TOOL_CALLS)),
+        ("openai", "/v1/responses", orjson.dumps(RESPONSES_JSON)),
+        ("openai", CHAT, chat_stream()),
+        ("openai", "/v1/responses", responses_stream()),
+        ("anthropic", "/v1/messages", orjson.dumps(ANTHROPIC_JSON)),
+        ("anthropic", "/v1/messages", anthropic_stream()),
+        ("anthropic", CHAT, orjson.dumps(CHAT_TOOL_CALLS)),  # Anthropic's OpenAI-compatible endpoint
+        ("gemini", gemini_path, orjson.dumps(GEMINI_JSON)),
+        ("gemini", STREAM_PATH, GEMINI_STREAM),
+        ("gemini", STREAM_PATH, GEMINI_ARRAY),
+        ("openai", CHAT, b'{"choices": 5, "usage": {"prompt_tokens": "x"}}'),  # wrong types
+        ("openai", CHAT, b'{"id": "chatcmpl-1", "choices": [{"finish_reason": "stop"'),  # cut
+        ("openai", CHAT, b' \n{"id": "chatcmpl-1", "choices": [{"finish_reason": "stop", "index": 0}]}'),
+    ]
+    cases += [(family, path, body) for _, family, path, body, _, _ in NO_USAGE]
+    for family, path, body in cases:
+        for content_type in (JSON, SSE):
+            expected = (parse_response(family, path, body, content_type), read_outcome(family, path, body))
+            assert read_response(family, path, body, content_type) == expected, (family, path, body[:60])

@@ -44,6 +44,29 @@ def test_record_has_every_schema_field_in_order(tmp_path: Path) -> None:
     assert record["latency_ms"] == 2.0 and record["ttft_ms"] is None
 
 
+def test_created_at_text_is_what_datetime_writes() -> None:
+    import math
+    import random
+    from datetime import UTC, datetime
+
+    from relaylog.recording import utc_text
+
+    rng = random.Random(17)
+    seconds = [0, 1_795_000_000, 1_795_003_599, 1_795_003_600, 1_798_761_599, 4_102_444_799]
+    seconds += [rng.randrange(1_000_000_000, 4_000_000_000) for _ in range(300)]
+    stamps: list[float] = []
+    for second in seconds:
+        for micros in (0, 1, 499_999, 500_000, 999_998, 999_999, rng.randrange(1_000_000)):
+            exact = second + micros / 1e6
+            # The float nearest a whole microsecond, one half-way to the next (datetime rounds half
+            # to even), and the floats either side of each.
+            for value in (exact, exact + 5e-7, second + (micros + 0.5) / 1e6):
+                stamps += [value, math.nextafter(value, 0.0), math.nextafter(value, math.inf)]
+        stamps += [second + rng.random() for _ in range(20)]
+    for stamp in stamps:
+        assert utc_text(stamp) == datetime.fromtimestamp(stamp, UTC).isoformat(timespec="microseconds")[:26], stamp
+
+
 def test_generated_request_ids_are_uuid4_and_caller_ids_are_kept() -> None:
     import uuid
 

@@ -52,12 +52,20 @@ def read_outcome(family: Family, endpoint: str, body: bytes) -> Outcome:
         return _NOTHING
 
 
+def json_outcome(family: Family, obj: Any) -> Outcome:
+    """read_outcome of a JSON body already decoded (`family` as wire_family gives it)."""
+    try:
+        return _from_json(family, obj)
+    except Exception:  # a reader bug must not lose the record
+        return _NOTHING
+
+
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
 def _reasons(by_index: dict[int, str]) -> tuple[str, ...] | None:
-    return tuple(by_index[i] for i in sorted(by_index)) or None
+    return tuple([by_index[i] for i in sorted(by_index)]) or None  # a list: faster than a generator
 
 
 def _choices(items: Any, key: str, by_index: dict[int, str]) -> None:

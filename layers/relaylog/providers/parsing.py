@@ -16,11 +16,12 @@ import orjson
 
 from relaylog.providers import anthropic, bedrock, bedrock_stream, gemini, openai
 from relaylog.providers.eventstream import looks_like_event_stream
+from relaylog.providers.outcome import Outcome, json_outcome, read_outcome
 from relaylog.providers.registry import Family, wire_family
 from relaylog.providers.sse import SSEBody, complete_prefix, looks_like_sse
 from relaylog.usage import Observed
 
-__all__ = ["RequestInfo", "parse_request", "parse_response", "stream_ended"]
+__all__ = ["RequestInfo", "parse_request", "parse_response", "read_response", "stream_ended"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +159,29 @@ def parse_response(family: Family, endpoint: str, body: bytes, content_type: str
     try:
         return _parse_response(family, endpoint, body, content_type)
     except Exception as exc:  # a parser bug must not lose the record
-        return Observed(parse_error=f"parser error: {type(exc).__name__}")
+        return _parser_error(exc)
+
+
+def read_response(family: Family, endpoint: str, body: bytes, content_type: str) -> tuple[Observed, Outcome]:
+    """`parse_response` and `read_outcome` of the same body, a JSON object decoded once for both
+    (each decoding it cost ~2 us of a small answer's record)."""
+    wire = wire_family(family, endpoint)
+    if body[:1] == b"{" and wire != "bedrock":
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass  # the two readers say what they make of it
+        else:
+            try:
+                observed = _from_json(wire, obj)
+            except Exception as exc:  # a parser bug must not lose the record
+                observed = _parser_error(exc)
+            return observed, json_outcome(wire, obj)
+    return parse_response(family, endpoint, body, content_type), read_outcome(family, endpoint, body)
+
+
+def _parser_error(exc: Exception) -> Observed:
+    return Observed(parse_error=f"parser error: {type(exc).__name__}")
 
 
 def _parse_response(family: Family, endpoint: str, body: bytes, content_type: str) -> Observed:
@@ -197,6 +220,10 @@ def _parse_json(family: Family, body: bytes, is_array: bool) -> Observed:
             return gemini.from_partial_array(body, "truncated stream" if error == "truncated JSON" else error)
         m = _MODEL_KEY.search(body) if family != "gemini" else None
         return Observed(response_model=_text(m.group(1) if m else None), parse_error=error)
+    return _from_json(family, obj)
+
+
+def _from_json(family: Family, obj: Any) -> Observed:
     if family == "openai":
         return openai.from_json(obj)
     if family == "anthropic":

@@ -1,0 +1,168 @@
+"""The cost of one record: build_record + orjson.dumps (what LocalSink.submit does on the event loop).
+
+    python bench/record.py                # about 20 s; --seconds per case, --repeat runs per case
+
+It starts `python -m relaylog.standin`, takes real response bodies from it (a small gzip'd chat
+completion as the OpenAI SDK receives it, OpenAI chat streams of 16 and 43 events with usage asked
+for by relaylog and withheld from the client exactly as the relay does, an Anthropic stream), fills
+an Exchange the way the relay's observe steps do, then times building and serialising its record
+with time.process_time (CPU of this process, fairly robust on a shared machine). Bodies kept out
+of the record go to a store that does nothing. Prints µs per record: the best and the median run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper modules next to this file
+
+from procs import kill_all, start_standin  # noqa: E402
+from relaylog.config import Settings  # noqa: E402
+from relaylog.headers import HeliconeMeta  # noqa: E402
+from relaylog.observe import Exchange  # noqa: E402
+from relaylog.providers.parsing import parse_request  # noqa: E402
+from relaylog.providers.registry import PROVIDERS  # noqa: E402
+from relaylog.providers.sse import SSESplitter  # noqa: E402
+from relaylog.recording import build_record  # noqa: E402
+from relaylog.relay.stream_usage import UsageStripper, inject  # noqa: E402
+
+CHAT = "/v1/chat/completions"
+MESSAGES = "/v1/messages"
+SMALL = b'{"messages":[{"role":"user","content":"Say hi"}],"model":"gpt-4o-mini"}'
+SHORT_STREAM = b'{"messages":[{"role":"user","content":"Say hi"}],"model":"gpt-4o-mini","stream":true}'
+LONG_STREAM = b'{"messages":[{"role":"user","content":"Say hi"}],"model":"gpt-4o-mini","max_tokens":40,"stream":true}'
+ANTHROPIC_STREAM = (
+    b'{"model":"claude-sonnet-4-5","max_tokens":256,"stream":true,"messages":[{"role":"user","content":"Say hi"}]}'
+)
+
+
+@dataclass
+class Fetched:
+    status: int
+    content_type: str | None
+    content_encoding: str | None
+    body: bytes
+
+
+def fetch(base: str, path: str, body: bytes, headers: dict[str, str]) -> Fetched:
+    req = urllib.request.Request(base + path, data=body, method="POST", headers=headers)
+    with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 (loopback stand-in)
+        return Fetched(resp.status, resp.headers.get("Content-Type"), resp.headers.get("Content-Encoding"), resp.read())
+
+
+class _NoBodies:
+    def put(self, request_id: str, dt: str, kind: str, data: bytes) -> str:
+        return f"bodies/dt={dt}/{request_id}.{kind}"
+
+
+def exchange_for(
+    provider: str,
+    path: str,
+    request: bytes,
+    answer: Fetched,
+    chunks: list[bytes],
+    withheld: list[bytes],
+    injected: bool,
+) -> Exchange:
+    """An Exchange told the steps the relay tells it, for one answered call."""
+    started = time.perf_counter()
+    meta = HeliconeMeta(user_id="bench-user")
+    exchange = Exchange("0b8d0c1e-2f4a-4d5b-9c6e-7f8091a2b3c4", time.time(), started, "POST", path, meta)
+    exchange.routed(PROVIDERS[provider], path)
+    exchange.request_read(request, "application/json")
+    exchange.request_parsed(parse_request(PROVIDERS[provider].family, path, request))
+    exchange.usage_injected = injected
+    exchange.upstream_started = started + 0.0001
+    exchange.response_described(answer.content_type, answer.content_encoding)
+    exchange.response_started(answer.status, [])
+    for chunk in chunks:
+        exchange.chunk_sent(chunk)
+    exchange.withheld = withheld
+    exchange.upstream_finished = started + 0.0009
+    exchange.finished = started + 0.001
+    exchange.ttft = started + 0.0005
+    return exchange
+
+
+def cases(base: str) -> dict[str, Exchange]:
+    openai_headers = {"Authorization": "Bearer sk-bench", "Content-Type": "application/json"}
+    small = fetch(base, CHAT, SMALL, {**openai_headers, "Accept-Encoding": "gzip, deflate"})
+    assert small.content_encoding == "gzip", small.content_encoding
+    out = {"openai small, gzip": exchange_for("openai", CHAT, SMALL, small, [small.body], [], False)}
+    for label, request in (("openai stream 16 ev", SHORT_STREAM), ("openai stream 43 ev", LONG_STREAM)):
+        asked = inject(request, orjson.loads(request))
+        assert asked is not None
+        extra = {"x-standin-scenario": "long"} if request is LONG_STREAM else {}
+        answer = fetch(base, CHAT, asked, {**openai_headers, **extra})
+        stripper = UsageStripper()
+        events = SSESplitter().feed(answer.body)
+        sent = [piece for event in events if (piece := stripper.feed(event))]
+        assert stripper.withheld, "no usage chunk withheld"
+        print(f"  {label}: {len(events)} events, {len(answer.body)} bytes", file=sys.stderr)
+        out[label] = exchange_for("openai", CHAT, request, answer, sent, stripper.withheld, True)
+    answer = fetch(base, MESSAGES, ANTHROPIC_STREAM, {"x-api-key": "sk-bench", "anthropic-version": "2023-06-01"})
+    events = SSESplitter().feed(answer.body)
+    print(f"  anthropic stream: {len(events)} events, {len(answer.body)} bytes", file=sys.stderr)
+    out["anthropic stream"] = exchange_for("anthropic", MESSAGES, ANTHROPIC_STREAM, answer, events, [], False)
+    return out
+
+
+def per_record_us(work: Callable[[], object], seconds: float) -> float:
+    """CPU µs per call of `work`, run in batches until `seconds` of CPU have passed."""
+    n, spent, batch = 0, 0.0, 100
+    while spent < seconds:
+        t0 = time.process_time()
+        for _ in range(batch):
+            work()
+        spent += time.process_time() - t0
+        n += batch
+    return spent / n * 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=1.0, help="CPU seconds per run (default 1)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per case (default 5)")
+    opts = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as work:
+        _standin, base = start_standin(Path(work))
+        try:
+            exchanges = cases(base)
+        finally:
+            kill_all()
+        settings = Settings(data_dir=Path(work))
+        bodies = _NoBodies()
+        from relaylog.cost import load_prices
+
+        load_prices()
+        rows = []
+        for label, exchange in exchanges.items():
+
+            def submit(exchange: Exchange = exchange) -> bytes:
+                return orjson.dumps(build_record(exchange, settings, bodies)) + b"\n"
+
+            record = orjson.loads(submit())
+            assert record["cost_usd"] is not None, (label, record["cost_source"], record["parse_error"])
+            assert record["parse_error"] is None, (label, record["parse_error"])
+            runs = [per_record_us(submit, opts.seconds) for _ in range(opts.repeat)]
+            rows.append((label, min(runs), statistics.median(runs), record["finish_reasons"]))
+
+    print(f"{'record (build_record + orjson.dumps)':<38} {'best µs':>8} {'median µs':>10}  finish_reasons")
+    for label, best, median, reasons in rows:
+        print(f"{label:<38} {best:8.1f} {median:10.1f}  {reasons}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
