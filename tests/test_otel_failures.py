@@ -228,7 +228,7 @@ def test_the_relay_process_never_imports_opentelemetry(tmp_path: Path) -> None:
     script = (
         "import sys, relaylog.server as s\n"
         "app = s.create_app()\n"
-        "print(sorted({m.split('.')[1] for m in sys.modules if m.startswith('opentelemetry.')}), type(app.sink.spans).__name__)\n"
+        "print(sorted({m.split('.')[1] for m in sys.modules if m.startswith('opentelemetry.')}), type(app.local_sink.spans).__name__)\n"
         "app.sink.close()\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")} | {

@@ -272,7 +272,7 @@ def _wait_for_records(proxy: RunningProxy, count: int) -> None:
     """Records are written once each response is complete: the hung-up stream's comes last."""
     deadline = time.monotonic() + 10
     while len(proxy.records()) < count and time.monotonic() < deadline:
-        proxy.sink.flush(5.0)
+        proxy.app.records.flush(5.0)
         time.sleep(0.05)
 
 
@@ -466,7 +466,7 @@ def echoed(tmp_path: Path) -> Iterator[tuple[Path, httpx.Response, httpx.Respons
         headers = {"Authorization": f"Bearer {OPENAI}", "Helicone-Cache-Enabled": "true"}
         first = httpx.post(proxy.url + CHAT, headers=headers, json=_chat("echo"))
         second = httpx.post(proxy.url + CHAT, headers=headers, json=_chat("echo"))
-        proxy.sink.flush(5.0)
+        proxy.app.records.flush(5.0)
         yield tmp_path / "data", first, second
 
 

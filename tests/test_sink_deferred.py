@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 from relaylog.gateway.ratelimit import Decision, RatePolicy
@@ -86,3 +87,23 @@ def test_flush_and_close_build_everything_still_waiting_first() -> None:
 
     toy = asyncio.run(scenario())
     assert toy.built == ["id-1", "id-2"] and toy.flushed and toy.closed
+
+
+def test_flush_from_another_thread_builds_on_the_loops_thread() -> None:
+    async def scenario() -> tuple[list[str], list[str]]:
+        toy = ToySink()
+        sink = Deferred(toy)
+        threads: list[str] = []
+        real_submit = toy.submit
+
+        def submit(exchange: Exchange) -> Record | None:
+            threads.append(threading.current_thread().name)
+            return real_submit(exchange)
+
+        toy.submit = submit  # type: ignore[method-assign]
+        sink.submit(_exchange(1))
+        await asyncio.to_thread(sink.flush, 5.0)
+        return toy.built, threads
+
+    built, threads = asyncio.run(scenario())
+    assert built == ["id-1"] and threads == [threading.main_thread().name]

@@ -47,11 +47,12 @@ class LocalApp(RelayApp):
     """The proxy, with the query API and dashboard on their own paths of the same port."""
 
     def __init__(
-        self, settings: Settings, keys: KeyStore, sink: Deferred, query: QueryApp, cache: FileCacheStore
+        self, settings: Settings, keys: KeyStore, sink: LocalSink, query: QueryApp, cache: FileCacheStore
     ) -> None:
         counters = SqliteCounters(settings.data_dir / "ratelimits.sqlite3")
-        super().__init__(settings, keys, sink, Services(cache=cache, counters=counters))
-        self.records = sink
+        self.records = Deferred(sink)  # what the relay submits to; the files are `local_sink`'s
+        super().__init__(settings, keys, self.records, Services(cache=cache, counters=counters))
+        self.local_sink = sink
         self.query = query
         self.cache_files = cache
         self._sweeping: asyncio.Task[None] | None = None
@@ -102,7 +103,7 @@ def local_app(settings: Settings) -> LocalApp:
     keys = KeyStore.in_data_dir(settings.data_dir, settings.key_reload_s)
     query = QueryApp(functools.partial(_local_backend, settings.data_dir), keys)
     # Cache entries and rate-limit counters live in the data dir, shared by every worker process.
-    sink = Deferred(LocalSink(settings, span_shipper(settings)))
+    sink = LocalSink(settings, span_shipper(settings))
     return LocalApp(settings, keys, sink, query, FileCacheStore(settings.data_dir / "cache"))
 
 

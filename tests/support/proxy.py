@@ -88,7 +88,7 @@ class RunningProxy(ServedApp):
         self.data_dir = data_dir
         self.app = local_app(self.settings)
         self.keys: KeyStore = self.app.keys  # type: ignore[assignment]
-        self.sink: LocalSink = self.app.sink  # type: ignore[assignment]
+        self.sink: LocalSink = self.app.local_sink  # the record files (the relay submits to app.records)
         super().__init__(self.app)
 
     def records(self) -> list[dict[str, Any]]:
@@ -99,7 +99,7 @@ class RunningProxy(ServedApp):
         a check that something was NOT recorded waits on (a request finishes, and submits its
         record, after its client has the response)."""
         super().settle(timeout_s)
-        self.sink.flush(timeout_s)
+        self.app.records.flush(timeout_s)
 
     def record(self, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
         """The record of one call, once the background writer has written it."""

@@ -16,6 +16,7 @@ shutdown.
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from ..observe import Exchange
 from ..record import Record
@@ -63,9 +64,28 @@ class Deferred:
             self._sink.submit(exchange)
 
     def flush(self, timeout_s: float) -> None:
-        self._build()
+        """Build what waits (on the loop's own thread, where the exchanges are), then flush."""
+        loop = self._loop
+        if loop is not None and loop.is_running() and not _running_here(loop):
+            built = threading.Event()
+
+            def build() -> None:
+                self._build()
+                built.set()
+
+            loop.call_soon_threadsafe(build)
+            built.wait(timeout_s)
+        else:
+            self._build()
         self._sink.flush(timeout_s)
 
     def close(self) -> None:
         self._build()
         self._sink.close()
+
+
+def _running_here(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
