@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import Iterator
@@ -42,6 +43,20 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         headers = [(b"content-length", b"0")]
         await send({"type": "http.response.start", "status": 529, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
+    elif path == "/listen":  # hears the client leave through the server's extension, no receive()
+        heard = asyncio.Event()
+        scope["extensions"]["relaylog.disconnect"]["listen"](heard.set)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+        await heard.wait()
+        DISCONNECTS.append(time.monotonic())
+    elif path == "/listen-stopped":
+        listen = scope["extensions"]["relaylog.disconnect"]["listen"]
+        listen(lambda: DISCONNECTS.append(-1.0))
+        listen(None)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+        await asyncio.sleep(0.3)
     elif path == "/wait-for-disconnect":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
@@ -171,6 +186,16 @@ def test_the_app_hears_the_client_leave_mid_response(served: ServedApp) -> None:
     while not DISCONNECTS and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(DISCONNECTS) == 1
+
+
+@pytest.mark.parametrize("path", ["/listen", "/listen-stopped"])
+def test_the_disconnect_extension_calls_back_until_stopped(served: ServedApp, path: str) -> None:
+    DISCONNECTS.clear()
+    with _connect(served) as sock:
+        sock.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"data: 1" in sock.recv(65536)
+    time.sleep(0.5)
+    assert len(DISCONNECTS) == (1 if path == "/listen" else 0)
 
 
 def test_an_idle_connection_is_closed_after_the_keep_alive_timeout() -> None:

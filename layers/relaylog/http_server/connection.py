@@ -229,6 +229,7 @@ class HttpProtocol(asyncio.Protocol):
             "state": self.app_state.copy(),
         }
         request = Request(self, scope, version != "1.0" and parser.should_keep_alive(), self.expect_continue)
+        scope["extensions"] = {"relaylog.disconnect": {"listen": request.listen}}
         if self.dropped or self.head_bytes > self.max_head_bytes:
             if len(self.headers) + self.dropped > self.max_head_count:
                 message = f"More than {self.max_head_count} request headers"

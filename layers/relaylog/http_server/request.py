@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..asgi import ASGIApp, Message, Scope
@@ -30,6 +31,7 @@ class Request:
         "held",
         "keep_alive",
         "left",
+        "listener",
         "more_body",
         "refusal",
         "scope",
@@ -53,6 +55,7 @@ class Request:
         self.chunked = False
         self.left = 0  # bytes still due under Content-Length
         self.held: bytes | None = None  # the response head, until body bytes go with it
+        self.listener: Callable[[], None] | None = None
 
     async def run(self, app: ASGIApp) -> None:
         if self.refusal is not None:
@@ -100,7 +103,22 @@ class Request:
         """The connection is lost."""
         if not self.complete:
             self.disconnected = True
+            if self.listener is not None:
+                self.connection.loop.call_soon(self.listener)
         self.wake()
+
+    def listen(self, callback: Callable[[], None] | None) -> None:
+        """scope["extensions"]["relaylog.disconnect"]["listen"]: have `callback` called (soon, by
+        the loop) when the client leaves before the response is complete, which is when `receive`
+        would return `http.disconnect` to a task waiting on it; None stops. The relay hears the
+        client this way without a task per call (relay/client.py)."""
+        self.listener = callback
+        if callback is None or self.complete:
+            return
+        if self.disconnected:
+            self.connection.loop.call_soon(callback)
+        else:
+            self.connection.resume_reading()  # as receive does: a paused socket is not seen closing
 
     async def receive(self) -> Message:
         connection = self.connection
