@@ -8,7 +8,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import uvicorn
 from relaylog.asgi import Message, Receive, Scope, Send
+from relaylog.http_server import HttpProtocol
+from uvicorn.server import ServerState
 
 from tests.support.proxy import ServedApp
 
@@ -57,6 +60,11 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
         await asyncio.sleep(0.3)
+    elif path == "/slow-body":  # the body a few passes of the loop after the head
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        for _ in range(3):
+            await asyncio.sleep(0)
+        await send({"type": "http.response.body", "body": b"ok"})
     elif path == "/wait-for-disconnect":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
@@ -218,3 +226,56 @@ def test_the_server_stops_with_a_connection_idle() -> None:
         _read_responses(sock, 1)
     assert _read_until_closed(sock) == b""  # closed by the shutdown, not left open
     sock.close()
+
+
+class _Transport(asyncio.Transport):
+    """Records each write: how many system calls a response costs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 1) if name in ("sockname", "peername") else default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def _writes_for(path: bytes, passes: int) -> list[bytes]:
+    config = uvicorn.Config(app, lifespan="off", proxy_headers=False)
+    protocol = HttpProtocol(config=config, server_state=ServerState(), app_state={})
+    transport = _Transport()
+    protocol.connection_made(transport)
+    protocol.data_received(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    for _ in range(passes):
+        await asyncio.sleep(0)
+    protocol.connection_lost(None)
+    return transport.writes
+
+
+def test_a_whole_response_leaves_in_one_write() -> None:
+    writes = asyncio.run(_writes_for(b"/", 5))
+    assert writes == [b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n" + BODY]
+
+
+def test_a_head_goes_with_the_first_body_bytes_or_alone_at_the_end_of_that_pass() -> None:
+    # A stream's head and first event, sent in one step: one write.
+    assert asyncio.run(_writes_for(b"/wait-for-disconnect", 5)) == [
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n9\r\ndata: 1\n\n\r\n"
+    ]
+    # A head whose body comes passes later is not held for it: the client has it at once.
+    assert asyncio.run(_writes_for(b"/slow-body", 8)) == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n", b"ok"]
