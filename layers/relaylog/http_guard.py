@@ -7,18 +7,23 @@ and any number of headers is collected. Here a head must arrive within `header_t
 at most `max_header_count` headers and `max_header_bytes` bytes (request line included), or the
 client gets relaylog's JSON error (408 or 431) and the connection is closed. These refusals happen
 before there is a request to record; they are logged without any header content.
+
+It also tells the app when a client leaves without a task per request waiting on `receive()` for
+it: `scope["extensions"]["relaylog.disconnect"]` (see `Disconnect`), an ASGI extension of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import orjson
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from .config import Settings
@@ -50,6 +55,35 @@ def _error(error_type: str, message: str) -> tuple[list[tuple[bytes, bytes]], by
     return headers, body
 
 
+class Disconnect:
+    """`scope["extensions"]["relaylog.disconnect"]["listen"]` of one request: `listen(callback)` has
+    `callback` called (soon, by the loop) when the client's connection is lost before the response
+    completed, which is when uvicorn's `receive()` would return `http.disconnect`; `listen(None)`
+    stops. What a task awaiting `receive()` would hear, for an attribute write per request."""
+
+    __slots__ = ("_cycle", "_flow", "_loop", "callback")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, flow: FlowControl, cycle: RequestResponseCycle) -> None:
+        self._loop = loop
+        self._flow = flow
+        self._cycle = cycle
+        self.callback: Callable[[], None] | None = None
+
+    def listen(self, callback: Callable[[], None] | None) -> None:
+        self.callback = callback
+        if callback is None or self._cycle.response_complete:
+            return
+        if self._cycle.disconnected:  # gone already: `receive()` would say so at once
+            self._loop.call_soon(callback)
+        else:
+            self._flow.resume_reading()  # as `receive()` does: a paused socket is not seen closing
+
+    def lost(self) -> None:
+        """The connection was lost (uvicorn has marked the request's cycle)."""
+        if self.callback is not None and self._cycle.disconnected:
+            self._loop.call_soon(self.callback)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """Pass as uvicorn's `http=`. A module-level class, so `--workers` can pickle the config."""
 
@@ -76,6 +110,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_count = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._refused = False
+        self._disconnect: Disconnect | None = None  # the latest request's (uvicorn marks only that cycle)
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -86,6 +121,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+        if self._disconnect is not None:
+            self._disconnect.lost()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -139,6 +176,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             message = f"Request headers are larger than {limits.max_bytes} bytes"
         else:
             super().on_headers_complete()
+            if self.cycle is not None and self.cycle.scope is self.scope:  # not an upgrade
+                self._disconnect = Disconnect(self.loop, self.flow, self.cycle)
+                self.scope["extensions"] = {"relaylog.disconnect": {"listen": self._disconnect.listen}}
             return
         log.warning("refused a request: %s", message)
         # uvicorn runs this request as usual, with an app that only answers the error.
