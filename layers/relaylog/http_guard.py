@@ -55,6 +55,9 @@ def _error(error_type: str, message: str) -> tuple[list[tuple[bytes, bytes]], by
     return headers, body
 
 
+_on_header = HttpToolsProtocol.on_header
+
+
 class Disconnect:
     """`scope["extensions"]["relaylog.disconnect"]["listen"]` of one request: `listen(callback)` has
     `callback` called (soon, by the loop) when the client's connection is lost before the response
@@ -159,10 +162,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_count += 1
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_count <= self._limits.max_count and self._head_bytes <= self._limits.max_bytes:
-            super().on_header(name, value)
+        count = self._head_count = self._head_count + 1
+        size = self._head_bytes = self._head_bytes + len(name) + len(value) + 4
+        limits = self._limits
+        if count <= limits.max_count and size <= limits.max_bytes:
+            _on_header(self, name, value)  # not super(): that builds a proxy object per header
         # else dropped, so memory stays bounded: the request is answered 431 below
 
     def on_headers_complete(self) -> None:
