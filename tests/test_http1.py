@@ -407,6 +407,35 @@ def test_read_timeout_before_the_head_and_mid_body() -> None:
     run(test)
 
 
+def test_read_timeout_on_a_reused_connection_counts_from_its_own_request() -> None:
+    """A connection's stall timer carries over from one response to the next: the second response
+    on it still times out, and no earlier than its own request's timeout."""
+
+    async def slow_then_silent(conn: Conn, request: bytes) -> None:
+        conn.served += 1
+        if conn.served == 1:
+            await asyncio.sleep(0.15)  # most of the first response's timeout used up
+            conn.writer.write(answer())
+        else:
+            await asyncio.Event().wait()
+
+    async def test() -> None:
+        async with Server(slow_then_silent) as server:
+            http = client(read_timeout_s=0.2)
+            response = await http.request("POST", server.url(), [], b"{}")
+            assert (await response.read()).failure is None
+            response.close()
+            loop = asyncio.get_running_loop()
+            sent = loop.time()
+            with pytest.raises(TimeoutError):
+                await http.request("POST", server.url(), [], b"{}")
+            assert loop.time() - sent >= 0.19  # not the first request's timer, 0.05 s after this one
+            assert server.connections == 1
+            await http.close()
+
+    run(test)
+
+
 @pytest.mark.parametrize(
     "wire",
     [

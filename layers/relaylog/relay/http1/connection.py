@@ -183,17 +183,17 @@ class Connection(asyncio.Protocol):
         else:  # no copy of a large body
             self.transport.writelines((head, body))
         self._last_read = self.loop.time()
-        self._timer = self.loop.call_later(self._read_timeout_s, self._check_stall)
+        if self._timer is None:  # else the one still pending from an earlier response moves on
+            self._timer = self.loop.call_later(self._read_timeout_s, self._check_stall)
         if self._drain is not None:
             await self._drain
         await response._head
         return response
 
     def finish(self, reusable: bool) -> None:
-        """The response is done with; `reusable` when the connection may carry another."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """The response is done with; `reusable` when the connection may carry another. Its stall
+        timer is left to run out (it stops when it finds no response): the next response on this
+        connection takes it over, which costs less than a new timer per response."""
         self._response = None
         if not reusable or self.closed:
             self.close()
@@ -202,8 +202,14 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        self._stop_timer()
         if self.transport is not None:
             self.transport.close()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     # -- flow control ----------------------------------------------------------------------------
 
@@ -228,7 +234,7 @@ class Connection(asyncio.Protocol):
             if not drain.done():
                 drain.set_result(None)
 
-    # -- the read timeout: one timer per response, moved on only when it fires ------------------
+    # -- the read timeout: one timer per connection, moved on only when it fires ----------------
 
     def _check_stall(self) -> None:
         self._timer = None
@@ -265,6 +271,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._stop_timer()  # nothing more can arrive to be waited for
         response = self._response
         if response is not None and not response._done:
             if response._head.done() and self._until_close(response):
