@@ -9,7 +9,8 @@ client gets relaylog's JSON error (408 or 431) and the connection is closed. The
 before there is a request to record; they are logged without any header content.
 
 It also tells the app when a client leaves without a task per request waiting on `receive()` for
-it: `scope["extensions"]["relaylog.disconnect"]` (see `Disconnect`), an ASGI extension of its own.
+it: `scope["extensions"]["relaylog.disconnect"]` (see `Disconnect`), an ASGI extension of its own;
+and it sends a response's head together with the body that follows it at once (`HeadWithBody`).
 """
 
 from __future__ import annotations
@@ -85,6 +86,50 @@ class Disconnect:
         """The connection was lost (uvicorn has marked the request's cycle)."""
         if self.callback is not None and self._cycle.disconnected:
             self._loop.call_soon(self.callback)
+
+
+class HeadWithBody(asyncio.Transport):
+    """A request's transport as uvicorn's cycle writes to it: the response head is held until the
+    end of the loop step that wrote it, and goes out with the body if that step wrote one. uvicorn
+    writes each ASGI message on its own, so a relayed answer (head, then the whole body at once)
+    cost two system calls, each a delivery to the peer; now one. A head whose body comes later (a
+    stream) goes out by itself on the loop's next turn. Anything after the head is not held."""
+
+    __slots__ = ("_head", "_loop", "_started", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._transport = transport
+        self._loop = loop
+        self._started = False
+        self._head: bytes | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._head is not None:
+            head, self._head = self._head, None
+            data = head + data
+        elif not self._started:  # the first write: the head (or a 100 Continue, likewise held)
+            self._started = True
+            self._head = bytes(data)
+            self._loop.call_soon(self._flush)
+            return
+        self._transport.write(data)
+
+    def _flush(self) -> None:
+        if self._head is not None:
+            head, self._head = self._head, None
+            if not self._transport.is_closing():  # else the client is gone: nobody to write to
+                self._transport.write(head)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -181,6 +226,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         else:
             super().on_headers_complete()
             if self.cycle is not None and self.cycle.scope is self.scope:  # not an upgrade
+                self.cycle.transport = HeadWithBody(self.transport, self.loop)
                 self._disconnect = Disconnect(self.loop, self.flow, self.cycle)
                 self.scope["extensions"] = {"relaylog.disconnect": {"listen": self._disconnect.listen}}
             return

@@ -1,7 +1,8 @@
-"""Hearing the client leave under `relaylog serve`'s protocol (http_guard.GuardedHttpToolsProtocol),
-which tells the relay through `scope["extensions"]["relaylog.disconnect"]` instead of a task per
-call awaiting `receive()`: the same outcomes as that task (tests/test_relay.py, test_complete.py
-run the relay under plain uvicorn, which has no such extension)."""
+"""`relaylog serve`'s protocol (http_guard.GuardedHttpToolsProtocol) beyond its head limits
+(tests/test_hostile.py): it tells the relay that the client left through
+`scope["extensions"]["relaylog.disconnect"]` instead of a task per call awaiting `receive()`, with
+the same outcomes as that task (tests/test_relay.py, test_complete.py run the relay under plain
+uvicorn, which has no such extension); and it writes a response's head with its body."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from typing import Any
 
 import httpx
 import openai
+import orjson
 import pytest
 import uvicorn
-from relaylog.http_guard import GuardedHttpToolsProtocol
+from relaylog.http_guard import GuardedHttpToolsProtocol, HeadWithBody
 from relaylog.relay import client as relay_client
 from relaylog.relay.client import DisconnectWatcher
 from relaylog.standin import StandIn
@@ -131,3 +133,90 @@ def test_a_client_hanging_up_at_done_is_a_success(
     assert (record["status"], record["error_type"]) == (200, None)
     assert record["usage_source"] == "provider_injected" and record["output_tokens"]
     assert not no_receive_task[0].gone
+
+
+# -- the head written with its body --------------------------------------------------------------
+
+
+class Wire(asyncio.Transport):
+    """A transport that keeps each write (one system call each on a real socket)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: Any) -> None:
+        assert not self.closed
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+def _on_loop(test: Any) -> None:
+    async def run() -> None:
+        wire = Wire()
+        await test(wire, HeadWithBody(wire, asyncio.get_running_loop()))
+
+    asyncio.run(run())
+
+
+def test_a_head_and_the_body_written_in_the_same_step_go_out_in_one_write() -> None:
+    async def test(wire: Wire, transport: HeadWithBody) -> None:
+        transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        transport.write(b"body")
+        assert wire.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+        await asyncio.sleep(0)
+        transport.write(b"more")  # nothing after the head is held
+        assert wire.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"more"]
+
+    _on_loop(test)
+
+
+def test_a_head_whose_body_comes_later_goes_out_on_the_next_turn() -> None:
+    async def test(wire: Wire, transport: HeadWithBody) -> None:
+        transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        assert wire.writes == []
+        await asyncio.sleep(0)
+        assert wire.writes == [b"HTTP/1.1 200 OK\r\n\r\n"]
+        transport.write(b"data: 1\n\n")
+        assert wire.writes == [b"HTTP/1.1 200 OK\r\n\r\n", b"data: 1\n\n"]
+
+    _on_loop(test)
+
+
+def test_closing_writes_the_head_first_and_a_gone_client_gets_nothing() -> None:
+    async def test(wire: Wire, transport: HeadWithBody) -> None:
+        transport.write(b"head")
+        transport.close()
+        assert wire.writes == [b"head"] and wire.closed and transport.is_closing()
+
+    _on_loop(test)
+
+    async def gone(wire: Wire, transport: HeadWithBody) -> None:
+        transport.write(b"head")
+        wire.close()  # the client left before the loop's next turn
+        await asyncio.sleep(0)
+        assert wire.writes == []
+
+    _on_loop(gone)
+
+
+def test_answers_and_streams_arrive_as_the_provider_sent_them(served: ServedProxy, standin: StandIn) -> None:
+    body = orjson.dumps(CHAT)
+    headers = {"content-type": "application/json", "accept-encoding": "gzip"}
+    direct = httpx.post(standin.url + "/v1/chat/completions", content=body, headers=headers)
+    relayed = httpx.post(served.url + "/v1/chat/completions", content=body, headers=headers)
+    assert relayed.status_code == direct.status_code == 200
+    assert relayed.headers["content-encoding"] == "gzip"
+    assert orjson.loads(relayed.content)["choices"] == orjson.loads(direct.content)["choices"]
+    stream = orjson.dumps({**CHAT, "stream": True, "stream_options": {"include_usage": True}})
+    direct_stream = httpx.post(standin.url + "/v1/chat/completions", content=stream, headers=headers)
+    relayed_stream = httpx.post(served.url + "/v1/chat/completions", content=stream, headers=headers)
+    assert relayed_stream.headers["content-type"].startswith("text/event-stream")
+    assert relayed_stream.content.count(b"data: ") == direct_stream.content.count(b"data: ")
+    assert relayed_stream.content.endswith(b"data: [DONE]\n\n")
