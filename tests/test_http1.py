@@ -202,6 +202,26 @@ def test_body_until_close_and_interim_responses() -> None:
     run(test)
 
 
+def test_header_lookups_take_the_first_value_and_skip_interim_heads() -> None:
+    wire = (
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\nConnection: x-early\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nX-A: 1\r\nConnection: keep-alive, X-Hop\r\nx-a: 2\r\nCONNECTION: x-other\r\n"
+        b"Content-Length: 2\r\n\r\nok"
+    )
+
+    async def test() -> None:
+        async with Server(fixed(wire)) as server:
+            http = client()
+            response = await http.request("POST", server.url(), [], b"{}")
+            assert (response.header(b"x-a"), response.header(b"link"), response.content_length) == ("1", None, 2)
+            assert response.connection == [b"keep-alive, X-Hop", b"x-other"]
+            assert await response.read() == (b"ok", None)
+            response.close()
+            await http.close()
+
+    run(test)
+
+
 def test_head_response_has_no_body_whatever_it_declares() -> None:
     async def test() -> None:
         async with Server(fixed(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n")) as server:
