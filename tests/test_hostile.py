@@ -283,14 +283,14 @@ def test_public_addresses(address: str, expected: bool) -> None:
 # -- header injection, huge and slow heads ------------------------------------------------------
 
 
-class GuardedProxy(RunningProxy):
+class LimitedProxy(RunningProxy):
     """RunningProxy served the way `relaylog serve` serves: its HttpProtocol, small limits."""
 
     def __init__(self, data_dir: Path, upstream_url: str, limits: HeadLimits, **settings: Any) -> None:
         super().__init__(data_dir, upstream_url, **settings)
         protocol = type("TestProtocol", (HttpProtocol,), {"limits": limits})
         config = uvicorn.Config(
-            self.app, loop="asyncio", http=protocol, lifespan="on", access_log=False, log_level="warning",
+            self.app, loop="uvloop", http=protocol, lifespan="on", access_log=False, log_level="warning",
             server_header=False, date_header=False,
         )  # fmt: skip
         self._server = uvicorn.Server(config)
@@ -300,9 +300,9 @@ LIMITS = HeadLimits(timeout_s=0.5, max_bytes=16 * 1024, max_count=50)
 
 
 @pytest.fixture(scope="module")
-def guarded(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuardedProxy]:
+def guarded(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimitedProxy]:
     standin.fault = None
-    with GuardedProxy(tmp_path_factory.mktemp("guarded"), standin.url, LIMITS, body_timeout_s=0.5) as proxy:
+    with LimitedProxy(tmp_path_factory.mktemp("guarded"), standin.url, LIMITS, body_timeout_s=0.5) as proxy:
         yield proxy
 
 
@@ -350,7 +350,7 @@ def _json_error(raw: bytes) -> tuple[int, dict[str, Any], bytes]:
     return int(head.split(b" ", 2)[1]), orjson.loads(body)["error"], head
 
 
-def test_line_breaks_in_header_values_never_reach_relaylog(guarded: GuardedProxy, standin: StandIn) -> None:
+def test_line_breaks_in_header_values_never_reach_relaylog(guarded: LimitedProxy, standin: StandIn) -> None:
     """httptools refuses CR, LF, obs-fold continuations, NUL and other controls in a header value
     with uvicorn's plain 400 before relaylog sees the request: nothing is relayed or recorded. What
     does pass (tab, bytes above 0x7f) is stored as JSON text and never echoed in a response header."""
@@ -385,7 +385,7 @@ def test_line_breaks_in_header_values_never_reach_relaylog(guarded: GuardedProxy
     assert record["properties"] == {"team": "a\tbé"} and record["user_id"] == "x\ty"
 
 
-def test_too_many_headers_get_431(guarded: GuardedProxy, standin: StandIn) -> None:
+def test_too_many_headers_get_431(guarded: LimitedProxy, standin: StandIn) -> None:
     standin.clear()
     for name in (b"X-Filler", b"Helicone-Property-P"):
         many = b"".join(name + b"%d: v\r\n" % i for i in range(LIMITS.max_count + 10))
@@ -394,7 +394,7 @@ def test_too_many_headers_get_431(guarded: GuardedProxy, standin: StandIn) -> No
     assert standin.requests == []
 
 
-def test_huge_headers_get_431_and_memory_stays_bounded(guarded: GuardedProxy, standin: StandIn) -> None:
+def test_huge_headers_get_431_and_memory_stays_bounded(guarded: LimitedProxy, standin: StandIn) -> None:
     standin.clear()
     # One header over the limit, complete.
     status, error, _ = _json_error(_raw(guarded.port, _head(b"X-Big: " + b"a" * (2 * LIMITS.max_bytes) + b"\r\n")))
@@ -421,7 +421,7 @@ def test_huge_headers_get_431_and_memory_stays_bounded(guarded: GuardedProxy, st
     assert standin.requests == []
 
 
-def test_slow_headers_time_out_while_others_are_served(guarded: GuardedProxy, standin: StandIn) -> None:
+def test_slow_headers_time_out_while_others_are_served(guarded: LimitedProxy, standin: StandIn) -> None:
     standin.clear()
     outcome: dict[str, Any] = {}
 
@@ -458,7 +458,7 @@ def test_slow_headers_time_out_while_others_are_served(guarded: GuardedProxy, st
     assert len(standin.requests) == 1
 
 
-def test_slow_body_times_out_with_a_408_and_a_record(guarded: GuardedProxy, standin: StandIn) -> None:
+def test_slow_body_times_out_with_a_408_and_a_record(guarded: LimitedProxy, standin: StandIn) -> None:
     standin.clear()
     with socket.create_connection(("127.0.0.1", guarded.port)) as sock:
         sock.settimeout(5)

@@ -202,6 +202,26 @@ def test_body_until_close_and_interim_responses() -> None:
     run(test)
 
 
+def test_header_lookups_take_the_first_value_and_skip_interim_heads() -> None:
+    wire = (
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\nConnection: x-early\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nX-A: 1\r\nConnection: keep-alive, X-Hop\r\nx-a: 2\r\nCONNECTION: x-other\r\n"
+        b"Content-Length: 2\r\n\r\nok"
+    )
+
+    async def test() -> None:
+        async with Server(fixed(wire)) as server:
+            http = client()
+            response = await http.request("POST", server.url(), [], b"{}")
+            assert (response.header(b"x-a"), response.header(b"link"), response.content_length) == ("1", None, 2)
+            assert response.connection == [b"keep-alive, X-Hop", b"x-other"]
+            assert await response.read() == (b"ok", None)
+            response.close()
+            await http.close()
+
+    run(test)
+
+
 def test_head_response_has_no_body_whatever_it_declares() -> None:
     async def test() -> None:
         async with Server(fixed(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n")) as server:
@@ -402,6 +422,35 @@ def test_read_timeout_before_the_head_and_mid_body() -> None:
                     got.append(chunk)
             assert b"".join(got) == b"first part"
             response.close()
+            await http.close()
+
+    run(test)
+
+
+def test_read_timeout_on_a_reused_connection_counts_from_its_own_request() -> None:
+    """A connection's stall timer carries over from one response to the next: the second response
+    on it still times out, and no earlier than its own request's timeout."""
+
+    async def slow_then_silent(conn: Conn, request: bytes) -> None:
+        conn.served += 1
+        if conn.served == 1:
+            await asyncio.sleep(0.15)  # most of the first response's timeout used up
+            conn.writer.write(answer())
+        else:
+            await asyncio.Event().wait()
+
+    async def test() -> None:
+        async with Server(slow_then_silent) as server:
+            http = client(read_timeout_s=0.2)
+            response = await http.request("POST", server.url(), [], b"{}")
+            assert (await response.read()).failure is None
+            response.close()
+            loop = asyncio.get_running_loop()
+            sent = loop.time()
+            with pytest.raises(TimeoutError):
+                await http.request("POST", server.url(), [], b"{}")
+            assert loop.time() - sent >= 0.19  # not the first request's timer, 0.05 s after this one
+            assert server.connections == 1
             await http.close()
 
     run(test)

@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 # RFC 9110 hop-by-hop headers, plus those the HTTP client recomputes for the upstream connection.
 _HOP_BY_HOP = frozenset(
@@ -72,8 +73,16 @@ _FLAG_HEADERS = {
     "helicone-omit-response": "omit_response",
 }
 _GATEWAY_PREFIXES = ("helicone-cache-", "helicone-retry-", "helicone-ratelimit-", "helicone-fallbacks")
-_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
 _TRACE_NAMES = frozenset({"traceparent", "tracestate"})
+# What `split_headers` does with a request header, for the few it does not simply forward (or
+# read, helicone-*): forwarded and read (trace context), held back, or not forwarded at all.
+_KINDS: dict[bytes, Literal["trace", "accept-encoding", "connection", "dropped"]] = {
+    b"traceparent": "trace",
+    b"tracestate": "trace",
+    b"accept-encoding": "accept-encoding",
+    **dict.fromkeys(_NOT_FORWARDED_UP, "dropped"),
+    b"connection": "connection",
+}
 
 
 def truthy(value: str) -> bool:
@@ -91,20 +100,24 @@ def split_headers(raw: list[tuple[bytes, bytes]]) -> tuple[HeliconeMeta, list[tu
     accept_encoding: bytes | None = None
     connection: list[bytes] | None = None
     traced = False
-    # One pass: the headers a Connection header names (rare) are taken out after it.
+    # One pass, one dict lookup for most headers: the headers a Connection header names (rare)
+    # are taken out after it.
     for name, value in raw:
-        if name in _NOT_FORWARDED_UP:
-            if name == b"connection":
-                connection = [*(connection or ()), value]
+        kind = _KINDS.get(name)
+        if kind is None:
+            if name.startswith(b"helicone-"):
+                _read_helicone(meta, name.decode("latin-1"), header_text(value))
+            else:
+                upstream.append((name.decode("latin-1"), header_text(value)))
+        elif kind == "dropped":
             continue
-        text = value.decode("latin-1") if value.isascii() else header_text(value)
-        if name.startswith(b"helicone-"):
-            _read_helicone(meta, name.decode("latin-1"), text)
-        elif name == b"accept-encoding":
+        elif kind == "connection":
+            connection = [*(connection or ()), value]
+        elif kind == "accept-encoding":
             accept_encoding = value
-        else:
-            upstream.append((name.decode("latin-1"), text))
-            traced = traced or name in _TRACE_HEADERS
+        else:  # "trace"
+            upstream.append((name.decode("latin-1"), header_text(value)))
+            traced = True
     if connection is not None:
         named = _connection_tokens(connection)
         upstream = [(key, text) for key, text in upstream if key.encode("latin-1") not in named]
@@ -120,7 +133,7 @@ def header_text(value: bytes) -> str:
     bytes reach the provider unchanged), else one character per byte. It does not write other
     bytes as they are: such a value reaches the provider as the UTF-8 of those characters."""
     try:
-        return value.decode("utf-8")
+        return value.decode()  # UTF-8; ASCII (nearly every value) reads the same as latin-1
     except UnicodeDecodeError:
         return value.decode("latin-1")
 

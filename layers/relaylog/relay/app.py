@@ -29,7 +29,7 @@ from . import echo, respond
 from .admission import Refusal, admit, authenticate, bedrock_signer, charge, key_policy, read_body
 from .attempts import Attempts
 from .caching import CacheSlot, entry_from
-from .client import ended
+from .client import disconnect_listener, ended
 from .deadlines import Deadlines
 from .targets import plan
 from .upstream import Upstream
@@ -178,7 +178,8 @@ class RelayApp:
             secrets = credentials([pair for target in targets for pair in target.headers], query)
             slot = CacheSlot(gateway.cache, key, index, secrets)
 
-        await self.attempts.send(exchange, receive, send, targets, gateway.retry, accept_encoding)
+        listen = disconnect_listener(scope)
+        await self.attempts.send(exchange, receive, send, targets, gateway.retry, accept_encoding, listen)
         if slot is not None and self.services is not None:
             stored = entry_from(exchange, slot)
             if stored is not None:

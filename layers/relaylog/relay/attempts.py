@@ -23,7 +23,7 @@ from ..headers import narrow_accept_encoding
 from ..observe import Attempt, Exchange
 from ..record import ErrorType
 from . import respond
-from .client import DisconnectWatcher, ended
+from .client import DisconnectWatcher, Listen, ended
 from .http1 import ForbiddenAddress, Response, Whole
 from .targets import Target
 from .upstream import Upstream
@@ -72,11 +72,13 @@ class Attempts:
         targets: list[Target],
         retry: RetryPolicy | None,
         accept_encoding: bytes | None,
+        listen: Listen | None = None,
     ) -> None:
         """Run the plan and relay the answer kept. A provider that fails once its answer has begun
-        cuts the client's response the same way (the app returns without completing it)."""
+        cuts the client's response the same way (the app returns without completing it). `listen`
+        is the server's way of saying the client left, if it has one (else `receive` is awaited)."""
         read_on_s = min(_READ_ON_S, self._settings.read_timeout_s)
-        watcher = DisconnectWatcher(receive, exchange, read_on_s)
+        watcher = DisconnectWatcher(receive, exchange, read_on_s, listen)
         response: Response | None = None
         try:
             outcome = await self._send_handling_fallbacks(exchange, targets, retry, accept_encoding)

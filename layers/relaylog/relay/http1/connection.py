@@ -45,7 +45,6 @@ class Response:
         "_size",
         "_waiter",
         "_whole",
-        "connection",
         "keep_alive",
         "raw_headers",
         "status",
@@ -55,8 +54,9 @@ class Response:
         self._connection = connection
         self.status = 0
         self.raw_headers: list[tuple[bytes, bytes]] = []  # as sent: names in their own case
-        self.connection: list[bytes] = []  # the values of its Connection headers
-        self._first: dict[bytes, bytes] = {}  # lower-case name -> its first value
+        # Lower-case name -> its first value, made when first asked for: most of the response's
+        # headers are only relayed, and a loop over them all costs less than one callback's work.
+        self._first: dict[bytes, bytes] | None = None
         self.keep_alive = False
         self._head: asyncio.Future[None] = connection.loop.create_future()
         self._chunks: deque[bytes] = deque()
@@ -70,8 +70,16 @@ class Response:
 
     def header(self, name: bytes) -> str | None:
         """The first value of a header (name in lower case), as text."""
-        value = self._first.get(name)
+        first = self._first
+        if first is None:  # reversed: the first value of a repeated header is the one kept
+            first = self._first = {key.lower(): value for key, value in reversed(self.raw_headers)}
+        value = first.get(name)
         return value.decode("utf-8", "surrogateescape") if value is not None else None
+
+    @property
+    def connection(self) -> list[bytes]:
+        """The values of its Connection headers."""
+        return [value for name, value in self.raw_headers if name.lower() == b"connection"]
 
     @property
     def content_length(self) -> int | None:
@@ -183,17 +191,17 @@ class Connection(asyncio.Protocol):
         else:  # no copy of a large body
             self.transport.writelines((head, body))
         self._last_read = self.loop.time()
-        self._timer = self.loop.call_later(self._read_timeout_s, self._check_stall)
+        if self._timer is None:  # else the one still pending from an earlier response moves on
+            self._timer = self.loop.call_later(self._read_timeout_s, self._check_stall)
         if self._drain is not None:
             await self._drain
         await response._head
         return response
 
     def finish(self, reusable: bool) -> None:
-        """The response is done with; `reusable` when the connection may carry another."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """The response is done with; `reusable` when the connection may carry another. Its stall
+        timer is left to run out (it stops when it finds no response): the next response on this
+        connection takes it over, which costs less than a new timer per response."""
         self._response = None
         if not reusable or self.closed:
             self.close()
@@ -202,8 +210,14 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        self._stop_timer()
         if self.transport is not None:
             self.transport.close()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     # -- flow control ----------------------------------------------------------------------------
 
@@ -228,7 +242,7 @@ class Connection(asyncio.Protocol):
             if not drain.done():
                 drain.set_result(None)
 
-    # -- the read timeout: one timer per response, moved on only when it fires ------------------
+    # -- the read timeout: one timer per connection, moved on only when it fires ----------------
 
     def _check_stall(self) -> None:
         self._timer = None
@@ -265,6 +279,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._stop_timer()  # nothing more can arrive to be waited for
         response = self._response
         if response is not None and not response._done:
             if response._head.done() and self._until_close(response):
@@ -290,10 +305,6 @@ class Connection(asyncio.Protocol):
         response = self._response
         if response is not None:
             response.raw_headers.append((name, value))
-            lowered = name.lower()
-            response._first.setdefault(lowered, value)
-            if lowered == b"connection":
-                response.connection.append(value)
 
     def on_headers_complete(self) -> None:
         response = self._response
@@ -303,8 +314,7 @@ class Connection(asyncio.Protocol):
         self._interim = 100 <= status < 200
         if self._interim:  # its headers are not the response's
             response.raw_headers.clear()
-            response.connection.clear()
-            response._first.clear()
+            response._first = None
             return
         response.status = status
         response.keep_alive = self._parser.should_keep_alive()
