@@ -1,6 +1,6 @@
 """One relaylog runtime process serving many streamed calls at once (Lambda Managed Instances).
 
-    .venv/bin/python bench/runtime_concurrency.py [--levels 1,16,64,256] [--seconds 8]
+    .venv/bin/python bench/runtime_concurrency.py [--levels 1,16,64,256] [--seconds 8] [--profile]
 
 For each level N it starts, as subprocesses on 127.0.0.1 only: the provider stand-in, the Runtime
 API emulator with its Function URL front (`tests/support/lambda_emulator.py`, handing out at most
@@ -15,7 +15,9 @@ URL minus a direct call's at the same concurrency (the emulator's own hop counts
 records: what the sink reported sent (Powertools' RecordsSent) and what reached S3 (moto), after
 SIGINT. For scale, the same clients then call `relaylog serve --workers 1` (uvicorn, records to
 local files) at each level: the relay's own cost per call on these streams, outside Lambda.
-Targets at 256: at most 400 MB RSS and 500 µs CPU per call.
+Targets at 256: at most 400 MB RSS and 500 µs CPU per call. `--profile` also samples the runtime
+process with py-spy (`--gil --nonblocking`) through each level's measured run and prints where its
+GIL time goes (the sampling costs the process a little CPU: profile and measure in separate runs).
 """
 
 from __future__ import annotations
@@ -24,11 +26,14 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from procs import Proc, RssSampler, child_env, cpu_seconds, start_relaylog, start_standin  # noqa: E402
+from relay import _component, _short  # noqa: E402
 
 BOOTSTRAP = ROOT / "functions" / "proxy" / "relaylog-bootstrap"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hi"}], "stream": True}
@@ -170,7 +176,69 @@ def _records_in_s3(endpoint: str) -> int:
     return sum(len(s3.get_object(Bucket=NAMES["RELAYLOG_BUCKET"], Key=k)["Body"].read().splitlines()) for k in keys)
 
 
-def run_level(concurrency: int, seconds: float, standin_url: str, logs: Path) -> Level:
+def summarise_stacks(path: Path, slots: int, who: str, top: int = 25) -> str:
+    """Shares of py-spy's GIL samples (raw collapsed stacks): by the innermost relaylog module on
+    the stack (its own code and the library and asyncio code it runs: the runtime's share against
+    the relay's), and by function (self time)."""
+    owners: Counter[str] = Counter()
+    self_time: Counter[str] = Counter()
+    for stack, count in _stacks(path):
+        ours = [f for f in stack if "relaylog/" in f and "relaylog/runtime/__main__" not in f]
+        owners[_component(ours[-1]) if ours else "(event loop, threads)"] += count
+        self_time[_short(stack[-1]) if stack else "(no Python frame)"] += count
+    total = sum(owners.values())
+    if not total:
+        return f"py-spy recorded no samples ({path})"
+    lines = [f"\npy-spy on the {who}: GIL held in {total / max(slots, 1):.0%} of {slots} sample slots ({path})"]
+    for title, counts in (("by innermost relaylog module", owners), ("by function, self time", self_time)):
+        lines += ["", f"{title}:", *(f"{v / total:6.1%}  {k}" for k, v in counts.most_common(top))]
+    return "\n".join(lines)
+
+
+def _stacks(path: Path) -> list[tuple[list[str], int]]:
+    """(frames outermost first, without the thread, samples) per line of py-spy's raw output."""
+    parsed = []
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack:
+            parsed.append((stack.split(";")[1:], int(count)))
+    return parsed
+
+
+class Spy:
+    """py-spy recording one process while in the `with` block (`--gil`: only the thread holding it,
+    the one core of Python the process can use; `--nonblocking`: without stopping it)."""
+
+    RATE = 200
+
+    def __init__(self, pid: int, out: Path | None) -> None:
+        self.pid, self.out = pid, out
+        self.proc: subprocess.Popen[str] | None = None
+        self.started = 0.0
+
+    def __enter__(self) -> Spy:
+        if self.out is not None:
+            spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+            argv = [spy, "record", "--pid", str(self.pid), "--rate", str(self.RATE), "--gil", "--nonblocking",
+                    "--format", "raw", "--output", str(self.out)]  # fmt: skip
+            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            time.sleep(0.5)  # attached before the run starts
+            self.started = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            seconds = time.monotonic() - self.started
+            self.proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            _, err = self.proc.communicate(timeout=60)
+            assert self.out is not None
+            if self.out.exists():
+                print(summarise_stacks(self.out, int(self.RATE * seconds), f"runtime process {self.pid}"))
+            else:
+                print(f"py-spy wrote nothing: {err.strip()}")
+
+
+def run_level(concurrency: int, seconds: float, standin_url: str, logs: Path, profile: bool = False) -> Level:
     emulator = Proc(
         f"emulator-{concurrency}",
         [sys.executable, str(Path(__file__).resolve()), "--serve", str(concurrency)],
@@ -197,7 +265,8 @@ def run_level(concurrency: int, seconds: float, standin_url: str, logs: Path) ->
             warmup = asyncio.run(_closed_loops(front, concurrency, 0.1))
             direct = asyncio.run(_closed_loops(standin_url, concurrency, 2.0))
             cpu_before, emulator_before = cpu_seconds(runtime.pid), cpu_seconds(emulator.pid)
-            with RssSampler(runtime) as rss:
+            spy_out = logs / f"profile-runtime-{concurrency}.txt" if profile else None
+            with RssSampler(runtime) as rss, Spy(runtime.pid, spy_out):
                 relayed = asyncio.run(_closed_loops(front, concurrency, seconds))
             cpu = cpu_seconds(runtime.pid) - cpu_before
             emulator_cpu = cpu_seconds(emulator.pid) - emulator_before
@@ -264,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--levels", default="1,16,64,256", help="concurrency levels, comma-separated")
     parser.add_argument("--seconds", type=float, default=8.0, help="how long each level's clients keep calling")
+    parser.add_argument("--profile", action="store_true", help="py-spy the runtime process at each level")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the emulator's child process
     args = parser.parse_args(argv)
     if args.serve is not None:
@@ -274,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     levels = []
     try:
         for concurrency in (int(n) for n in args.levels.split(",")):
-            levels.append(run_level(concurrency, args.seconds, standin_url, logs))
+            levels.append(run_level(concurrency, args.seconds, standin_url, logs, args.profile))
             compare_with_serve(levels[-1], args.seconds, standin_url, logs)
             print(f"level {concurrency}: done ({levels[-1].calls} calls)", flush=True)
     finally:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from relaylog.providers.registry import PROVIDERS
+from relaylog.runtime.invocations import Stop
 from relaylog.runtime.loop import serve
 from relaylog.runtime.runtime_api import RuntimeAPI
 
@@ -94,7 +95,7 @@ class InProcessRuntime:
         self._concurrency = emulator.max_concurrency
         self._api = RuntimeAPI(emulator.runtime_api, keep_alive=self._concurrency > 1)  # as `run` makes it
         self._loop = asyncio.new_event_loop()
-        self._stop = asyncio.Event()
+        self._stop = Stop()
         self._thread = threading.Thread(target=self._run, name="relaylog-runtime", daemon=True)
 
     def _run(self) -> None:

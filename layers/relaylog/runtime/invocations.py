@@ -20,19 +20,45 @@ log = logging.getLogger("relaylog.runtime")
 DEADLINE_MARGIN_S = 1.0
 
 
-async def next_or_stop(api: RuntimeAPI, stop: asyncio.Event) -> Invocation | None:
-    """The next invocation, or None once `stop` is set first (the pending `GET next` is dropped:
-    Lambda gives its event to another environment)."""
-    if stop.is_set():
-        return None
-    waiter = asyncio.ensure_future(api.next())
-    stopping = asyncio.ensure_future(stop.wait())
-    done, _ = await asyncio.wait({waiter, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
-    if waiter not in done:
-        waiter.cancel()
-        return None
-    return waiter.result()
+class Stop:
+    """SIGTERM, or the Runtime API gone: the runtime stops asking for invocations. `set` drops every
+    `GET next` under way at once (Lambda gives their events to other environments) by cancelling
+    the tasks waiting on them: asking costs no task nor `asyncio.wait` of its own per invocation."""
+
+    __slots__ = ("_set", "_waiting", "_dropped")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiting: set[asyncio.Task[object]] = set()
+        self._dropped: set[asyncio.Task[object]] = set()
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            self._dropped = set(self._waiting)
+            for task in self._dropped:
+                task.cancel()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    async def next(self, api: RuntimeAPI) -> Invocation | None:
+        """The next invocation, or None once set first."""
+        if self._set:
+            return None
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiting.add(task)
+        try:
+            return await api.next()
+        except asyncio.CancelledError:
+            if task not in self._dropped:
+                raise
+            self._dropped.discard(task)
+            task.uncancel()  # the cancellation was this one's, not the caller's
+            return None
+        finally:
+            self._waiting.discard(task)
 
 
 async def handle(app: RelayApp, api: RuntimeAPI, invocation: Invocation, process_wide_trace: bool) -> None:

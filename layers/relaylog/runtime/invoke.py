@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import orjson
@@ -38,7 +39,7 @@ class ResponseStream(Protocol):
         """End a started response as failed (the client sees it cut short)."""
 
 
-def prelude_headers(raw: list[tuple[bytes, bytes]]) -> tuple[dict[str, str], list[str]]:
+def prelude_headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[dict[str, str], list[str]]:
     """ASGI headers as a Function URL response has them: one value per name, cookies apart."""
     headers: dict[str, str] = {}
     cookies: list[str] = []
@@ -62,35 +63,37 @@ async def invoke(app: Any, scope: Scope, body: bytes, stream: ResponseStream) ->
     request_sent = False
     started = False
     finished = False
+    closed = stream.closed
 
     async def receive() -> Message:
         nonlocal request_sent
         if not request_sent:
             request_sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        await stream.closed.wait()
+        await closed.wait()
         return {"type": "http.disconnect"}
 
     async def send(message: Message) -> None:
         nonlocal started, finished
-        if stream.closed.is_set():
+        if closed.is_set():
             # The relay hears it through receive() while it waits on the provider; the last body
             # message comes after it stopped listening, so it must hear it here too.
             raise ClientGone
         try:
-            if message["type"] == "http.response.start":
-                headers, cookies = prelude_headers(list(message.get("headers", ())))
-                await stream.start(message["status"], headers, cookies)
-                started = True
-            elif message["type"] == "http.response.body":
-                chunk = message.get("body", b"")
+            # Body messages first: a stream sends one per event, and one start per call.
+            if message["type"] == "http.response.body":
+                chunk = message.get("body")
                 if chunk:
                     await stream.write(chunk)
-                if not message.get("more_body", False):
+                if not message.get("more_body"):
                     await stream.finish()
                     finished = True
+            elif message["type"] == "http.response.start":
+                headers, cookies = prelude_headers(message.get("headers", ()))
+                await stream.start(message["status"], headers, cookies)
+                started = True
         except OSError:
-            stream.closed.set()
+            closed.set()
             raise ClientGone from None
 
     try:

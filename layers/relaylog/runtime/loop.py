@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from ..relay.app import RelayApp
-from .invocations import handle, next_or_stop
+from .invocations import Stop, handle
 from .pollers import serve_concurrently
 from .runtime_api import RuntimeAPI
 
@@ -25,7 +25,7 @@ log = logging.getLogger("relaylog.runtime")
 FLUSH_MARGIN_S = 0.3
 
 
-async def serve(app: RelayApp, api: RuntimeAPI, stop: asyncio.Event, concurrency: int = 1) -> None:
+async def serve(app: RelayApp, api: RuntimeAPI, stop: Stop, concurrency: int = 1) -> None:
     """Handle invocations, `concurrency` at a time, until `stop` is set (SIGTERM); then let those
     under way finish and send every record still queued."""
     await app.startup()
@@ -40,8 +40,8 @@ async def serve(app: RelayApp, api: RuntimeAPI, stop: asyncio.Event, concurrency
         api.connections.close()
 
 
-async def _serve_one_at_a_time(app: RelayApp, api: RuntimeAPI, stop: asyncio.Event) -> None:
-    while (invocation := await next_or_stop(api, stop)) is not None:
+async def _serve_one_at_a_time(app: RelayApp, api: RuntimeAPI, stop: Stop) -> None:
+    while (invocation := await stop.next(api)) is not None:
         await handle(app, api, invocation, process_wide_trace=True)
         budget = invocation.remaining() - FLUSH_MARGIN_S
         await asyncio.to_thread(app.sink.flush, max(budget, 0.0))
@@ -55,7 +55,7 @@ async def run(factory: Callable[[], RelayApp], address: str, concurrency: int = 
         log.exception("relaylog could not start")
         await api.init_error("Runtime.InitError", f"relaylog could not start: {type(exc).__name__}: {exc}"[:1000])
         return 1
-    stop = asyncio.Event()
+    stop = Stop()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

@@ -25,7 +25,7 @@ import logging
 
 from ..relay.app import RelayApp
 from ..sinks import Sink
-from .invocations import handle, next_or_stop
+from .invocations import Stop, handle
 from .runtime_api import RuntimeAPI, RuntimeAPIError
 
 log = logging.getLogger("relaylog.runtime")
@@ -52,7 +52,7 @@ def max_concurrency(text: str | None) -> int:
     return max(value, 1)
 
 
-async def serve_concurrently(app: RelayApp, api: RuntimeAPI, stop: asyncio.Event, concurrency: int) -> None:
+async def serve_concurrently(app: RelayApp, api: RuntimeAPI, stop: Stop, concurrency: int) -> None:
     """Up to `concurrency` invocations at once until `stop` is set; returns once every one under
     way has ended and its records were handed to the sink's last flush. Raises what broke a
     `GET next` (the Runtime API itself failing), after the others have finished."""
@@ -71,9 +71,9 @@ async def serve_concurrently(app: RelayApp, api: RuntimeAPI, stop: asyncio.Event
         raise broken[0]
 
 
-async def _poll(app: RelayApp, api: RuntimeAPI, stop: asyncio.Event, broken: list[BaseException]) -> None:
+async def _poll(app: RelayApp, api: RuntimeAPI, stop: Stop, broken: list[BaseException]) -> None:
     try:
-        while (invocation := await next_or_stop(api, stop)) is not None:
+        while (invocation := await stop.next(api)) is not None:
             try:
                 await handle(app, api, invocation, process_wide_trace=False)
             except Exception:

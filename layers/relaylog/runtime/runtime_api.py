@@ -267,7 +267,11 @@ class StreamedResponse:
     async def write(self, chunk: bytes) -> None:
         writer = self._require_writer()
         writer.write(_chunk(chunk))
-        await writer.drain()
+        # A chunk the socket took whole leaves nothing to wait for: `drain` only waits while the
+        # transport holds data back, or raises once the connection is lost (`is_closing` then).
+        transport = writer.transport
+        if transport.get_write_buffer_size() or transport.is_closing():
+            await writer.drain()
 
     async def finish(self) -> None:
         await self._end(b"0\r\n\r\n")
