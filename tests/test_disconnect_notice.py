@@ -16,6 +16,8 @@ import orjson
 import pytest
 from relaylog.relay import client as relay_client
 from relaylog.relay.client import DisconnectWatcher
+from relaylog.runtime.buffered import BufferedResponse
+from relaylog.runtime.invoke import invoke
 from relaylog.standin import StandIn
 
 from tests.support.proxy import RunningProxy
@@ -134,3 +136,21 @@ def test_answers_and_streams_arrive_as_the_provider_sent_them(served: RunningPro
     assert relayed_stream.headers["content-type"].startswith("text/event-stream")
     assert relayed_stream.content.count(b"data: ") == direct_stream.content.count(b"data: ")
     assert relayed_stream.content.endswith(b"data: [DONE]\n\n")
+
+
+def test_the_lambda_runtime_offers_the_extension_too() -> None:
+    """relaylog's Lambda runtime: the stream's `closed` (the Runtime API breaking) calls back."""
+    heard: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        scope["extensions"]["relaylog.disconnect"]["listen"](lambda: heard.append("gone"))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        stream.closed.set()
+        await asyncio.sleep(0)
+
+    async def run() -> None:
+        await invoke(app, {"type": "http", "path": "/"}, b"", stream)
+
+    stream = BufferedResponse()
+    asyncio.run(run())
+    assert heard == ["gone"]

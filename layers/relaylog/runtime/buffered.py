@@ -13,7 +13,7 @@ from typing import Any
 
 from .events import EventError, to_asgi
 from .factory import create_app
-from .invoke import error_body, invoke
+from .invoke import Closed, error_body, invoke
 
 _TEXT_TYPES = ("text/", "application/json", "application/x-ndjson", "application/xml")
 _JSON_HEADERS = {"content-type": "application/json"}
@@ -25,7 +25,7 @@ class BufferedResponse:
     """A ResponseStream that keeps everything for a Function URL result."""
 
     def __init__(self) -> None:
-        self._closed = asyncio.Event()
+        self._closed = Closed()
         self.status = 500
         self.headers: dict[str, str] = {}
         self.cookies: list[str] = []
@@ -33,7 +33,7 @@ class BufferedResponse:
         self.failed: tuple[str, str] | None = None
 
     @property
-    def closed(self) -> asyncio.Event:
+    def closed(self) -> Closed:
         return self._closed
 
     async def start(self, status: int, headers: dict[str, str], cookies: list[str]) -> None:

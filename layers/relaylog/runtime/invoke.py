@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import orjson
@@ -22,9 +22,30 @@ log = logging.getLogger("relaylog.runtime")
 _HOP_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"connection", b"keep-alive"})
 
 
+class Closed(asyncio.Event):
+    """A stream's "the receiving end went away": an asyncio.Event that also calls back, so the
+    relay can listen for it (the relaylog.disconnect extension) without a task per call waiting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.callback: Callable[[], None] | None = None
+
+    def set(self) -> None:
+        if not self.is_set():
+            super().set()
+            if self.callback is not None:
+                asyncio.get_running_loop().call_soon(self.callback)
+
+    def listen(self, callback: Callable[[], None] | None) -> None:
+        """scope["extensions"]["relaylog.disconnect"]["listen"] (relay/client.py)."""
+        self.callback = callback
+        if callback is not None and self.is_set():
+            asyncio.get_running_loop().call_soon(callback)
+
+
 class ResponseStream(Protocol):
     @property
-    def closed(self) -> asyncio.Event:
+    def closed(self) -> Closed:
         """Set when the receiving end went away. On Lambda that is the Runtime API breaking, never
         the Function URL's client leaving: AWS documents that a streamed response runs on to its
         end when the client disconnects, so the runtime cannot see it."""
@@ -64,6 +85,7 @@ async def invoke(app: Any, scope: Scope, body: bytes, stream: ResponseStream) ->
     started = False
     finished = False
     closed = stream.closed
+    scope["extensions"] = {"relaylog.disconnect": {"listen": closed.listen}}
 
     async def receive() -> Message:
         nonlocal request_sent

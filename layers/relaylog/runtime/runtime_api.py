@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from .invoke import Closed
+
 API_PATH = "/2018-06-01/runtime"
 # https://docs.aws.amazon.com/lambda/latest/dg/runtimes-extensions-api.html
 EXTENSION_PATH = "/2020-01-01/extension"
@@ -235,7 +237,7 @@ class StreamedResponse:
         self._connections = connections
         self._host_header = host_header
         self._path = f"{API_PATH}/invocation/{request_id}/response"
-        self._closed = asyncio.Event()
+        self._closed = Closed()
         self._stream: Stream | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._answer: asyncio.Task[int] | None = None
@@ -243,7 +245,7 @@ class StreamedResponse:
         self._reusable = False
 
     @property
-    def closed(self) -> asyncio.Event:
+    def closed(self) -> Closed:
         return self._closed
 
     async def start(self, status: int, headers: dict[str, str], cookies: list[str]) -> None:
