@@ -107,19 +107,3 @@ def test_flush_from_another_thread_builds_on_the_loops_thread() -> None:
 
     built, threads = asyncio.run(scenario())
     assert built == ["id-1"] and threads == [threading.main_thread().name]
-
-
-def test_many_waiting_are_built_a_few_at_a_time_with_the_loop_free_between() -> None:
-    async def scenario() -> list[int]:
-        toy = ToySink()
-        sink = Deferred(toy)
-        for n in range(10):
-            sink.submit(_exchange(n))
-        sink.call_started()
-        seen = []
-        for _ in range(4):
-            await asyncio.sleep(0)
-            seen.append(len(toy.built))
-        return seen
-
-    assert asyncio.run(scenario()) == [4, 8, 10, 10]

@@ -24,9 +24,6 @@ from . import Sink
 
 # An exchange waits at most this long for a quiet moment (the writer adds its own ~10 ms batch).
 _LATEST_S = 0.005
-# Records built in one go at most (each is 40-75 us, bench/record.py): under load, many calls end
-# between two quiet moments, and building them all at once would hold every socket for that long.
-_BATCH = 4
 
 
 class Deferred:
@@ -57,19 +54,12 @@ class Deferred:
             self._scheduled = True
             self._loop.call_soon(self._build)
 
-    def _build(self, everything: bool = False) -> None:
+    def _build(self) -> None:
         self._scheduled = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        waiting = self._waiting
-        if everything or len(waiting) <= _BATCH:
-            self._waiting = []
-        else:  # the rest after the loop has looked at its sockets again
-            waiting, self._waiting = waiting[:_BATCH], waiting[_BATCH:]
-            if self._loop is not None:
-                self._scheduled = True
-                self._loop.call_soon(self._build)
+        waiting, self._waiting = self._waiting, []
         for exchange in waiting:
             self._sink.submit(exchange)
 
@@ -80,17 +70,17 @@ class Deferred:
             built = threading.Event()
 
             def build() -> None:
-                self._build(everything=True)
+                self._build()
                 built.set()
 
             loop.call_soon_threadsafe(build)
             built.wait(timeout_s)
         else:
-            self._build(everything=True)
+            self._build()
         self._sink.flush(timeout_s)
 
     def close(self) -> None:
-        self._build(everything=True)
+        self._build()
         self._sink.close()
 
 
