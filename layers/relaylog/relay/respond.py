@@ -63,12 +63,15 @@ async def relay(
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     # The client gets every byte the provider sent before a cut, as it would directly: the
     # response hands out what arrived before it raises the failure.
+    tail = b""
     async for chunk in response.chunks():
         out = stripper.feed(chunk) if stripper is not None else chunk
-        if out and exchange.chunk_sent(out):
+        if response.ended:  # the provider's last bytes: they go with the end of the body, one write
+            tail = out
+        elif out and exchange.chunk_sent(out):
             await send({"type": "http.response.body", "body": out, "more_body": True})
     exchange.upstream_done()
-    await _send_last(exchange, send, watcher, stripper.finish() if stripper is not None else b"")
+    await _send_last(exchange, send, watcher, tail + stripper.finish() if stripper is not None else tail)
 
 
 async def _send_last(exchange: Exchange, send: Send, watcher: DisconnectWatcher | None, data: bytes) -> None:

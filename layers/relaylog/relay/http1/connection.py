@@ -82,6 +82,11 @@ class Response:
         return [value for name, value in self.raw_headers if name.lower() == b"connection"]
 
     @property
+    def ended(self) -> bool:
+        """Every body byte has been handed out and the body ended as it should."""
+        return self._done and not self._chunks and self._failure is None
+
+    @property
     def content_length(self) -> int | None:
         value = self.header(b"content-length")
         return int(value) if value is not None and value.isdigit() else None
