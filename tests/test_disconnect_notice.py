@@ -70,22 +70,6 @@ def test_the_server_offers_the_extension(served: RunningProxy) -> None:
     assert seen and callable(seen[0]["listen"])
 
 
-def test_a_client_leaving_mid_stream_stops_the_relay(
-    served: RunningProxy, no_receive_task: list[DisconnectWatcher]
-) -> None:
-    body = {**CHAT, "stream": True, "model": "standin-long"}
-    with httpx.stream(
-        "POST", served.url + "/v1/chat/completions", json=body, headers={"x-standin-fault": "chunk-delay-ms=20"}
-    ) as response:
-        request_id = response.headers["helicone-id"]
-        for _ in response.iter_raw():
-            break
-    record = served.record(request_id)
-    assert record["status"] == 200 and record["error_type"] == "client_disconnect"
-    assert record["latency_ms"] < 3000  # about 500 events 20 ms apart would take 10 s
-    assert no_receive_task[0].gone
-
-
 def test_a_client_leaving_before_the_answer_is_status_zero(
     served: RunningProxy, no_receive_task: list[DisconnectWatcher]
 ) -> None:
