@@ -79,8 +79,10 @@ async def _send_last(exchange: Exchange, send: Send, watcher: DisconnectWatcher 
     if watcher is not None:
         watcher.stop()
     if exchange.last_chunk_sent(data):
-        await send({"type": "http.response.body", "body": data, "more_body": False})
+        # The end is stamped as the last bytes are handed over: a client that reads them at once
+        # must never find the call ending after its own clock says it had the answer.
         exchange.finish()
+        await send({"type": "http.response.body", "body": data, "more_body": False})
 
 
 async def refuse(
@@ -104,8 +106,8 @@ async def answer(exchange: Exchange, send: Send, status: int, error: ErrorType |
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     exchange.chunk_sent(body)
+    exchange.finish()  # stamped as the bytes are handed over (see _send_last)
     await send({"type": "http.response.body", "body": body, "more_body": False})
-    exchange.finish()
 
 
 async def replay(
