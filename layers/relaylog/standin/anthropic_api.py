@@ -17,6 +17,8 @@ from .wire import (
     CACHE_WRITE_TOKENS,
     CACHED_PREFIX_TOKENS,
     CREATED_ISO,
+    JSON_TYPE,
+    SSE_TYPE,
     THINKING,
     TOOL_PREAMBLE,
     Ids,
@@ -34,8 +36,6 @@ from .wire import (
     text_pieces,
 )
 
-JSON_TYPE = "application/json"
-SSE_TYPE = "text/event-stream; charset=utf-8"
 FIELDS = ("messages", "system", "tools", "tool_choice", "thinking", "max_tokens")
 
 ALIASES = {

@@ -23,7 +23,6 @@ import orjson
 from . import bedrock_auth, bedrock_invoke
 from .bedrock_replies import (
     FIELDS,
-    JSON_TYPE,
     LATENCY_MS,
     chunks,
     dumps,
@@ -39,6 +38,7 @@ from .eventstream import event
 from .wire import (
     CACHE_WRITE_TOKENS,
     CACHED_PREFIX_TOKENS,
+    JSON_TYPE,
     Reply,
     Request,
     json_pieces,

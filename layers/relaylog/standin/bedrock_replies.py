@@ -17,9 +17,8 @@ from typing import Any
 import orjson
 
 from .eventstream import event, exception
-from .wire import Ids, Plan, Reply, Request, UsageError
+from .wire import JSON_TYPE, Ids, Plan, Reply, Request, UsageError
 
-JSON_TYPE = "application/json"
 STREAM_TYPE = "application/vnd.amazon.eventstream"
 _ERROR_TYPE_NAMESPACE = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
 # The body fields whose content seeds the ids of an answer (Converse and every family).

@@ -16,7 +16,9 @@ from typing import Any
 from .wire import (
     CACHED_PREFIX_TOKENS,
     CREATED,
+    JSON_TYPE,
     REASONING_EFFORT_TOKENS,
+    SSE_TYPE,
     Ids,
     Plan,
     Reply,
@@ -33,9 +35,6 @@ from .wire import (
     sse,
     text_pieces,
 )
-
-JSON_TYPE = "application/json"
-SSE_TYPE = "text/event-stream; charset=utf-8"
 
 # What OpenAI reports as `model` for an alias: the dated snapshot that served the call.
 SNAPSHOTS = {

@@ -13,7 +13,6 @@ from typing import Any
 
 from .openai_api import (
     SNAPSHOTS,
-    SSE_TYPE,
     error,
     headers,
     is_reasoning_model,
@@ -24,6 +23,7 @@ from .wire import (
     CACHED_PREFIX_TOKENS,
     CREATED,
     REASONING_EFFORT_TOKENS,
+    SSE_TYPE,
     THINKING,
     Ids,
     Plan,

@@ -17,6 +17,9 @@ from urllib.parse import parse_qsl
 import orjson
 
 # 2026-01-01T00:00:00Z: every `created` / `created_at` field uses this fixed instant.
+# The content types OpenAI and Anthropic send (Gemini's event stream has no charset).
+JSON_TYPE = "application/json"
+SSE_TYPE = "text/event-stream; charset=utf-8"
 CREATED = 1767225600
 CREATED_ISO = "2026-01-01T00:00:00Z"
 
