@@ -158,7 +158,7 @@ class HttpProtocol(asyncio.Protocol):
             pass  # no protocol to switch to: the request is served as plain HTTP
         except httptools.HttpParserError:
             log.warning("refused a request: not valid HTTP/1.1")
-            self._write_and_close(wire.bad_request())
+            self._write_and_close(wire.BAD_REQUEST)
             return
         # Counted only when the whole chunk belonged to one unfinished head: a chunk in which a
         # head began leaves at most one read's worth uncounted.

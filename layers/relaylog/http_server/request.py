@@ -87,7 +87,7 @@ class Request:
         the connection is cut (the client sees an incomplete response, as the relay intends when
         the provider cut its own)."""
         if not self.started:
-            return self._whole(wire.internal_error())
+            return self._whole(wire.INTERNAL_ERROR)
         self._flush()
         transport = self.connection.transport
         if transport is not None:

@@ -19,20 +19,16 @@ STATUS_LINES = {status: _status_line(status) for status in range(100, 600)}
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-def json_error(status: int, error_type: str, message: str) -> bytes:
-    """A whole response with relaylog's JSON error, closing the connection."""
-    body = orjson.dumps({"error": {"type": error_type, "message": message}})
-    return _closing(status, b"application/json", body)
-
-
-def bad_request() -> bytes:
-    return _closing(400, b"text/plain; charset=utf-8", b"Invalid HTTP request received.")
-
-
-def internal_error() -> bytes:
-    return _closing(500, b"text/plain; charset=utf-8", b"Internal Server Error")
-
-
 def _closing(status: int, content_type: bytes, body: bytes) -> bytes:
+    """A whole response that closes the connection."""
     head = b"content-type: %b\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % (content_type, len(body))
     return STATUS_LINES[status] + head + body
+
+
+BAD_REQUEST = _closing(400, b"text/plain; charset=utf-8", b"Invalid HTTP request received.")
+INTERNAL_ERROR = _closing(500, b"text/plain; charset=utf-8", b"Internal Server Error")
+
+
+def json_error(status: int, error_type: str, message: str) -> bytes:
+    """A whole response with relaylog's JSON error, closing the connection."""
+    return _closing(status, b"application/json", orjson.dumps({"error": {"type": error_type, "message": message}}))
