@@ -272,6 +272,7 @@ def test_anthropic_sdk_stream_is_cached_and_replayed(proxy: RunningProxy, standi
             message = stream.get_final_message()
         results.append((text, message.usage.output_tokens, message.id))
     assert results[0] == results[1] and results[0][0]
+    proxy.settle()  # the replay's record is written after its client has the answer
     records = [r for r in proxy.records() if marker in (r["request_body"] or "")]
     assert sorted(r["cache_status"] for r in records) == ["HIT", "MISS"]
     assert {r["output_tokens"] for r in records} == {results[0][1]}

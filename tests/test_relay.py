@@ -141,7 +141,8 @@ def test_streamed_call_is_byte_identical_to_direct_without_usage(proxy: RunningP
     assert record["output_tokens"] == final["usage"]["completion_tokens"]
     assert record["response_body"] == direct.text
     assert record["response_bytes"] == len(direct.content)
-    assert record["ttft_ms"] < record["latency_ms"]
+    # Equal when the whole stream arrived in one read: its first and last bytes went out in one write.
+    assert record["ttft_ms"] <= record["latency_ms"]
 
 
 def test_client_asking_for_usage_gets_it_untouched(proxy: RunningProxy, standin: StandIn) -> None:

@@ -1,16 +1,26 @@
-"""Records built in the relay's idle moments: when the next call waits, or 5 ms later, never lost."""
+"""Records built in the relay's idle moments: when a call waits on its provider or between a
+stream's events, or 5 ms later; never lost."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+from collections.abc import MutableMapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
+from relaylog.config import Settings
 from relaylog.gateway.ratelimit import Decision, RatePolicy
 from relaylog.headers import HeliconeMeta
+from relaylog.keys.file import KeyStore
 from relaylog.observe import Exchange
+from relaylog.providers.registry import PROVIDERS
 from relaylog.record import Record
+from relaylog.relay.app import RelayApp
 from relaylog.sinks.deferred import Deferred
+from relaylog.standin import StandIn
 
 
 class ToySink:
@@ -34,14 +44,14 @@ def _exchange(n: int) -> Exchange:
     return Exchange(f"id-{n}", time.time(), time.perf_counter(), "POST", "/v1/chat/completions", HeliconeMeta())
 
 
-def test_a_record_waits_until_the_next_call_first_waits() -> None:
+def test_a_record_waits_until_a_call_says_it_is_about_to_wait() -> None:
     async def scenario() -> list[list[str]]:
         toy = ToySink()
         sink = Deferred(toy)
         seen: list[list[str]] = []
         sink.submit(_exchange(1))
         seen.append(list(toy.built))  # not built with the response
-        sink.call_started()
+        sink.build_soon()
         seen.append(list(toy.built))  # nor while the new call runs on
         await asyncio.sleep(0)  # the new call waits (on its provider): now
         seen.append(list(toy.built))
@@ -107,3 +117,79 @@ def test_flush_from_another_thread_builds_on_the_loops_thread() -> None:
 
     built, threads = asyncio.run(scenario())
     assert built == ["id-1"] and threads == [threading.main_thread().name]
+
+
+# -- the moment the relay chooses ------------------------------------------------------------------
+
+_PLAIN = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hi"}]}'
+# Helicone-Request-Id must be a UUID to be kept.
+_IDS = {"first": "00000000-0000-4000-8000-000000000001", "second": "00000000-0000-4000-8000-000000000002"}
+_NAMES = {value: name for name, value in _IDS.items()}
+_STREAM = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hi"}],"stream":true}'
+
+
+def _relayed_in_order(standin: StandIn, tmp_path: Path, second: bytes) -> list[str]:
+    """Two calls through the relay app, one after the other, on one loop: what the client of the
+    second was sent, and when the first call's record was built, in the order they happened."""
+    settings = replace(Settings(), data_dir=tmp_path, upstream_overrides={name: standin.url for name in PROVIDERS})
+    events: list[str] = []
+
+    class Seen(ToySink):
+        def submit(self, exchange: Exchange) -> Record | None:
+            events.append(f"built {_NAMES[exchange.request_id]}")
+            return None
+
+    async def call(app: RelayApp, request_id: str, body: bytes) -> None:
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/v1/chat/completions",
+            "raw_path": b"/v1/chat/completions",
+            "query_string": b"",
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"authorization", b"Bearer sk-test"),
+                (b"helicone-request-id", _IDS[request_id].encode()),
+                # Paced: the wait for the second event is the stream's quiet moment.
+                (b"x-standin-fault", b"chunk-delay-ms=50"),
+            ],
+        }
+        left = asyncio.get_running_loop().create_future()
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop()
+            await left  # the client stays
+            return {"type": "http.disconnect"}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            if request_id != "first":
+                events.append("start" if message["type"] == "http.response.start" else "body")
+
+        await app(scope, receive, send)
+
+    async def scenario() -> None:
+        deferred = Deferred(Seen())
+        app = RelayApp(settings, KeyStore.in_data_dir(tmp_path, 0.0), deferred, idle=deferred.build_soon)
+        await call(app, "first", _PLAIN)
+        await call(app, "second", second)
+        deferred.close()
+        await app.shutdown()
+
+    asyncio.run(scenario())
+    return events
+
+
+def test_a_streams_first_event_goes_out_before_an_earlier_calls_record_is_built(
+    standin: StandIn, tmp_path: Path
+) -> None:
+    events = _relayed_in_order(standin, tmp_path, _STREAM)
+    assert events[:3] == ["start", "body", "built first"], events
+    assert events.count("body") > 2 and events[-1] == "built second"
+
+
+def test_a_non_streamed_call_builds_the_earlier_record_while_it_waits_on_its_provider(
+    standin: StandIn, tmp_path: Path
+) -> None:
+    assert _relayed_in_order(standin, tmp_path, _PLAIN) == ["built first", "start", "body", "built second"]

@@ -51,7 +51,8 @@ class LocalApp(RelayApp):
     ) -> None:
         counters = SqliteCounters(settings.data_dir / "ratelimits.sqlite3")
         self.records = Deferred(sink)  # what the relay submits to; the files are `local_sink`'s
-        super().__init__(settings, keys, self.records, Services(cache=cache, counters=counters))
+        services = Services(cache=cache, counters=counters)
+        super().__init__(settings, keys, self.records, services, idle=self.records.build_soon)
         self.local_sink = sink
         self.query = query
         self.cache_files = cache
@@ -79,7 +80,6 @@ class LocalApp(RelayApp):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            self.records.call_started()
             path = scope["path"]
             if is_query_path(path):
                 await self.query(scope, receive, send)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 
 from ..asgi import ClientGone, Receive, Scope, Send
 from ..config import Settings
@@ -36,7 +37,14 @@ from .upstream import Upstream
 
 
 class RelayApp:
-    def __init__(self, settings: Settings, keys: KeyVerifier, sink: Sink, services: Services | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        keys: KeyVerifier,
+        sink: Sink,
+        services: Services | None = None,
+        idle: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.keys = keys
         self.sink = sink
@@ -46,7 +54,8 @@ class RelayApp:
         # The HTTP clients to the providers, made on first use (hosts may skip lifespan events).
         self.upstream = Upstream(settings)
         self.body_deadlines = Deadlines(tick_s=min(1.0, max(settings.body_timeout_s / 4, 0.01)))
-        self.attempts = Attempts(self.upstream, settings)
+        # `idle` is called as a call is about to wait on its provider (sinks/deferred.py's moment).
+        self.attempts = Attempts(self.upstream, settings, idle)
         # relaylog's own AWS credentials, for the Bedrock calls it signs; resolved at the first one.
         self.aws_identity = AwsIdentity()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..asgi import Receive, Send
@@ -60,9 +61,10 @@ Outcome = Answered | Unanswered
 class Attempts:
     """Calls the provider for the relay; one per app, shared by every call."""
 
-    def __init__(self, upstream: Upstream, settings: Settings) -> None:
+    def __init__(self, upstream: Upstream, settings: Settings, idle: Callable[[], None] | None = None) -> None:
         self._upstream = upstream
         self._settings = settings
+        self._idle = idle
 
     async def send(
         self,
@@ -80,6 +82,12 @@ class Attempts:
         read_on_s = min(_READ_ON_S, self._settings.read_timeout_s)
         watcher = DisconnectWatcher(receive, exchange, read_on_s, listen)
         response: Response | None = None
+        # The loop's idle moment: a non-streamed call now waits for its provider's whole answer; a
+        # stream's comes after its first event (respond.relay), so nothing delays that event.
+        idle = self._idle
+        if idle is not None and not exchange.stream:
+            idle()
+            idle = None
         try:
             outcome = await self._send_handling_fallbacks(exchange, targets, retry, accept_encoding)
             if isinstance(outcome, Unanswered):
@@ -88,7 +96,7 @@ class Attempts:
             response = outcome.response
             if outcome.attempt.target is not None:
                 exchange.answered_by(outcome.attempt.target)
-            await respond.relay(exchange, response, send, watcher, outcome.preread)
+            await respond.relay(exchange, response, send, watcher, outcome.preread, idle)
         except asyncio.CancelledError:
             if not watcher.uncancel():
                 raise

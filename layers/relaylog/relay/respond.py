@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import orjson
 
@@ -32,9 +33,11 @@ async def relay(
     send: Send,
     watcher: DisconnectWatcher,
     preread: Whole | None,
+    idle: Callable[[], None] | None = None,
 ) -> None:
     """Relay the provider's response: status, headers and bytes as they came. A failure reading it
-    is raised after the client was sent every byte that arrived before it."""
+    is raised after the client was sent every byte that arrived before it. `idle` is called once a
+    stream's first bytes are out (the loop's quiet moment, see sinks/deferred.py)."""
     content_type = response.header(b"content-type") or ""
     exchange.response_described(content_type, response.header(b"content-encoding"))
     event_stream = content_type.startswith("text/event-stream")
@@ -70,6 +73,9 @@ async def relay(
             tail = out
         elif out and exchange.chunk_sent(out):
             await send({"type": "http.response.body", "body": out, "more_body": True})
+            if idle is not None:
+                idle()
+                idle = None
     exchange.upstream_done()
     await _send_last(exchange, send, watcher, tail + stripper.finish() if stripper is not None else tail)
 

@@ -4,11 +4,12 @@
 CPU, see sinks/local.py). Built the moment the response is complete, that work sits between the
 response and whatever the loop does next: a client that sends its next request straight away
 waits for it (0.27 ms for a 16-event stream's record, timed inside relaylog on bench/relay.py's
-stream probe). Here a finished exchange waits until the next call starts waiting on its provider
-and is built then; if no call comes, after `_LATEST_S`. Against a real provider that wait is idle
-time for the loop; against the local stand-in, which answers within microseconds of the request,
-the record still lands before the answer is read (no change measured in time to first byte). Under
-load the work per record is the same, only its moment moves.
+stream probe). Here a finished exchange waits for the relay to say a call is about to wait
+(`build_soon`), and is built then; if no call says so, after `_LATEST_S`. The relay says so as a
+non-streamed call waits on its provider's answer, and once a stream's first event has gone out
+(the wait for the next is idle time even against the local stand-in, which answers a request
+within microseconds: built before that first event, the record delayed it). Under load the work
+per record is the same, only its moment moves.
 
 Exchanges whose record is needed at once (a rate limit charges its cost) are built at once.
 `flush` and `close` build everything still waiting first, so nothing submitted is lost at
@@ -49,9 +50,9 @@ class Deferred:
             self._timer = loop.call_later(_LATEST_S, self._build)
         return None
 
-    def call_started(self) -> None:
-        """A call has begun: build what is waiting once it first waits (on its provider, usually).
-        Its task runs on until then, so the callback queued now runs after that."""
+    def build_soon(self) -> None:
+        """A call is about to wait: build what is waiting then. Its task runs on until it waits,
+        so the callback queued now runs after that."""
         if self._waiting and not self._scheduled and self._loop is not None:
             self._scheduled = True
             self._loop.call_soon(self._build)
