@@ -253,6 +253,34 @@ def test_openai_compatible_endpoint_with_an_api_key(standin: StandIn, proxy: Run
     )
 
 
+def test_openai_compatible_endpoint_signed_by_relaylog(standin: StandIn, proxy: RunningProxy, key: str) -> None:
+    """The OpenAI SDK with its Authorization header left out: relaylog signs with its own AWS
+    identity (the stand-in checks the signature), for the path the SDK sends."""
+    import openai
+
+    request_id = str(uuid.uuid4())
+    client = openai.OpenAI(
+        base_url=f"{base(proxy)}/openai/v1",
+        api_key="unused",
+        default_headers={"Helicone-Auth": f"Bearer {key}", "Helicone-Request-Id": request_id},
+        max_retries=0,
+    )
+    answer = client.chat.completions.create(
+        model="openai.gpt-oss-20b-1:0",
+        messages=[{"role": "user", "content": "Hi"}],
+        extra_headers={"Authorization": openai.Omit()},  # the SDK's way to send no key
+    )
+    assert answer.choices[0].message.content
+    assert standin.requests[-1].path == "/openai/v1/chat/completions"
+    assert signed_by(standin) == (RELAYLOG_IDENTITY.access_key, REGION, RELAYLOG_IDENTITY.token)
+    record = proxy.record(request_id)
+    assert (record["provider"], record["status"], record["input_tokens"]) == (
+        "bedrock",
+        200,
+        answer.usage.prompt_tokens,
+    )
+
+
 # -- errors, exceptions, cuts ---------------------------------------------------------------------------
 
 
