@@ -90,11 +90,11 @@ def test_headers_named_by_connection_are_hop_by_hop_both_ways() -> None:
     )
     assert upstream == [("x-end", "2")]
     relayed = response_headers(
-        ((b"Connection", b"close, X-Trace"), (b"X-Trace", b"a"), (b"Content-Length", b"2"), (b"X-Request-Id", b"r")),
+        ((b"connection", b"close, X-Trace"), (b"x-trace", b"a"), (b"content-length", b"2"), (b"x-request-id", b"r")),
         keep_length=True,
         connection=[b"close, X-Trace"],  # the response's Connection values (relay/http1 collects them)
     )
-    assert relayed == [(b"Content-Length", b"2"), (b"X-Request-Id", b"r")]
+    assert relayed == [(b"content-length", b"2"), (b"x-request-id", b"r")]
 
 
 # -- the record's closed sets: the Literals in record.py, the README, and what the code produces --

@@ -195,12 +195,12 @@ def narrow_accept_encoding(value: bytes | None) -> str | None:
 def response_headers(
     raw: Sequence[tuple[bytes, bytes]], *, keep_length: bool, connection: Sequence[bytes] = ()
 ) -> list[tuple[bytes, bytes]]:
-    """Upstream response headers as relayed: hop-by-hop removed (with those `connection`, the
-    values of its Connection headers, names), everything else unchanged."""
+    """Upstream response headers (names in lower case) as relayed: hop-by-hop removed (with those
+    `connection`, the values of its Connection headers, names), everything else unchanged."""
     dropped = _HOP_BY_HOP if keep_length else _HOP_BY_HOP_AND_LENGTH
     if connection:
         dropped = dropped | _connection_tokens(connection)
-    return [(name, value) for name, value in raw if name.lower() not in dropped]
+    return [(name, value) for name, value in raw if name not in dropped]
 
 
 def _connection_tokens(values: Iterable[bytes]) -> frozenset[bytes]:

@@ -42,9 +42,9 @@ async def relay(
     exchange.response_described(content_type, response.header(b"content-encoding"))
     event_stream = content_type.startswith("text/event-stream")
     stripper = UsageStripper(exchange.withheld) if exchange.usage_injected and event_stream else None
-    headers = response_headers(response.raw_headers, keep_length=stripper is None, connection=response.connection)
+    headers = response_headers(response.headers, keep_length=stripper is None, connection=response.connection)
     if event_stream:
-        _add_stream_headers(headers)
+        _add_stream_headers(headers, response)
     headers.append((b"helicone-id", exchange.request_id.encode()))
     headers += exchange.extra_headers
 
@@ -145,10 +145,9 @@ async def replay(
             watcher.stop()
 
 
-def _add_stream_headers(headers: list[Header]) -> None:
+def _add_stream_headers(headers: list[Header], response: Response) -> None:
     """Proxies and browsers must not buffer or cache an event stream; keep the provider's own values."""
-    names = {name.lower() for name, _ in headers}
-    if b"cache-control" not in names:
+    if response.header(b"cache-control") is None:
         headers.append((b"cache-control", b"no-cache"))
-    if b"x-accel-buffering" not in names:
+    if response.header(b"x-accel-buffering") is None:
         headers.append((b"x-accel-buffering", b"no"))

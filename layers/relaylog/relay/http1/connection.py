@@ -42,6 +42,7 @@ class Response:
         "_done",
         "_failure",
         "_head",
+        "_named",
         "_size",
         "_waiter",
         "_whole",
@@ -54,8 +55,9 @@ class Response:
         self._connection = connection
         self.status = 0
         self.raw_headers: list[tuple[bytes, bytes]] = []  # as sent: names in their own case
-        # Lower-case name -> its first value, made when first asked for: most of the response's
-        # headers are only relayed, and a loop over them all costs less than one callback's work.
+        # The same with names in lower case, and lower-case name -> its first value: made once,
+        # when first asked for (a loop over them all costs less than one callback's work).
+        self._named: list[tuple[bytes, bytes]] | None = None
         self._first: dict[bytes, bytes] | None = None
         self.keep_alive = False
         self._head: asyncio.Future[None] = connection.loop.create_future()
@@ -68,18 +70,26 @@ class Response:
 
     # -- headers ---------------------------------------------------------------------------------
 
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """Its headers in order, names in lower case, values as sent."""
+        named = self._named
+        if named is None:
+            named = self._named = [(name.lower(), value) for name, value in self.raw_headers]
+        return named
+
     def header(self, name: bytes) -> str | None:
         """The first value of a header (name in lower case), as text."""
         first = self._first
         if first is None:  # reversed: the first value of a repeated header is the one kept
-            first = self._first = {key.lower(): value for key, value in reversed(self.raw_headers)}
+            first = self._first = dict(reversed(self.headers))
         value = first.get(name)
         return value.decode("utf-8", "surrogateescape") if value is not None else None
 
     @property
     def connection(self) -> list[bytes]:
         """The values of its Connection headers."""
-        return [value for name, value in self.raw_headers if name.lower() == b"connection"]
+        return [value for name, value in self.headers if name == b"connection"] if self.header(b"connection") else []
 
     @property
     def ended(self) -> bool:
@@ -319,7 +329,7 @@ class Connection(asyncio.Protocol):
         self._interim = 100 <= status < 200
         if self._interim:  # its headers are not the response's
             response.raw_headers.clear()
-            response._first = None
+            response._named = response._first = None
             return
         response.status = status
         response.keep_alive = self._parser.should_keep_alive()
