@@ -53,6 +53,34 @@ def test_usage_inside_a_content_chunk_is_read_and_removed() -> None:
     assert stripper.withheld == [event]
 
 
+def test_after_the_first_top_level_null_the_shortcut_still_cuts_only_that_member() -> None:
+    """Once a chunk read whole has shown the top-level `"usage":null`, later chunks are cut without
+    being read; a chunk with a second "usage" anywhere, or the member not in its compact form, is
+    still read, so only the top-level member goes."""
+    first = b'data: {"id":"a","choices":[],"usage":null,"o":"x"}\n\n'
+    later = [
+        (b'data: {"id":"b","usage":null}\n\n', b'data: {"id":"b"}\n\n'),
+        (b'data: {"usage":null,"id":"c"}\n\n', b'data: {"id":"c"}\n\n'),
+        (b'data: {"d":{"usage":null},"usage":null}\n\n', b'data: {"d":{"usage":null}}\n\n'),
+        (b'data: {"usage":null,"d":{"usage":null}}\n\n', b'data: {"d":{"usage":null}}\n\n'),
+        (b'data: {"d":{"a":1,"usage":null},"usage":null}\n\n', b'data: {"d":{"a":1,"usage":null}}\n\n'),
+        (b'data: {"d":{"usage":null,"a":1},"usage":null}\n\n', b'data: {"d":{"usage":null,"a":1}}\n\n'),
+        (b'data: {"id":"e", "usage": null}\n\n', b'data: {"id":"e"}\n\n'),
+        (b'data: {"s":"\\"usage\\":null","usage":null}\n\n', b'data: {"s":"\\"usage\\":null"}\n\n'),
+    ]
+    stripper = UsageStripper()
+    assert stripper.feed(first) == b'data: {"id":"a","choices":[],"o":"x"}\n\n'
+    assert [stripper.feed(event) for event, _ in later] == [expected for _, expected in later]
+    for event, expected in later:  # the same without the shortcut
+        assert UsageStripper().feed(event) == expected
+
+
+def test_a_nested_usage_null_is_not_cut_in_a_stream_that_showed_no_top_level_one() -> None:
+    event = b'data: {"id":"a","x":{"b":1,"usage":null}}\n\n'
+    stripper = UsageStripper()
+    assert [stripper.feed(event), stripper.feed(event)] == [event, event]
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
