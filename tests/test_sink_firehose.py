@@ -154,6 +154,25 @@ def test_records_reach_s3_through_firehose(aws_stack: Stack, capsys: pytest.Capt
     assert _metrics(capsys.readouterr().out) == {"RecordsSent": 3}
 
 
+def test_the_batch_is_sent_as_the_json_botocore_would_send(aws_stack: Stack) -> None:
+    # Records with every kind of byte, and an empty one: base64 makes them all JSON-safe text.
+    records = [{"Data": orjson.dumps({"i": i, "text": 'é\u2028"\\</'}) + b"\n"} for i in range(3)]
+    records += [{"Data": bytes(range(256))}, {"Data": b""}]
+    bodies: list[bytes] = []
+    for taken_over in (False, True):
+        client = boto3.client("firehose", region_name=REGION)
+        if taken_over:
+            _sink(aws_stack, firehose=client)  # the sink builds its PutRecordBatch bodies itself
+        client.meta.events.register(
+            "request-created.firehose.PutRecordBatch", lambda request, **_: bodies.append(request.body)
+        )
+        answer = client.put_record_batch(DeliveryStreamName=aws_stack.stream, Records=records)
+        assert answer["FailedPutCount"] == 0
+    botocores, sinks = bodies
+    assert sinks != botocores  # built by the sink, not by botocore's serializer
+    assert json.loads(sinks) == json.loads(botocores)
+
+
 def test_batches_hold_at_most_500_records_and_4_mib(aws_stack: Stack) -> None:
     firehose = Flaky(boto3.client("firehose", region_name=REGION))
     sink = _sink(aws_stack, firehose=firehose)

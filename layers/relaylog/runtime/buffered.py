@@ -42,8 +42,9 @@ class BufferedResponse:
     async def write(self, chunk: bytes) -> None:
         self.chunks.append(chunk)
 
-    async def finish(self) -> None:
-        return None
+    async def finish(self, last: bytes = b"") -> None:
+        if last:
+            self.chunks.append(last)
 
     async def fail(self, error_type: str, message: str) -> None:
         self.failed = (error_type, message)

@@ -54,7 +54,8 @@ class ResponseStream(Protocol):
 
     async def write(self, chunk: bytes) -> None: ...
 
-    async def finish(self) -> None: ...
+    async def finish(self, last: bytes = b"") -> None:
+        """End the response, `last` its final bytes (sent with the end: one write, not two)."""
 
     async def fail(self, error_type: str, message: str) -> None:
         """End a started response as failed (the client sees it cut short)."""
@@ -104,11 +105,12 @@ async def invoke(app: Any, scope: Scope, body: bytes, stream: ResponseStream) ->
         try:
             # Body messages first: a stream sends one per event, and one start per call.
             if message["type"] == "http.response.body":
-                chunk = message.get("body")
-                if chunk:
-                    await stream.write(chunk)
-                if not message.get("more_body"):
-                    await stream.finish()
+                chunk = message.get("body", b"")
+                if message.get("more_body"):
+                    if chunk:
+                        await stream.write(chunk)
+                else:
+                    await stream.finish(chunk)
                     finished = True
             elif message["type"] == "http.response.start":
                 headers, cookies = prelude_headers(message.get("headers", ()))
@@ -141,7 +143,6 @@ async def _end(stream: ResponseStream, started: bool, finished: bool, status: in
         else:
             body = error_body(error_type, text)
             await stream.start(status, {"content-type": "application/json"}, [])
-            await stream.write(body)
-            await stream.finish()
+            await stream.finish(body)
     except OSError:
         stream.closed.set()

@@ -25,6 +25,7 @@ API_PATH = "/2018-06-01/runtime"
 # https://docs.aws.amazon.com/lambda/latest/dg/runtimes-extensions-api.html
 EXTENSION_PATH = "/2020-01-01/extension"
 PRELUDE_END = b"\0" * 8
+_LAST_CHUNK = b"0\r\n\r\n"
 _ERROR_TRAILERS = "Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body"
 
 
@@ -275,8 +276,9 @@ class StreamedResponse:
         if transport.get_write_buffer_size() or transport.is_closing():
             await writer.drain()
 
-    async def finish(self) -> None:
-        await self._end(b"0\r\n\r\n")
+    async def finish(self, last: bytes = b"") -> None:
+        # The relay hands the provider's last bytes over with the end: one write for both.
+        await self._end(b"%x\r\n%b\r\n0\r\n\r\n" % (len(last), last) if last else _LAST_CHUNK)
 
     async def fail(self, error_type: str, message: str) -> None:
         encoded = base64.b64encode(error_payload(error_type, message)).decode("ascii")
