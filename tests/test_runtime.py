@@ -110,7 +110,9 @@ def test_each_body_message_is_one_chunk_after_the_prelude(runtime: LambdaRuntime
     assert len(outcome.chunks) == outcome.body.count(b"\n\n") > 5
     assert all(chunk.endswith(b"\n\n") for chunk in outcome.chunks)
     gaps = [b - a for a, b in zip(outcome.chunk_times, outcome.chunk_times[1:], strict=False)]
-    assert min(gaps) > 0.005
+    # Most gaps, not each: on a loaded machine a late read can pass two events on 25 µs apart
+    # (seen once in a full run); a runtime that held events back would make most gaps ~0.
+    assert sorted(gaps)[len(gaps) // 2] > 0.005
     assert outcome.body.endswith(b"data: [DONE]\n\n")
     assert outcome.trailers == {}
 
