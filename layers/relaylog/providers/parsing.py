@@ -9,7 +9,7 @@ reported in `parse_error` with a short reason that never quotes the body.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
@@ -192,7 +192,7 @@ def _parse_response(family: Family, endpoint: str, body: bytes, content_type: st
         # The raw frames of a Bedrock stream (the recorder hands over their SSE transcript instead).
         text, problem = bedrock_stream.transcript(body)
         observed = _parse_sse(family, text) if text else Observed()
-        return observed if problem is None else replace(observed, parse_error=problem)
+        return observed if problem is None else observed._replace(parse_error=problem)
     m = _LEADING_WS.match(body)
     first = m.end() if m else 0
     head = body[first : first + 1]
