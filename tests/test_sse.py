@@ -191,3 +191,26 @@ def test_sse_events_extra_blank_lines() -> None:
     assert sse_events(b"\n\n\ndata: 1\n\n\n\ndata: 2\n\n\n") == [(b"", b"1"), (b"", b"2")]
     reader = SSEBody(b"\n\n\ndata: 1\n\n\n\ndata: 2\n\n\n")
     assert list(reader.backward()) == [(b"", b"2"), (b"", b"1")]
+
+
+def test_prefix_reads_as_the_cut_body_does() -> None:
+    bodies = [body for body in STREAMS.values() if b"\r" not in body]
+    bodies += [
+        b"\xef\xbb\xbfdata: 1\n\nevent: x\ndata: 2\ndata: 3\n\n: c\n\ndata: 4",
+        b"\n\n\ndata: 1\n\n\n\ndata: 2\n\n\n",
+    ]
+    assert len(bodies) > 2
+    for body in bodies:
+        whole = SSEBody(body)
+        assert whole.as_given
+        for size in range(len(body) + 1):
+            cut, fresh = whole.prefix(size), SSEBody(body[:size])
+            assert list(cut.forward()) == list(fresh.forward()), (body, size)
+            assert list(cut.backward()) == list(fresh.backward()), (body, size)
+
+
+def test_prefix_refuses_a_body_with_rewritten_line_ends() -> None:
+    reader = SSEBody(b"data: 1\r\n\r\ndata: 2\r\n\r\n")
+    assert not reader.as_given
+    with pytest.raises(ValueError):
+        reader.prefix(5)
