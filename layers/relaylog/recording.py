@@ -35,6 +35,10 @@ _TEXT_TYPES = (
 )
 
 
+# What the record says of a response nothing read (no provider, or never answered).
+_UNREAD = Observed()
+
+
 class BodyStore(Protocol):
     def put(self, request_id: str, dt: str, kind: str, data: bytes) -> str:
         """Store a body kept out of the record; returns the reference saved in *_body_ref."""
@@ -66,7 +70,7 @@ def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> R
         if problem == DAMAGED:
             problems.append(f"response: {problem}")
 
-    observed = Observed()
+    observed = _UNREAD
     response_id: str | None = None
     finish_reasons: tuple[str, ...] | None = None
     hit = exchange.cache_status == "HIT"

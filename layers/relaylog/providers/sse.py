@@ -149,12 +149,27 @@ class SSEBody:
 def _event(body: bytes, start: int, end: int) -> tuple[bytes, bytes] | None:
     """(name, data) of the event in body[start:end]; multi-line data joined with "\n"; comments and
     `id:`/`retry:` fields dropped; None when it has no data."""
-    if body.startswith(b"data:", start) and body.find(b"\n", start, end) < 0:
-        # Fast path: the common one-line event.
-        start += 5
-        if start < end and body[start] == _SPACE:
+    newline = body.find(b"\n", start, end)
+    if newline < 0:
+        if body.startswith(b"data:", start):
+            # Fast path: the common one-line event (OpenAI, Gemini).
+            start += 5
+            if start < end and body[start] == _SPACE:
+                start += 1
+            return b"", body[start:end]
+    elif (
+        body.startswith(b"event:", start)
+        and body.startswith(b"data:", newline + 1, end)
+        and body.find(b"\n", newline + 1, end) < 0
+    ):
+        # Fast path: an event line and one data line (Anthropic, Bedrock transcripts).
+        start += 6
+        if body[start] == _SPACE:
             start += 1
-        return b"", body[start:end]
+        data = newline + 6
+        if data < end and body[data] == _SPACE:
+            data += 1
+        return body[start:newline], body[data:end]
     name = b""
     parts: list[bytes] = []
     for line in body[start:end].split(b"\n"):
