@@ -225,12 +225,12 @@ def _reference_events(body: bytes) -> list[tuple[bytes, bytes]]:
         body = body[3:]
     lines = re.split(rb"\r\n|\r|\n", body)[:-1]
     events: list[tuple[bytes, bytes]] = []
-    name, data = b"", []
+    name, data = b"", list[bytes]()
     for line in [*lines, b""]:
         if not line:
             if data:
                 events.append((name, b"\n".join(data)))
-            name, data = b"", []
+            name, data = b"", list[bytes]()
         elif line.startswith(b"data:"):
             data.append(line[6:] if line[5:6] == b" " else line[5:])
         elif line.startswith(b"event:"):
