@@ -74,6 +74,8 @@ def _text(value: Any) -> str | None:
 
 
 def _reasons(by_index: dict[int, str]) -> tuple[str, ...] | None:
+    if len(by_index) == 1:  # one choice, as nearly always: nothing to sort
+        return tuple(by_index.values())
     return tuple([by_index[i] for i in sorted(by_index)]) or None  # a list: faster than a generator
 
 
