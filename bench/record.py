@@ -8,12 +8,24 @@ for by relaylog and withheld from the client exactly as the relay does, an Anthr
 an Exchange the way the relay's observe steps do, then times building and serialising its record
 with time.process_time (CPU of this process, fairly robust on a shared machine). Bodies kept out
 of the record go to a store that does nothing. Prints µs per record: the best and the median run.
+
+    python bench/record.py --instructions # about a minute; needs valgrind
+
+also counts the instructions per record under valgrind's cachegrind (the same exchanges, run 0
+and N times in a fresh interpreter, the difference divided by N). Exact from run to run, where
+the µs of a shared 2-core machine under load vary by ±15%: the figure to compare two versions by.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import os
+import pickle
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -129,11 +141,64 @@ def per_record_us(work: Callable[[], object], seconds: float) -> float:
     return spent / n * 1e6
 
 
+# Records built per case under valgrind (each costs about 50 times its native time there).
+_COUNTED = 2000
+
+
+def submitter(exchange: Exchange, settings: Settings) -> Callable[[], bytes]:
+    """What LocalSink.submit does on the event loop for `exchange`: build the record, serialise it."""
+    bodies = _NoBodies()
+
+    def submit() -> bytes:
+        return orjson.dumps(build_record(exchange, settings, bodies)) + b"\n"
+
+    return submit
+
+
+def replay(path: Path, label: str, count: int) -> None:
+    """The child run under valgrind: the pickled case's record built once (price and time caches
+    filled, as in a running server), then `count` more times."""
+    exchanges: dict[str, Exchange] = pickle.loads(path.read_bytes())
+    from relaylog.cost import load_prices
+
+    load_prices()
+    submit = submitter(exchanges[label], Settings(data_dir=path.parent))
+    submit()
+    # genai-prices' data is a million long-lived objects: a full collection over them lands in
+    # one version's 2,000 records and not in another's (+-15k instructions per record), so they
+    # are moved out of the collector's sight first.
+    gc.collect()
+    gc.freeze()
+    for _ in range(count):
+        submit()
+
+
+def instructions(path: Path, label: str, count: int) -> int:
+    """Instructions the replay of `label` executes in all (cachegrind's "I refs")."""
+    command = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+               sys.executable, __file__, "--replay", str(path), "--case", label, "--count", str(count)]  # fmt: skip
+    # A fixed hash seed: the same dict layouts, so the same instructions, in every run.
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    result = subprocess.run(command, capture_output=True, text=True, check=True, env=env)  # noqa: S603 (our own argv)
+    found = re.search(r"I\s+refs:\s+([\d,]+)", result.stderr)
+    assert found, result.stderr[-2000:]
+    return int(found.group(1).replace(",", ""))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=1.0, help="CPU seconds per run (default 1)")
     parser.add_argument("--repeat", type=int, default=5, help="runs per case (default 5)")
+    parser.add_argument("--instructions", action="store_true", help="also count instructions per record (valgrind)")
+    parser.add_argument("--replay", type=Path, help=argparse.SUPPRESS)  # the child run under valgrind
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     opts = parser.parse_args()
+    if opts.replay is not None:
+        replay(opts.replay, opts.case, opts.count)
+        return 0
+    if opts.instructions and shutil.which("valgrind") is None:
+        parser.error("--instructions needs valgrind (apt-get install valgrind)")
 
     with tempfile.TemporaryDirectory() as work:
         _standin, base = start_standin(Path(work))
@@ -142,25 +207,30 @@ def main() -> int:
         finally:
             kill_all()
         settings = Settings(data_dir=Path(work))
-        bodies = _NoBodies()
         from relaylog.cost import load_prices
 
         load_prices()
         rows = []
         for label, exchange in exchanges.items():
-
-            def submit(exchange: Exchange = exchange) -> bytes:
-                return orjson.dumps(build_record(exchange, settings, bodies)) + b"\n"
-
+            submit = submitter(exchange, settings)
             record = orjson.loads(submit())
             assert record["cost_usd"] is not None, (label, record["cost_source"], record["parse_error"])
             assert record["parse_error"] is None, (label, record["parse_error"])
             runs = [per_record_us(submit, opts.seconds) for _ in range(opts.repeat)]
             rows.append((label, min(runs), statistics.median(runs), record["finish_reasons"]))
+        counted: dict[str, int] = {}
+        if opts.instructions:
+            saved = Path(work) / "exchanges.pickle"
+            saved.write_bytes(pickle.dumps(exchanges))
+            start_up = instructions(saved, next(iter(exchanges)), 0)
+            for label in exchanges:
+                counted[label] = (instructions(saved, label, _COUNTED) - start_up) // _COUNTED
 
-    print(f"{'record (build_record + orjson.dumps)':<38} {'best µs':>8} {'median µs':>10}  finish_reasons")
+    head = f"{'record (build_record + orjson.dumps)':<38} {'best µs':>8} {'median µs':>10}"
+    print(head + (f" {'instructions':>13}" if counted else "") + "  finish_reasons")
     for label, best, median, reasons in rows:
-        print(f"{label:<38} {best:8.1f} {median:10.1f}  {reasons}")
+        count = f" {counted[label]:13,}" if counted else ""
+        print(f"{label:<38} {best:8.1f} {median:10.1f}{count}  {reasons}")
     return 0
 
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 import importlib.metadata
 import random
 import warnings
+from collections import OrderedDict
+from collections.abc import Hashable
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import genai_prices
 import pytest
@@ -276,3 +279,19 @@ def test_same_results_as_calc_price_for_every_model() -> None:
                 )
                 checked += 1
     assert checked > 5000
+
+
+def test_lru_lookup_survives_an_eviction_between_its_two_steps() -> None:
+    # Lookups take no lock: another thread may evict the key between get and move_to_end. That
+    # moment is made to happen here, every time, by a dict that loses the key as it is read.
+    class Evicting(OrderedDict[Hashable, Any]):
+        def get(self, key: Hashable, default: Any = None) -> Any:
+            value = super().get(key, default)
+            self.pop(key, None)  # what a concurrent put's popitem would do
+            return value
+
+    lru = cost._LRU(8)
+    lru._data = Evicting()
+    lru.put("model", "resolved")
+    assert lru.get("model") == "resolved"
+    assert lru.get("model") is cost._MISSING

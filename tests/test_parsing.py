@@ -1540,3 +1540,9 @@ def test_read_response_answers_as_the_two_readers_do() -> None:
         for content_type in (JSON, SSE):
             expected = (parse_response(family, path, body, content_type), read_outcome(family, path, body))
             assert read_response(family, path, body, content_type) == expected, (family, path, body[:60])
+            # The end withheld from the client (the usage chunk relaylog asked for, or what came
+            # after the client left): usage from all of it, the outcome from what the client saw.
+            for cut in {0, 1, len(body) // 2, body.rfind(b"\n\n") + 2, len(body) - 1}:
+                seen, rest = body[:cut], body[cut:]
+                expected = (parse_response(family, path, body, content_type), read_outcome(family, path, seen))
+                assert read_response(family, path, seen, content_type, rest) == expected, (family, path, cut)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 from relaylog.providers.sse import SSEBody, SSESplitter, sse_events
@@ -191,3 +192,64 @@ def test_sse_events_extra_blank_lines() -> None:
     assert sse_events(b"\n\n\ndata: 1\n\n\n\ndata: 2\n\n\n") == [(b"", b"1"), (b"", b"2")]
     reader = SSEBody(b"\n\n\ndata: 1\n\n\n\ndata: 2\n\n\n")
     assert list(reader.backward()) == [(b"", b"2"), (b"", b"1")]
+
+
+def test_prefix_reads_as_the_cut_body_does() -> None:
+    bodies = [body for body in STREAMS.values() if b"\r" not in body]
+    bodies += [
+        b"\xef\xbb\xbfdata: 1\n\nevent: x\ndata: 2\ndata: 3\n\n: c\n\ndata: 4",
+        b"\n\n\ndata: 1\n\n\n\ndata: 2\n\n\n",
+    ]
+    assert len(bodies) > 2
+    for body in bodies:
+        whole = SSEBody(body)
+        assert whole.as_given
+        for size in range(len(body) + 1):
+            cut, fresh = whole.prefix(size), SSEBody(body[:size])
+            assert list(cut.forward()) == list(fresh.forward()), (body, size)
+            assert list(cut.backward()) == list(fresh.backward()), (body, size)
+
+
+def test_prefix_refuses_a_body_with_rewritten_line_ends() -> None:
+    reader = SSEBody(b"data: 1\r\n\r\ndata: 2\r\n\r\n")
+    assert not reader.as_given
+    with pytest.raises(ValueError):
+        reader.prefix(5)
+
+
+def _reference_events(body: bytes) -> list[tuple[bytes, bytes]]:
+    """The slow, obvious reading of an SSE body, line by line as the spec describes it: an
+    unterminated last line is ignored, and an event whose lines all arrived counts without its
+    blank line."""
+    if body.startswith(b"\xef\xbb\xbf"):
+        body = body[3:]
+    lines = re.split(rb"\r\n|\r|\n", body)[:-1]
+    events: list[tuple[bytes, bytes]] = []
+    name, data = b"", list[bytes]()
+    for line in [*lines, b""]:
+        if not line:
+            if data:
+                events.append((name, b"\n".join(data)))
+            name, data = b"", list[bytes]()
+        elif line.startswith(b"data:"):
+            data.append(line[6:] if line[5:6] == b" " else line[5:])
+        elif line.startswith(b"event:"):
+            name = line[7:] if line[6:7] == b" " else line[6:]
+    return events
+
+
+def test_events_read_as_the_spec_reads_them() -> None:
+    rng = random.Random(17)
+    pieces = [b"event: message_delta", b"event:x", b"event:", b"data: {\"a\": 1}", b"data:{}", b"data:", b"data: ",
+              b": ping", b"id: 7", b"retry: 10", b"", b"eventful", b"datum"]  # fmt: skip
+    for _ in range(400):
+        end = rng.choice([b"\n", b"\n", b"\r\n", b"\r"])
+        body = (b"\xef\xbb\xbf" if rng.random() < 0.1 else b"") + b"".join(
+            rng.choice(pieces) + end for _ in range(rng.randint(0, 12))
+        )
+        reader = SSEBody(body)
+        for size in range(len(body) + 1):
+            expected = _reference_events(body[:size])
+            assert list(SSEBody(body[:size]).forward()) == expected, body[:size]
+            if reader.as_given:
+                assert list(reader.prefix(size).backward()) == expected[::-1], (body, size)

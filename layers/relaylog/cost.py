@@ -45,7 +45,8 @@ _MISSING = object()
 
 
 class _LRU:
-    """A small thread-safe LRU (price() may be called from worker threads)."""
+    """A small thread-safe LRU (price() may be called from worker threads): changes under a lock,
+    lookups without."""
 
     __slots__ = ("_data", "_lock", "_max")
 
@@ -55,11 +56,17 @@ class _LRU:
         self._max = maxsize
 
     def get(self, key: Hashable) -> Any:
-        with self._lock:
-            value = self._data.get(key, _MISSING)
-            if value is not _MISSING:
-                self._data.move_to_end(key)
-            return value
+        # Without the lock: each OrderedDict method is one step under the GIL (the keys hash and
+        # compare in C), and a key evicted between the two steps is simply not moved. Taking the
+        # lock cost ~0.3 us per lookup, two lookups per record.
+        data = self._data
+        value = data.get(key, _MISSING)
+        if value is not _MISSING:
+            try:
+                data.move_to_end(key)
+            except KeyError:
+                pass
+        return value
 
     def put(self, key: Hashable, value: Any) -> None:
         with self._lock:
@@ -93,7 +100,7 @@ def price(
     if not model or len(model) > _MAX_MODEL_LEN:
         return None, UNKNOWN_MODEL
     try:
-        return _price(usage, model, provider.prices_id, at or datetime.now(tz=UTC))
+        return _price(usage, model, provider.prices_id, at)
     except Exception as exc:
         # Inconsistent usage (e.g. more cached than input tokens) or bad price data. The model
         # name and exception type only: no request content, no credentials.
@@ -101,7 +108,7 @@ def price(
         return None, UNKNOWN_MODEL
 
 
-def _price(usage: Usage, model: str, prices_id: str, at: datetime) -> tuple[float | None, str]:
+def _price(usage: Usage, model: str, prices_id: str, at: datetime | None) -> tuple[float | None, str]:
     snapshot = _current_snapshot()
     resolved = _models.get((prices_id, model))
     if resolved is _MISSING:
@@ -111,7 +118,13 @@ def _price(usage: Usage, model: str, prices_id: str, at: datetime) -> tuple[floa
         return None, UNKNOWN_MODEL
     gp_provider, info = resolved
 
-    model_price = info.get_prices(at)
+    if isinstance(info.prices, gp.ModelPrice):
+        # One price set at all times (most models): what get_prices returns without asking the
+        # clock (datetime.now cost ~0.35 us per record).
+        model_price = info.prices
+    else:
+        at = at or datetime.now(tz=UTC)
+        model_price = info.get_prices(at)
     key = (id(model_price), gp_provider.id, usage)
     hit = _results.get(key)
     # Entries keep their price set: an id() can only be reused once that object is gone.
@@ -122,7 +135,9 @@ def _price(usage: Usage, model: str, prices_id: str, at: datetime) -> tuple[floa
     if plan is not None and plan.accepts(values):
         total = plan.total(values)
     else:
-        calc = info.calc_price(genai_prices.Usage(**values), gp_provider, genai_request_timestamp=at)
+        calc = info.calc_price(
+            genai_prices.Usage(**values), gp_provider, genai_request_timestamp=at or datetime.now(tz=UTC)
+        )
         total = calc.total_price
     cost = round(float(total), 10)
     _results.put(key, (model_price, cost))

@@ -35,6 +35,10 @@ _TEXT_TYPES = (
 )
 
 
+# What the record says of a response nothing read (no provider, or never answered).
+_UNREAD = Observed()
+
+
 class BodyStore(Protocol):
     def put(self, request_id: str, dt: str, kind: str, data: bytes) -> str:
         """Store a body kept out of the record; returns the reference saved in *_body_ref."""
@@ -55,10 +59,9 @@ def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> R
     response_plain = _decode(response_raw, exchange.response_content_encoding, problems)
 
     content_type = exchange.response_content_type or ""
-    # What is read for usage: the body plus what the client never saw (usage relaylog asked for).
-    readable = response_plain
-    if response_plain is not None and exchange.withheld:
-        readable = response_plain + b"".join(exchange.withheld)
+    # What is read for usage is the body plus what the client never saw (usage relaylog asked for).
+    withheld = b"".join(exchange.withheld) if exchange.withheld else b""
+    readable: bytes | None = None  # set where that is not response_plain + withheld
     bedrock_stream = provider is not None and provider.family == "bedrock" and content_type.startswith(CONTENT_TYPE)
     if response_plain and bedrock_stream:
         # A Bedrock event stream is kept as SSE text, one event per binary frame.
@@ -67,16 +70,20 @@ def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> R
         if problem == DAMAGED:
             problems.append(f"response: {problem}")
 
-    observed = Observed()
+    observed = _UNREAD
     response_id: str | None = None
     finish_reasons: tuple[str, ...] | None = None
     hit = exchange.cache_status == "HIT"
     answered = exchange.upstream_started is not None or hit
-    if provider is not None and answered and readable is not None:
+    if provider is not None and answered and response_plain is not None:
         endpoint = exchange.endpoint or exchange.path
-        if response_plain and readable is response_plain:
-            observed, (response_id, finish_reasons) = read_response(provider.family, endpoint, readable, content_type)
+        if response_plain and (readable is None or readable is response_plain):
+            observed, (response_id, finish_reasons) = read_response(
+                provider.family, endpoint, response_plain, content_type, withheld
+            )
         else:
+            if readable is None:
+                readable = response_plain + withheld
             observed = parse_response(provider.family, endpoint, readable, content_type)
             if response_plain:
                 response_id, finish_reasons = read_outcome(provider.family, endpoint, response_plain)

@@ -7,14 +7,15 @@ included); `output_tokens` includes reasoning tokens. This is also genai-prices'
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 UsageSource = Literal["provider", "provider_injected", "absent"]
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+# NamedTuples, not frozen dataclasses: as immutable, but built in half the time (a frozen
+# dataclass sets each field through object.__setattr__) and hashed in C (Usage is a price cache
+# key). A record builds one or two of each: ~2 us of a small answer's record.
+class Usage(NamedTuple):
     input_tokens: int | None = None
     output_tokens: int | None = None
     cache_read_tokens: int | None = None
@@ -43,8 +44,7 @@ class Usage:
 EMPTY_FIELDS: dict[str, int | None] = Usage().as_fields()
 
 
-@dataclass(frozen=True, slots=True)
-class Observed:
+class Observed(NamedTuple):
     """What a response parser learned from a response body."""
 
     usage: Usage | None = None

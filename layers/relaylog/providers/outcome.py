@@ -47,7 +47,16 @@ def read_outcome(family: Family, endpoint: str, body: bytes) -> Outcome:
             except orjson.JSONDecodeError:
                 return _NOTHING  # a cut JSON answer or array stream: nothing reliable to read
             return _from_json(family, obj)
-        return _from_sse(family, body)
+        return _from_sse(family, body, SSEBody(body))
+    except Exception:  # a reader bug must not lose the record
+        return _NOTHING
+
+
+def stream_outcome(family: Family, body: bytes, events: SSEBody) -> Outcome:
+    """read_outcome of an event stream (not Bedrock's frames) whose events `events` already reads
+    (`family` as wire_family gives it)."""
+    try:
+        return _from_sse(family, body, events)
     except Exception:  # a reader bug must not lose the record
         return _NOTHING
 
@@ -65,6 +74,8 @@ def _text(value: Any) -> str | None:
 
 
 def _reasons(by_index: dict[int, str]) -> tuple[str, ...] | None:
+    if len(by_index) == 1:  # one choice, as nearly always: nothing to sort
+        return tuple(by_index.values())
     return tuple([by_index[i] for i in sorted(by_index)]) or None  # a list: faster than a generator
 
 
@@ -113,8 +124,7 @@ def _responses_api(response: dict[str, Any]) -> Outcome:
     return _text(response.get("id")), (reason,) if reason else None
 
 
-def _from_sse(family: Family, body: bytes) -> Outcome:
-    events = SSEBody(body)
+def _from_sse(family: Family, body: bytes, events: SSEBody) -> Outcome:
     if family == "bedrock":
         return bedrock_stream.outcome(events.forward())
     first = _first_object(events)

@@ -9,14 +9,14 @@ reported in `parse_error` with a short reason that never quotes the body.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 
 from relaylog.providers import anthropic, bedrock, bedrock_stream, gemini, openai
 from relaylog.providers.eventstream import looks_like_event_stream
-from relaylog.providers.outcome import Outcome, json_outcome, read_outcome
+from relaylog.providers.outcome import Outcome, json_outcome, read_outcome, stream_outcome
 from relaylog.providers.registry import Family, wire_family
 from relaylog.providers.sse import SSEBody, complete_prefix, looks_like_sse
 from relaylog.usage import Observed
@@ -162,22 +162,43 @@ def parse_response(family: Family, endpoint: str, body: bytes, content_type: str
         return _parser_error(exc)
 
 
-def read_response(family: Family, endpoint: str, body: bytes, content_type: str) -> tuple[Observed, Outcome]:
-    """`parse_response` and `read_outcome` of the same body, a JSON object decoded once for both
-    (each decoding it cost ~2 us of a small answer's record)."""
+def read_response(
+    family: Family, endpoint: str, body: bytes, content_type: str, withheld: bytes = b""
+) -> tuple[Observed, Outcome]:
+    """`parse_response` of `body + withheld` (what the client saw, then what relaylog kept from
+    it) and `read_outcome` of `body`, reading the bytes once for both: a JSON object is decoded
+    once (each decoding it cost ~2 us of a small answer's record), an event stream cut into events
+    once."""
     wire = wire_family(family, endpoint)
-    if body[:1] == b"{" and wire != "bedrock":
-        try:
-            obj = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            pass  # the two readers say what they make of it
-        else:
+    if wire != "bedrock" and type(body) is bytes:
+        if body[:1] == b"{" and not withheld:
             try:
-                observed = _from_json(wire, obj)
-            except Exception as exc:  # a parser bug must not lose the record
-                observed = _parser_error(exc)
-            return observed, json_outcome(wire, obj)
-    return parse_response(family, endpoint, body, content_type), read_outcome(family, endpoint, body)
+                obj = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                pass  # the two readers say what they make of it
+            else:
+                try:
+                    observed = _from_json(wire, obj)
+                except Exception as exc:  # a parser bug must not lose the record
+                    observed = _parser_error(exc)
+                return observed, json_outcome(wire, obj)
+        elif looks_like_sse(body):
+            # Both readers would take it for a stream (sniffed as parse_response does; it begins
+            # with no whitespace read_outcome would strip).
+            events = SSEBody(body + withheld if withheld else body)
+            if not withheld:
+                return _guarded_sse(wire, events), stream_outcome(wire, body, events)
+            if events.as_given:
+                return _guarded_sse(wire, events), stream_outcome(wire, body, events.prefix(len(body)))
+    readable = body + withheld if withheld else body
+    return parse_response(family, endpoint, readable, content_type), read_outcome(family, endpoint, body)
+
+
+def _guarded_sse(family: Family, events: SSEBody) -> Observed:
+    try:
+        return _from_events(family, events)
+    except Exception as exc:  # a parser bug must not lose the record
+        return _parser_error(exc)
 
 
 def _parser_error(exc: Exception) -> Observed:
@@ -192,7 +213,7 @@ def _parse_response(family: Family, endpoint: str, body: bytes, content_type: st
         # The raw frames of a Bedrock stream (the recorder hands over their SSE transcript instead).
         text, problem = bedrock_stream.transcript(body)
         observed = _parse_sse(family, text) if text else Observed()
-        return observed if problem is None else replace(observed, parse_error=problem)
+        return observed if problem is None else observed._replace(parse_error=problem)
     m = _LEADING_WS.match(body)
     first = m.end() if m else 0
     head = body[first : first + 1]
@@ -234,7 +255,10 @@ def _from_json(family: Family, obj: Any) -> Observed:
 
 
 def _parse_sse(family: Family, body: bytes) -> Observed:
-    events = SSEBody(body)
+    return _from_events(family, SSEBody(body))
+
+
+def _from_events(family: Family, events: SSEBody) -> Observed:
     if family == "openai":
         return openai.from_sse(events.backward())
     if family == "anthropic":

@@ -106,16 +106,30 @@ class SSEBody:
     from the end decodes a few events, not one per token.
     """
 
-    __slots__ = ("_body", "_end", "_start")
+    __slots__ = ("_body", "_end", "_start", "as_given")
 
     def __init__(self, body: bytes) -> None:
-        if _CR in body:
+        # Whether the body is read as given (no CR in it): then `prefix` can cut it without a copy.
+        self.as_given = _CR not in body
+        if not self.as_given:
             # Every line-end style becomes "\n" (JSON payloads never hold raw CR/LF in strings).
             body = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         self._body = body
         self._start = 3 if body.startswith(_BOM) else 0
         # A last line without its terminator was cut: ignored, as the SSE spec says.
         self._end = body.rfind(b"\n") + 1
+
+    def prefix(self, size: int) -> SSEBody:
+        """What `SSEBody(body[:size])` reads, sharing this one's bytes (a body read `as_given`
+        only: once line ends are rewritten, offsets no longer match the bytes given)."""
+        if not self.as_given:
+            raise ValueError("prefix of a body whose line ends were rewritten")
+        cut = object.__new__(SSEBody)
+        cut.as_given = True
+        cut._body = self._body
+        cut._start = self._start if size >= self._start else 0
+        cut._end = self._body.rfind(b"\n", 0, size) + 1
+        return cut
 
     def forward(self) -> Iterator[tuple[bytes, bytes]]:
         """(event name, data) of each event that has data, first to last."""
@@ -145,12 +159,27 @@ class SSEBody:
 def _event(body: bytes, start: int, end: int) -> tuple[bytes, bytes] | None:
     """(name, data) of the event in body[start:end]; multi-line data joined with "\n"; comments and
     `id:`/`retry:` fields dropped; None when it has no data."""
-    if body.startswith(b"data:", start) and body.find(b"\n", start, end) < 0:
-        # Fast path: the common one-line event.
-        start += 5
-        if start < end and body[start] == _SPACE:
+    newline = body.find(b"\n", start, end)
+    if newline < 0:
+        if body.startswith(b"data:", start):
+            # Fast path: the common one-line event (OpenAI, Gemini).
+            start += 5
+            if start < end and body[start] == _SPACE:
+                start += 1
+            return b"", body[start:end]
+    elif (
+        body.startswith(b"event:", start)
+        and body.startswith(b"data:", newline + 1, end)
+        and body.find(b"\n", newline + 1, end) < 0
+    ):
+        # Fast path: an event line and one data line (Anthropic, Bedrock transcripts).
+        start += 6
+        if body[start] == _SPACE:
             start += 1
-        return b"", body[start:end]
+        data = newline + 6
+        if data < end and body[data] == _SPACE:
+            data += 1
+        return body[start:newline], body[data:end]
     name = b""
     parts: list[bytes] = []
     for line in body[start:end].split(b"\n"):
