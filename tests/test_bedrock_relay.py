@@ -231,7 +231,11 @@ def test_a_bedrock_api_key_passes_through_unchanged(standin: StandIn, proxy: Run
     )
 
 
-def test_openai_compatible_endpoint_with_an_api_key(standin: StandIn, proxy: RunningProxy, key: str) -> None:
+@pytest.mark.parametrize("auth", ["api_key", "relaylog_signs"])
+def test_openai_compatible_endpoint(auth: str, standin: StandIn, proxy: RunningProxy, key: str) -> None:
+    """The OpenAI SDK on Bedrock's OpenAI-compatible endpoint, with the client's Bedrock API key, or
+    with its Authorization header left out (the SDK's way to send no key): then relaylog signs with
+    its own AWS identity, and the stand-in checks the signature."""
     import openai
 
     request_id = str(uuid.uuid4())
@@ -242,40 +246,21 @@ def test_openai_compatible_endpoint_with_an_api_key(standin: StandIn, proxy: Run
         max_retries=0,
     )
     answer = client.chat.completions.create(
-        model="openai.gpt-oss-20b-1:0", messages=[{"role": "user", "content": "Hi"}]
-    )
-    assert standin.requests[-1].path == "/openai/v1/chat/completions"
-    record = proxy.record(request_id)
-    assert (record["provider"], record["model"], record["input_tokens"]) == (
-        "bedrock",
-        "openai.gpt-oss-20b-1:0",
-        answer.usage.prompt_tokens,
-    )
-
-
-def test_openai_compatible_endpoint_signed_by_relaylog(standin: StandIn, proxy: RunningProxy, key: str) -> None:
-    """The OpenAI SDK with its Authorization header left out: relaylog signs with its own AWS
-    identity (the stand-in checks the signature), for the path the SDK sends."""
-    import openai
-
-    request_id = str(uuid.uuid4())
-    client = openai.OpenAI(
-        base_url=f"{base(proxy)}/openai/v1",
-        api_key="unused",
-        default_headers={"Helicone-Auth": f"Bearer {key}", "Helicone-Request-Id": request_id},
-        max_retries=0,
-    )
-    answer = client.chat.completions.create(
         model="openai.gpt-oss-20b-1:0",
         messages=[{"role": "user", "content": "Hi"}],
-        extra_headers={"Authorization": openai.Omit()},  # the SDK's way to send no key
+        extra_headers={"Authorization": openai.Omit()} if auth == "relaylog_signs" else None,
     )
     assert answer.choices[0].message.content
-    assert standin.requests[-1].path == "/openai/v1/chat/completions"
-    assert signed_by(standin) == (RELAYLOG_IDENTITY.access_key, REGION, RELAYLOG_IDENTITY.token)
+    sent = standin.requests[-1]
+    assert sent.path == "/openai/v1/chat/completions"
+    if auth == "relaylog_signs":
+        assert signed_by(standin) == (RELAYLOG_IDENTITY.access_key, REGION, RELAYLOG_IDENTITY.token)
+    else:
+        assert sent.header("authorization") == "Bearer bedrock-api-key-abc"
     record = proxy.record(request_id)
-    assert (record["provider"], record["status"], record["input_tokens"]) == (
+    assert (record["provider"], record["model"], record["status"], record["input_tokens"]) == (
         "bedrock",
+        "openai.gpt-oss-20b-1:0",
         200,
         answer.usage.prompt_tokens,
     )
