@@ -36,10 +36,11 @@ INSTANCE_HOUR = 0.08925
 INSTANCE_VCPUS = 2  # each holding two proxy environments of one vCPU (assumed: no room kept back)
 MIN_INSTANCES = 3  # Lambda keeps three for Availability Zone resilience (lambda-managed-instances-scaling.html)
 # Measured: bench/runtime_concurrency.py, 256 one-second streams in one runtime process on this
-# shared 2-core VM, 1.7 ms of CPU per call (relaylog serve: 1.6 ms; 2.8 ms before 2026-12-03's
-# speed work, which left this table as it was: the fleet is set by concurrency). Lambda scales on CPU, so the fleet
-# keeps each vCPU at most half busy: room for traffic to double, which Lambda absorbs in 5 minutes.
-CPU_PER_CALL_S = 0.0017
+# shared 2-core VM, 1.3 ms of CPU per call (its relay part 0.85 ms; 2.8 ms before 2026-12-03's
+# speed work, which left this table as it was: the fleet is set by concurrency). Lambda scales on
+# CPU, so the fleet keeps each vCPU at most half busy: room for traffic to double, which Lambda
+# absorbs in 5 minutes.
+CPU_PER_CALL_S = 0.0013
 CPU_TARGET = 0.5
 # The instances sit in private subnets and reach the providers and Firehose through NAT gateways:
 # $0.045 an hour each and $0.045 per GB (us-east-1; a third-party summary of AWS's prices,
