@@ -54,7 +54,7 @@ class SSESplitter:
             and type(chunk) is bytes
             and chunk.endswith(b"\n\n")
             and chunk.find(b"\n\n") == len(chunk) - 2
-            and b"\r" not in chunk
+            and _CR not in chunk  # (a byte's value: `b"\r" in` would first fail as an integer)
         ):
             # The common read: exactly one whole event with "\n" line ends (OpenAI, Anthropic),
             # handed on as it is without the general search below.
@@ -69,7 +69,7 @@ class SSESplitter:
         events: list[bytes] = []
         start = 0
         pos = self._scan
-        crs = data.count(b"\r", pos) if b"\r" in data else 0  # `in` is one memchr: most streams have none
+        crs = data.count(b"\r", pos) if _CR in data else 0  # one memchr: most streams have none
         if crs == 0 or crs == data.count(b"\r\n", pos) == data.count(b"\n", pos):
             # Fast paths for one line-end style: "\n" only (OpenAI, Anthropic) or "\r\n" only
             # (Gemini), where a blank line is always the same bytes.

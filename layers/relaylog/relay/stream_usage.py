@@ -76,7 +76,9 @@ class UsageStripper:
                 cut = _cut_compact_null(event, at)
                 if cut is not None:
                     return cut
-        if _USAGE_KEY not in event or not event.startswith(b"data:"):
+        # find, not `in`: bytes' `in` first tries its operand as an integer, and builds and drops a
+        # TypeError for a bytes one (about 2k instructions, callgrind).
+        if event.find(_USAGE_KEY) < 0 or not event.startswith(b"data:"):
             return event
         start = 6 if event.startswith(b"data: ") else 5
         end = len(event.rstrip(b"\r\n"))
