@@ -238,7 +238,9 @@ class Spy:
                 print(f"py-spy wrote nothing: {err.strip()}")
 
 
-def run_level(concurrency: int, seconds: float, standin_url: str, logs: Path, profile: bool = False) -> Level:
+def run_level(
+    concurrency: int, seconds: float, standin_url: str, logs: Path, python: str, profile: bool = False
+) -> Level:
     emulator = Proc(
         f"emulator-{concurrency}",
         [sys.executable, str(Path(__file__).resolve()), "--serve", str(concurrency)],
@@ -257,7 +259,7 @@ def run_level(concurrency: int, seconds: float, standin_url: str, logs: Path, pr
         )
         if concurrency > 1:
             env["AWS_LAMBDA_MAX_CONCURRENCY"] = str(concurrency)
-        runtime = Proc(f"runtime-{concurrency}", [str(BOOTSTRAP), sys.executable, "/var/runtime/bootstrap.py"],
+        runtime = Proc(f"runtime-{concurrency}", [str(BOOTSTRAP), python, "/var/runtime/bootstrap.py"],
                        env, logs / f"runtime-{concurrency}.log")  # fmt: skip
         try:
             # Warm-up: pollers served, prices and metrics loaded, connections made (clients that
@@ -334,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", default="1,16,64,256", help="concurrency levels, comma-separated")
     parser.add_argument("--seconds", type=float, default=8.0, help="how long each level's clients keep calling")
     parser.add_argument("--profile", action="store_true", help="py-spy the runtime process at each level")
+    # Lambda runs the functions on python3.13: a virtual environment of it with layers/requirements.txt
+    # (and boto3, which Lambda provides) measures the runtime on the interpreter it gets there.
+    parser.add_argument("--python", default=sys.executable, help="the runtime's interpreter (default: this one)")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the emulator's child process
     args = parser.parse_args(argv)
     if args.serve is not None:
@@ -344,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     levels = []
     try:
         for concurrency in (int(n) for n in args.levels.split(",")):
-            levels.append(run_level(concurrency, args.seconds, standin_url, logs, args.profile))
+            levels.append(run_level(concurrency, args.seconds, standin_url, logs, args.python, args.profile))
             compare_with_serve(levels[-1], args.seconds, standin_url, logs)
             print(f"level {concurrency}: done ({levels[-1].calls} calls)", flush=True)
     finally:
