@@ -101,6 +101,14 @@ def test_sam_build_from_a_clone_named_relaylog_keeps_all_third_party_code(built:
     assert not list(layer.glob("duckdb*")) and not list(layer.glob("uvicorn*"))  # aggregator-only / local-only
     assert list((built / "AggregatorFunction").glob("duckdb*"))
     assert list((built / "QueryFunction").glob("mangum*")) and not list((built / "QueryFunction").glob("duckdb*"))
+    # Extension modules without their debug sections where the build machine has GNU strip (and
+    # readelf, from the same binutils, to list their sections).
+    if b"GNU strip" in subprocess.run(["strip", "--version"], capture_output=True).stdout:
+        sections = [
+            subprocess.run(["readelf", "-SW", so], capture_output=True, text=True) for so in layer.rglob("*.so")
+        ]
+        assert sections and all(listed.returncode == 0 and " .text " in listed.stdout for listed in sections)
+        assert [listed.args[-1].name for listed in sections if " .debug_" in listed.stdout] == []
     proxy_mb = _size_mb(built / "ProxyFunction", built / "SharedLayer")
     assert proxy_mb < 40, f"proxy function + layer is {proxy_mb:.1f} MB unzipped"
 
