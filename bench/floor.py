@@ -10,6 +10,11 @@ ways (no HTTP parsing, no records, no headers). Then `relaylog serve --workers 1
 calls. wrk drives both with the SDK's small non-streamed completion, as bench/relay.py does; CPU
 per call is each proxy process's utime+stime from /proc over the run.
 
+Then paced streams, as bench/runtime_concurrency.py sends them: the stand-in's 16 events 65 ms
+apart (about a second), at 64 and 256 clients (`--paced`, comma-separated; `--paced ""` skips
+them). Each event then arrives alone, so a relay pays a wake-up, a read and a write per event
+instead of per call: the floor under relaying such a stream, whatever else is done with it.
+
 Whatever relaylog spends above the pump is its own work; the pump's own figure is what no Python
 relay on this machine can go below.
 """
@@ -28,7 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper modules n
 
 from load import Call, run_load  # noqa: E402
 from procs import Proc, child_env, free_port, kill_all, start_relaylog, start_standin  # noqa: E402
-from relay import GZIP, PATH, SDK_HEADERS, SMALL  # noqa: E402
+from relay import GZIP, PATH, SDK_HEADERS, SMALL, STREAM  # noqa: E402
+
+PACED = ("x-standin-fault", "chunk-delay-ms=65")  # the stand-in's 16 events, a second in all
+EVENTS = 16
 
 
 class _Pump(asyncio.Protocol):
@@ -106,9 +114,19 @@ def _measure(name: str, proc: Proc | None, url: str, seconds: int) -> list[str]:
     return [f"{name:10s} {many.requests / seconds:9,.0f} {cpu_text} {single.p50_ms:9.3f} {single.p99_ms:9.3f}"]
 
 
+def _measure_paced(name: str, proc: Proc, url: str, clients: int, seconds: int) -> str:
+    call = Call(url + PATH, STREAM, SDK_HEADERS + (PACED,))
+    run_load(call, clients, 2)  # warm: every client's connection made
+    before = _cpu_seconds(proc.pid)
+    streams = run_load(call, clients, seconds).requests
+    per_call = (_cpu_seconds(proc.pid) - before) / max(streams, 1) * 1e6
+    return f"{name:10s} {clients:7d} {streams:7d} {per_call:11.0f} {per_call / EVENTS:12.1f}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--paced", default="64,256", help="clients for the paced streams (default 64,256)")
     parser.add_argument("--pump", type=int, help=argparse.SUPPRESS)  # the pump's own process
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -133,6 +151,14 @@ def main() -> int:
         lines += _measure("relaylog", relaylog, relaylog_url, args.seconds)
         print("\n".join(lines))
         print("CPU us: the proxy process's CPU per call at c=16 (the stand-in's and wrk's not counted)")
+        levels = [int(n) for n in args.paced.split(",") if n]
+        if levels:
+            paced = [f"{'':10s} {'clients':>7s} {'streams':>7s} {'CPU us/call':>11s} {'CPU us/event':>12s}"]
+            for clients in levels:
+                paced.append(_measure_paced("pump", pump, f"http://127.0.0.1:{port}", clients, args.seconds))
+                paced.append(_measure_paced("relaylog", relaylog, relaylog_url, clients, args.seconds))
+            print(f"\npaced streams ({EVENTS} events 65 ms apart), closed loops of {args.seconds} s")
+            print("\n".join(paced))
     finally:
         kill_all()
         subprocess.run(["rm", "-rf", str(work)], check=False)

@@ -1,6 +1,7 @@
 """One relaylog runtime process serving many streamed calls at once (Lambda Managed Instances).
 
     .venv/bin/python bench/runtime_concurrency.py [--levels 1,16,64,256] [--seconds 8] [--profile]
+        [--python PATH]   # the runtime on another interpreter: python3.13 is what Lambda runs
 
 For each level N it starts, as subprocesses on 127.0.0.1 only: the provider stand-in, the Runtime
 API emulator with its Function URL front (`tests/support/lambda_emulator.py`, handing out at most
