@@ -278,7 +278,7 @@ class StreamedResponse:
 
     async def finish(self, last: bytes = b"") -> None:
         # The relay hands the provider's last bytes over with the end: one write for both.
-        await self._end(b"%x\r\n%b\r\n0\r\n\r\n" % (len(last), last) if last else _LAST_CHUNK)
+        await self._end(_chunk(last) + _LAST_CHUNK if last else _LAST_CHUNK)
 
     async def fail(self, error_type: str, message: str) -> None:
         encoded = base64.b64encode(error_payload(error_type, message)).decode("ascii")
