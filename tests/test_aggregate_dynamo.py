@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -47,15 +48,17 @@ def _table(stack: Stack, table: str | None = None) -> dict[tuple[str, str], dict
 
 
 class _CrashAfter:
-    """A DynamoDB client whose process dies after `n` transactions."""
+    """A DynamoDB client whose process dies after `n` transactions (chunks go from several threads)."""
 
     def __init__(self, real: Any, n: int) -> None:
         self.real, self.left = real, n
+        self.lock = threading.Lock()
 
     def transact_write_items(self, **kwargs: Any) -> Any:
-        if self.left == 0:
-            raise SystemExit("killed")
-        self.left -= 1
+        with self.lock:
+            if self.left == 0:
+                raise SystemExit("killed")
+            self.left -= 1
         return self.real.transact_write_items(**kwargs)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -174,28 +175,54 @@ class _CrashAfter:
 
     def __init__(self, real: Any, n: int) -> None:
         self.real, self.left = real, n
+        self.lock = threading.Lock()  # an object's chunks go from several threads
 
     def transact_write_items(self, **kwargs: Any) -> Any:
-        if self.left == 0:
-            raise RuntimeError("Lambda timed out")
-        self.left -= 1
+        with self.lock:
+            if self.left == 0:
+                raise RuntimeError("Lambda timed out")
+            self.left -= 1
         return self.real.transact_write_items(**kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
 
 
-def test_a_crash_halfway_then_redelivery_counts_every_record_once(aws_stack: Stack) -> None:
-    # 60 users: 2 x (60 + 4) items, two transactions of 99 + 1.
+class _CrashOn:
+    """A DynamoDB client whose Lambda is killed while it writes chunk `number` (its other calls go through)."""
+
+    def __init__(self, real: Any, number: int) -> None:
+        self.real, self.marker = real, f"chunk#{number}"
+
+    def transact_write_items(self, **kwargs: Any) -> Any:
+        if kwargs["TransactItems"][-1]["Put"]["Item"]["sk"]["S"] == self.marker:
+            raise RuntimeError("Lambda timed out")
+        return self.real.transact_write_items(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+@pytest.mark.parametrize("dies_on", [0, 1])
+def test_a_crash_halfway_then_redelivery_counts_every_record_once(aws_stack: Stack, dies_on: int) -> None:
+    # 60 users: 2 x (60 + 4) items, two transactions of 99 + 1, written at once: either may die.
     records = [make_record(BASE, user_id=f"user-{i}", input_tokens=i) for i in range(60)]
     aws_stack.put_raw_object(RAW_KEY, records)
     event = aws_stack.sqs_event()
     module = load_aggregator()
     real = module.dynamodb
-    module.dynamodb = _CrashAfter(real, 1)
+    module.dynamodb = _CrashOn(real, dies_on)
     assert len(invoke(module, event)["batchItemFailures"]) == 1
     assert aws_stack.objects(layout.CURATED_PREFIX) == []  # it died before writing Parquet
-    assert aws_stack.rollup(layout.rollup_pk("d", DAY), "all#") is not None  # and after the first chunk
+    markers = aws_stack.client("dynamodb").scan(
+        TableName=aws_stack.table,
+        FilterExpression="begins_with(pk, :object)",
+        ExpressionAttributeValues={":object": {"S": f"{layout.OBJECT_PK}#"}},
+    )["Items"]
+    applied = [item["sk"]["S"] for item in markers]
+    # Chunk 0 is taken first and waited for before a failure is raised: it lands when chunk 1 dies.
+    # When chunk 0 dies, chunk 1 lands if it had started, or is cancelled if it had not.
+    assert applied == ["chunk#0"] if dies_on == 1 else applied in ([], ["chunk#1"])
     module.dynamodb = real
     assert invoke(module, event) == {"batchItemFailures": []}
     _check(aws_stack, layout.rollup_pk("d", DAY), "all#", {"requests": 60, "input_tokens": sum(range(60))})
