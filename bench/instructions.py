@@ -3,7 +3,7 @@ whatever else the machine is doing (timings on this shared 2-core VM vary 10-20%
 this count by about 0.2%). For comparing two versions of relaylog, and relaylog with the byte pump
 of bench/floor.py (the floor under any Python relay).
 
-    python bench/instructions.py                  # the pump and relaylog: small calls, 43-event streams
+    python bench/instructions.py                  # the pump and relaylog: small calls, 43-event streams (also paced)
     python bench/instructions.py --tree ../old    # and another checkout of relaylog, side by side
     python bench/instructions.py --calls 200 --streams 50
 
@@ -32,8 +32,14 @@ from procs import REPO, Proc, child_env, free_port, kill_all, start_standin  # n
 from relay import GZIP, LONG, PATH, SDK_HEADERS, SMALL, STREAM  # noqa: E402
 
 FLOOR = Path(__file__).resolve().parent / "floor.py"
-# Both kinds as bench/relay.py sends them: the SDK's headers, a gzipped small answer, 43 events.
-KINDS = {"small call": Call(PATH, SMALL, SDK_HEADERS + GZIP), "43-event stream": Call(PATH, STREAM, SDK_HEADERS + LONG)}
+# The kinds bench/relay.py sends: the SDK's headers, a gzipped small answer, 43 events; and the
+# 43 events 10 ms apart, as a model sends them (each its own read: the per-event work of the relay).
+PACED = (("x-standin-fault", "chunk-delay-ms=10"),)
+KINDS = {
+    "small call": Call(PATH, SMALL, SDK_HEADERS + GZIP),
+    "43-event stream": Call(PATH, STREAM, SDK_HEADERS + LONG),
+    "43 paced events": Call(PATH, STREAM, SDK_HEADERS + LONG + PACED),
+}
 
 
 def _callgrind(out: Path) -> list[str]:
@@ -76,12 +82,12 @@ def measure(
     proc = Proc(name, _callgrind(out) + argv, env, work / f"{out.name}.log")
     connection = _connect(port)
     try:
-        for call in KINDS.values():
-            for _ in range(counts["warm"]):
+        for kind, call in KINDS.items():
+            for _ in range(counts["warm"] if kind != "43 paced events" else 0):  # the same code as unpaced
                 _one(connection, call)
         result = {}
         for kind, call in KINDS.items():
-            calls = counts["streams"] if "stream" in kind else counts["calls"]
+            calls = {"small call": counts["calls"], "43-event stream": counts["streams"]}.get(kind, counts["paced"])
             before = set(work.glob(out.name + ".*"))
             _control(proc.pid, "-z")
             _control(proc.pid, "-i", "on")
@@ -127,9 +133,10 @@ def main() -> int:
     parser.add_argument("--tree", action="append", default=[], help="another relaylog checkout to count as well")
     parser.add_argument("--calls", type=int, default=500, help="small calls counted (default 500)")
     parser.add_argument("--streams", type=int, default=100, help="streams counted (default 100)")
+    parser.add_argument("--paced", type=int, default=20, help="paced streams counted (default 20, 0.5 s each)")
     parser.add_argument("--warm", type=int, default=100, help="calls of each kind before counting (default 100)")
     args = parser.parse_args()
-    counts = {"calls": args.calls, "streams": args.streams, "warm": args.warm}
+    counts = {"calls": args.calls, "streams": args.streams, "paced": args.paced, "warm": args.warm}
     work = Path(tempfile.mkdtemp(prefix="relaylog-instructions-"))
     rows: list[tuple[str, dict[str, float]]] = []
     try:
@@ -146,7 +153,10 @@ def main() -> int:
         kill_all()
         subprocess.run(["rm", "-rf", str(work)], check=False)
     floor = rows[0][1]
-    print(f"instructions per call (callgrind; {args.calls} small calls, {args.streams} streams, one client)")
+    print(
+        f"instructions per call (callgrind; {args.calls} small calls, {args.streams} streams, "
+        f"{args.paced} paced streams, one client)"
+    )
     print(f"{'':40s} " + " ".join(f"{kind:>26s}" for kind in KINDS))
     for name, result in rows:
         cells = [f"{result[kind] / 1000:,.0f} k" for kind in KINDS]

@@ -484,6 +484,85 @@ def test_a_provider_that_closes_mid_body_hands_out_what_arrived_then_the_cut(wir
     run(test)
 
 
+# -- forwarding: a waiting reader's bytes handed on from the connection's callback ----------------
+
+
+def _paced(pieces: asyncio.Queue[bytes | None]) -> Reply:
+    """A chunked event stream whose pieces the test hands out one at a time (None ends it)."""
+
+    async def reply(conn: Conn, request: bytes) -> None:
+        conn.writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        while (piece := await pieces.get()) is not None:
+            conn.writer.write(b"%x\r\n%b\r\n" % (len(piece), piece))
+            await conn.writer.drain()
+        conn.writer.write(b"0\r\n\r\n")
+        await conn.writer.drain()
+
+    return reply
+
+
+def test_a_waiting_reader_has_each_read_forwarded_until_forward_declines_or_fails() -> None:
+    async def test() -> None:
+        pieces: asyncio.Queue[bytes | None] = asyncio.Queue()
+        async with Server(_paced(pieces)) as server:
+            http = client()
+            forwarded: list[bytes] = []
+            answers = {b"e2": True, b"e3": False, b"e5": True}
+
+            def forward(data: bytes) -> bool:
+                forwarded.append(data)
+                if data == b"e6":
+                    raise ValueError("the client side broke")
+                return answers[data]
+
+            response = await http.request("POST", server.url(), [], b"{}")
+            read: list[bytes] = []
+
+            async def reader() -> None:
+                async for chunk in response.chunks():
+                    read.append(chunk)
+                    response.forward = forward  # as respond.relay sets it once a chunk is sent
+
+            task = asyncio.ensure_future(reader())
+            for count, piece in enumerate((b"e1", b"e2", b"e3", b"e4", b"e5", b"e6"), 1):
+                await pieces.put(piece)  # the next once this one has been taken one way or the other
+                await until(lambda n=count: len(read) + len(forwarded) == n)  # type: ignore[misc]
+            with pytest.raises(ValueError, match="the client side broke"):
+                await task
+            # e1 before forward was set; e4 after forward declined e3; e6's error raised in the reader.
+            assert read == [b"e1", b"e4"] and forwarded == [b"e2", b"e3", b"e5", b"e6"]
+            assert response.forward is None
+            response.close()
+            await http.close()
+
+    run(test)
+
+
+def test_the_last_read_and_the_end_go_to_the_reader_together() -> None:
+    async def test() -> None:
+        wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\ne1\r\n"
+        end = asyncio.Event()
+
+        async def reply(conn: Conn, request: bytes) -> None:
+            conn.writer.write(wire)
+            await end.wait()
+            conn.writer.write(b"2\r\ne2\r\n0\r\n\r\n")  # one read: the last bytes and the end
+
+        async with Server(reply) as server:
+            http = client()
+            response = await http.request("POST", server.url(), [], b"{}")
+            read: list[tuple[bytes, bool]] = []
+            async for chunk in response.chunks():
+                read.append((chunk, response.ended))
+                response.forward = lambda data: pytest.fail("forwarded the last bytes")  # type: ignore[misc]
+                end.set()
+            assert read == [(b"e1", False), (b"e2", True)]
+            response.close()
+            await http.close()
+
+    run(test)
+
+
 def test_a_response_that_is_not_http_is_a_disconnect() -> None:
     async def test() -> None:
         async with Server(fixed(b"SSH-2.0-OpenSSH\r\n\r\n")) as server:

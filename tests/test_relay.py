@@ -558,3 +558,53 @@ def test_error_inside_a_stream_is_recorded(proxy: RunningProxy, path: str, body:
     record = proxy.record(request_id)
     assert record["status"] == 200 and record["error_type"] == "upstream_stream_error"
     assert record["response_body"] == received.decode()
+
+
+@pytest.mark.parametrize("usage", ["asked", "added"], ids=["passed-through", "usage-withheld"])
+def test_a_client_that_stops_reading_holds_the_provider_back(
+    make_proxy: Callable[..., RunningProxy], usage: str
+) -> None:
+    """Backpressure on a stream: while the client does not read, relaylog stops reading the provider
+    (it holds at most its high-water mark and the sockets' buffers), then relays every byte."""
+    event_count, content = 1024, "x" * 65536  # 64 MiB of events
+    written: list[int] = [0]
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        asked = (await request.json()).get("stream_options", {}).get("include_usage", False)
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        chunk = {"id": "c", "choices": [{"index": 0, "delta": {"content": content}}]}
+        event = b"data: " + orjson.dumps({**chunk, "usage": None} if asked else chunk) + b"\n\n"
+        for _ in range(event_count):
+            await response.write(event)  # returns once the socket took it (aiohttp drains)
+            written[0] += len(event)
+        if asked:
+            usage_event = {
+                "id": "c",
+                "choices": [],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8},
+            }
+            await response.write(b"data: " + orjson.dumps(usage_event) + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    body = {**STREAM, "stream_options": {"include_usage": True}} if usage == "asked" else STREAM
+    with AiohttpUpstream(chat) as upstream:
+        direct = _post(upstream + "/v1/chat/completions", body).content
+        written[0] = 0
+        proxy = make_proxy(upstream)
+        with httpx.stream("POST", proxy.url + "/v1/chat/completions", content=orjson.dumps(body)) as response:
+            parts = response.iter_raw()
+            first = next(parts)
+            time.sleep(1.0)
+            held = written[0]
+            relayed = first + b"".join(parts)
+    print(
+        f"\nthe provider wrote {held / 2**20:.1f} of {len(direct) / 2**20:.1f} MiB while the client read nothing for 1 s"
+    )
+    assert relayed == direct
+    assert held < len(direct) / 2  # 8-9 MiB here; all of it when the proxy reads on regardless
+    record = proxy.record(response.headers["helicone-id"])
+    assert record["status"] == 200 and record["error_type"] is None
+    # Past the capture limit, the usage is at hand for the record only when relaylog withheld it.
+    assert record["output_tokens"] == (5 if usage == "added" else None)

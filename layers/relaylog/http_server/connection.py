@@ -229,7 +229,10 @@ class HttpProtocol(asyncio.Protocol):
             "state": self.app_state.copy(),
         }
         request = Request(self, scope, version != "1.0" and parser.should_keep_alive(), self.expect_continue)
-        scope["extensions"] = {"relaylog.disconnect": {"listen": request.listen}}
+        scope["extensions"] = {
+            "relaylog.disconnect": {"listen": request.listen},
+            "relaylog.send_now": {"send_now": request.send_now},
+        }
         if self.dropped or self.head_bytes > self.max_head_bytes:
             if len(self.headers) + self.dropped > self.max_head_count:
                 message = f"More than {self.max_head_count} request headers"

@@ -173,6 +173,13 @@ class Request:
         else:
             raise RuntimeError(f"Unexpected ASGI message '{kind}' sent, after response already completed.")
 
+    def send_now(self, body: bytes) -> bool:
+        """The relaylog.send_now extension (asgi.py): `body` sent at once with more to come."""
+        if self.disconnected or not self.started or self.complete:
+            return False
+        self._body(body, True)
+        return self.connection.writable is None
+
     def _head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.started = True
         self.expect_continue = False

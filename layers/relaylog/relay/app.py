@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Callable
 
-from ..asgi import ClientGone, Receive, Scope, Send
+from ..asgi import ClientGone, Receive, Scope, Send, send_now_of
 from ..config import Settings
 from ..gateway.cache_policy import cache_key
 from ..gateway.policy import credentials, read_gateway, tenant_of
@@ -188,7 +188,9 @@ class RelayApp:
             slot = CacheSlot(gateway.cache, key, index, secrets)
 
         listen = disconnect_listener(scope)
-        await self.attempts.send(exchange, receive, send, targets, gateway.retry, accept_encoding, listen)
+        await self.attempts.send(
+            exchange, receive, send, targets, gateway.retry, accept_encoding, listen, send_now_of(scope)
+        )
         if slot is not None and self.services is not None:
             stored = entry_from(exchange, slot)
             if stored is not None:

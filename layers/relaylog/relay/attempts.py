@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..asgi import Receive, Send
+from ..asgi import Receive, Send, SendNow
 from ..config import Settings
 from ..gateway.retry import RetryPolicy, retry_after_s, retryable
 from ..headers import narrow_accept_encoding
@@ -75,10 +75,12 @@ class Attempts:
         retry: RetryPolicy | None,
         accept_encoding: bytes | None,
         listen: Listen | None = None,
+        send_now: SendNow | None = None,
     ) -> None:
         """Run the plan and relay the answer kept. A provider that fails once its answer has begun
         cuts the client's response the same way (the app returns without completing it). `listen`
-        is the server's way of saying the client left, if it has one (else `receive` is awaited)."""
+        is the server's way of saying the client left, if it has one (else `receive` is awaited);
+        `send_now` its way of sending without waiting (respond.relay)."""
         read_on_s = min(_READ_ON_S, self._settings.read_timeout_s)
         watcher = DisconnectWatcher(receive, exchange, read_on_s, listen)
         response: Response | None = None
@@ -96,7 +98,7 @@ class Attempts:
             response = outcome.response
             if outcome.attempt.target is not None:
                 exchange.answered_by(outcome.attempt.target)
-            await respond.relay(exchange, response, send, watcher, outcome.preread, idle)
+            await respond.relay(exchange, response, send, watcher, outcome.preread, idle, send_now)
         except asyncio.CancelledError:
             if not watcher.uncancel():
                 raise

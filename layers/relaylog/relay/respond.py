@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import orjson
 
-from ..asgi import Receive, Send
+from ..asgi import Receive, Send, SendNow
 from ..gateway.cache import CachedResponse
 from ..headers import response_headers
 from ..observe import Exchange, Header
@@ -34,10 +34,13 @@ async def relay(
     watcher: DisconnectWatcher,
     preread: Whole | None,
     idle: Callable[[], None] | None = None,
+    send_now: SendNow | None = None,
 ) -> None:
     """Relay the provider's response: status, headers and bytes as they came. A failure reading it
     is raised after the client was sent every byte that arrived before it. `idle` is called once a
-    stream's first bytes are out (the loop's quiet moment, see sinks/deferred.py)."""
+    stream's first bytes are out (the loop's quiet moment, see sinks/deferred.py). With `send_now`
+    (the server's relaylog.send_now), a body's bytes after its first are forwarded as each read
+    brings them, from the provider connection's callback (`Response.forward`)."""
     content_type = response.header(b"content-type") or ""
     exchange.response_described(content_type, response.header(b"content-encoding"))
     event_stream = content_type.startswith("text/event-stream")
@@ -67,6 +70,7 @@ async def relay(
     # The client gets every byte the provider sent before a cut, as it would directly: the
     # response hands out what arrived before it raises the failure.
     tail = b""
+    forward = _forwarder(exchange, stripper, send_now) if send_now is not None else None
     async for chunk in response.chunks():
         out = stripper.feed(chunk) if stripper is not None else chunk
         if response.ended:  # the provider's last bytes: they go with the end of the body, one write
@@ -76,8 +80,21 @@ async def relay(
             if idle is not None:
                 idle()
                 idle = None
+        if idle is None:  # once the first bytes are out; again after a send that had to wait
+            response.forward = forward
     exchange.upstream_done()
     await _send_last(exchange, send, watcher, tail + stripper.finish() if stripper is not None else tail)
+
+
+def _forwarder(exchange: Exchange, stripper: UsageStripper | None, send_now: SendNow) -> Callable[[bytes], bool]:
+    """What the loop above does with a chunk, done at once: False when the next must go through
+    `send` (the client's connection is backed up)."""
+
+    def forward(chunk: bytes) -> bool:
+        out = stripper.feed(chunk) if stripper is not None else chunk
+        return not out or not exchange.chunk_sent(out) or send_now(out)
+
+    return forward
 
 
 async def _send_last(exchange: Exchange, send: Send, watcher: DisconnectWatcher | None, data: bytes) -> None:

@@ -42,6 +42,10 @@ class BufferedResponse:
     async def write(self, chunk: bytes) -> None:
         self.chunks.append(chunk)
 
+    def write_now(self, chunk: bytes) -> bool:
+        self.chunks.append(chunk)
+        return True
+
     async def finish(self, last: bytes = b"") -> None:
         if last:
             self.chunks.append(last)

@@ -54,6 +54,10 @@ class ResponseStream(Protocol):
 
     async def write(self, chunk: bytes) -> None: ...
 
+    def write_now(self, chunk: bytes) -> bool:
+        """Write `chunk` without waiting; False when the next write must wait (or the stream is
+        closing, and nothing was written)."""
+
     async def finish(self, last: bytes = b"") -> None:
         """End the response, `last` its final bytes (sent with the end: one write, not two)."""
 
@@ -86,7 +90,15 @@ async def invoke(app: Any, scope: Scope, body: bytes, stream: ResponseStream) ->
     started = False
     finished = False
     closed = stream.closed
-    scope["extensions"] = {"relaylog.disconnect": {"listen": closed.listen}}
+
+    def send_now(chunk: bytes) -> bool:
+        # Only between the start and the end, on a stream still open: `send` handles the rest.
+        return started and not finished and not closed.is_set() and stream.write_now(chunk)
+
+    scope["extensions"] = {
+        "relaylog.disconnect": {"listen": closed.listen},
+        "relaylog.send_now": {"send_now": send_now},
+    }
 
     async def receive() -> Message:
         nonlocal request_sent

@@ -268,13 +268,19 @@ class StreamedResponse:
         self._answer = asyncio.get_running_loop().create_task(self._await_answer(reader))
 
     async def write(self, chunk: bytes) -> None:
+        if not self.write_now(chunk):
+            # `drain` waits while the transport holds data back, or raises once the connection is
+            # lost (`is_closing` then).
+            await self._require_writer().drain()
+
+    def write_now(self, chunk: bytes) -> bool:
+        # A chunk the socket took whole leaves nothing to wait for.
         writer = self._require_writer()
-        writer.write(_chunk(chunk))
-        # A chunk the socket took whole leaves nothing to wait for: `drain` only waits while the
-        # transport holds data back, or raises once the connection is lost (`is_closing` then).
         transport = writer.transport
-        if transport.get_write_buffer_size() or transport.is_closing():
-            await writer.drain()
+        if transport.is_closing():
+            return False
+        writer.write(_chunk(chunk))
+        return not transport.get_write_buffer_size()
 
     async def finish(self, last: bytes = b"") -> None:
         # The relay hands the provider's last bytes over with the end: one write for both.

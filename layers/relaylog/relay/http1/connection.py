@@ -46,6 +46,7 @@ class Response:
         "_size",
         "_waiter",
         "_whole",
+        "forward",
         "keep_alive",
         "raw_headers",
         "status",
@@ -67,6 +68,9 @@ class Response:
         self._failure: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._whole = False  # the reader wants the whole body: no wake-up per chunk
+        # Set by a reader waiting in `chunks()`: body bytes go to it from the connection's
+        # callback, not through a wake-up of the reader (see `_forward`).
+        self.forward: Callable[[bytes], bool] | None = None
 
     # -- headers ---------------------------------------------------------------------------------
 
@@ -155,8 +159,29 @@ class Response:
         self._size += len(data)
         if self._size > _HIGH_WATER:
             self._connection.pause()
-        if not self._whole:
+        if not self._whole and self.forward is None:
             self._wake()
+
+    def _forward(self) -> None:
+        """After a read: what it brought goes to `forward` now, while the reader still waits in
+        `chunks()` (a task wake-up per read costs more than the relaying). The reader takes over
+        for the end and for a failure (both woke it, and the last bytes go with the end), for an
+        error raised by `forward` (raised in the reader), and once `forward` returns False (the
+        client's connection is backed up: the reader's `send` waits for it)."""
+        waiter = self._waiter
+        if not self._chunks or self._done or self._failure is not None or waiter is None or waiter.done():
+            return
+        forward = self.forward
+        assert forward is not None
+        data = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
+        self._chunks.clear()
+        self._taken()
+        try:
+            if forward(data):
+                return
+        except Exception as error:
+            waiter.set_exception(error)
+        self.forward = None
 
     def _complete(self) -> None:
         self._done = True
@@ -288,6 +313,9 @@ class Connection(asyncio.Protocol):
             self._fail(UpstreamDisconnected("the provider switched protocols"))
         except httptools.HttpParserError as error:
             self._fail(UpstreamDisconnected(f"the provider's response is not valid HTTP/1.1: {error}"))
+        response = self._response
+        if response is not None and response.forward is not None:
+            response._forward()
 
     def eof_received(self) -> bool:
         return False  # close our side too
