@@ -566,7 +566,7 @@ def test_a_client_that_stops_reading_holds_the_provider_back(
 ) -> None:
     """Backpressure on a stream: while the client does not read, relaylog stops reading the provider
     (it holds at most its high-water mark and the sockets' buffers), then relays every byte."""
-    event_count, content = 1024, "x" * 65536  # 64 MiB of events
+    event_count, content = 1024, "x" * 65000  # 63.5 MiB of events, within the capture limit (64 MiB)
     written: list[int] = [0]
 
     async def chat(request: web.Request) -> web.StreamResponse:
@@ -603,8 +603,6 @@ def test_a_client_that_stops_reading_holds_the_provider_back(
         f"\nthe provider wrote {held / 2**20:.1f} of {len(direct) / 2**20:.1f} MiB while the client read nothing for 1 s"
     )
     assert relayed == direct
-    assert held < len(direct) / 2  # 8-9 MiB here; all of it when the proxy reads on regardless
+    assert held < len(direct) / 2  # 8-10 MiB here; all of it when the proxy reads on regardless
     record = proxy.record(response.headers["helicone-id"])
-    assert record["status"] == 200 and record["error_type"] is None
-    # Past the capture limit, the usage is at hand for the record only when relaylog withheld it.
-    assert record["output_tokens"] == (5 if usage == "added" else None)
+    assert record["status"] == 200 and record["error_type"] is None and record["output_tokens"] == 5
