@@ -40,7 +40,7 @@ class BufferedResponse:
         self.status, self.headers, self.cookies = status, headers, cookies
 
     async def write(self, chunk: bytes) -> None:
-        self.chunks.append(chunk)
+        self.write_now(chunk)
 
     def write_now(self, chunk: bytes) -> bool:
         self.chunks.append(chunk)

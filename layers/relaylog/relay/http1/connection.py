@@ -112,19 +112,13 @@ class Response:
         if not self._done and self._failure is None:
             self._whole = True
             await self._wait()
-        data = b"".join(self._chunks) if len(self._chunks) != 1 else self._chunks[0]
-        self._chunks.clear()
-        self._taken()
-        return Whole(data, self._failure)
+        return Whole(self._take(), self._failure)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives (what is buffered comes out as one piece), then the failure if any."""
         while True:
             if self._chunks:
-                data = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
-                self._chunks.clear()
-                self._taken()
-                yield data
+                yield self._take()
             elif self._failure is not None:
                 raise self._failure
             elif self._done:
@@ -148,9 +142,14 @@ class Response:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    def _taken(self) -> None:
+    def _take(self) -> bytes:
+        """Every buffered body byte, as one piece; the socket is read again if it was paused."""
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
         self._size = 0
         self._connection.resume()
+        return data
 
     # -- fed by the connection -------------------------------------------------------------------
 
@@ -173,9 +172,7 @@ class Response:
             return
         forward = self.forward
         assert forward is not None
-        data = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
-        self._chunks.clear()
-        self._taken()
+        data = self._take()
         try:
             if forward(data):
                 return
