@@ -8,7 +8,9 @@ side. This measures what that costs here with nothing else done: `pump`, an asyn
 uvloop that pairs each client connection with one connection to the stand-in and copies bytes both
 ways (no HTTP parsing, no records, no headers). Then `relaylog serve --workers 1` on the same
 calls. wrk drives both with the SDK's small non-streamed completion, as bench/relay.py does; CPU
-per call is each proxy process's utime+stime from /proc over the run.
+per call is each proxy process's utime+stime from /proc over the run. Each row also times a short
+stream's first event at one client (16 events 1 ms apart, as bench/relay.py's TTFB probe), so the
+time a relay adds before the first byte has its floor beside it too.
 
 Then paced streams, as bench/runtime_concurrency.py sends them: the stand-in's 16 events 65 ms
 apart (about a second), at 64 and 256 clients (`--paced`, comma-separated; `--paced ""` skips
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,11 +34,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper modules next to this file
 
-from load import Call, run_load  # noqa: E402
+from load import Call, measure_ttfb, run_load  # noqa: E402
 from procs import Proc, child_env, free_port, kill_all, start_relaylog, start_standin  # noqa: E402
-from relay import GZIP, PATH, SDK_HEADERS, SMALL, STREAM  # noqa: E402
+from relay import GZIP, PATH, SDK_HEADERS, SHORT_STREAM, SMALL, STREAM  # noqa: E402
 
 PACED = ("x-standin-fault", "chunk-delay-ms=65")  # the stand-in's 16 events, a second in all
+TTFB_PACE = ("x-standin-fault", "chunk-delay-ms=1")
 EVENTS = 16
 
 
@@ -103,7 +107,8 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _measure(name: str, proc: Proc | None, url: str, seconds: int) -> list[str]:
+def _measure(name: str, proc: Proc | None, url: str, seconds: int) -> tuple[str, float]:
+    """One row of small calls, and the p50 time to first event of a short stream (TTFB_PACE)."""
     call = Call(url + PATH, SMALL, SDK_HEADERS + GZIP)
     run_load(call, 16, 1)  # warm: connections made, code paths hot
     single = run_load(call, 1, seconds)
@@ -111,7 +116,9 @@ def _measure(name: str, proc: Proc | None, url: str, seconds: int) -> list[str]:
     many = run_load(call, 16, seconds)
     cpu = (_cpu_seconds(proc.pid) - before) / many.requests * 1e6 if proc is not None else None
     cpu_text = f"{cpu:6.0f}" if cpu is not None else "     -"
-    return [f"{name:10s} {many.requests / seconds:9,.0f} {cpu_text} {single.p50_ms:9.3f} {single.p99_ms:9.3f}"]
+    ttfb = statistics.median(measure_ttfb(Call(url + PATH, SHORT_STREAM, SDK_HEADERS + (TTFB_PACE,)), seconds).ttfb_ms)
+    row = f"{name:10s} {many.requests / seconds:9,.0f} {cpu_text} {single.p50_ms:9.3f} {single.p99_ms:9.3f}"
+    return row, ttfb
 
 
 def _measure_paced(name: str, proc: Proc, url: str, clients: int, seconds: int) -> str:
@@ -145,12 +152,19 @@ def main() -> int:
         )
         pump.wait_for("pump listening on")
         relaylog, relaylog_url = start_relaylog(work, upstream, work / "data", 1)
-        lines = [f"{'':10s} {'req/s c=16':>9s} {'CPU us':>6s} {'p50 c=1':>9s} {'p99 c=1':>9s}"]
-        lines += _measure("direct", None, upstream, args.seconds)
-        lines += _measure("pump", pump, f"http://127.0.0.1:{port}", args.seconds)
-        lines += _measure("relaylog", relaylog, relaylog_url, args.seconds)
-        print("\n".join(lines))
+        rows = [
+            _measure("direct", None, upstream, args.seconds),
+            _measure("pump", pump, f"http://127.0.0.1:{port}", args.seconds),
+            _measure("relaylog", relaylog, relaylog_url, args.seconds),
+        ]
+        direct_ttfb = rows[0][1]
+        heads = ("req/s c=16", 9), ("CPU us", 6), ("p50 c=1", 9), ("p99 c=1", 9), ("TTFB p50", 9), ("added", 7)
+        print(f"{'':10s} " + " ".join(f"{head:>{width}s}" for head, width in heads))
+        for index, (row, ttfb) in enumerate(rows):
+            added = f"{ttfb - direct_ttfb:7.3f}" if index else "      -"
+            print(f"{row} {ttfb:9.3f} {added}")
         print("CPU us: the proxy process's CPU per call at c=16 (the stand-in's and wrk's not counted)")
+        print("TTFB: ms to a short stream's first event at c=1, its 16 events 1 ms apart (as bench/relay.py)")
         levels = [int(n) for n in args.paced.split(",") if n]
         if levels:
             paced = [f"{'':10s} {'clients':>7s} {'streams':>7s} {'CPU us/call':>11s} {'CPU us/event':>12s}"]

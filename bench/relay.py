@@ -60,9 +60,13 @@ LONG = (("x-standin-scenario", "long"),)
 # shorter streams give more samples in the same time.
 SHORT_STREAM = b'{"messages":[{"role":"user","content":"Say hi"}],"model":"gpt-4o-mini","stream":true}'
 
-TARGET_ADDED_P50_MS = 0.5
-TARGET_RPS_C16 = 5000
-TARGET_ADDED_TTFB_MS = 1.0
+# The fastest-relay issue's targets (one worker, records written); bench/peers.py has its other
+# throughput measure, 6 times Portkey's gateway in the same run.
+TARGET_ADDED_P50_MS = 0.25
+TARGET_ADDED_P99_MS = 0.6
+TARGET_RPS_C16 = 7000
+TARGET_CPU_US = 150
+TARGET_ADDED_TTFB_MS = 0.5
 TARGET_RSS_MB = 150
 
 
@@ -457,8 +461,9 @@ def report(direct: Column, relayed: list[Column], opts: Options, elapsed: float)
         passed = [r.plain[c].rps >= TARGET_RPS_C16 for r in relayed] if c == 16 else None
         row(f"  req/s  c={c}", direct.plain[c].rps, [r.plain[c].rps for r in relayed], ",.0f",
             target=f">= {TARGET_RPS_C16:,}" if c == 16 else "", passed=passed)  # fmt: skip
-    row("  CPU us/req c=16 *", _cpu_per_request(direct, "stand-in"),
-        [_cpu_per_request(r, "relaylog") for r in relayed], ",.0f")  # fmt: skip
+    cpu = [_cpu_per_request(r, "relaylog") for r in relayed]
+    row("  CPU us/req c=16 *", _cpu_per_request(direct, "stand-in"), cpu, ",.0f",
+        target=f"<= {TARGET_CPU_US}", passed=[c <= TARGET_CPU_US for c in cpu])  # fmt: skip
     row("    of which writer thread(s) *", None, [_cpu_per_request(r, "relaylog writer thread") for r in relayed],
         ",.0f", False)  # fmt: skip
     for c in opts.concurrency:
@@ -469,7 +474,8 @@ def report(direct: Column, relayed: list[Column], opts: Options, elapsed: float)
         added99 = [r.plain[1].p99_ms - direct.plain[1].p99_ms for r in relayed]
         row("  added p50 ms c=1", None, added50, ".3f", False, f"<= {TARGET_ADDED_P50_MS}",
             [a <= TARGET_ADDED_P50_MS for a in added50])  # fmt: skip
-        row("  added p99 ms c=1", None, added99, ".3f", False)
+        row("  added p99 ms c=1", None, added99, ".3f", False, f"<= {TARGET_ADDED_P99_MS}",
+            [a <= TARGET_ADDED_P99_MS for a in added99])  # fmt: skip
 
     pace = opts.ttfb_pace_ms
     section(f"streamed chat completion (TTFB: 16 events paced {pace:g} ms, c=1; throughput: 43 events unpaced)")
