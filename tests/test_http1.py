@@ -306,14 +306,14 @@ def test_connection_close_header_is_obeyed() -> None:
     run(test)
 
 
-def test_idle_limits_timeout_and_count() -> None:
+def test_idle_connections_close_after_the_idle_timeout() -> None:
     async def slow(conn: Conn, request: bytes) -> None:
         await asyncio.sleep(0.05)
         await fixed(answer())(conn, request)
 
     async def test() -> None:
         async with Server(slow) as server:
-            http = client(idle_timeout_s=0.2, max_idle_per_origin=1)
+            http = client(idle_timeout_s=0.2)
 
             async def call() -> None:
                 response = await http.request("POST", server.url(), [], b"{}")
@@ -322,10 +322,37 @@ def test_idle_limits_timeout_and_count() -> None:
 
             await asyncio.gather(call(), call(), call())
             assert server.connections == 3
-            await until(lambda: server.closed == 2)  # only one is kept idle
-            await until(lambda: server.closed == 3)  # and that one past the idle timeout
+            await asyncio.sleep(0.1)
+            assert server.closed == 0  # all three kept while idle
+            await until(lambda: server.closed == 3)  # and closed past the idle timeout
             await call()
             assert server.connections == 4
+            await http.close()
+
+    run(test)
+
+
+def test_a_burst_reuses_every_connection_the_last_burst_opened() -> None:
+    # More calls at once than any fixed idle cap the pool had (100): the second burst opens none.
+    burst = 150
+
+    async def slow(conn: Conn, request: bytes) -> None:
+        await asyncio.sleep(0.05)
+        await fixed(answer())(conn, request)
+
+    async def test() -> None:
+        async with Server(slow) as server:
+            http = client()
+
+            async def call() -> None:
+                response = await http.request("POST", server.url(), [], b"{}")
+                assert await response.read() == (b'{"ok":true}', None)
+                response.close()
+
+            for _ in range(2):
+                await asyncio.gather(*(call() for _ in range(burst)))
+            assert server.connections == burst
+            assert server.closed == 0
             await http.close()
 
     run(test)

@@ -56,14 +56,12 @@ class Client:
         resolver: Resolver | None = None,
         tls: ssl.SSLContext | None = None,
         idle_timeout_s: float = 60.0,
-        max_idle_per_origin: int = 100,
         dns_ttl_s: float = 300.0,
     ) -> None:
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         self.public_only = public_only
         self.idle_timeout_s = idle_timeout_s
-        self.max_idle_per_origin = max_idle_per_origin
         self._resolver = resolver or system_resolver
         self._tls = tls or default_tls()
         self._dns_ttl_s = dns_ttl_s
@@ -123,12 +121,13 @@ class Client:
         return None
 
     def _released(self, origin: Origin, connection: Connection, reusable: bool) -> None:
+        # Kept whatever the count: one is opened only when none is idle, so the pool never holds
+        # more than the most calls once in flight to the origin, and the idle timeout closes what a
+        # burst left. A cap below that peak reopens connections (a TLS handshake each): with 100
+        # kept, 256 streams in a closed loop opened 451 connections for 1,916 calls.
         if not reusable:
             return
         idle = self._idle.setdefault(origin, [])
-        if len(idle) >= self.max_idle_per_origin:
-            connection.close()
-            return
         connection.idle_since = time.monotonic()
         idle.append(connection)
         if self._sweeper is None:
