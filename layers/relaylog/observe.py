@@ -9,6 +9,7 @@ attribute writes they replace did, on the relay's hot path.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import TYPE_CHECKING
@@ -25,6 +26,10 @@ if TYPE_CHECKING:
     from .relay.targets import Target
 
 Header = tuple[bytes, bytes]
+
+# Past the capture limit, about this much of the response's end is still kept: a stream reports
+# its usage in its last events, which a record would otherwise lose with the bytes.
+TAIL_BYTES = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -70,6 +75,10 @@ class Exchange:
     # Bytes as sent to the client, in order, up to `capture_limit`.
     response_chunks: list[bytes] = field(default_factory=list)
     response_bytes: int = 0
+    # The last bytes sent past `capture_limit` (at least TAIL_BYTES of them once there are that
+    # many, at most twice that), and their count; `response_chunks` holds those up to it.
+    response_tail: deque[bytes] | None = None
+    tail_bytes: int = 0
     # Provider bytes the client never saw (the usage chunk relaylog asked for); read for usage.
     withheld: list[bytes] = field(default_factory=list)
     ttft: float | None = None
@@ -210,7 +219,25 @@ class Exchange:
         self.response_bytes += len(data)
         if self.response_bytes <= self.capture_limit:
             self.response_chunks.append(data)
+        else:
+            self._past_limit(data)
         return True
+
+    def _past_limit(self, data: bytes) -> None:
+        """The start kept up to the limit exactly; what follows it goes to the kept end."""
+        room = self.capture_limit - (self.response_bytes - len(data))
+        if room > 0:
+            self.response_chunks.append(data[:room])
+            data = data[room:]
+        tail = self.response_tail
+        if tail is None:
+            tail = self.response_tail = deque()
+        if len(data) > TAIL_BYTES:
+            data = data[-TAIL_BYTES:]
+        tail.append(data)
+        self.tail_bytes += len(data)
+        while self.tail_bytes - len(tail[0]) >= TAIL_BYTES:
+            self.tail_bytes -= len(tail.popleft())
 
     def last_chunk_sent(self, data: bytes) -> bool:
         """The end of the body (`data` may be empty); False when the client already left."""

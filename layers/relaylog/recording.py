@@ -19,6 +19,7 @@ from .providers.eventstream import DAMAGED
 from .providers.outcome import read_outcome
 from .providers.parsing import parse_response, read_response
 from .providers.registry import Provider
+from .providers.sse import complete_prefix, complete_suffix
 from .record import SCHEMA_VERSION, ErrorType, Record, UsageSource
 from .usage import EMPTY_FIELDS, Observed, Usage
 
@@ -54,7 +55,8 @@ def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> R
         problems.append(f"request: {exchange.request_parse_error}")
 
     response_raw = b"".join(exchange.response_chunks)
-    if exchange.response_bytes > len(response_raw):
+    truncated = exchange.response_bytes > len(response_raw)
+    if truncated:
         problems.append("response: body larger than the capture limit, stored truncated")
     response_plain = _decode(response_raw, exchange.response_content_encoding, problems)
 
@@ -70,6 +72,18 @@ def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> R
         if problem == DAMAGED:
             problems.append(f"response: {problem}")
 
+    # What usage and the outcome are read from: the body kept, or for a stream past the capture
+    # limit, that and its kept end (a stream reports usage and finish reasons last).
+    read = response_plain
+    if (
+        truncated
+        and exchange.response_tail
+        and exchange.response_content_encoding is None
+        and content_type.startswith("text/event-stream")
+        and not bedrock_stream  # (its frames, binary, are not cut into events here)
+    ):
+        read = _with_tail(response_raw, exchange)
+
     observed = _UNREAD
     response_id: str | None = None
     finish_reasons: tuple[str, ...] | None = None
@@ -77,9 +91,9 @@ def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> R
     answered = exchange.upstream_started is not None or hit
     if provider is not None and answered and response_plain is not None:
         endpoint = exchange.endpoint or exchange.path
-        if response_plain and (readable is None or readable is response_plain):
+        if read and (readable is None or readable is response_plain):
             observed, (response_id, finish_reasons) = read_response(
-                provider.family, endpoint, response_plain, content_type, withheld
+                provider.family, endpoint, read, content_type, withheld
             )
         else:
             if readable is None:
@@ -185,6 +199,15 @@ def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> R
         "tracestate": tracestate,
     }
     return record
+
+
+def _with_tail(head: bytes, exchange: Exchange) -> bytes:
+    """A stream cut at the capture limit, joined to its kept end: as sent when nothing was dropped
+    between them, else the whole events of each side (those in the gap are lost)."""
+    tail = b"".join(exchange.response_tail or ())
+    if exchange.response_bytes - len(head) == len(tail):
+        return head + tail
+    return complete_prefix(head) + complete_suffix(tail)
 
 
 @functools.cache

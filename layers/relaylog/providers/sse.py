@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-__all__ = ["SSEBody", "SSESplitter", "complete_prefix", "looks_like_sse", "sse_events"]
+__all__ = ["SSEBody", "SSESplitter", "complete_prefix", "complete_suffix", "looks_like_sse", "sse_events"]
 
 # A blank line: two line terminators in a row, where "\r\n" is ONE terminator. The lookahead stops
 # "\r\n" from being read as "\r" then "\n" (which would split an event at every line end).
@@ -202,6 +202,13 @@ def complete_prefix(body: bytes) -> bytes:
     line has, and bytes after it are an unfinished one."""
     end = max((i + len(blank) for blank in _BLANK_LINES if (i := body.rfind(blank)) >= 0), default=0)
     return body[:end]
+
+
+def complete_suffix(body: bytes) -> bytes:
+    """`body` from the end of its first blank line: the bytes before it may end an event whose
+    start was not kept."""
+    start = min((i + len(blank) for blank in _BLANK_LINES if (i := body.find(blank)) >= 0), default=len(body))
+    return body[start:]
 
 
 def looks_like_sse(body: bytes, at: int = 0) -> bool:
