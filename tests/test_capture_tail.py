@@ -19,6 +19,7 @@ from relaylog.providers.sse import complete_suffix
 from relaylog.recording import build_record
 
 from tests.support.proxy import RunningProxy
+from tests.support.records import NamedBodies
 from tests.support.upstream import AiohttpUpstream
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
@@ -129,13 +130,8 @@ def test_the_kept_end_is_bounded_whatever_the_chunks(tmp_path: Path) -> None:
     exchange.provider, exchange.endpoint = PROVIDERS["openai"], "/v1/chat/completions"
     exchange.response_described("application/json", None)
     exchange.upstream_started = exchange.finished = time.perf_counter()
-    record = build_record(exchange, Settings(data_dir=tmp_path), _Bodies())
+    record = build_record(exchange, Settings(data_dir=tmp_path), NamedBodies())
     assert record["usage_source"] == "absent" and record["input_tokens"] is None
-
-
-class _Bodies:
-    def put(self, request_id: str, dt: str, kind: str, data: bytes) -> str:
-        return f"bodies/dt={dt}/{request_id}.{kind}"
 
 
 @pytest.mark.parametrize(

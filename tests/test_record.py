@@ -15,10 +15,7 @@ from relaylog.record import FIELDS, CacheStatus, CostSourceKind, ErrorType, Usag
 from relaylog.recording import build_record
 from relaylog.usage import EMPTY_FIELDS, Usage
 
-
-class _Bodies:
-    def put(self, request_id: str, dt: str, kind: str, data: bytes) -> str:
-        return f"bodies/dt={dt}/{request_id}.{kind}"
+from tests.support.records import NamedBodies
 
 
 def test_usage_fields_are_the_schema_usage_columns() -> None:
@@ -36,7 +33,7 @@ def test_record_has_every_schema_field_in_order(tmp_path: Path) -> None:
     exchange.provider = PROVIDERS["openai"]
     exchange.endpoint = "/v1/models"
     exchange.finished = started + 0.002
-    record = build_record(exchange, Settings(data_dir=tmp_path), _Bodies())
+    record = build_record(exchange, Settings(data_dir=tmp_path), NamedBodies())
     assert tuple(record) == FIELDS
     assert record["created_at"] == "2026-11-18T11:06:40.250000Z"
     assert (record["dt"], record["hour"]) == ("2026-11-18", "11")
@@ -167,5 +164,5 @@ def test_the_values_the_code_produces_are_in_the_literals() -> None:
     )
     exchange.routed(PROVIDERS["openai"], "/v1/models")
     exchange.cache_looked_up("HIT")
-    record = build_record(exchange, Settings(), _Bodies())
+    record = build_record(exchange, Settings(), NamedBodies())
     assert (record["cost_source"], record["cache_status"], record["usage_source"]) == ("cache_hit", "HIT", "absent")

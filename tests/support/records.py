@@ -17,6 +17,13 @@ from relaylog.record import FIELDS
 BASE = datetime(2026, 11, 25, 22, 10, tzinfo=UTC)
 
 
+class NamedBodies:
+    """build_record's body store, naming where a body would go without writing it."""
+
+    def put(self, request_id: str, dt: str, kind: str, data: bytes) -> str:
+        return f"bodies/dt={dt}/{request_id}.{kind}"
+
+
 def make_record(created: datetime, **overrides: Any) -> dict[str, Any]:
     """A complete schema-v1 record for a successful OpenAI chat completion, with overrides."""
     request_id = str(uuid.uuid4())
