@@ -70,6 +70,28 @@ def test_a_stream_past_the_capture_limit_keeps_its_usage(
     assert record["response_body"].encode() == received[:1000]
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "identity"])
+def test_an_answer_within_the_kept_end_of_the_limit_is_read_whole(
+    make_proxy: Callable[..., RunningProxy], encoding: str
+) -> None:
+    """Not a stream: usage sits at the end of one JSON document, read whole when no byte was
+    dropped between the stored start and the kept end (compressed or not)."""
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES}
+    headers = {**LONG, "accept-encoding": encoding}
+    whole, cut = make_proxy(), make_proxy(max_capture_bytes=200)
+    sent = httpx.post(whole.url + "/v1/chat/completions", json=body, headers=headers)
+    relayed = httpx.post(cut.url + "/v1/chat/completions", json=body, headers=headers)
+    assert relayed.content == sent.content and relayed.headers.get("content-encoding") == (
+        "gzip" if encoding == "gzip" else None
+    )
+    assert int(relayed.headers["content-length"]) > 400
+    expected = whole.record(sent.headers["helicone-id"])
+    record = cut.record(relayed.headers["helicone-id"])
+    assert expected["output_tokens"] and expected["cost_usd"]
+    assert {name: record[name] for name in USAGE} == {name: expected[name] for name in USAGE}
+    assert record["parse_error"] == "response: body larger than the capture limit, stored truncated"
+
+
 def test_a_stream_far_past_the_limit_is_read_from_its_last_whole_events(
     make_proxy: Callable[..., RunningProxy],
 ) -> None:

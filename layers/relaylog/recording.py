@@ -72,17 +72,11 @@ def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> R
         if problem == DAMAGED:
             problems.append(f"response: {problem}")
 
-    # What usage and the outcome are read from: the body kept, or for a stream past the capture
-    # limit, that and its kept end (a stream reports usage and finish reasons last).
+    # What usage and the outcome are read from: the body kept, or past the capture limit that and
+    # the end kept after it (usage, finish reasons and a stream's last events come last).
     read = response_plain
-    if (
-        truncated
-        and exchange.response_tail
-        and exchange.response_content_encoding is None
-        and content_type.startswith("text/event-stream")
-        and not bedrock_stream  # (its frames, binary, are not cut into events here)
-    ):
-        read = _with_tail(response_raw, exchange)
+    if truncated and exchange.response_tail and not bedrock_stream:  # (its binary frames: as kept)
+        read = _with_tail(response_raw, exchange, content_type) or response_plain
 
     observed = _UNREAD
     response_id: str | None = None
@@ -201,13 +195,17 @@ def build_record(exchange: Exchange, settings: Settings, bodies: BodyStore) -> R
     return record
 
 
-def _with_tail(head: bytes, exchange: Exchange) -> bytes:
-    """A stream cut at the capture limit, joined to its kept end: as sent when nothing was dropped
-    between them, else the whole events of each side (those in the gap are lost)."""
+def _with_tail(head: bytes, exchange: Exchange, content_type: str) -> bytes | None:
+    """A response cut at the capture limit, read with the end kept after it: the whole body when
+    nothing was dropped between them; else, for an event stream as sent (not compressed), the
+    whole events of each side (those in the gap are lost); else None."""
     tail = b"".join(exchange.response_tail or ())
+    encoding = exchange.response_content_encoding
     if exchange.response_bytes - len(head) == len(tail):
-        return head + tail
-    return complete_prefix(head) + complete_suffix(tail)
+        return decode(head + tail, encoding)[0]
+    if encoding is None and content_type.startswith("text/event-stream"):
+        return complete_prefix(head) + complete_suffix(tail)
+    return None
 
 
 @functools.cache
