@@ -528,7 +528,7 @@ def run_target(t: Target, standins: Standins, opts: Options, observe: Observe) -
 
 def setup_relaylog(work: Path, s: Standins, opts: Options, truth: tuple[int, int]) -> tuple[Target, Observe] | str:
     data_dir = work / "relaylog-data"
-    proc, url = start_relaylog(work, s.plain_url, data_dir, 1)
+    proc, url = start_relaylog(work, s.plain_url, data_dir, 1, python=opts.python)
 
     def observe(call: Call) -> tuple[Fidelity, tuple[str, str]]:
         request_id = str(uuid.uuid4())  # finds this call's record among the others
@@ -587,6 +587,11 @@ def parse_args(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     parser.add_argument("--load-generator", choices=("auto", "wrk", "aiohttp"), default="auto")
     parser.add_argument("--quick", action="store_true", help="2 s runs: noisier")
     parser.add_argument("--keep", action="store_true", help="keep logs, configs and relaylog's data dir")
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter relaylog runs on (its environment must hold requirements/serve.txt)",
+    )
     a = parser.parse_args(argv)
     if a.quick:
         a.duration, a.ttfb_seconds, a.rss_seconds = 2, 2, 3
@@ -596,7 +601,7 @@ def parse_args(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     opts = Options(
         duration=a.duration, ttfb_seconds=a.ttfb_seconds, rss_seconds=a.rss_seconds, concurrency=concurrency,
         stream_concurrency=16, rss_streams=64, rss_pace_ms=50, ttfb_pace_ms=1, workers=[1], gzip=True,
-        tool=a.load_generator, profile=0, keep=a.keep,
+        tool=a.load_generator, profile=0, keep=a.keep, python=a.python, trees=[],
     )  # fmt: skip
     return opts, a
 

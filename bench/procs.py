@@ -253,13 +253,19 @@ def start_standin(log_dir: Path) -> tuple[Proc, str]:
 
 
 def start_relaylog(
-    log_dir: Path, upstream: str, data_dir: Path, workers: int, extra_env: dict[str, str] | None = None
+    log_dir: Path,
+    upstream: str,
+    data_dir: Path,
+    workers: int,
+    extra_env: dict[str, str] | None = None,
+    python: str = sys.executable,
 ) -> tuple[Proc, str]:
     """`relaylog serve` (through relaylog.cli.main, so it runs from the source tree) with records
-    written to `data_dir`, OpenAI pointed at the stand-in, and `extra_env` in its environment."""
+    written to `data_dir`, OpenAI pointed at the stand-in, and `extra_env` in its environment;
+    run by `python`, whose environment must hold requirements/serve.txt."""
     port = free_port()
     argv = [
-        sys.executable, "-c", "import sys; from relaylog.cli import main; sys.exit(main(sys.argv[1:]))",
+        python, "-c", "import sys; from relaylog.cli import main; sys.exit(main(sys.argv[1:]))",
         "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir), "--workers", str(workers),
     ]  # fmt: skip
     env = child_env(RELAYLOG_UPSTREAM_OPENAI=upstream, **(extra_env or {}))
@@ -269,6 +275,20 @@ def start_relaylog(
     proc.wait_for("relaylog proxy on", timeout=60)
     proc.wait_for("Application startup complete", count=workers, timeout=60)
     return proc, f"http://127.0.0.1:{port}"
+
+
+def interpreter(python: str) -> str:
+    """`python`'s version and path, and the versions of what relaylog serve runs on as it sees them."""
+    code = (
+        "import platform, sys; from importlib import metadata\n"
+        "def v(p):\n"
+        "    try: return metadata.version(p)\n"
+        "    except metadata.PackageNotFoundError: return '-'\n"
+        "print(f'python {platform.python_version()} ({sys.executable}); '"
+        " + ', '.join(f'{p} {v(p)}' for p in ('uvicorn', 'uvloop', 'httptools', 'orjson')))"
+    )
+    done = subprocess.run([python, "-c", code], env=child_env(), capture_output=True, text=True, check=True)
+    return done.stdout.strip()
 
 
 def kill_all() -> None:

@@ -31,7 +31,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper modules next to this file
 
 from load import WRK, Call, LoadResult, StreamTimes, measure_ttfb, percentile, run_load  # noqa: E402
-from procs import Proc, RssPeak, RssSampler, kill_all, machine_busy_seconds, start_relaylog, start_standin  # noqa: E402
+from procs import (  # noqa: E402
+    Proc,
+    RssPeak,
+    RssSampler,
+    interpreter,
+    kill_all,
+    machine_busy_seconds,
+    start_relaylog,
+    start_standin,
+)
 
 PATH = "/v1/chat/completions"
 # What the OpenAI Python SDK sends (minus Host/Content-Length/Connection, which the client adds):
@@ -138,6 +147,8 @@ class Options:
     tool: str
     profile: int
     keep: bool
+    python: str  # the interpreter relaylog runs on
+    trees: list[Path]  # other checkouts of relaylog, measured in the same run
 
 
 # -- measuring -------------------------------------------------------------------------------------
@@ -264,10 +275,15 @@ def run_direct(standin_url: str, standin: Proc, opts: Options) -> Column:
     return col
 
 
-def run_relayed(workers: int, standin_url: str, standin: Proc, opts: Options, work: Path) -> Column:
-    col = Column(f"relaylog w={workers}")
-    data_dir = work / f"data-w{workers}"
-    relay, url = start_relaylog(work, standin_url, data_dir, workers)
+def run_relayed(
+    workers: int, standin_url: str, standin: Proc, opts: Options, work: Path, tree: Path | None = None
+) -> Column:
+    """relaylog serve from this checkout, or from `tree` (another checkout) when given."""
+    name = "relaylog" if tree is None else tree.name
+    col = Column(f"{name} w={workers}")
+    data_dir = work / f"data-{name}-w{workers}"
+    env = None if tree is None else {"PYTHONPATH": f"{tree / 'layers'}:{tree}"}
+    relay, url = start_relaylog(work, standin_url, data_dir, workers, env, opts.python)
     try:
         call_set = calls(url, opts)
         warm_up(call_set, opts, col.ledger)
@@ -406,12 +422,10 @@ def machine_info(opts: Options) -> str:
                 break
     except OSError:
         pass
-    versions = []
-    for package in ("uvicorn", "uvloop", "httptools", "aiohttp", "orjson"):
-        try:
-            versions.append(f"{package} {metadata.version(package)}")
-        except metadata.PackageNotFoundError:
-            versions.append(f"{package} -")
+    try:
+        aiohttp = metadata.version("aiohttp")
+    except metadata.PackageNotFoundError:
+        aiohttp = "-"
     wrk = "wrk " + (_wrk_version() if WRK and opts.tool != "aiohttp" else "not used (aiohttp client)")
     before = machine_busy_seconds()
     time.sleep(1)  # what the rest of the machine is doing before the benchmark adds anything
@@ -420,7 +434,8 @@ def machine_info(opts: Options) -> str:
         [
             f"machine: nproc {len(os.sched_getaffinity(0))} ({cpu}), {platform.system()} {platform.release()}, "
             f"{busy:.2f} cores busy before start (load average {os.getloadavg()[0]:.2f})",
-            f"python {platform.python_version()} ({sys.executable}); {', '.join(versions)}; {wrk}",
+            f"relaylog: {interpreter(opts.python)}",
+            f"this benchmark: python {platform.python_version()} ({sys.executable}), aiohttp {aiohttp}; {wrk}",
             "stand-in, relaylog and the load generator all share these cores"
             + ("; one wrk thread per run." if "not used" not in wrk else "; the client runs in this process."),
         ]
@@ -532,7 +547,7 @@ def _render(rows: list[list[str]], verdicts: list[list[str]], direct: Column, re
     header = ["", direct.label]
     for r in relayed:
         header += [r.label, "ratio"]
-    header += ["target"] + [f"{r.label.split()[-1]}" for r in relayed]
+    header += ["target"] + [r.label.removeprefix("relaylog ") for r in relayed]
     full = [header] + [cells + v if len(cells) > 1 else cells for cells, v in zip(rows, verdicts, strict=True)]
     widths = [max(len(r[i]) for r in full if len(r) > 1 and i < len(r)) for i in range(len(header))]
     out = []
@@ -611,6 +626,13 @@ def parse_args(argv: list[str] | None) -> Options:
                         help="py-spy relaylog (w=1) during an extra c=16 run of this length")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="2 s runs: about half the time, noisier")
     parser.add_argument("--keep", action="store_true", help="keep the data dirs and logs")
+    parser.add_argument("--tree", action="append", default=[], type=Path,
+                        help="another relaylog checkout, measured in the same run (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter relaylog runs on (its environment must hold requirements/serve.txt)",
+    )
     a = parser.parse_args(argv)
     if a.quick:
         a.duration, a.ttfb_seconds, a.rss_seconds = 2, 2, 3
@@ -621,7 +643,8 @@ def parse_args(argv: list[str] | None) -> Options:
         duration=a.duration, ttfb_seconds=a.ttfb_seconds, rss_seconds=a.rss_seconds, concurrency=concurrency,
         stream_concurrency=a.stream_concurrency, rss_streams=a.rss_streams, rss_pace_ms=a.rss_pace_ms,
         ttfb_pace_ms=a.ttfb_pace_ms, workers=[int(w) for w in a.workers.split(",")], gzip=not a.no_gzip,
-        tool=a.load_generator, profile=a.profile, keep=a.keep,
+        tool=a.load_generator, profile=a.profile, keep=a.keep, python=a.python,
+        trees=[tree.resolve() for tree in a.tree],
     )  # fmt: skip
 
 
@@ -641,8 +664,9 @@ def main(argv: list[str] | None = None) -> int:
         direct = run_direct(standin_url, standin, opts)
         relayed = []
         for workers in opts.workers:
-            _progress(f"through relaylog serve --workers {workers}")
-            relayed.append(run_relayed(workers, standin_url, standin, opts, work))
+            for tree in (None, *opts.trees):
+                _progress(f"through relaylog serve --workers {workers}" + (f" from {tree}" if tree else ""))
+                relayed.append(run_relayed(workers, standin_url, standin, opts, work, tree))
         standin.stop()
         print()
         print(report(direct, relayed, opts, time.monotonic() - started))
