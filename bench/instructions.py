@@ -51,8 +51,7 @@ def _relaylog(tree: Path, port: int, work: Path, upstream: str) -> tuple[list[st
         sys.executable, "-c", "import sys; from relaylog.cli import main; sys.exit(main(sys.argv[1:]))",
         "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(work / "data"), "--workers", "1",
     ]  # fmt: skip
-    env = child_env(RELAYLOG_UPSTREAM_OPENAI=upstream)
-    env["PYTHONPATH"] = f"{tree / 'layers'}:{tree}"  # this tree's relaylog, whatever is installed
+    env = child_env(tree, RELAYLOG_UPSTREAM_OPENAI=upstream)  # this tree's relaylog, ahead of what is installed
     return argv, env
 
 

@@ -26,10 +26,11 @@ _PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 _LIVE: list[Proc] = []
 
 
-def child_env(**extra: str) -> dict[str, str]:
-    """The environment for children: relaylog importable from the source tree, unbuffered output."""
+def child_env(tree: Path = REPO, **extra: str) -> dict[str, str]:
+    """The environment for children: relaylog importable from the source tree `tree` (this checkout
+    unless another is given), unbuffered output."""
     env = dict(os.environ)
-    paths = [str(REPO / "layers"), str(REPO)]
+    paths = [str(tree / "layers"), str(tree)]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
@@ -259,16 +260,17 @@ def start_relaylog(
     workers: int,
     extra_env: dict[str, str] | None = None,
     python: str = sys.executable,
+    tree: Path = REPO,
 ) -> tuple[Proc, str]:
-    """`relaylog serve` (through relaylog.cli.main, so it runs from the source tree) with records
-    written to `data_dir`, OpenAI pointed at the stand-in, and `extra_env` in its environment;
-    run by `python`, whose environment must hold requirements/serve.txt."""
+    """`relaylog serve` (through relaylog.cli.main, so it runs from the source tree `tree`) with
+    records written to `data_dir`, OpenAI pointed at the stand-in, and `extra_env` in its
+    environment; run by `python`, whose environment must hold requirements/serve.txt."""
     port = free_port()
     argv = [
         python, "-c", "import sys; from relaylog.cli import main; sys.exit(main(sys.argv[1:]))",
         "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir), "--workers", str(workers),
     ]  # fmt: skip
-    env = child_env(RELAYLOG_UPSTREAM_OPENAI=upstream, **(extra_env or {}))
+    env = child_env(tree, RELAYLOG_UPSTREAM_OPENAI=upstream, **(extra_env or {}))
     proc = Proc(f"relaylog-w{workers}", argv, env, log_dir / f"relaylog-w{workers}.log")
     # relaylog binds the socket and prints its banner first, then each worker starts the app and
     # logs it: wait for both kinds of line.

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper modules n
 
 from load import WRK, Call, LoadResult, StreamTimes, measure_ttfb, percentile, run_load  # noqa: E402
 from procs import (  # noqa: E402
+    REPO,
     Proc,
     RssPeak,
     RssSampler,
@@ -275,15 +276,12 @@ def run_direct(standin_url: str, standin: Proc, opts: Options) -> Column:
     return col
 
 
-def run_relayed(
-    workers: int, standin_url: str, standin: Proc, opts: Options, work: Path, tree: Path | None = None
-) -> Column:
+def run_relayed(workers: int, standin_url: str, standin: Proc, opts: Options, work: Path, tree: Path = REPO) -> Column:
     """relaylog serve from this checkout, or from `tree` (another checkout) when given."""
-    name = "relaylog" if tree is None else tree.name
+    name = "relaylog" if tree == REPO else tree.name
     col = Column(f"{name} w={workers}")
     data_dir = work / f"data-{name}-w{workers}"
-    env = None if tree is None else {"PYTHONPATH": f"{tree / 'layers'}:{tree}"}
-    relay, url = start_relaylog(work, standin_url, data_dir, workers, env, opts.python)
+    relay, url = start_relaylog(work, standin_url, data_dir, workers, python=opts.python, tree=tree)
     try:
         call_set = calls(url, opts)
         warm_up(call_set, opts, col.ledger)
@@ -664,8 +662,8 @@ def main(argv: list[str] | None = None) -> int:
         direct = run_direct(standin_url, standin, opts)
         relayed = []
         for workers in opts.workers:
-            for tree in (None, *opts.trees):
-                _progress(f"through relaylog serve --workers {workers}" + (f" from {tree}" if tree else ""))
+            for tree in (REPO, *opts.trees):
+                _progress(f"through relaylog serve --workers {workers}" + (f" from {tree}" if tree != REPO else ""))
                 relayed.append(run_relayed(workers, standin_url, standin, opts, work, tree))
         standin.stop()
         print()
