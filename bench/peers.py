@@ -42,6 +42,7 @@ from relay import (  # noqa: E402
     _others,
     _pcts,
     _warnings,
+    add_python_option,
     machine_info,
     measure,
     measure_memory,
@@ -587,11 +588,7 @@ def parse_args(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     parser.add_argument("--load-generator", choices=("auto", "wrk", "aiohttp"), default="auto")
     parser.add_argument("--quick", action="store_true", help="2 s runs: noisier")
     parser.add_argument("--keep", action="store_true", help="keep logs, configs and relaylog's data dir")
-    parser.add_argument(
-        "--python",
-        default=sys.executable,
-        help="the interpreter relaylog runs on (its environment must hold requirements/serve.txt)",
-    )
+    add_python_option(parser)
     a = parser.parse_args(argv)
     if a.quick:
         a.duration, a.ttfb_seconds, a.rss_seconds = 2, 2, 3

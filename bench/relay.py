@@ -607,6 +607,15 @@ def _warnings(direct: Column, relayed: list[Column]) -> list[str]:
 # -- main ------------------------------------------------------------------------------------------
 
 
+def add_python_option(parser: argparse.ArgumentParser) -> None:
+    """--python: the interpreter relaylog runs on (here and in peers.py)."""
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter relaylog runs on (its environment must hold requirements/serve.txt)",
+    )
+
+
 def parse_args(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=5, help="seconds per throughput run (default 5)")
@@ -626,11 +635,7 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--keep", action="store_true", help="keep the data dirs and logs")
     parser.add_argument("--tree", action="append", default=[], type=Path,
                         help="another relaylog checkout, measured in the same run (repeatable)")  # fmt: skip
-    parser.add_argument(
-        "--python",
-        default=sys.executable,
-        help="the interpreter relaylog runs on (its environment must hold requirements/serve.txt)",
-    )
+    add_python_option(parser)
     a = parser.parse_args(argv)
     if a.quick:
         a.duration, a.ttfb_seconds, a.rss_seconds = 2, 2, 3
