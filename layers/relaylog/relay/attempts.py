@@ -84,12 +84,11 @@ class Attempts:
         read_on_s = min(_READ_ON_S, self._settings.read_timeout_s)
         watcher = DisconnectWatcher(receive, exchange, read_on_s, listen)
         response: Response | None = None
-        # The loop's idle moment: a non-streamed call now waits for its provider's whole answer; a
-        # stream's comes after its first event (respond.relay), so nothing delays that event.
-        idle = self._idle
-        if idle is not None and not exchange.stream:
-            idle()
-            idle = None
+        # The loop's idle moment: a non-streamed call now waits for its provider's whole answer. A
+        # stream's client waits for its first event, then reads each as it comes: no moment of a
+        # stream is idle for its client (sinks/deferred.py).
+        if self._idle is not None and not exchange.stream:
+            self._idle()
         try:
             outcome = await self._send_handling_fallbacks(exchange, targets, retry, accept_encoding)
             if isinstance(outcome, Unanswered):
@@ -98,7 +97,7 @@ class Attempts:
             response = outcome.response
             if outcome.attempt.target is not None:
                 exchange.answered_by(outcome.attempt.target)
-            await respond.relay(exchange, response, send, watcher, outcome.preread, idle, send_now)
+            await respond.relay(exchange, response, send, watcher, outcome.preread, send_now)
         except asyncio.CancelledError:
             if not watcher.uncancel():
                 raise

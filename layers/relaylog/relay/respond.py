@@ -33,14 +33,12 @@ async def relay(
     send: Send,
     watcher: DisconnectWatcher,
     preread: Whole | None,
-    idle: Callable[[], None] | None = None,
     send_now: SendNow | None = None,
 ) -> None:
     """Relay the provider's response: status, headers and bytes as they came. A failure reading it
-    is raised after the client was sent every byte that arrived before it. `idle` is called once a
-    stream's first bytes are out (the loop's quiet moment, see sinks/deferred.py). With `send_now`
-    (the server's relaylog.send_now), a body's bytes after its first are forwarded as each read
-    brings them, from the provider connection's callback (`Response.forward`)."""
+    is raised after the client was sent every byte that arrived before it. With `send_now` (the
+    server's relaylog.send_now), a body's bytes after its first are forwarded as each read brings
+    them, from the provider connection's callback (`Response.forward`)."""
     content_type = response.header(b"content-type") or ""
     exchange.response_described(content_type, response.header(b"content-encoding"))
     event_stream = content_type.startswith("text/event-stream")
@@ -77,11 +75,7 @@ async def relay(
             tail = out
         elif out and exchange.chunk_sent(out):
             await send({"type": "http.response.body", "body": out, "more_body": True})
-            if idle is not None:
-                idle()
-                idle = None
-        if idle is None:  # once the first bytes are out; again after a send that had to wait
-            response.forward = forward
+        response.forward = forward  # after the first read; again after a send that had to wait
     exchange.upstream_done()
     await _send_last(exchange, send, watcher, tail + stripper.finish() if stripper is not None else tail)
 

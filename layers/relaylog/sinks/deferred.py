@@ -5,11 +5,12 @@ CPU, see sinks/local.py). Built the moment the response is complete, that work s
 response and whatever the loop does next: a client that sends its next request straight away
 waits for it (0.27 ms for a 16-event stream's record, timed inside relaylog on bench/relay.py's
 stream probe). Here a finished exchange waits for the relay to say a call is about to wait
-(`build_soon`), and is built then; if no call says so, after `_LATEST_S`. The relay says so as a
-non-streamed call waits on its provider's answer, and once a stream's first event has gone out
-(the wait for the next is idle time even against the local stand-in, which answers a request
-within microseconds: built before that first event, the record delayed it). Under load the work
-per record is the same, only its moment moves.
+(`build_soon`), and is built then; if no call says so, after `latest_s`. The relay says so as a
+non-streamed call waits on its provider's answer. A stream has no such moment: its client waits
+for the first event, then reads each as it arrives. Built once the first event was written, the
+record made a client on the same core wait that long to read it (bench/relay.py's probe shares
+the cores: 0.15 ms of its added time to first byte); built before it, the record delayed the
+event itself. Under load the work per record is the same, only its moment moves.
 
 Exchanges whose record is needed at once (a rate limit charges its cost) are built at once.
 `flush` and `close` build everything still waiting first, so nothing submitted is lost at
@@ -32,10 +33,11 @@ _LATEST_S = 0.005
 class Deferred:
     """A Sink that hands exchanges to `sink` a moment later (see the module docstring)."""
 
-    __slots__ = ("_loop", "_scheduled", "_sink", "_timer", "_waiting")
+    __slots__ = ("_latest_s", "_loop", "_scheduled", "_sink", "_timer", "_waiting")
 
-    def __init__(self, sink: Sink) -> None:
+    def __init__(self, sink: Sink, latest_s: float = _LATEST_S) -> None:
         self._sink = sink
+        self._latest_s = latest_s
         self._waiting: list[Exchange] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -47,7 +49,7 @@ class Deferred:
         self._waiting.append(exchange)
         if self._timer is None:
             self._loop = loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(_LATEST_S, self._build)
+            self._timer = loop.call_later(self._latest_s, self._build)
         return None
 
     def build_soon(self) -> None:
